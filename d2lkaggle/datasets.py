@@ -1,0 +1,133 @@
+"""A built-in, learnable demo competition in the exact Kaggle layouts (no download needed).
+
+``make_demo(out)`` draws ten classes of coloured shapes on noisy backgrounds and writes them
+as the CIFAR-10 competition does (``train/<id>.png``, ``test/<id>.png``, ``trainLabels.csv``,
+``sampleSubmission.csv``); ``layout="dog"`` writes the Dog Breed layout instead
+(variable-size JPEGs with hex ids, ``labels.csv`` with ``id,breed`` and a probability
+``sample_submission.csv``).
+"""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import tempfile
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+SHAPES = ("circle", "square", "triangle", "cross", "ring", "hbar", "vbar", "diamond", "dots",
+          "frame")
+BREEDS = ("affenpinscher", "beagle", "chihuahua", "dingo", "eskimo_dog", "french_bulldog",
+          "golden_retriever", "husky", "labrador_retriever", "maltese_dog")
+
+
+def _draw(shape: str, w: int, h: int, rng: np.random.Generator) -> Image.Image:
+    # Background: a random colour gradient plus pixel noise, so colour alone never gives the class.
+    c0, c1 = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    t = np.linspace(0, 1, w)[None, :, None] if rng.random() < 0.5 else np.linspace(0, 1, h)[:, None, None]
+    bg = c0 * (1 - t) + c1 * t + rng.normal(0, 12, (h, w, 3))
+    img = Image.fromarray(np.clip(np.broadcast_to(bg, (h, w, 3)), 0, 255).astype(np.uint8))
+    d = ImageDraw.Draw(img)
+    fg = tuple(int(v) for v in (255 - (c0 + c1) // 2 + rng.integers(-40, 41, 3)) % 256)
+    s = min(w, h)
+    r = s * rng.uniform(0.22, 0.36)
+    cx = w / 2 + rng.uniform(-0.12, 0.12) * w
+    cy = h / 2 + rng.uniform(-0.12, 0.12) * h
+    lw = max(1, int(round(s / 12)))
+    box = (cx - r, cy - r, cx + r, cy + r)
+    if shape == "circle":
+        d.ellipse(box, fill=fg)
+    elif shape == "square":
+        d.rectangle(box, fill=fg)
+    elif shape == "triangle":
+        d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fg)
+    elif shape == "cross":
+        d.rectangle((cx - r, cy - r / 3, cx + r, cy + r / 3), fill=fg)
+        d.rectangle((cx - r / 3, cy - r, cx + r / 3, cy + r), fill=fg)
+    elif shape == "ring":
+        d.ellipse(box, outline=fg, width=max(2, lw * 2))
+    elif shape == "hbar":
+        d.rectangle((cx - r * 1.3, cy - r / 4, cx + r * 1.3, cy + r / 4), fill=fg)
+    elif shape == "vbar":
+        d.rectangle((cx - r / 4, cy - r * 1.3, cx + r / 4, cy + r * 1.3), fill=fg)
+    elif shape == "diamond":
+        d.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=fg)
+    elif shape == "dots":
+        q = r / 2.2
+        for dx, dy in ((-1, -1), (1, -1), (-1, 1), (1, 1)):
+            x, y = cx + dx * r * 0.6, cy + dy * r * 0.6
+            d.ellipse((x - q, y - q, x + q, y + q), fill=fg)
+    elif shape == "frame":
+        d.rectangle(box, outline=fg, width=max(2, lw * 2))
+    else:
+        raise ValueError(f"unknown shape {shape!r}")
+    return img
+
+
+def _write_csv(path: str, header: list[str], rows) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def make_demo(out_dir: str, n_train: int = 1000, n_test: int = 200, size: int = 32,
+              seed: int = 0, layout: str = "cifar10", num_classes: int = 10) -> str:
+    """Write a synthetic competition to ``out_dir`` and return ``out_dir``.
+
+    Classes are balanced (``n_train // num_classes`` each, the remainder spread over the
+    first classes) and shuffled over ids. The folder is built beside ``out_dir`` and renamed
+    into place, so an interrupted call never leaves a half-written competition; an existing
+    ``out_dir`` is replaced.
+    """
+    if layout not in ("cifar10", "dog"):
+        raise ValueError(f"unknown layout {layout!r}; choose 'cifar10' or 'dog'")
+    if not 2 <= num_classes <= len(SHAPES):
+        raise ValueError(f"num_classes must be in 2..{len(SHAPES)}, got {num_classes}")
+    if n_train < num_classes:
+        raise ValueError(f"n_train={n_train} is smaller than num_classes={num_classes}")
+    rng = np.random.default_rng(seed)
+    out_dir = os.path.abspath(out_dir)
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".make_demo-", dir=parent)
+    try:
+        names = SHAPES[:num_classes] if layout == "cifar10" else BREEDS[:num_classes]
+        train_cls = rng.permutation(np.arange(n_train) % num_classes)
+        test_cls = rng.integers(0, num_classes, n_test)
+        os.makedirs(os.path.join(tmp, "train"))
+        os.makedirs(os.path.join(tmp, "test"))
+        if layout == "cifar10":
+            train_ids = [str(i + 1) for i in range(n_train)]
+            test_ids = [str(i + 1) for i in range(n_test)]
+        else:
+            ids = {bytes(rng.integers(0, 256, 16, dtype=np.uint8)).hex() for _ in range(4 * (n_train + n_test))}
+            ids = sorted(ids)
+            rng.shuffle(ids)
+            train_ids, test_ids = ids[:n_train], ids[n_train:n_train + n_test]
+        for split, ids, classes in (("train", train_ids, train_cls), ("test", test_ids, test_cls)):
+            for i, c in zip(ids, classes):
+                if layout == "cifar10":
+                    _draw(SHAPES[c], size, size, rng).save(os.path.join(tmp, split, f"{i}.png"))
+                else:
+                    w, h = (int(v) for v in rng.integers(int(size * 0.8), int(size * 1.6) + 1, 2))
+                    _draw(SHAPES[c], w, h, rng).save(os.path.join(tmp, split, f"{i}.jpg"), quality=90)
+        if layout == "cifar10":
+            _write_csv(os.path.join(tmp, "trainLabels.csv"), ["id", "label"],
+                       ((i, names[c]) for i, c in zip(train_ids, train_cls)))
+            _write_csv(os.path.join(tmp, "sampleSubmission.csv"), ["id", "label"],
+                       ((i, names[0]) for i in test_ids))
+        else:
+            _write_csv(os.path.join(tmp, "labels.csv"), ["id", "breed"],
+                       ((i, names[c]) for i, c in zip(train_ids, train_cls)))
+            p = repr(1 / num_classes)
+            _write_csv(os.path.join(tmp, "sample_submission.csv"), ["id", *sorted(names)],
+                       ([i, *([p] * num_classes)] for i in test_ids))
+        if os.path.exists(out_dir):
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir

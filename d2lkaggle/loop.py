@@ -1,0 +1,235 @@
+"""The one training loop, written once for every framework.
+
+A backend supplies a small *step* object (see :class:`Step`); :func:`fit` owns everything
+else the chapters' ``train`` functions do: epochs, the per-epoch learning rate, metric
+accumulation, progress, the history and curves, checkpoints and resuming.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Protocol, Sequence
+
+import numpy as np
+
+from .checkpoint import load_npz, save_npz
+
+HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "valid_loss", "valid_acc",
+                   "seconds", "examples_per_sec")
+
+
+class Step(Protocol):
+    """What a backend implements so that :func:`fit` can drive it.
+
+    Losses are means over the batch for the gradient; ``train_batch`` and ``eval_batch``
+    return the *sum* of per-example losses so the loop can average over an epoch exactly.
+    """
+
+    def set_lr(self, lr: float) -> None: ...
+    def train_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]: ...
+    def eval_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]: ...
+    def predict_batch(self, x: np.ndarray) -> np.ndarray: ...
+    def state_dict(self) -> dict[str, np.ndarray]: ...
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None: ...
+
+
+@dataclass
+class History:
+    """Per-epoch records of a run (what the chapters' Animator plots)."""
+
+    rows: list[dict[str, float]] = field(default_factory=list)
+    devices: str = ""
+
+    def add(self, **row: float) -> None:
+        self.rows.append({k: row.get(k, math.nan) for k in HISTORY_COLUMNS})
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def column(self, name: str) -> list[float]:
+        return [r[name] for r in self.rows]
+
+    @property
+    def last(self) -> dict[str, float]:
+        return self.rows[-1] if self.rows else {k: math.nan for k in HISTORY_COLUMNS}
+
+    @property
+    def best_valid_acc(self) -> float:
+        accs = [a for a in self.column("valid_acc") if not math.isnan(a)]
+        return max(accs) if accs else math.nan
+
+    @property
+    def examples_per_sec(self) -> float:
+        """Training throughput over all epochs (examples / seconds spent in training)."""
+        n = sum(r["examples_per_sec"] * r["seconds"] for r in self.rows)
+        s = sum(r["seconds"] for r in self.rows)
+        return n / s if s > 0 else math.nan
+
+    def to_json(self) -> str:
+        return json.dumps({"rows": self.rows, "devices": self.devices})
+
+    @classmethod
+    def from_json(cls, text: str) -> "History":
+        d = json.loads(text)
+        return cls(rows=[{k: (math.nan if v is None else v) for k, v in r.items()}
+                         for r in d["rows"]], devices=d.get("devices", ""))
+
+    def to_csv(self, path: str, extra: dict[str, Any] | None = None) -> str:
+        """Write the history as CSV (atomically)."""
+        from .checkpoint import atomic_write_text
+        cols = list(extra or {}) + list(HISTORY_COLUMNS)
+        lines = [",".join(cols)]
+        for r in self.rows:
+            vals = list((extra or {}).values()) + [r[k] for k in HISTORY_COLUMNS]
+            lines.append(",".join("" if isinstance(v, float) and math.isnan(v) else str(v)
+                                  for v in vals))
+        return atomic_write_text(path, "\n".join(lines) + "\n")
+
+    def summary(self) -> str:
+        r = self.last
+        text = f"train loss {r['train_loss']:.3f}, train acc {r['train_acc']:.3f}"
+        if not math.isnan(r["valid_acc"]):
+            text += f", valid loss {r['valid_loss']:.3f}, valid acc {r['valid_acc']:.3f}"
+        return text + f"\n{self.examples_per_sec:.1f} examples/sec on {self.devices}"
+
+
+def evaluate(step: Step, data: Iterable) -> tuple[float, float]:
+    """Mean loss and accuracy of ``step``'s model over ``data`` (inference mode)."""
+    loss_sum, correct, n = 0.0, 0, 0
+    for x, y in data:
+        ls, c, k = step.eval_batch(x, y)
+        loss_sum, correct, n = loss_sum + ls, correct + c, n + k
+    if n == 0:
+        raise ValueError("evaluation data is empty")
+    return loss_sum / n, correct / n
+
+
+def predict(step: Step, data: Iterable) -> np.ndarray:
+    """Class probabilities for every example of ``data``, in order (rows sum to 1)."""
+    out = [np.asarray(step.predict_batch(x), dtype=np.float64) for x, _ in data]
+    if not out:
+        raise ValueError("prediction data is empty")
+    return np.concatenate(out)
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def fit(step: Step, train_data, valid_data, num_epochs: int,
+        schedule: Callable[[int], float], *, checkpoint_dir: str | None = None,
+        resume: bool = False, progress: bool = True, plot: str | None = None,
+        devices: str = "", on_epoch: Callable[[int, History], None] | None = None,
+        log: Callable[[str], None] | None = print) -> History:
+    """Train for ``num_epochs`` epochs: the chapters' ``train`` loop, once for all backends.
+
+    Each epoch sets ``schedule(epoch)`` as the learning rate, trains on every batch of
+    ``train_data`` (metrics accumulated from the per-batch loss sums), then evaluates on
+    ``valid_data`` when given. With ``checkpoint_dir`` it writes ``last.npz`` after every
+    epoch and ``best.npz`` when valid accuracy improves (both atomically); ``resume=True``
+    continues from ``last.npz`` and ends with the weights an uninterrupted run would have.
+    ``plot`` is a PNG path for the curves (redrawn each epoch) or ``"live"`` for Jupyter.
+    A non-finite loss raises ``FloatingPointError`` naming the epoch and batch.
+    """
+    if num_epochs < 0:
+        raise ValueError(f"num_epochs must be >= 0, got {num_epochs}")
+    history, start, best = History(devices=devices), 0, -math.inf
+    last_path = best_path = None
+    if checkpoint_dir:
+        os.makedirs(checkpoint_dir, exist_ok=True)
+        last_path = os.path.join(checkpoint_dir, "last.npz")
+        best_path = os.path.join(checkpoint_dir, "best.npz")
+        if resume and os.path.exists(last_path):
+            state, meta = load_npz(last_path)
+            step.load_state_dict(state)
+            history = History.from_json(meta["history"])
+            history.devices = devices
+            start, best = int(meta["epoch"]) + 1, float(meta["best"])
+            if log:
+                log(f"resumed from {last_path} after epoch {start}")
+    live = None
+    if plot == "live":
+        from .plotting import LivePlot
+        live = LivePlot(has_valid=valid_data is not None)
+
+    for epoch in range(start, num_epochs):
+        lr = float(schedule(epoch))
+        step.set_lr(lr)
+        for d in (train_data, valid_data):
+            if hasattr(d, "set_epoch"):
+                d.set_epoch(epoch)
+        bar = _progress(len(train_data), f"epoch {epoch + 1}/{num_epochs}", progress)
+        loss_sum, correct, n, seconds = 0.0, 0, 0, 0.0
+        t0 = time.perf_counter()
+        for b, (x, y) in enumerate(train_data):
+            ls, c, k = step.train_batch(x, y)
+            if not math.isfinite(ls):
+                if bar is not None:
+                    bar.close()
+                raise FloatingPointError(
+                    f"loss is {ls} at epoch {epoch + 1}, batch {b + 1} (lr {lr:g}); "
+                    "lower the learning rate or check the inputs")
+            loss_sum, correct, n = loss_sum + ls, correct + c, n + k
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_sum / n:.3f}", acc=f"{correct / n:.3f}")
+        seconds = time.perf_counter() - t0
+        if bar is not None:
+            bar.close()
+        if n == 0:
+            raise ValueError("training data yielded no batch (is batch_size larger than the "
+                             "training set with drop_last?)")
+        valid_loss = valid_acc = math.nan
+        if valid_data is not None:
+            valid_loss, valid_acc = evaluate(step, valid_data)
+        history.add(epoch=epoch + 1, lr=lr, train_loss=loss_sum / n, train_acc=correct / n,
+                    valid_loss=valid_loss, valid_acc=valid_acc, seconds=seconds,
+                    examples_per_sec=n / seconds if seconds > 0 else math.nan)
+        if log:
+            r = history.last
+            msg = (f"epoch {epoch + 1}/{num_epochs}  lr {lr:.3g}  train loss {r['train_loss']:.4f}"
+                   f"  train acc {r['train_acc']:.3f}")
+            if valid_data is not None:
+                msg += f"  valid loss {valid_loss:.4f}  valid acc {valid_acc:.3f}"
+            log(msg + f"  ({r['examples_per_sec']:.0f} ex/s)")
+        if checkpoint_dir:
+            improved = valid_data is not None and valid_acc > best
+            best = max(best, valid_acc) if improved else best
+            meta = {"epoch": epoch, "best": best, "history": history.to_json()}
+            state = step.state_dict()
+            save_npz(last_path, state, meta)
+            if improved:
+                save_npz(best_path, state, meta)
+        if plot and plot != "live":
+            from .plotting import plot_history
+            plot_history(history, plot)
+        if live is not None:
+            live.update(history)
+        if on_epoch is not None:
+            on_epoch(epoch, history)
+    if start >= num_epochs and checkpoint_dir and log:
+        log(f"{last_path} already holds all {num_epochs} epochs; nothing to train")
+    return history
+
+
+def train_with_step_lr(step: Step, train_iter, valid_iter, num_epochs: int, lr: float,
+                       lr_period: int | None = None, lr_decay: float = 1.0,
+                       **fit_kwargs: Any) -> History:
+    """The chapters' ``train(..., lr, lr_period, lr_decay)``: :func:`fit` with StepLR.
+
+    Backends' ``train`` functions build their step and call this, so the schedule and the
+    loop are never written per framework.
+    """
+    from .schedules import step_lr
+    history = fit(step, train_iter, valid_iter, num_epochs, step_lr(lr, lr_period, lr_decay),
+                  **fit_kwargs)
+    log = fit_kwargs.get("log", print)
+    if log and len(history):
+        log(history.summary())
+    return history

@@ -1,0 +1,66 @@
+"""Training curves: a PNG in scripts, a live figure in Jupyter (the book's Animator)."""
+from __future__ import annotations
+
+import math
+import os
+
+from .checkpoint import _tmp_beside
+
+
+def _figure(history):
+    import matplotlib
+    if not _in_notebook():
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    epochs = history.column("epoch")
+    for key, style in (("train_loss", "-"), ("train_acc", "--"), ("valid_acc", "-."),
+                       ("valid_loss", ":")):
+        ys = history.column(key)
+        if ys and not all(math.isnan(v) for v in ys):
+            ax.plot(epochs, ys, style, label=key.replace("_", " "))
+    ax.set_xlabel("epoch")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig, plt
+
+
+def plot_history(history, path: str) -> str:
+    """Draw train loss/acc and valid loss/acc per epoch into a PNG at ``path`` (atomically)."""
+    fig, plt = _figure(history)
+    fd, tmp = _tmp_beside(path, ".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+        shell = get_ipython()
+        return shell is not None and "IPKernelApp" in shell.config
+    except Exception:
+        return False
+
+
+class LivePlot:
+    """Redraw the curves in a Jupyter cell after every epoch."""
+
+    def __init__(self, has_valid: bool = True):
+        self.has_valid = has_valid
+
+    def update(self, history) -> None:
+        if not _in_notebook():
+            return
+        from IPython import display
+        fig, plt = _figure(history)
+        display.clear_output(wait=True)
+        display.display(fig)
+        plt.close(fig)

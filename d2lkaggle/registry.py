@@ -1,0 +1,66 @@
+"""Lazy table of framework backends.
+
+``get_backend("torch")`` imports ``d2lkaggle.torch_impl`` only when asked, so that
+``import d2lkaggle`` never loads a framework (importing mxnet, for one, drops torch to a
+single thread).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from types import ModuleType
+
+#: canonical name -> (module that the framework installs, pip extra)
+BACKENDS: dict[str, tuple[str, str]] = {
+    "torch": ("torch", "torch"),
+    "mxnet": ("mxnet", "mxnet"),
+    "paddle": ("paddle", "paddle"),
+}
+ALIASES: dict[str, str] = {"pytorch": "torch", "mx": "mxnet", "paddlepaddle": "paddle"}
+
+_cache: dict[str, ModuleType] = {}
+
+
+class BackendNotInstalled(ImportError):
+    """A known backend whose framework is not installed."""
+
+
+def canonical_name(name: str) -> str:
+    """Map a backend name or alias (``pytorch``, ``mx``, ``paddlepaddle``) to its canonical name."""
+    key = str(name).strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in BACKENDS:
+        valid = ", ".join(sorted(BACKENDS)) + " (aliases: " + ", ".join(
+            f"{a}->{c}" for a, c in sorted(ALIASES.items())) + ")"
+        raise ValueError(f"unknown backend {name!r}; valid backends: {valid}")
+    return key
+
+
+def is_installed(name: str) -> bool:
+    """True when the backend's framework can be imported (checked without importing it)."""
+    module, _ = BACKENDS[canonical_name(name)]
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def backends() -> list[str]:
+    """Canonical names of the backends whose framework is installed, without importing any."""
+    return [name for name in BACKENDS if is_installed(name)]
+
+
+def get_backend(name: str) -> ModuleType:
+    """Import and return ``d2lkaggle.<name>_impl`` (cached); clear errors when unknown or missing."""
+    key = canonical_name(name)
+    if key in _cache:
+        return _cache[key]
+    module, extra = BACKENDS[key]
+    if not is_installed(key):
+        raise BackendNotInstalled(
+            f"backend {key!r} needs the {module!r} package, which is not installed; "
+            f"install it with: pip install \"d2lkaggle[{extra}]\" "
+            f"(installed backends: {', '.join(backends()) or 'none'})")
+    mod = importlib.import_module(f"d2lkaggle.{key}_impl")
+    _cache[key] = mod
+    return mod

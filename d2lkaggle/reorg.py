@@ -1,0 +1,266 @@
+"""The book's folder layout for ``ImageFolder``-style readers.
+
+::
+
+    data_dir/train_valid_test/train/<label>/<file>        training part of the split
+    data_dir/train_valid_test/valid/<label>/<file>        validation part
+    data_dir/train_valid_test/train_valid/<label>/<file>  all labelled images
+    data_dir/train_valid_test/test/unknown/<file>         the test images
+
+The split follows the chapters: every class gives the same number of validation images,
+``max(1, floor(n_min * valid_ratio))`` where ``n_min`` is the size of the rarest class. Which
+images go to validation is a seeded choice (see :func:`split_train_valid`), so the same seed
+gives the same split on every machine, whatever order the files were created or listed in.
+
+Files are hard-linked by default (no extra disk space, ~50,000 files per second), falling
+back to copies when the file system refuses links (another device, FAT/exFAT). Each run
+builds the folders under a hidden temporary folder next to them and then swaps them in: a
+re-run leaves exactly the new split (no stale files from an earlier one), and an interrupted
+run never leaves a half-filled folder under the final names.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from collections import Counter
+from typing import Callable, Mapping
+
+import numpy as np
+
+__all__ = ["n_valid_per_label", "split_train_valid", "reorg_train_valid", "reorg_test",
+           "MODES", "TRAIN_VALID_TEST"]
+
+#: ways of placing a file into the layout
+MODES = ("link", "symlink", "copy")
+TRAIN_VALID_TEST = "train_valid_test"
+_TMP_PREFIX = ".tmp-"
+_OLD_PREFIX = ".old-"
+
+
+# --------------------------------------------------------------------------- the split
+
+def _check_ratio(valid_ratio: float) -> float:
+    try:
+        r = float(valid_ratio)
+    except (TypeError, ValueError):
+        raise ValueError(f"valid_ratio must be a number in [0, 1), got {valid_ratio!r}") from None
+    if not (0.0 <= r < 1.0):  # also rejects NaN
+        raise ValueError(f"valid_ratio must be in [0, 1), got {valid_ratio!r}")
+    return r
+
+
+def n_valid_per_label(labels: Mapping[str, str], valid_ratio: float) -> int:
+    """The book's number of validation images per class: ``max(1, floor(n_min * valid_ratio))``.
+
+    ``n_min`` is the number of images of the rarest class. As in the book the result is at
+    least 1, even for ``valid_ratio=0``.
+    """
+    r = _check_ratio(valid_ratio)
+    if not labels:
+        raise ValueError("no labels: cannot split an empty label table")
+    n_min = min(Counter(labels.values()).values())
+    return max(1, math.floor(n_min * r))
+
+
+def split_train_valid(labels: Mapping[str, str], valid_ratio: float,
+                      seed: int = 0) -> tuple[list[str], list[str]]:
+    """Split the ids of ``labels`` into ``(train_ids, valid_ids)``, both sorted.
+
+    Every class puts :func:`n_valid_per_label` ids into validation. The choice is made with
+    ``numpy.random.default_rng(seed)``: classes are taken in sorted order and, for each, a
+    permutation of the class's *sorted* ids picks the first ``n_valid`` of them. It depends
+    only on ``labels``, ``valid_ratio`` and ``seed`` — not on dict order or file order.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    n_valid = n_valid_per_label(labels, valid_ratio)
+    by_class: dict[str, list[str]] = {}
+    for key, label in labels.items():
+        by_class.setdefault(label, []).append(key)
+    rng = np.random.default_rng(int(seed))
+    valid: list[str] = []
+    for label in sorted(by_class):
+        ids = sorted(by_class[label])
+        pick = rng.permutation(len(ids))[:n_valid]
+        valid.extend(ids[k] for k in pick)
+    valid_set = set(valid)
+    train = sorted(k for k in labels if k not in valid_set)
+    return train, sorted(valid)
+
+
+# --------------------------------------------------------------------------- file listing
+
+def _list_files(folder: str) -> list[tuple[str, str]]:
+    """``(name, path)`` of the visible regular files of ``folder`` (names starting with a dot,
+    such as ``.DS_Store``, and sub-folders are skipped), sorted by name."""
+    out = []
+    with os.scandir(folder) as it:
+        for e in it:
+            if e.name.startswith(".") or not e.is_file():
+                continue
+            out.append((e.name, e.path))
+    out.sort()
+    return out
+
+
+def _stem_map(folder: str) -> dict[str, str]:
+    """``{stem: file name}`` of the visible files of ``folder``; two files with one stem fail."""
+    stems: dict[str, str] = {}
+    for name, _ in _list_files(folder):
+        stem = os.path.splitext(name)[0]
+        if stem in stems:
+            raise ValueError(f"{folder}: two files with the id {stem!r}: {stems[stem]!r} and {name!r}")
+        stems[stem] = name
+    return stems
+
+
+def _listing(items: list[str], limit: int = 10) -> str:
+    shown = ", ".join(repr(i) for i in items[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def _check_label_name(label: str) -> None:
+    bad = (not label or label in (".", "..") or "/" in label or "\0" in label
+           or (os.sep != "/" and os.sep in label) or (os.altsep and os.altsep in label))
+    if bad:
+        raise ValueError(f"label {label!r} cannot be used as a folder name")
+
+
+# --------------------------------------------------------------------------- placing files
+
+def _placer(mode: str) -> Callable[[str, str], None]:
+    if mode == "copy":
+        return shutil.copy2
+    if mode == "symlink":
+        return os.symlink  # callers pass absolute sources
+    if mode == "link":
+        state = {"link": True}
+
+        def place(src: str, dst: str) -> None:
+            if state["link"]:
+                try:
+                    os.link(src, dst)
+                    return
+                except FileNotFoundError:
+                    raise
+                except OSError:
+                    # Cross-device, a file system without hard links, too many links:
+                    # copy this file and all the following ones.
+                    state["link"] = False
+            shutil.copy2(src, dst)
+        return place
+    raise ValueError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
+
+
+def _clean_leftovers(root: str) -> None:
+    """Remove temporary folders an interrupted earlier run left in ``root``."""
+    with os.scandir(root) as it:
+        stale = [e.path for e in it if e.name.startswith((_TMP_PREFIX, _OLD_PREFIX)) and e.is_dir()]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _build_and_swap(data_dir: str, names: tuple[str, ...],
+                    build: Callable[[str], None]) -> None:
+    """Run ``build(tmp)`` to fill ``tmp/<name>`` for each name, then swap them in.
+
+    Old folders are first all moved aside, then the new ones moved in (renames within one
+    folder), so a crash leaves either the old tree, the new tree, or a tree with folders
+    missing — never a half-filled folder under its final name.
+    """
+    root = os.path.join(data_dir, TRAIN_VALID_TEST)
+    os.makedirs(root, exist_ok=True)
+    _clean_leftovers(root)
+    tmp = tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=root)
+    try:
+        build(tmp)
+        old = tempfile.mkdtemp(prefix=_OLD_PREFIX, dir=root)
+        for name in names:
+            target = os.path.join(root, name)
+            if os.path.lexists(target):
+                os.rename(target, os.path.join(old, name))
+        for name in names:
+            os.rename(os.path.join(tmp, name), os.path.join(root, name))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- public API
+
+def reorg_train_valid(data_dir: str | os.PathLike, labels: Mapping[str, str], valid_ratio: float,
+                      *, seed: int = 0, mode: str = "link") -> int:
+    """Place the images of ``data_dir/train`` into ``train``, ``valid`` and ``train_valid``.
+
+    ``labels`` maps file stems (``"1"`` for ``1.png``) to labels, as :func:`read_csv_labels`
+    returns. Every image must have a label and every label an image, else :class:`ValueError`
+    lists (up to 10 of) the mismatches. ``mode`` is ``"link"`` (hard links, copies when links
+    are impossible), ``"symlink"`` (absolute targets) or ``"copy"``.
+
+    Returns the number of validation images per class, like the book.
+    """
+    data_dir = os.fspath(data_dir)
+    place = _placer(mode)
+    n_valid = n_valid_per_label(labels, valid_ratio)  # validates before touching the disk
+    src_dir = os.path.abspath(os.path.join(data_dir, "train"))
+    if not os.path.isdir(src_dir):
+        raise FileNotFoundError(f"training image folder not found: {src_dir}")
+    stems = _stem_map(src_dir)
+    no_label = sorted(set(stems) - set(labels))
+    no_image = sorted(set(labels) - set(stems))
+    if no_label or no_image:
+        parts = []
+        if no_label:
+            parts.append(f"{len(no_label)} images in {src_dir} have no label: {_listing(no_label)}")
+        if no_image:
+            parts.append(f"{len(no_image)} labelled ids have no image in {src_dir}: "
+                         f"{_listing(no_image)}")
+        raise ValueError("; ".join(parts))
+    classes = sorted(set(labels.values()))
+    for label in classes:
+        _check_label_name(label)
+    _, valid_ids = split_train_valid(labels, valid_ratio, seed)
+    valid_set = set(valid_ids)
+
+    def build(tmp: str) -> None:
+        tv_dirs, tr_dirs, va_dirs = {}, {}, {}
+        for label in classes:
+            for dirs, part in ((tv_dirs, "train_valid"), (tr_dirs, "train"), (va_dirs, "valid")):
+                d = os.path.join(tmp, part, label)
+                os.makedirs(d)
+                dirs[label] = d + os.sep
+        prefix = os.path.join(src_dir, "")
+        for stem, name in stems.items():
+            src = prefix + name
+            label = labels[stem]
+            place(src, tv_dirs[label] + name)
+            place(src, (va_dirs if stem in valid_set else tr_dirs)[label] + name)
+
+    _build_and_swap(data_dir, ("train", "valid", "train_valid"), build)
+    return n_valid
+
+
+def reorg_test(data_dir: str | os.PathLike, *, mode: str = "link") -> int:
+    """Place the images of ``data_dir/test`` into ``train_valid_test/test/unknown``.
+
+    Hidden files are skipped; the folder is rebuilt and swapped in like in
+    :func:`reorg_train_valid`. Returns the number of test images.
+    """
+    data_dir = os.fspath(data_dir)
+    place = _placer(mode)
+    src_dir = os.path.abspath(os.path.join(data_dir, "test"))
+    if not os.path.isdir(src_dir):
+        raise FileNotFoundError(f"test image folder not found: {src_dir}")
+    files = _list_files(src_dir)
+
+    def build(tmp: str) -> None:
+        dst = os.path.join(tmp, "test", "unknown")
+        os.makedirs(dst)
+        dst += os.sep
+        for name, path in files:
+            place(path, dst + name)
+
+    _build_and_swap(data_dir, ("test",), build)
+    return len(files)

@@ -1,0 +1,26 @@
+"""uint8 NHWC batches from the core loader → normalised float tensors on a device."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+def to_tensor(x: np.ndarray, mean: Sequence[float], std: Sequence[float],
+              device: torch.device | str = "cpu", channels_last: bool = True) -> torch.Tensor:
+    """Convert an N×H×W×3 uint8 batch to a normalised N×3×H×W float32 tensor.
+
+    The tensor keeps NHWC memory (channels_last), which is what oneDNN convolutions prefer.
+    """
+    t = torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True)
+    t = t.permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.tensor(mean, dtype=torch.float32, device=t.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=t.device).view(1, -1, 1, 1)
+    t = (t - m) / s
+    return t.contiguous(memory_format=torch.channels_last) if channels_last else t.contiguous()
+
+
+def to_labels(y: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """int64 labels on ``device``."""
+    return torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)

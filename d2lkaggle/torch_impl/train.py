@@ -1,0 +1,177 @@
+"""Training, evaluation and prediction in PyTorch, driven by the core loop."""
+from __future__ import annotations
+
+import os
+import random
+from contextlib import nullcontext
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .. import loop
+from .data import to_labels, to_tensor
+from .weights import _module, get_state, set_state
+
+#: capability flag: bf16 autocast on this machine's CPU (AVX-512 BF16 / AMX)
+SUPPORTS_BF16 = bool(getattr(torch.backends, "mkldnn", None) and
+                     torch.backends.mkldnn.is_available() and
+                     getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
+
+
+def try_gpu(i: int = 0) -> torch.device:
+    """GPU ``i`` if it exists, else the CPU."""
+    if torch.cuda.is_available() and i < torch.cuda.device_count():
+        return torch.device(f"cuda:{i}")
+    return torch.device("cpu")
+
+
+def try_all_gpus() -> list[torch.device]:
+    """All GPUs, or ``[cpu]`` when there is none (the book's version returns ``[]``)."""
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return [torch.device(f"cuda:{i}") for i in range(n)] or [torch.device("cpu")]
+
+
+def set_seed(seed: int) -> None:
+    """Seed torch, numpy and random so model initialisation is reproducible."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _use_amp(amp: Any, device: torch.device) -> bool:
+    if amp == "auto":
+        # measured in benchmarks/train_speed.py: ~2x faster on CPUs with native bf16
+        return device.type == "cpu" and SUPPORTS_BF16
+    return bool(amp)
+
+
+class TorchStep:
+    """The core loop's step interface for a PyTorch model (SGD + momentum, mean loss)."""
+
+    def __init__(self, net: nn.Module, *, lr: float = 0.0, wd: float = 0.0, momentum: float = 0.9,
+                 devices: Sequence[torch.device] | None = None,
+                 mean: Sequence[float] = (0, 0, 0), std: Sequence[float] = (1, 1, 1),
+                 amp: Any = "auto"):
+        self.devices = list(devices) if devices else try_all_gpus()
+        self.device = torch.device(self.devices[0])
+        self.channels_last = self.device.type == "cpu"
+        self.net = _module(net).to(self.device)
+        if self.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self.model = (nn.DataParallel(self.net, device_ids=self.devices)
+                      if len(self.devices) > 1 and self.device.type == "cuda" else self.net)
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.amp = _use_amp(amp, self.device)
+        self.names = {id(p): n for n, p in self.net.named_parameters()}
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        self.optimizer = (torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=wd)
+                          if params else None)
+
+    def _autocast(self):
+        if not self.amp:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def _inputs(self, x: np.ndarray) -> torch.Tensor:
+        return to_tensor(x, self.mean, self.std, self.device, self.channels_last)
+
+    def set_lr(self, lr: float) -> None:
+        if self.optimizer is not None:
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr
+
+    def train_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
+        if self.optimizer is None:
+            raise ValueError("the model has no trainable parameter")
+        self.model.train()
+        X, Y = self._inputs(x), to_labels(y, self.device)
+        with self._autocast():
+            out = self.model(X)
+        loss = F.cross_entropy(out.float(), Y)  # batch mean: lr/wd mean the same in every backend
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        n = len(y)
+        return float(loss.item()) * n, int((out.argmax(1) == Y).sum().item()), n
+
+    @torch.no_grad()
+    def _logits(self, x: np.ndarray) -> torch.Tensor:
+        self.model.eval()
+        with self._autocast():
+            return self.model(self._inputs(x)).float()
+
+    def eval_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
+        out, Y = self._logits(x), to_labels(y, self.device)
+        loss = F.cross_entropy(out, Y, reduction="sum")
+        return float(loss.item()), int((out.argmax(1) == Y).sum().item()), len(y)
+
+    def predict_batch(self, x: np.ndarray) -> np.ndarray:
+        return F.softmax(self._logits(x), dim=1).cpu().numpy()
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state = {"model/" + k: v for k, v in get_state(self.net).items()}
+        if self.optimizer is not None:
+            for g in self.optimizer.param_groups:
+                for p in g["params"]:
+                    buf = self.optimizer.state.get(p, {}).get("momentum_buffer")
+                    if buf is not None:
+                        state[f"optim/{self.names[id(p)]}/momentum"] = buf.detach().cpu().numpy()
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        set_state(self.net, {k[6:]: v for k, v in state.items() if k.startswith("model/")},
+                  source="checkpoint")
+        if self.optimizer is not None:
+            for g in self.optimizer.param_groups:
+                for p in g["params"]:
+                    key = f"optim/{self.names[id(p)]}/momentum"
+                    if key in state:
+                        self.optimizer.state[p]["momentum_buffer"] = torch.from_numpy(
+                            state[key].copy()).to(p.device)
+
+
+def _norm(data_iter) -> dict[str, Any]:
+    return {"mean": getattr(data_iter, "mean", (0, 0, 0)), "std": getattr(data_iter, "std", (1, 1, 1))}
+
+
+def train(net: nn.Module, train_iter, valid_iter, num_epochs: int, lr: float, wd: float,
+          devices: Sequence[torch.device] | None = None, lr_period: int | None = None,
+          lr_decay: float = 1.0, *, momentum: float = 0.9, amp: Any = "auto",
+          checkpoint_dir: str | None = None, resume: bool = False, progress: bool = True,
+          plot: str | None = None, log: Any = print) -> loop.History:
+    """The chapters' ``train``: SGD(momentum, wd) with StepLR on the core loop; returns the history."""
+    step = TorchStep(net, lr=lr, wd=wd, momentum=momentum, devices=devices, amp=amp,
+                     **_norm(train_iter))
+    return loop.train_with_step_lr(step, train_iter, valid_iter, num_epochs, lr, lr_period,
+                                   lr_decay, checkpoint_dir=checkpoint_dir, resume=resume,
+                                   progress=progress, plot=plot, log=log,
+                                   devices=", ".join(str(d) for d in step.devices))
+
+
+def evaluate_loss(net: nn.Module, data_iter, devices: Sequence[torch.device] | None = None,
+                  amp: Any = False) -> float:
+    """Mean cross-entropy of ``net`` over ``data_iter`` (inference mode)."""
+    return loop.evaluate(TorchStep(net, devices=devices, amp=amp, **_norm(data_iter)), data_iter)[0]
+
+
+def evaluate_accuracy(net: nn.Module, data_iter, devices: Sequence[torch.device] | None = None,
+                      amp: Any = False) -> float:
+    """Accuracy of ``net`` over ``data_iter`` (inference mode)."""
+    return loop.evaluate(TorchStep(net, devices=devices, amp=amp, **_norm(data_iter)), data_iter)[1]
+
+
+def predict(net: nn.Module, data_iter, devices: Sequence[torch.device] | None = None,
+            amp: Any = False) -> np.ndarray:
+    """Class probabilities (softmax over classes) for every example of ``data_iter``."""
+    return loop.predict(TorchStep(net, devices=devices, amp=amp, **_norm(data_iter)), data_iter)
+
+
+@torch.no_grad()
+def forward(net: nn.Module, x: np.ndarray) -> np.ndarray:
+    """float32 NCHW numpy in, float32 logits out: inference mode, CPU, no autocast."""
+    net = _module(net).cpu().eval()
+    out = net(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+    return out.float().numpy()

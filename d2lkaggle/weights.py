@@ -1,0 +1,131 @@
+"""Neutral weight files shared by every backend (framework-free).
+
+A neutral file holds parameters AND BatchNorm running statistics as float32 arrays under
+canonical names, in PyTorch's layouts:
+
+* ResNet-34 and the fine-tune backbone: torchvision's ``resnet34`` state_dict names
+  (``conv1.weight``, ``layer2.0.downsample.1.running_var`` ...), without
+  ``num_batches_tracked``.
+* The book's ResNet-18: ``conv1``/``bn1`` (stem), ``layer{1..4}.{0,1}.{conv1,bn1,conv2,bn2}``
+  and, for the first block of layers 2–4, the 1×1 shortcut ``conv3``; ``fc`` for the output.
+* The fine-tune head: ``head.0`` (Linear 512→hidden) and ``head.2`` (Linear hidden→classes).
+
+Linear weights are ``[out, in]`` and convolutions ``[out, in, kh, kw]``; a backend whose
+layout differs (Paddle's Linear is ``[in, out]``) transposes when it maps names.
+Files are ``.safetensors`` (via ``safetensors.numpy``) or ``.npz``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+import numpy as np
+
+from .checkpoint import _tmp_beside
+
+NEUTRAL_SUFFIXES = (".safetensors", ".npz")
+
+
+def is_neutral(path: str) -> bool:
+    """True for a path with a neutral-format suffix."""
+    return str(path).endswith(NEUTRAL_SUFFIXES)
+
+
+def save_neutral(path: str, state: Mapping[str, np.ndarray]) -> str:
+    """Write canonical ``state`` (name → array) to ``path`` as float32, atomically."""
+    if not is_neutral(path):
+        raise ValueError(f"{path}: a neutral weight file ends with one of {NEUTRAL_SUFFIXES}")
+    arrays = {k: np.ascontiguousarray(np.asarray(v, dtype=np.float32)) for k, v in state.items()}
+    fd, tmp = _tmp_beside(path, os.path.splitext(path)[1])
+    os.close(fd)
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.numpy import save_file
+            save_file(arrays, tmp)
+        else:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_neutral(path: str) -> dict[str, np.ndarray]:
+    """Read a neutral weight file into ``{name: float32 array}``."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"weight file not found: {path}")
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+        state = load_file(path)
+    elif path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as z:
+            state = {k: z[k] for k in z.files if not k.startswith("__")}
+    else:
+        raise ValueError(f"{path}: not a neutral weight file ({', '.join(NEUTRAL_SUFFIXES)})")
+    return {k: np.asarray(v, dtype=np.float32) for k, v in state.items()}
+
+
+def check_state(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, np.ndarray], *,
+                source: str = "weights", allow_missing: tuple[str, ...] = (),
+                ignore_extra: tuple[str, ...] = (), limit: int = 10) -> None:
+    """Raise ``ValueError`` listing the first name/shape mismatches between a model and a file.
+
+    ``expected`` maps canonical names to shapes. Names starting with a prefix in
+    ``allow_missing`` may be absent from ``state``; names in ``state`` starting with a
+    prefix in ``ignore_extra`` are not reported.
+    """
+    problems = []
+    for name, shape in expected.items():
+        if name not in state:
+            if not (allow_missing and name.startswith(allow_missing)):
+                problems.append(f"missing {name} {tuple(shape)}")
+        elif tuple(state[name].shape) != tuple(shape):
+            problems.append(f"shape of {name}: model {tuple(shape)}, file {tuple(state[name].shape)}")
+    for name in state:
+        if name not in expected and not (ignore_extra and name.startswith(ignore_extra)):
+            problems.append(f"unexpected {name} {tuple(state[name].shape)}")
+    if problems:
+        shown = "; ".join(problems[:limit])
+        more = f" (and {len(problems) - limit} more)" if len(problems) > limit else ""
+        raise ValueError(f"{source} do not fit the model: {shown}{more}")
+
+
+def read_pth(path: str) -> dict[str, np.ndarray]:
+    """Read a PyTorch ``.pth`` state_dict into canonical numpy arrays (needs torch installed).
+
+    torch is imported only here, only for this; the other backends can thus fine-tune from a
+    torchvision checkpoint when torch is installed beside them, or from a converted file.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"weight file not found: {path}")
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError(f"reading {path} needs torch; convert it once where torch is installed "
+                          f"with `d2lkaggle weights convert {path} OUT.safetensors`") from e
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise ValueError(f"{path}: expected a state_dict, got {type(sd).__name__}")
+    return {k.removeprefix("module."): v.detach().float().cpu().numpy()
+            for k, v in sd.items() if torch.is_tensor(v) and not k.endswith("num_batches_tracked")}
+
+
+def read_weights(path: str) -> dict[str, np.ndarray]:
+    """Canonical ``{name: float32 array}`` from a neutral file or a torch ``.pth``."""
+    path = os.fspath(path)
+    return load_neutral(path) if is_neutral(path) else read_pth(path)
+
+
+def convert(src: str, dst: str) -> str:
+    """Convert a torchvision ``.pth`` state_dict (or any weight file) to a neutral file."""
+    return save_neutral(dst, read_weights(src))
+
+
+def strip_classifier(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Drop the ImageNet classifier (``fc.*``) so a ResNet-34 file loads as a fine-tune backbone."""
+    return {k: v for k, v in state.items() if not k.startswith("fc.")}

@@ -1,0 +1,66 @@
+import csv
+import os
+
+import numpy as np
+from PIL import Image
+
+from d2lkaggle.competitions import get_competition
+from d2lkaggle.datasets import make_demo
+import pytest
+
+
+def test_cifar_layout(demo_dir):
+    rows = list(csv.reader(open(os.path.join(demo_dir, "trainLabels.csv"))))
+    assert rows[0] == ["id", "label"] and len(rows) == 201
+    labels = [r[1] for r in rows[1:]]
+    assert len(set(labels)) == 10 and min(labels.count(c) for c in set(labels)) == 20
+    assert sorted(os.listdir(os.path.join(demo_dir, "train")), key=lambda f: int(f[:-4]))[0] == "1.png"
+    assert len(os.listdir(os.path.join(demo_dir, "test"))) == 30
+    img = Image.open(os.path.join(demo_dir, "train", "7.png"))
+    assert img.size == (32, 32) and img.mode == "RGB"
+    sample = list(csv.reader(open(os.path.join(demo_dir, "sampleSubmission.csv"))))
+    assert sample[0] == ["id", "label"] and [r[0] for r in sample[1:]] == [str(i) for i in range(1, 31)]
+
+
+def test_dog_layout(dog_dir):
+    rows = list(csv.reader(open(os.path.join(dog_dir, "labels.csv"))))
+    assert rows[0] == ["id", "breed"] and len(rows) == 49
+    assert all(len(r[0]) == 32 and int(r[0], 16) >= 0 for r in rows[1:])
+    sizes = {Image.open(os.path.join(dog_dir, "train", f)).size for f in os.listdir(os.path.join(dog_dir, "train"))}
+    assert len(sizes) > 5 and all(f.endswith(".jpg") for f in os.listdir(os.path.join(dog_dir, "test")))
+    sample = list(csv.reader(open(os.path.join(dog_dir, "sample_submission.csv"))))
+    assert sample[0][0] == "id" and sample[0][1:] == sorted(sample[0][1:]) and len(sample[0]) == 5
+    assert all(abs(sum(map(float, r[1:])) - 1) < 1e-6 for r in sample[1:])
+
+
+def test_deterministic_and_replaces(tmp_path):
+    a = make_demo(str(tmp_path / "a"), n_train=20, n_test=5, seed=4)
+    b = make_demo(str(tmp_path / "b"), n_train=20, n_test=5, seed=4)
+    for f in ("train/3.png", "test/5.png", "trainLabels.csv"):
+        assert open(os.path.join(a, f), "rb").read() == open(os.path.join(b, f), "rb").read()
+    (tmp_path / "a" / "stale.txt").write_text("x")
+    make_demo(a, n_train=20, n_test=5, seed=5)
+    assert not os.path.exists(os.path.join(a, "stale.txt"))
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="layout"):
+        make_demo(str(tmp_path / "x"), layout="imagenet")
+    with pytest.raises(ValueError, match="num_classes"):
+        make_demo(str(tmp_path / "x"), num_classes=50)
+
+
+def test_competition_specs():
+    c = get_competition("cifar-10")
+    assert (c.labels_file, c.id_column, c.label_column, c.sample_file, c.submission) == (
+        "trainLabels.csv", "id", "label", "sampleSubmission.csv", "label")
+    d = get_competition("dog-breed")
+    assert (d.labels_file, d.label_column, d.sample_file, d.submission, d.image_size) == (
+        "labels.csv", "breed", "sample_submission.csv", "proba", 224)
+    assert d.recipe.model == "finetune" and c.recipe.lr == 0.02
+    assert get_competition("cifar100").recipe is None
+    with pytest.raises(ValueError, match="cifar10, dog-breed"):
+        get_competition("mnist")
+    r = c.recipe.with_overrides(epochs=3, lr=None)
+    assert r.epochs == 3 and r.lr == 0.02

@@ -1,0 +1,90 @@
+"""Both chapters end to end through the CLI, one backend per subprocess."""
+import csv
+import json
+import os
+
+import pytest
+
+from conftest import backend_params, run_cli, run_py
+
+FAST = ["--epochs", "2", "--batch-size", "32", "--quiet", "--workers", "2"]
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+@pytest.fixture(scope="session")
+def tiny_resnet34(tmp_path_factory):
+    """A random ResNet-34 checkpoint in torchvision's names, as .safetensors (and .pth with torch)."""
+    folder = tmp_path_factory.mktemp("weights")
+    code = ("import sys, numpy as np, torch, torchvision; from d2lkaggle import weights as w;"
+            "torch.manual_seed(0); m = torchvision.models.resnet34();"
+            "torch.save(m.state_dict(), sys.argv[1] + '/r34.pth');"
+            "w.convert(sys.argv[1] + '/r34.pth', sys.argv[1] + '/r34.safetensors')")
+    r = run_py(code, str(folder))
+    if r.returncode != 0:
+        pytest.skip(f"torch is needed to create the test checkpoint: {r.stderr[-300:]}")
+    return str(folder)
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_cifar10_layout_run(backend, demo_dir, tmp_path):
+    out = tmp_path / "run"
+    r = run_cli("run", "demo", "--data-dir", demo_dir, "--backend", backend, "--out", str(out),
+                *FAST, "--lr", "0.05")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    rows = read_rows(out / "submission.csv")
+    sample = read_rows(os.path.join(demo_dir, "sampleSubmission.csv"))
+    assert rows[0] == ["id", "label"] and [r[0] for r in rows] == [r[0] for r in sample]
+    labels = {r[1] for r in read_rows(os.path.join(demo_dir, "trainLabels.csv"))[1:]}
+    assert all(r[1] in labels for r in rows[1:])
+    hist = read_rows(out / "history.csv")
+    assert hist[0][:3] == ["phase", "epoch", "lr"] and len(hist) == 1 + 2 + 2
+    assert {h[0] for h in hist[1:]} == {"valid", "train_valid"}
+    s = json.load(open(out / "summary.json"))
+    assert s["backend"] == backend and 0 <= s["valid_acc"] <= 1 and s["examples_per_sec"] > 0
+    assert os.path.getsize(out / "curves.png") > 1000
+    assert os.path.exists(out / "checkpoints" / "valid" / "last.npz")
+    assert os.path.exists(out / "checkpoints" / "final" / "last.npz")
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_dog_layout_run_with_checkpoint(backend, dog_dir, tiny_resnet34, tmp_path):
+    out = tmp_path / "run"
+    weights = os.path.join(tiny_resnet34, "r34.pth" if backend == "torch" else "r34.safetensors")
+    r = run_cli("run", "dog-breed", "--data-dir", dog_dir, "--backend", backend, "--out", str(out),
+                "--image-size", "32", "--weights", weights, "--no-retrain", *FAST, "--batch-size", "8")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    rows = read_rows(out / "submission.csv")
+    sample = read_rows(os.path.join(dog_dir, "sample_submission.csv"))
+    assert rows[0] == sample[0]
+    assert [r[0] for r in rows[1:]] == [r[0] for r in sample[1:]]
+    for row in rows[1:]:
+        p = list(map(float, row[1:]))
+        assert all(0 <= v <= 1 for v in p) and abs(sum(p) - 1) < 1e-6
+    s = json.load(open(out / "summary.json"))
+    assert s["recipe"]["model"] == "finetune" and s["valid_loss"] > 0
+
+
+def test_run_bad_data_dir_is_a_clear_error(tmp_path):
+    r = run_cli("run", "demo", "--data-dir", str(tmp_path / "nope"), "--epochs", "1")
+    assert r.returncode == 1 and "nope" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_run_unknown_backend_lists_choices(demo_dir, tmp_path):
+    r = run_cli("run", "demo", "--data-dir", demo_dir, "--backend", "jax", "--out", str(tmp_path))
+    assert r.returncode == 1 and "torch" in r.stderr and "paddle" in r.stderr
+
+
+@pytest.mark.parametrize("backend", backend_params("torch"))
+def test_resume_whole_run(backend, demo_dir, tmp_path):
+    out = tmp_path / "run"
+    args = ["run", "demo", "--data-dir", demo_dir, "--backend", backend, "--out", str(out), *FAST]
+    assert run_cli(*args).returncode == 0
+    first = open(out / "submission.csv").read()
+    r = run_cli(*args, "--resume")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "nothing to train" in r.stdout
+    assert open(out / "submission.csv").read() == first

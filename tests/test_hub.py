@@ -1,0 +1,372 @@
+"""hub: download (against a local HTTP server, never the internet) and safe extraction."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import socket
+import tarfile
+import threading
+import zipfile
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+
+import py7zr
+import pytest
+
+from d2lkaggle import hub
+from d2lkaggle.hub import CorruptArchiveError, DownloadError, UnsafeArchiveError
+
+PAYLOAD = b"d2lkaggle test payload\n" * 1000
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy(monkeypatch):
+    # requests honours *_proxy variables; a proxy would answer for 127.0.0.1.
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A local HTTP server over a fresh folder; ``hits`` lists the paths it was asked for."""
+    root = tmp_path / "srv"
+    root.mkdir()
+    hits: list[str] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def do_GET(self):
+            hits.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield SimpleNamespace(root=root, url=f"http://127.0.0.1:{httpd.server_port}/", hits=hits)
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return str(tmp_path / "cache")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- hub basics
+
+def test_data_hub_has_the_textbook_entries():
+    assert hub.DATA_URL == "http://d2l-data.s3-accelerate.amazonaws.com/"
+    assert hub.DATA_HUB["cifar10_tiny"] == (
+        "http://d2l-data.s3-accelerate.amazonaws.com/kaggle_cifar10_tiny.zip",
+        "2068874e4b9a9f0fb07ebe0ad2b29754449ccacd")
+    assert hub.DATA_HUB["dog_tiny"] == (
+        "http://d2l-data.s3-accelerate.amazonaws.com/kaggle_dog_tiny.zip",
+        "0cb91d09b814ecdc07b50f31f8dcad3e81d6a86d")
+
+
+def test_default_data_dir_env_and_fallback(monkeypatch, tmp_path):
+    monkeypatch.setenv("D2LKAGGLE_DATA", str(tmp_path / "mydata"))
+    assert hub.default_data_dir() == str(tmp_path / "mydata")
+    monkeypatch.delenv("D2LKAGGLE_DATA")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert hub.default_data_dir() == str(tmp_path / "home" / ".cache" / "d2lkaggle")
+
+
+def test_sha1_matches_hashlib(tmp_path):
+    p = tmp_path / "f.bin"
+    data = os.urandom(3 * (1 << 20) + 17)  # spans several chunks
+    p.write_bytes(data)
+    assert hub.sha1(str(p)) == digest(data)
+
+
+# --------------------------------------------------------------------------- download
+
+def test_download_then_cache_hit(server, cache):
+    (server.root / "f.bin").write_bytes(PAYLOAD)
+    path = hub.download(server.url + "f.bin", cache, digest(PAYLOAD))
+    assert path == os.path.join(os.path.abspath(cache), "f.bin")
+    with open(path, "rb") as f:
+        assert f.read() == PAYLOAD
+    assert not os.path.exists(path + ".part")
+    assert server.hits == ["/f.bin"]
+    assert hub.download(server.url + "f.bin", cache, digest(PAYLOAD)) == path
+    assert server.hits == ["/f.bin"]  # the second call made no request
+
+
+def test_download_by_hub_name_into_env_dir(server, monkeypatch, tmp_path):
+    (server.root / "data.zip").write_bytes(PAYLOAD)
+    monkeypatch.setitem(hub.DATA_HUB, "local", (server.url + "data.zip", digest(PAYLOAD)))
+    monkeypatch.setenv("D2LKAGGLE_DATA", str(tmp_path / "envdata"))
+    path = hub.download("local")
+    assert path == str(tmp_path / "envdata" / "data.zip")
+    with open(path, "rb") as f:
+        assert f.read() == PAYLOAD
+
+
+def test_existing_file_without_hash_is_reused(server, cache):
+    os.makedirs(cache)
+    with open(os.path.join(cache, "f.bin"), "wb") as f:
+        f.write(b"local copy")
+    path = hub.download(server.url + "f.bin", cache)
+    with open(path, "rb") as f:
+        assert f.read() == b"local copy"
+    assert server.hits == []
+
+
+def test_wrong_sha1_raises_and_leaves_nothing(server, cache):
+    (server.root / "f.bin").write_bytes(PAYLOAD)
+    wrong = "0" * 40
+    with pytest.raises(DownloadError) as err:
+        hub.download(server.url + "f.bin", cache, wrong)
+    assert wrong in str(err.value) and digest(PAYLOAD) in str(err.value)
+    assert os.listdir(cache) == []  # neither f.bin nor f.bin.part
+
+
+def test_http_404_raises(server, cache):
+    with pytest.raises(DownloadError) as err:
+        hub.download(server.url + "missing.zip", cache, "0" * 40)
+    assert "404" in str(err.value) and server.url + "missing.zip" in str(err.value)
+    assert os.listdir(cache) == []
+
+
+def test_connection_refused_says_how_to_work_offline(cache):
+    url = f"http://127.0.0.1:{free_port()}/kaggle_x.zip"
+    with pytest.raises(DownloadError) as err:
+        hub.download(url, cache, "0" * 40)
+    final = os.path.join(os.path.abspath(cache), "kaggle_x.zip")
+    assert f"place kaggle_x.zip at {final} to use it offline" in str(err.value)
+    assert os.listdir(cache) == []
+
+
+def test_corrupted_cached_file_is_downloaded_again(server, cache):
+    (server.root / "f.bin").write_bytes(PAYLOAD)
+    os.makedirs(cache)
+    with open(os.path.join(cache, "f.bin"), "wb") as f:
+        f.write(PAYLOAD[:-10])  # e.g. an interrupted copy
+    path = hub.download(server.url + "f.bin", cache, digest(PAYLOAD))
+    with open(path, "rb") as f:
+        assert f.read() == PAYLOAD
+    assert server.hits == ["/f.bin"]
+
+
+def test_corrupted_cached_file_is_removed_when_refetch_fails(cache):
+    os.makedirs(cache)
+    with open(os.path.join(cache, "f.bin"), "wb") as f:
+        f.write(b"garbage")
+    with pytest.raises(DownloadError):
+        hub.download(f"http://127.0.0.1:{free_port()}/f.bin", cache, digest(PAYLOAD))
+    assert os.listdir(cache) == []
+
+
+def test_unknown_name_is_a_value_error(cache):
+    with pytest.raises(ValueError, match="not_a_dataset"):
+        hub.download("not_a_dataset", cache)
+
+
+# --------------------------------------------------------------------------- archives
+
+FILES = {"top/a.txt": b"alpha\n", "top/sub/b.bin": bytes(range(256)) * 4}
+
+
+def build(path, files=FILES):
+    """Write ``files`` (archive name -> bytes) as an archive whose type follows the suffix."""
+    path = str(path)
+    if path.endswith(".zip"):
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            for name, data in files.items():
+                zf.writestr(name, data)
+    elif path.endswith(".7z"):
+        with py7zr.SevenZipFile(path, "w") as sz:
+            for name, data in files.items():
+                sz.writestr(data, name)
+    else:
+        with tarfile.open(path, "w:" + tar_compression(path)) as tf:
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+def tar_compression(path: str) -> str:
+    for suffixes, mode in (((".tar.gz", ".tgz"), "gz"), ((".tar.bz2", ".tbz2"), "bz2"),
+                           ((".tar.xz", ".txz"), "xz")):
+        if path.endswith(suffixes):
+            return mode
+    return ""
+
+
+def tree(folder) -> dict[str, bytes]:
+    out = {}
+    for dirpath, _, names in os.walk(folder):
+        for n in names:
+            p = os.path.join(dirpath, n)
+            out[os.path.relpath(p, folder).replace(os.sep, "/")] = open(p, "rb").read()
+    return out
+
+
+def tar_with(path, *infos: tarfile.TarInfo) -> str:
+    with tarfile.open(path, "w") as tf:
+        for info in infos:
+            tf.addfile(info, io.BytesIO(b"x" * info.size) if info.isreg() else None)
+    return str(path)
+
+
+def tar_info(name, type_=tarfile.REGTYPE, linkname="", size=0) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname, info.size = type_, linkname, size
+    return info
+
+
+@pytest.mark.parametrize("suffix", [".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2",
+                                    ".tar.xz", ".txz", ".7z"])
+def test_extract_every_format(tmp_path, suffix):
+    archive = build(tmp_path / f"data{suffix}")
+    dest = tmp_path / "out"
+    assert hub.extract(archive, str(dest)) == str(dest)
+    extracted = tree(dest)
+    assert extracted.pop(".data" + suffix + ".extracted")  # the marker
+    assert extracted == FILES
+
+
+def test_extract_defaults_to_the_archive_folder(tmp_path):
+    archive = build(tmp_path / "data.zip")
+    assert hub.extract(archive) == str(tmp_path)
+    assert (tmp_path / "top" / "a.txt").read_bytes() == b"alpha\n"
+
+
+def test_extract_runs_once_and_again_when_the_archive_changes(tmp_path):
+    archive = build(tmp_path / "data.tar.gz")
+    dest = tmp_path / "out"
+    hub.extract(archive, str(dest))
+    (dest / "top" / "a.txt").unlink()
+    hub.extract(archive, str(dest))
+    assert not (dest / "top" / "a.txt").exists()  # marker matched: nothing rewritten
+
+    build(archive, {"top/a.txt": b"new\n"})
+    hub.extract(archive, str(dest))
+    assert (dest / "top" / "a.txt").read_bytes() == b"new\n"
+    assert [p for p in os.listdir(dest) if p.endswith(".tmp")] == []
+
+
+def test_unsupported_archive_type(tmp_path):
+    p = tmp_path / "data.rar"
+    p.write_bytes(b"Rar!")
+    with pytest.raises(ValueError, match="unsupported archive type"):
+        hub.extract(str(p))
+
+
+def zip_with(path, name) -> str:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("fine.txt", b"ok")
+        # ZipInfo keeps the name as given, unlike writestr(str), which strips a leading '/'.
+        zf.writestr(zipfile.ZipInfo(name), b"evil")
+    return str(path)
+
+
+@pytest.mark.parametrize("make, member", [
+    (lambda d: zip_with(d / "a.zip", "../evil.txt"), "../evil.txt"),
+    (lambda d: zip_with(d / "a.zip", "/tmp/evil_abs.txt"), "/tmp/evil_abs.txt"),
+    (lambda d: tar_with(d / "a.tar", tar_info("fine.txt", size=2),
+                        tar_info("link", tarfile.SYMTYPE, "../outside")), "link"),
+    (lambda d: tar_with(d / "a.tar", tar_info("abs", tarfile.SYMTYPE, "/etc")), "abs"),
+    # each link looks harmless on its own; together 'e' points at dest/..
+    (lambda d: tar_with(d / "a.tar", tar_info("d", tarfile.SYMTYPE, "."),
+                        tar_info("e", tarfile.SYMTYPE, "d/..")), "e"),
+    (lambda d: tar_with(d / "a.tar", tar_info("hard", tarfile.LNKTYPE, "../../etc/passwd")),
+     "hard"),
+    (lambda d: tar_with(d / "a.tar", tar_info("dev", tarfile.CHRTYPE)), "dev"),
+    (lambda d: tar_with(d / "a.tar", tar_info("../evil.txt", size=4)), "../evil.txt"),
+])
+def test_unsafe_archives_are_refused_before_writing(tmp_path, make, member):
+    src = tmp_path / "src"
+    src.mkdir()
+    archive = make(src)
+    dest = tmp_path / "box" / "out"
+    with pytest.raises(UnsafeArchiveError) as err:
+        hub.extract(archive, str(dest))
+    assert repr(member) in str(err.value) and archive in str(err.value)
+    assert not (tmp_path / "box").exists()
+    assert sorted(os.listdir(tmp_path)) == ["src"]
+
+
+def test_safe_links_inside_dest_are_kept(tmp_path):
+    archive = tar_with(tmp_path / "a.tar", tar_info("top/real.txt", size=3),
+                       tar_info("top/alias", tarfile.SYMTYPE, "real.txt"),
+                       tar_info("top/hard", tarfile.LNKTYPE, "top/real.txt"))
+    dest = tmp_path / "out"
+    hub.extract(archive, str(dest))
+    assert os.readlink(dest / "top" / "alias") == "real.txt"
+    assert (dest / "top" / "hard").read_bytes() == b"xxx"
+
+
+def test_7z_symlink_escaping_is_refused(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (tmp_path / "outside").mkdir()  # py7zr only archives links whose target exists
+    (src / "link").symlink_to("../outside")
+    archive = str(tmp_path / "a.7z")
+    with py7zr.SevenZipFile(archive, "w") as sz:
+        sz.write(src / "link", "link")
+    with pytest.raises(UnsafeArchiveError, match="'link'"):
+        hub.extract(archive, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("suffix", [".zip", ".tar", ".tar.gz", ".7z"])
+def test_truncated_archive_is_a_clear_error_and_retried_later(tmp_path, suffix):
+    big = {"top/a.txt": b"alpha\n", "top/big.bin": os.urandom(200_000)}
+    good = open(build(tmp_path / f"good{suffix}", big), "rb").read()
+    archive = tmp_path / f"data{suffix}"
+    archive.write_bytes(good[:len(good) // 2])
+    dest = tmp_path / "out"
+    with pytest.raises(CorruptArchiveError) as err:
+        hub.extract(str(archive), str(dest))
+    assert str(archive) in str(err.value)
+    assert not dest.exists() or os.listdir(dest) == []  # no marker, no temp folder
+
+    archive.write_bytes(good)
+    hub.extract(str(archive), str(dest))
+    assert (dest / "top" / "big.bin").read_bytes() == big["top/big.bin"]
+
+
+# --------------------------------------------------------------------------- download_extract
+
+def test_download_extract_returns_the_top_folder(server, cache, monkeypatch):
+    files = {"kaggle_x_tiny/trainLabels.csv": b"id,label\n1,cat\n",
+             "kaggle_x_tiny/train/1.png": b"png"}
+    archive = build(server.root / "kaggle_x_tiny.zip", files)
+    url = server.url + "kaggle_x_tiny.zip"
+    expected = os.path.join(os.path.abspath(cache), "kaggle_x_tiny")
+    monkeypatch.setitem(hub.DATA_HUB, "x_tiny", (url, hub.sha1(archive)))
+    assert hub.download_extract("x_tiny", cache) == expected
+    with open(os.path.join(expected, "trainLabels.csv"), "rb") as f:
+        assert f.read() == files["kaggle_x_tiny/trainLabels.csv"]
+    assert hub.download_extract("x_tiny", cache) == expected
+    assert server.hits == ["/kaggle_x_tiny.zip"]
+
+
+def test_download_extract_without_top_folder_returns_the_extraction_folder(server, cache):
+    build(server.root / "flat.tar.gz", {"a.txt": b"a", "b/c.txt": b"c"})
+    out = hub.download_extract(server.url + "flat.tar.gz", cache)
+    assert out == os.path.abspath(cache)
+    assert open(os.path.join(out, "b", "c.txt"), "rb").read() == b"c"
