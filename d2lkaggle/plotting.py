@@ -12,16 +12,19 @@ def _figure(history):
     if not _in_notebook():
         matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    # losses and accuracies on separate axes: early valid-loss spikes would flatten the rest
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(8, 3.2))
     epochs = history.column("epoch")
-    for key, style in (("train_loss", "-"), ("train_acc", "--"), ("valid_acc", "-."),
-                       ("valid_loss", ":")):
-        ys = history.column(key)
-        if ys and not all(math.isnan(v) for v in ys):
-            ax.plot(epochs, ys, style, label=key.replace("_", " "))
-    ax.set_xlabel("epoch")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
+    for ax, keys in ((ax_loss, ("train_loss", "valid_loss")), (ax_acc, ("train_acc", "valid_acc"))):
+        for key, style in zip(keys, ("-", "--")):
+            ys = history.column(key)
+            if ys and not all(math.isnan(v) for v in ys):
+                ax.plot(epochs, ys, style, marker=".", label=key.replace("_", " "))
+        ax.set_xlabel("epoch")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    ax_loss.set_yscale("log")
+    ax_acc.set_ylim(0, 1.02)
     fig.tight_layout()
     return fig, plt
 
