@@ -26,13 +26,16 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
     p.add_argument("--workers", type=int, help="threads decoding and augmenting images")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--no-amp", action="store_true",
+                   help="train in float32 (default: bf16 autocast where the backend measured it faster)")
 
 
 def _run_kwargs(a: argparse.Namespace) -> dict:
     return dict(backend=a.backend, out=a.out, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                 wd=a.wd, lr_period=a.lr_period, lr_decay=a.lr_decay, valid_ratio=a.valid_ratio,
                 image_size=a.image_size, weights=a.weights, retrain=not a.no_retrain, seed=a.seed,
-                resume=a.resume, progress=not a.quiet, num_workers=a.workers)
+                resume=a.resume, progress=not a.quiet, num_workers=a.workers,
+                amp=False if a.no_amp else "auto")
 
 
 def _report(summary: dict) -> None:

@@ -143,7 +143,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                     lr_decay: float | None = None, valid_ratio: float | None = None,
                     image_size: int | None = None, weights: str | None = None,
                     retrain: bool = True, seed: int = 0, resume: bool = False,
-                    progress: bool = True, num_workers: int | None = None,
+                    progress: bool = True, num_workers: int | None = None, amp: Any = "auto",
                     log: Callable[[str], Any] | None = print) -> dict[str, Any]:
     """Run a whole chapter and write ``out/{submission.csv, history.csv, curves.png,
     summary.json, checkpoints/}``; returns the summary."""
@@ -165,7 +165,8 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
         f"{len(data.valid_iter.source) if data.valid_iter else 0} valid / "
         f"{len(data.test_ids)} test images; backend {name}")
     bk = get_backend(name)
-    train_kw = dict(lr_period=recipe.lr_period, lr_decay=recipe.lr_decay, progress=progress, log=log)
+    train_kw = dict(lr_period=recipe.lr_period, lr_decay=recipe.lr_decay, progress=progress, log=log,
+                    amp=amp)
     histories: list[tuple[str, History]] = []
     valid_hist = None
     timings = {"data_s": t_data}
@@ -191,7 +192,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
         timings["retrain_s"] = time.perf_counter() - t0
         histories.append(("train_valid", final_hist))
     t0 = time.perf_counter()
-    probs = bk.predict(net, data.test_iter)
+    probs = bk.predict(net, data.test_iter, amp=amp)
     sub = write_submission(comp, data_dir, probs, data, os.path.join(out, "submission.csv"))
     timings["predict_s"] = time.perf_counter() - t0
     _write_history(out, histories)
@@ -199,7 +200,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     main = valid_hist if valid_hist is not None else final_hist
     summary = {
         "competition": comp.name, "backend": name, "data_dir": os.path.abspath(data_dir),
-        "recipe": asdict(recipe), "image_size": int(image_size or comp.image_size), "seed": seed,
+        "recipe": asdict(recipe), "amp": amp, "image_size": int(image_size or comp.image_size), "seed": seed,
         "num_classes": len(data.classes), "num_test": len(data.test_ids),
         "valid_acc": _f(valid_hist.last["valid_acc"]) if valid_hist else None,
         "valid_loss": _f(valid_hist.last["valid_loss"]) if valid_hist else None,

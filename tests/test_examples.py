@@ -1,0 +1,20 @@
+"""The chapter scripts in examples/ run end to end (demo data, one epoch) in each backend."""
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, backend_params
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_kaggle_cifar10_example(backend, tmp_path):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "kaggle_cifar10.py"),
+                        "--backend", backend, "--demo", "--epochs", "1"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = list(csv.reader(open(tmp_path / "submission.csv")))
+    assert rows[0] == ["id", "label"] and len(rows) == 201
