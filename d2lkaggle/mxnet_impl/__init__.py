@@ -1,0 +1,22 @@
+"""MXNet (Gluon) backend: the chapters' models, training, prediction and weights.
+
+Only framework code lives here; the loop, data, schedules and submissions are in the core.
+Blocks use numpy semantics (``npx.set_np()``) and are hybridized for training.
+"""
+import mxnet  # noqa: F401  (fail early, with the registry's message, when mxnet is missing)
+from mxnet import npx
+
+npx.set_np()
+
+from .data import to_labels, to_tensor  # noqa: E402
+from .models import FineTuneNet, Residual, ResNet18, finetune_net, resnet18, resnet34  # noqa: E402
+from .train import (SUPPORTS_BF16, MXNetStep as Step, evaluate_accuracy, evaluate_loss,  # noqa: E402
+                    forward, predict, set_seed, train, try_all_gpus, try_gpu)
+from .weights import get_state, load_weights, save_weights, set_state  # noqa: E402
+
+NAME = "mxnet"
+
+__all__ = ["NAME", "SUPPORTS_BF16", "Step", "Residual", "ResNet18", "FineTuneNet", "resnet18",
+           "resnet34", "finetune_net", "train", "evaluate_accuracy", "evaluate_loss", "predict",
+           "forward", "try_gpu", "try_all_gpus", "set_seed", "to_tensor", "to_labels",
+           "save_weights", "load_weights", "get_state", "set_state"]
