@@ -1,0 +1,172 @@
+"""Training, evaluation and prediction in PaddlePaddle, driven by the core loop.
+
+``paddle.optimizer.Momentum`` with a float ``weight_decay`` adds ``wd·w`` to the gradient
+and updates ``v = m·v + g; w -= lr·v`` — PyTorch's form — and ``F.cross_entropy`` is the
+batch mean, so ``lr``/``wd`` mean what they mean in the torch backend.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any, Sequence
+
+import numpy as np
+import paddle
+from paddle import nn
+from paddle.nn import functional as F
+
+from .. import loop
+from .data import to_labels, to_tensor
+from .weights import canonical_name_of, get_state, set_state
+
+#: capability flag: bf16 autocast measured no faster for Paddle 3.3 on this CPU
+SUPPORTS_BF16 = False
+
+
+def try_gpu(i: int = 0):
+    """GPU ``i`` if it exists, else the CPU."""
+    if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > i:
+        return paddle.CUDAPlace(i)
+    return paddle.CPUPlace()
+
+
+def try_all_gpus() -> list:
+    """All GPUs, or ``[CPUPlace]`` — always a list (the book's Paddle version returns a bare place)."""
+    n = paddle.device.cuda.device_count() if paddle.device.is_compiled_with_cuda() else 0
+    return [paddle.CUDAPlace(i) for i in range(n)] or [paddle.CPUPlace()]
+
+
+def set_seed(seed: int) -> None:
+    """Seed paddle, numpy and random so model initialisation is reproducible."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    paddle.seed(seed)
+
+
+class PaddleStep:
+    """The core loop's step interface for a Paddle model (Momentum SGD, mean loss).
+
+    Several GPUs would need ``paddle.distributed`` processes; this step trains on the first
+    device of ``devices``.
+    """
+
+    def __init__(self, net: nn.Layer, *, lr: float = 0.0, wd: float = 0.0, momentum: float = 0.9,
+                 devices: Sequence | None = None,
+                 mean: Sequence[float] = (0, 0, 0), std: Sequence[float] = (1, 1, 1),
+                 amp: Any = "auto"):
+        self.devices = list(devices) if devices else try_all_gpus()
+        self.device = self.devices[0]
+        self.net = net
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.names = canonical_name_of(net)
+        params = [p for p in net.parameters() if not p.stop_gradient]
+        self.optimizer = (paddle.optimizer.Momentum(learning_rate=lr, momentum=momentum,
+                                                    parameters=params, weight_decay=wd or None)
+                          if params else None)
+        self.params = params
+
+    def set_lr(self, lr: float) -> None:
+        if self.optimizer is not None:
+            self.optimizer.set_lr(lr)
+
+    def train_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
+        if self.optimizer is None:
+            raise ValueError("the model has no trainable parameter")
+        self.net.train()
+        X, Y = to_tensor(x, self.mean, self.std, self.device), to_labels(y, self.device)
+        out = self.net(X)
+        loss = F.cross_entropy(out, Y)  # batch mean
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.clear_grad()
+        n = len(y)
+        correct = int((out.argmax(axis=1) == Y).astype("int64").sum())
+        return float(loss) * n, correct, n
+
+    def _logits(self, x: np.ndarray) -> paddle.Tensor:
+        self.net.eval()
+        with paddle.no_grad():
+            return self.net(to_tensor(x, self.mean, self.std, self.device))
+
+    def eval_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
+        out, Y = self._logits(x), to_labels(y, self.device)
+        loss = F.cross_entropy(out, Y, reduction="sum")
+        return float(loss), int((out.argmax(axis=1) == Y).astype("int64").sum()), len(y)
+
+    def predict_batch(self, x: np.ndarray) -> np.ndarray:
+        return F.softmax(self._logits(x), axis=1).numpy()  # over the classes, not the batch
+
+    def _velocity(self, p) -> paddle.Tensor | None:
+        acc = getattr(self.optimizer, "_accumulators", {}).get("velocity", {})
+        return acc.get(p.name)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state = {"model/" + k: v for k, v in get_state(self.net).items()}
+        for p in self.params:
+            v = self._velocity(p)
+            if v is not None:
+                name, transposed = self.names[id(p)]
+                a = v.numpy()
+                state[f"optim/{name}/momentum"] = np.ascontiguousarray(a.T) if transposed else a
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        set_state(self.net, {k[6:]: v for k, v in state.items() if k.startswith("model/")},
+                  source="checkpoint")
+        if self.optimizer is None:
+            return
+        for p in self.params:
+            name, transposed = self.names[id(p)]
+            key = f"optim/{name}/momentum"
+            if key not in state:
+                continue
+            a = np.ascontiguousarray(state[key].T if transposed else state[key], dtype=np.float32)
+            v = self._velocity(p)
+            if v is None:
+                # create the accumulator the way Momentum does on its first step
+                self.optimizer._add_accumulator("velocity", p)
+                v = self._velocity(p)
+            v.set_value(a)
+
+
+def _norm(data_iter) -> dict[str, Any]:
+    return {"mean": getattr(data_iter, "mean", (0, 0, 0)), "std": getattr(data_iter, "std", (1, 1, 1))}
+
+
+def train(net: nn.Layer, train_iter, valid_iter, num_epochs: int, lr: float, wd: float,
+          devices: Sequence | None = None, lr_period: int | None = None,
+          lr_decay: float = 1.0, *, momentum: float = 0.9, amp: Any = "auto",
+          checkpoint_dir: str | None = None, resume: bool = False, progress: bool = True,
+          plot: str | None = None, log: Any = print) -> loop.History:
+    """The chapters' ``train``: Momentum SGD (wd) with StepLR on the core loop; returns the history."""
+    step = PaddleStep(net, lr=lr, wd=wd, momentum=momentum, devices=devices, amp=amp,
+                      **_norm(train_iter))
+    return loop.train_with_step_lr(step, train_iter, valid_iter, num_epochs, lr, lr_period,
+                                   lr_decay, checkpoint_dir=checkpoint_dir, resume=resume,
+                                   progress=progress, plot=plot, log=log,
+                                   devices=", ".join(str(d) for d in step.devices))
+
+
+def evaluate_loss(net: nn.Layer, data_iter, devices: Sequence | None = None,
+                  amp: Any = False) -> float:
+    """Mean cross-entropy of ``net`` over ``data_iter`` (inference mode)."""
+    return loop.evaluate(PaddleStep(net, devices=devices, amp=amp, **_norm(data_iter)), data_iter)[0]
+
+
+def evaluate_accuracy(net: nn.Layer, data_iter, devices: Sequence | None = None,
+                      amp: Any = False) -> float:
+    """Accuracy of ``net`` over ``data_iter`` (inference mode)."""
+    return loop.evaluate(PaddleStep(net, devices=devices, amp=amp, **_norm(data_iter)), data_iter)[1]
+
+
+def predict(net: nn.Layer, data_iter, devices: Sequence | None = None,
+            amp: Any = False) -> np.ndarray:
+    """Class probabilities (softmax over classes) for every example of ``data_iter``."""
+    return loop.predict(PaddleStep(net, devices=devices, amp=amp, **_norm(data_iter)), data_iter)
+
+
+def forward(net: nn.Layer, x: np.ndarray) -> np.ndarray:
+    """float32 NCHW numpy in, float32 logits out: eval mode, no autocast."""
+    net.eval()
+    with paddle.no_grad():
+        out = net(paddle.to_tensor(np.ascontiguousarray(x, dtype=np.float32)))
+    return out.numpy().astype(np.float32)

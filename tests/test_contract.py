@@ -1,0 +1,54 @@
+"""Every backend exports the same public names with the same signatures and files."""
+import json
+import os
+
+import pytest
+
+from conftest import ROOT, backend_params, run_py
+
+DUMP = """
+import inspect, json, sys, d2lkaggle
+b = d2lkaggle.get_backend(sys.argv[1])
+out = {}
+for name in sorted(b.__all__):
+    obj = getattr(b, name)
+    if inspect.isfunction(obj):
+        sig = inspect.signature(obj)
+        out[name] = [(p.name, str(p.kind), repr(p.default) if p.default is not inspect._empty else None)
+                     for p in sig.parameters.values()]
+    else:
+        out[name] = type(obj).__name__ if not inspect.isclass(obj) else "class"
+print(json.dumps(out))
+"""
+
+
+def dump(backend):
+    r = run_py(DUMP, backend)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def reference():
+    from d2lkaggle.registry import is_installed
+    if not is_installed("torch"):
+        pytest.skip("torch (the reference backend) is not installed")
+    return dump("torch")
+
+
+@pytest.mark.parametrize("backend", backend_params("mxnet", "paddle"))
+def test_same_public_api_as_torch(backend, reference):
+    api = dump(backend)
+    assert sorted(api) == sorted(reference)
+    for name, sig in reference.items():
+        if name == "NAME":
+            continue
+        assert api[name] == sig, f"{backend}.{name}: {api[name]} != torch {sig}"
+
+
+def test_same_file_names():
+    files = {b: sorted(f for f in os.listdir(os.path.join(ROOT, "d2lkaggle", f"{b}_impl"))
+                       if f.endswith(".py"))
+             for b in ("torch", "mxnet", "paddle")}
+    assert files["torch"] == ["__init__.py", "data.py", "models.py", "train.py", "weights.py"]
+    assert files["mxnet"] == files["torch"] == files["paddle"]
