@@ -8,30 +8,46 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Any
+from contextlib import contextmanager, suppress
+from typing import IO, Any, Iterator
 
 import numpy as np
 
 _META_KEY = "__meta__"
 
 
-def _tmp_beside(path: str, suffix: str) -> tuple[int, str]:
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` when the block succeeds.
+
+    On any error the temporary file is removed and ``path`` is left as it was.
+    """
+    path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    return tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb", **open_kw: Any) -> Iterator[IO]:
+    """Open a temporary file beside ``path`` for writing; see :func:`atomic_path`."""
+    with atomic_path(path, os.path.splitext(os.fspath(path))[1] or ".tmp") as tmp:
+        with open(tmp, mode, **open_kw) as f:
+            yield f
 
 
 def atomic_write_text(path: str, text: str) -> str:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
-    fd, tmp = _tmp_beside(path, ".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
     return path
 
 
@@ -39,18 +55,10 @@ def save_npz(path: str, arrays: dict[str, np.ndarray], meta: dict[str, Any] | No
     """Save named arrays plus JSON ``meta`` to ``path`` (.npz) atomically."""
     if _META_KEY in arrays:
         raise ValueError(f"array name {_META_KEY!r} is reserved")
-    fd, tmp = _tmp_beside(path, ".npz")
-    os.close(fd)
-    try:
-        payload = {k: np.asarray(v) for k, v in arrays.items()}
-        payload[_META_KEY] = np.array(json.dumps(meta or {}))
-        with open(tmp, "wb") as f:
-            np.savez(f, **payload)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    payload = {k: np.asarray(v) for k, v in arrays.items()}
+    payload[_META_KEY] = np.array(json.dumps(meta or {}))
+    with atomic_open(path) as f:
+        np.savez(f, **payload)
     return path
 
 

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Sequence
@@ -22,6 +21,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
+from .checkpoint import atomic_open
 from .reorg import _list_files
 
 __all__ = ["read_image", "read_images", "load_image_array", "list_images", "CACHE_DIR_NAME"]
@@ -116,19 +116,8 @@ def _try_load(path: str, n: int) -> np.ndarray | None:
 
 
 def _save(path: str, arr: np.ndarray) -> None:
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_open(path) as f:
+        np.save(f, arr, allow_pickle=False)
 
 
 def load_image_array(paths: Sequence[str | os.PathLike],

@@ -218,6 +218,33 @@ def fit(step: Step, train_data, valid_data, num_epochs: int,
     return history
 
 
+def loader_norm(data_iter) -> dict[str, tuple[float, ...]]:
+    """The ``mean``/``std`` a core loader carries, for the backend step that normalises batches."""
+    return {"mean": tuple(getattr(data_iter, "mean", (0.0, 0.0, 0.0))),
+            "std": tuple(getattr(data_iter, "std", (1.0, 1.0, 1.0)))}
+
+
+def train_net(step_cls: Callable[..., Step], net: Any, train_iter, valid_iter, num_epochs: int,
+              lr: float, wd: float, devices: Any = None, lr_period: int | None = None,
+              lr_decay: float = 1.0, *, momentum: float = 0.9, amp: Any = "auto",
+              **fit_kwargs: Any) -> History:
+    """Build a backend's training step for ``net`` and run the chapters' StepLR training.
+
+    Every backend's ``train`` is this call with its own step class, so none has a loop.
+    """
+    step = step_cls(net, lr=lr, wd=wd, momentum=momentum, devices=devices, amp=amp,
+                    **loader_norm(train_iter))
+    names = ", ".join(str(d) for d in getattr(step, "devices", []))
+    return train_with_step_lr(step, train_iter, valid_iter, num_epochs, lr, lr_period, lr_decay,
+                              devices=names, **fit_kwargs)
+
+
+def inference_step(step_cls: Callable[..., Step], net: Any, data_iter, devices: Any = None,
+                   amp: Any = False) -> Step:
+    """A backend step for evaluating or predicting ``net`` on ``data_iter`` (no optimizer use)."""
+    return step_cls(net, devices=devices, amp=amp, **loader_norm(data_iter))
+
+
 def train_with_step_lr(step: Step, train_iter, valid_iter, num_epochs: int, lr: float,
                        lr_period: int | None = None, lr_decay: float = 1.0,
                        **fit_kwargs: Any) -> History:

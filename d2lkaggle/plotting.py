@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import math
-import os
 
-from .checkpoint import _tmp_beside
+from .checkpoint import atomic_path
 
 
 def _figure(history):
@@ -32,15 +31,11 @@ def _figure(history):
 def plot_history(history, path: str) -> str:
     """Draw train loss/acc and valid loss/acc per epoch into a PNG at ``path`` (atomically)."""
     fig, plt = _figure(history)
-    fd, tmp = _tmp_beside(path, ".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        with atomic_path(path, ".png") as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+
+from .checkpoint import atomic_open
 
 __all__ = ["write_label_submission", "write_proba_submission", "validate_submission",
            "read_submission", "PROBA_TOLERANCE"]
@@ -88,22 +89,10 @@ def _sample_order(ids: list[str], sample_ids: list[str], where: str) -> list[int
 def _atomic_write_rows(path: str | os.PathLike, header: list[str], rows: Iterable[list]) -> str:
     """Write ``header`` + ``rows`` as CSV (LF line ends) via a temporary file and a rename."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".part",
-                               dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            w = csv.writer(f, lineterminator="\n")
-            w.writerow(header)
-            w.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
     return path
 
 

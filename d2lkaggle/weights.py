@@ -21,7 +21,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .checkpoint import _tmp_beside
+from .checkpoint import atomic_open, atomic_path
 
 NEUTRAL_SUFFIXES = (".safetensors", ".npz")
 
@@ -36,20 +36,13 @@ def save_neutral(path: str, state: Mapping[str, np.ndarray]) -> str:
     if not is_neutral(path):
         raise ValueError(f"{path}: a neutral weight file ends with one of {NEUTRAL_SUFFIXES}")
     arrays = {k: np.ascontiguousarray(np.asarray(v, dtype=np.float32)) for k, v in state.items()}
-    fd, tmp = _tmp_beside(path, os.path.splitext(path)[1])
-    os.close(fd)
-    try:
-        if path.endswith(".safetensors"):
-            from safetensors.numpy import save_file
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import save_file
+        with atomic_path(path, ".safetensors") as tmp:
             save_file(arrays, tmp)
-        else:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    else:
+        with atomic_open(path) as f:
+            np.savez(f, **arrays)
     return path
 
 
@@ -129,3 +122,18 @@ def convert(src: str, dst: str) -> str:
 def strip_classifier(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Drop the ImageNet classifier (``fc.*``) so a ResNet-34 file loads as a fine-tune backbone."""
     return {k: v for k, v in state.items() if not k.startswith("fc.")}
+
+
+def backbone_state(weights: str, framework: str) -> tuple[dict[str, np.ndarray], str]:
+    """``(state, source)`` of a ResNet-34 backbone file for a fine-tune net (``fc.*`` dropped).
+
+    ``"imagenet"`` is resolved here only for frameworks without torchvision's download path:
+    it raises an error saying how to make the neutral file once.
+    """
+    if weights == "imagenet":
+        raise RuntimeError(
+            f"{framework} cannot download ResNet-34 ImageNet weights in torchvision's layout; "
+            "convert torchvision's file once where torch is installed: `d2lkaggle weights "
+            "convert resnet34-b627a593.pth resnet34.safetensors` (torchvision keeps it in "
+            "~/.cache/torch/hub/checkpoints/), then pass weights='resnet34.safetensors'")
+    return strip_classifier(read_weights(weights)), f"weights in {weights}"

@@ -85,6 +85,14 @@ try:
     out["nan_error"] = None
 except FloatingPointError as e:
     out["nan_error"] = str(e)
+# offline ImageNet weights: torch goes through torchvision's cache (tested in test_torch_backend);
+# the others explain how to make the neutral file
+if sys.argv[1] != "torch":
+    try:
+        B.finetune_net(3, weights="imagenet")
+        out["imagenet_error"] = None
+    except RuntimeError as e:
+        out["imagenet_error"] = str(e)
 print("RESULT " + json.dumps(out))
 """
 
@@ -121,3 +129,5 @@ def test_backend_behaviour(backend, tmp_path, torch_ref):
     assert r["roundtrip_diff"] == 0.0
     assert "fc.weight" in r["mismatch_error"] and "(5, 64)" in r["mismatch_error"]
     assert "epoch 1, batch" in r["nan_error"]
+    if backend != "torch":
+        assert "d2lkaggle weights convert resnet34-b627a593.pth" in r["imagenet_error"]

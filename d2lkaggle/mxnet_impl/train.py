@@ -132,40 +132,34 @@ class MXNetStep:
                 self.velocity[name] = mnp.array(state[key], ctx=ctx0)
 
 
-def _norm(data_iter) -> dict[str, Any]:
-    return {"mean": getattr(data_iter, "mean", (0, 0, 0)), "std": getattr(data_iter, "std", (1, 1, 1))}
-
-
 def train(net: Block, train_iter, valid_iter, num_epochs: int, lr: float, wd: float,
           devices: Sequence[mx.Context] | None = None, lr_period: int | None = None,
           lr_decay: float = 1.0, *, momentum: float = 0.9, amp: Any = "auto",
           checkpoint_dir: str | None = None, resume: bool = False, progress: bool = True,
           plot: str | None = None, log: Any = print) -> loop.History:
     """The chapters' ``train``: SGD(momentum, wd) with StepLR on the core loop; returns the history."""
-    step = MXNetStep(net, lr=lr, wd=wd, momentum=momentum, devices=devices, amp=amp,
-                     **_norm(train_iter))
-    return loop.train_with_step_lr(step, train_iter, valid_iter, num_epochs, lr, lr_period,
-                                   lr_decay, checkpoint_dir=checkpoint_dir, resume=resume,
-                                   progress=progress, plot=plot, log=log,
-                                   devices=", ".join(str(d) for d in step.devices))
+    return loop.train_net(MXNetStep, net, train_iter, valid_iter, num_epochs, lr, wd, devices,
+                          lr_period, lr_decay, momentum=momentum, amp=amp,
+                          checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
+                          plot=plot, log=log)
 
 
 def evaluate_loss(net: Block, data_iter, devices: Sequence[mx.Context] | None = None,
                   amp: Any = False) -> float:
     """Mean cross-entropy of ``net`` over ``data_iter`` (inference mode)."""
-    return loop.evaluate(MXNetStep(net, devices=devices, amp=amp, **_norm(data_iter)), data_iter)[0]
+    return loop.evaluate(loop.inference_step(MXNetStep, net, data_iter, devices, amp), data_iter)[0]
 
 
 def evaluate_accuracy(net: Block, data_iter, devices: Sequence[mx.Context] | None = None,
                       amp: Any = False) -> float:
     """Accuracy of ``net`` over ``data_iter`` (inference mode)."""
-    return loop.evaluate(MXNetStep(net, devices=devices, amp=amp, **_norm(data_iter)), data_iter)[1]
+    return loop.evaluate(loop.inference_step(MXNetStep, net, data_iter, devices, amp), data_iter)[1]
 
 
 def predict(net: Block, data_iter, devices: Sequence[mx.Context] | None = None,
             amp: Any = False) -> np.ndarray:
     """Class probabilities (softmax over classes) for every example of ``data_iter``."""
-    return loop.predict(MXNetStep(net, devices=devices, amp=amp, **_norm(data_iter)), data_iter)
+    return loop.predict(loop.inference_step(MXNetStep, net, data_iter, devices, amp), data_iter)
 
 
 def forward(net: Block, x: np.ndarray) -> np.ndarray:

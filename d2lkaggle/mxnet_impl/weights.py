@@ -76,11 +76,5 @@ def load_weights(net: Block, path: str) -> Block:
 
 def load_backbone(net: Block, weights: str) -> None:
     """Load a ResNet-34 backbone (and the head, when the file has one) into a fine-tune net."""
-    if weights == "imagenet":
-        raise RuntimeError(
-            "MXNet has no ResNet-34 v1 ImageNet weights in torchvision's layout to download; "
-            "convert torchvision's file once where torch is installed: `d2lkaggle weights "
-            "convert resnet34-b627a593.pth resnet34.safetensors`, then pass "
-            "weights='resnet34.safetensors'")
-    state = neutral.strip_classifier(neutral.read_weights(weights))
-    set_state(net, state, source=f"weights in {weights}", allow_missing=("head.",))
+    state, source = neutral.backbone_state(weights, "MXNet")
+    set_state(net, state, source=source, allow_missing=("head.",))

@@ -128,40 +128,34 @@ class PaddleStep:
             v.set_value(a)
 
 
-def _norm(data_iter) -> dict[str, Any]:
-    return {"mean": getattr(data_iter, "mean", (0, 0, 0)), "std": getattr(data_iter, "std", (1, 1, 1))}
-
-
 def train(net: nn.Layer, train_iter, valid_iter, num_epochs: int, lr: float, wd: float,
           devices: Sequence | None = None, lr_period: int | None = None,
           lr_decay: float = 1.0, *, momentum: float = 0.9, amp: Any = "auto",
           checkpoint_dir: str | None = None, resume: bool = False, progress: bool = True,
           plot: str | None = None, log: Any = print) -> loop.History:
     """The chapters' ``train``: Momentum SGD (wd) with StepLR on the core loop; returns the history."""
-    step = PaddleStep(net, lr=lr, wd=wd, momentum=momentum, devices=devices, amp=amp,
-                      **_norm(train_iter))
-    return loop.train_with_step_lr(step, train_iter, valid_iter, num_epochs, lr, lr_period,
-                                   lr_decay, checkpoint_dir=checkpoint_dir, resume=resume,
-                                   progress=progress, plot=plot, log=log,
-                                   devices=", ".join(str(d) for d in step.devices))
+    return loop.train_net(PaddleStep, net, train_iter, valid_iter, num_epochs, lr, wd, devices,
+                          lr_period, lr_decay, momentum=momentum, amp=amp,
+                          checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
+                          plot=plot, log=log)
 
 
 def evaluate_loss(net: nn.Layer, data_iter, devices: Sequence | None = None,
                   amp: Any = False) -> float:
     """Mean cross-entropy of ``net`` over ``data_iter`` (inference mode)."""
-    return loop.evaluate(PaddleStep(net, devices=devices, amp=amp, **_norm(data_iter)), data_iter)[0]
+    return loop.evaluate(loop.inference_step(PaddleStep, net, data_iter, devices, amp), data_iter)[0]
 
 
 def evaluate_accuracy(net: nn.Layer, data_iter, devices: Sequence | None = None,
                       amp: Any = False) -> float:
     """Accuracy of ``net`` over ``data_iter`` (inference mode)."""
-    return loop.evaluate(PaddleStep(net, devices=devices, amp=amp, **_norm(data_iter)), data_iter)[1]
+    return loop.evaluate(loop.inference_step(PaddleStep, net, data_iter, devices, amp), data_iter)[1]
 
 
 def predict(net: nn.Layer, data_iter, devices: Sequence | None = None,
             amp: Any = False) -> np.ndarray:
     """Class probabilities (softmax over classes) for every example of ``data_iter``."""
-    return loop.predict(PaddleStep(net, devices=devices, amp=amp, **_norm(data_iter)), data_iter)
+    return loop.predict(loop.inference_step(PaddleStep, net, data_iter, devices, amp), data_iter)
 
 
 def forward(net: nn.Layer, x: np.ndarray) -> np.ndarray:

@@ -78,11 +78,5 @@ def load_weights(net: nn.Layer, path: str) -> nn.Layer:
 
 def load_backbone(net: nn.Layer, weights: str) -> None:
     """Load a ResNet-34 backbone (and the head, when the file has one) into a fine-tune net."""
-    if weights == "imagenet":
-        raise RuntimeError(
-            "the ImageNet ResNet-34 weights cannot be fetched in torchvision's layout from "
-            "Paddle; convert torchvision's file once where torch is installed: `d2lkaggle "
-            "weights convert resnet34-b627a593.pth resnet34.safetensors`, then pass "
-            "weights='resnet34.safetensors'")
-    state = neutral.strip_classifier(neutral.read_weights(weights))
-    set_state(net, state, source=f"weights in {weights}", allow_missing=("head.",))
+    state, source = neutral.backbone_state(weights, "Paddle")
+    set_state(net, state, source=source, allow_missing=("head.",))

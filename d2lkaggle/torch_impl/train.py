@@ -133,40 +133,34 @@ class TorchStep:
                             state[key].copy()).to(p.device)
 
 
-def _norm(data_iter) -> dict[str, Any]:
-    return {"mean": getattr(data_iter, "mean", (0, 0, 0)), "std": getattr(data_iter, "std", (1, 1, 1))}
-
-
 def train(net: nn.Module, train_iter, valid_iter, num_epochs: int, lr: float, wd: float,
           devices: Sequence[torch.device] | None = None, lr_period: int | None = None,
           lr_decay: float = 1.0, *, momentum: float = 0.9, amp: Any = "auto",
           checkpoint_dir: str | None = None, resume: bool = False, progress: bool = True,
           plot: str | None = None, log: Any = print) -> loop.History:
     """The chapters' ``train``: SGD(momentum, wd) with StepLR on the core loop; returns the history."""
-    step = TorchStep(net, lr=lr, wd=wd, momentum=momentum, devices=devices, amp=amp,
-                     **_norm(train_iter))
-    return loop.train_with_step_lr(step, train_iter, valid_iter, num_epochs, lr, lr_period,
-                                   lr_decay, checkpoint_dir=checkpoint_dir, resume=resume,
-                                   progress=progress, plot=plot, log=log,
-                                   devices=", ".join(str(d) for d in step.devices))
+    return loop.train_net(TorchStep, net, train_iter, valid_iter, num_epochs, lr, wd, devices,
+                          lr_period, lr_decay, momentum=momentum, amp=amp,
+                          checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
+                          plot=plot, log=log)
 
 
 def evaluate_loss(net: nn.Module, data_iter, devices: Sequence[torch.device] | None = None,
                   amp: Any = False) -> float:
     """Mean cross-entropy of ``net`` over ``data_iter`` (inference mode)."""
-    return loop.evaluate(TorchStep(net, devices=devices, amp=amp, **_norm(data_iter)), data_iter)[0]
+    return loop.evaluate(loop.inference_step(TorchStep, net, data_iter, devices, amp), data_iter)[0]
 
 
 def evaluate_accuracy(net: nn.Module, data_iter, devices: Sequence[torch.device] | None = None,
                       amp: Any = False) -> float:
     """Accuracy of ``net`` over ``data_iter`` (inference mode)."""
-    return loop.evaluate(TorchStep(net, devices=devices, amp=amp, **_norm(data_iter)), data_iter)[1]
+    return loop.evaluate(loop.inference_step(TorchStep, net, data_iter, devices, amp), data_iter)[1]
 
 
 def predict(net: nn.Module, data_iter, devices: Sequence[torch.device] | None = None,
             amp: Any = False) -> np.ndarray:
     """Class probabilities (softmax over classes) for every example of ``data_iter``."""
-    return loop.predict(TorchStep(net, devices=devices, amp=amp, **_norm(data_iter)), data_iter)
+    return loop.predict(loop.inference_step(TorchStep, net, data_iter, devices, amp), data_iter)
 
 
 @torch.no_grad()

@@ -77,6 +77,7 @@ def load_backbone(net: nn.Module, weights: str) -> None:
     """Load a ResNet-34 backbone (and the head, when the file has one) into a fine-tune net."""
     if weights == "imagenet":
         state, source = imagenet_resnet34_state(), "ImageNet ResNet-34 weights"
+        state = neutral.strip_classifier(state)
     else:
-        state, source = neutral.read_weights(weights), f"weights in {weights}"
-    set_state(net, neutral.strip_classifier(state), source=source, allow_missing=("head.",))
+        state, source = neutral.backbone_state(weights, "PyTorch")
+    set_state(net, state, source=source, allow_missing=("head.",))
