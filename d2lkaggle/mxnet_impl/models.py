@@ -8,6 +8,7 @@ BatchNorm momentum 0.9 here is torch's 0.1; epsilon 1e-5 in both.
 from __future__ import annotations
 
 import mxnet as mx
+import numpy as np
 from mxnet import autograd, init
 from mxnet.gluon import nn
 
@@ -106,9 +107,25 @@ class ResNet34Features(nn.HybridBlock):
 
 
 def _ready(net: nn.Block) -> nn.Block:
-    # Xavier as in the MXNet tab; parameters live on the CPU until a step moves them
-    net.initialize(init.Xavier(), ctx=mx.cpu())
+    """Initialise like PyTorch's defaults: Conv/Dense weights and biases uniform in
+    ±1/sqrt(fan_in), BatchNorm gamma 1, beta 0 (parameters on the CPU until a step moves them).
+
+    The MXNet tab uses ``init.Xavier()`` (fan average, magnitude 3); one initialisation in
+    every backend lets one lr/wd recipe mean the same training everywhere.
+    """
+    # Xavier(uniform, fan_in, magnitude 1) is exactly torch's kaiming_uniform(a=sqrt(5)) bound
+    net.initialize(init.Xavier(rnd_type="uniform", factor_type="in", magnitude=1), ctx=mx.cpu())
+    for block in _blocks(net):
+        if isinstance(block, (nn.Conv2D, nn.Dense)) and block.bias is not None:
+            fan_in = int(np.prod(block.weight.shape[1:]))
+            block.bias.set_data(mx.np.random.uniform(-1, 1, block.bias.shape) / np.sqrt(fan_in))
     return net
+
+
+def _blocks(block: nn.Block):
+    yield block
+    for child in block._children.values():
+        yield from _blocks(child)
 
 
 def resnet18(num_classes: int, in_channels: int = 3, width: int = 64) -> ResNet18:

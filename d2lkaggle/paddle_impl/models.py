@@ -5,9 +5,32 @@ BatchNorm momentum 0.9 here is torch's 0.1; epsilon 1e-5 in both.
 """
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import paddle
 from paddle import nn
 from paddle.nn import functional as F
+
+
+def init_like_torch(net: nn.Layer) -> nn.Layer:
+    """PyTorch's default initialisation for every Conv2D/Linear: weights and biases uniform in
+    ±1/sqrt(fan_in).
+
+    Paddle's own default (He-normal convolutions) starts with weights ~2.4x larger; behind
+    BatchNorm that shrinks the effective learning rate ~6x, so one lr would not mean the
+    same training as in the other backends.
+    """
+    weight_init = nn.initializer.KaimingUniform(negative_slope=math.sqrt(5), nonlinearity="leaky_relu")
+    for layer in net.sublayers(include_self=True):
+        if isinstance(layer, (nn.Conv2D, nn.Linear)):
+            weight_init(layer.weight)
+            if layer.bias is not None:
+                shape = layer.weight.shape
+                fan_in = int(np.prod(shape[1:])) if isinstance(layer, nn.Conv2D) else int(shape[0])
+                bound = 1.0 / math.sqrt(fan_in)
+                nn.initializer.Uniform(-bound, bound)(layer.bias)
+    return net
 
 
 def _bn(c: int) -> nn.BatchNorm2D:
@@ -107,12 +130,12 @@ class ResNet34(nn.Layer):
 
 def resnet18(num_classes: int, in_channels: int = 3, width: int = 64) -> ResNet18:
     """The book's ResNet-18 (``width`` = channels of the first stage; 64 in the book)."""
-    return ResNet18(num_classes, in_channels, width)
+    return init_like_torch(ResNet18(num_classes, in_channels, width))
 
 
 def resnet34(num_classes: int = 1000) -> ResNet34:
     """torchvision's ResNet-34 (v1) architecture, randomly initialised."""
-    return ResNet34(num_classes)
+    return init_like_torch(ResNet34(num_classes))
 
 
 class FineTuneNet(ResNet34):
@@ -162,7 +185,7 @@ def finetune_net(num_classes: int, weights: str | None = None, hidden: int = 256
     (``.safetensors``/``.npz``) or a torch ``.pth`` state_dict (read with torch when installed).
     """
     from .weights import load_backbone
-    net = FineTuneNet(num_classes, hidden=hidden, freeze=False)
+    net = init_like_torch(FineTuneNet(num_classes, hidden=hidden, freeze=False))
     if weights is not None:
         load_backbone(net, weights)
     if freeze:
