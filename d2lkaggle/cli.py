@@ -111,6 +111,12 @@ def cmd_weights_convert(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_parity(a: argparse.Namespace) -> int:
+    from .parity import format_table, run_parity
+    print(format_table(run_parity(a.model, a.steps, a.backends or None)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``d2lkaggle`` argument parser."""
     p = argparse.ArgumentParser(prog="d2lkaggle", description=__doc__)
@@ -158,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     wc.add_argument("src")
     wc.add_argument("dst")
     wc.set_defaults(func=cmd_weights_convert)
+
+    pa = sub.add_parser("parity", help="compare the installed backends on one neutral checkpoint")
+    pa.add_argument("--model", choices=("resnet18", "resnet34", "finetune"), default="resnet18")
+    pa.add_argument("--steps", type=int, default=10)
+    pa.add_argument("--backends", nargs="*", help="default: every installed one")
+    pa.set_defaults(func=cmd_parity)
     return p
 
 
