@@ -200,7 +200,9 @@ def run_parity(model: str = "resnet18", steps: int = 10, backends: Sequence[str]
     names = [b for b in (backends or BACKENDS) if is_installed(b)]
     if len(names) < 2:
         raise RuntimeError(f"parity needs two installed backends, found {names or 'none'}")
-    workdir = workdir or tempfile.mkdtemp(prefix="d2lkaggle-parity-")
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="d2lkaggle-parity-") as tmp:
+            return {**run_parity(model, steps, backends, tmp, tasks), "workdir": None}
     os.makedirs(workdir, exist_ok=True)
     spec = MODELS[model]
     initial = prepare(workdir, model, steps, names[0])
