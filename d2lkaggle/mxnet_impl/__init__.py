@@ -3,8 +3,45 @@
 Only framework code lives here; the loop, data, schedules and submissions are in the core.
 Blocks use numpy semantics (``npx.set_np()``) and are hybridized for training.
 """
-import mxnet  # noqa: F401  (fail early, with the registry's message, when mxnet is missing)
-from mxnet import npx
+import os
+import sys
+
+
+def _physical_cores() -> int | None:
+    """Physical cores among the CPUs this process may run on (None when unknown)."""
+    try:
+        cpus = os.sched_getaffinity(0)
+        cores = set()
+        for c in cpus:
+            with open(f"/sys/devices/system/cpu/cpu{c}/topology/thread_siblings_list") as f:
+                cores.add(f.read().strip())
+        return len(cores) or None
+    except (AttributeError, OSError):
+        return None
+
+
+def _set_threads() -> None:
+    """Give MXNet's operators one OpenMP thread per physical core.
+
+    Without OMP_NUM_THREADS, MXNet 1.9 takes ``omp_get_num_procs()``, halves it on x86
+    (assuming two hyper-threads per core) and calls ``omp_set_num_threads`` with that: on a
+    2-core VM without SMT every convolution ran on ONE thread (measured: one busy thread).
+    ``MXNET_OMP_MAX_THREADS`` fixes the count without that process-wide call, which is also
+    what dropped an already imported torch to one thread. Only when the user set neither
+    variable, and only before mxnet is first imported (later it has no effect).
+    """
+    if "mxnet" in sys.modules or "OMP_NUM_THREADS" in os.environ \
+            or "MXNET_OMP_MAX_THREADS" in os.environ:
+        return
+    n = _physical_cores()
+    if n:
+        os.environ["MXNET_OMP_MAX_THREADS"] = str(n)
+
+
+_set_threads()
+
+import mxnet  # noqa: E402,F401  (fail early, with the registry's message, when mxnet is missing)
+from mxnet import npx  # noqa: E402
 
 npx.set_np()
 

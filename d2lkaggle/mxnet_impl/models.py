@@ -164,6 +164,11 @@ class FineTuneNet(nn.Block):
         self.backbone.hybridize(active, **kwargs)
         self.head.hybridize(active, **kwargs)
 
+    @property
+    def _active(self) -> bool:
+        # "hybridized", as a HybridBlock's ``_active`` says: both parts are
+        return self.backbone._active and self.head._active
+
     def forward(self, x):
         if self.frozen:
             with autograd.predict_mode():

@@ -1,18 +1,77 @@
 """PaddlePaddle backend: the chapters' models, training, prediction and weights.
 
 Only framework code lives here; the loop, data, schedules and submissions are in the core.
+
+CPU speed (measured in ``benchmarks/paddle_speed.py``). Paddle 3.3's eager CPU kernels are
+slow; unless ``D2LKAGGLE_PADDLE_FAST=0`` this backend, at import, when the user has not
+chosen otherwise:
+
+* uses every available core: Paddle pins OpenMP/MKL to one thread when ``OMP_NUM_THREADS``
+  is unset (``D2LKAGGLE_PADDLE_THREADS=N`` picks the count; an ``OMP_NUM_THREADS`` set
+  before import is kept). Paddle's own ``OMP_NUM_THREADS=1`` in ``os.environ`` is undone
+  so child processes are not pinned either;
+* on AMD CPUs sets ``MKL_DEBUG_CPU_TYPE=5`` when unset: Paddle's MKL (mklml) otherwise runs a
+  generic code path there (its GEMMs ~2.4x slower). MKL reads it at its first call, so it
+  must not have run yet; only this process's MKL and its children see it.
+
+A static program (``paddle.jit.to_static``) with oneDNN kernels was measured too: no faster
+than eager here (11.0 vs 13.6 examples/s) and it crashed on the fine-tune net, so the step
+stays eager.
+
+Nothing else global is changed: no warning filters, no signal handlers.
 """
 import os as _os
+import sys as _sys
 
-# Paddle pins OMP_NUM_THREADS to 1 at import when it is unset, which costs ~35 % of CPU
-# training speed on 2 cores (benchmarks/paddle_speed.py); a value the user set is kept.
-_user_threads = _os.environ.get("OMP_NUM_THREADS")
+
+def _flag(name: str, default: bool = True) -> bool:
+    v = _os.environ.get(name)
+    return default if v is None else v.strip().lower() not in ("0", "false", "no", "off", "")
+
+
+def _is_amd() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return "AuthenticAMD" in line
+    except OSError:
+        pass
+    return False
+
+
+def _cores() -> int:
+    try:
+        return len(_os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return _os.cpu_count() or 1
+
+
+#: the speed levers are on unless D2LKAGGLE_PADDLE_FAST=0 (read once, at import)
+FAST = _flag("D2LKAGGLE_PADDLE_FAST")
+
+# when paddle is already imported, its OMP_NUM_THREADS=1 can't be told from the user's
+_threads_unset = "OMP_NUM_THREADS" not in _os.environ and "paddle" not in _sys.modules
+if FAST and "MKL_DEBUG_CPU_TYPE" not in _os.environ and _is_amd():
+    _os.environ["MKL_DEBUG_CPU_TYPE"] = "5"
 
 import paddle  # noqa: E402  (fail early, with the registry's message, when paddle is missing)
 
-if _user_threads is None and hasattr(paddle.base.core, "set_num_threads"):
-    paddle.base.core.set_num_threads(int(_os.environ.get("D2LKAGGLE_PADDLE_THREADS",
-                                                         _os.cpu_count() or 1)))
+
+def _set_threads() -> int | None:
+    n = _os.environ.get("D2LKAGGLE_PADDLE_THREADS")
+    if n is None and not (FAST and _threads_unset):
+        return None
+    n = max(1, int(n)) if n else _cores()
+    if hasattr(paddle.base.core, "set_num_threads"):
+        paddle.base.core.set_num_threads(n)
+    return n
+
+
+if _threads_unset and _os.environ.get("OMP_NUM_THREADS") == "1":
+    del _os.environ["OMP_NUM_THREADS"]   # Paddle's pin, not the user's: keep children free
+#: OpenMP/MKL threads this backend set (None: left to Paddle / the user)
+THREADS = _set_threads()
 
 from .data import to_labels, to_tensor  # noqa: E402
 from .models import FineTuneNet, Residual, ResNet18, finetune_net, resnet18, resnet34  # noqa: E402

@@ -105,7 +105,7 @@ class PaddleStep:
             v = self._velocity(p)
             if v is not None:
                 name, transposed = self.names[id(p)]
-                a = v.numpy()
+                a = v.numpy().astype(np.float32)
                 state[f"optim/{name}/momentum"] = np.ascontiguousarray(a.T) if transposed else a
         return state
 
