@@ -223,3 +223,19 @@ def get_transforms(name: str, size: int) -> tuple[Compose, Compose]:
         raise ValueError(f"unknown augmentation recipe {name!r}; choose from {sorted(RECIPES)}")
     train, test = RECIPES[name]
     return train(size), test(size)
+
+
+def normalize_nchw(x: np.ndarray, mean: Sequence[float], std: Sequence[float],
+                   dtype: str | np.dtype = np.float32) -> np.ndarray:
+    """The chapters' ``Normalize`` in numpy: N×H×W×3 uint8 → contiguous N×3×H×W ``dtype``.
+
+    ``(x/255 − mean)/std`` folded into one multiply-add, computed in ``dtype`` itself (so a
+    float64 run is float64 from the pixels on); the MXNet and Paddle backends convert with it,
+    and every backend uses it for float64 steps, so those inputs are the same bits everywhere.
+    """
+    dt = np.dtype(dtype)
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"expected an N×H×W×3 batch, got shape {x.shape}")
+    s = np.asarray(std, dtype=dt)
+    xf = np.asarray(x, dtype=dt) * (1.0 / (255.0 * s)).astype(dt) - (np.asarray(mean, dtype=dt) / s)
+    return np.ascontiguousarray(xf.transpose(0, 3, 1, 2))

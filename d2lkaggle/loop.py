@@ -36,6 +36,17 @@ class Step(Protocol):
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None: ...
 
 
+#: floating types a Step trains in: float32, or float64 as the reference for parity checks
+DTYPES = ("float32", "float64")
+
+
+def check_dtype(dtype: str) -> str:
+    """A Step's ``dtype`` argument, checked (float64 turns autocast off in every backend)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES} (float64 is the parity reference), got {dtype!r}")
+    return dtype
+
+
 @dataclass
 class History:
     """Per-epoch records of a run (what the chapters' Animator plots)."""

@@ -15,6 +15,12 @@ Conventions that differ between the frameworks and how they are aligned:
   maps the biased trajectory onto torch's exactly (see :func:`unbiased_running_var`).
 * Weight layout: Paddle's ``Linear.weight`` is ``[in, out]``; its backend transposes to
   torch's ``[out, in]`` when it reads or writes canonical names.
+
+Training is compared twice: in float32 (what users run) and in float64 (``Step(dtype=
+"float64")``). Ten float32 steps of a BatchNorm ResNet drift from float64 by ~1e-1 per tensor
+in every framework alone (chaotic amplification of rounding), so float32 runs of two
+frameworks can only be held to that drift; float64 removes it and leaves the conventions,
+which then agree to the float32 rounding of the saved state (~1e-7).
 """
 from __future__ import annotations
 
@@ -37,7 +43,8 @@ from .registry import BACKENDS, is_installed
 MODELS: dict[str, dict[str, Any]] = {
     "resnet18": {"build": "B.resnet18(10, 3, 16)", "size": 32, "batch": 16, "classes": 10, "bn": 0.5},
     "resnet34": {"build": "B.resnet34(1000)", "size": 64, "batch": 4, "classes": 1000, "bn": 0.2},
-    "finetune": {"build": "B.finetune_net(120)", "size": 64, "batch": 4, "classes": 120, "bn": 0.2},
+    "finetune": {"build": "B.finetune_net(120)", "size": 64, "batch": 4, "classes": 120, "bn": 0.2,
+                 "frozen_bn": True},
 }
 BN_MOMENTUM = 0.1   # torch's convention: weight of the new batch statistics
 LR, LR_AFTER, LR_STEP, WD, MOMENTUM = 0.01, 0.005, 5, 5e-4, 0.9
@@ -75,10 +82,11 @@ def _worker(backend: str, task: str, model: str, workdir: str, steps: int) -> No
         net = eval(spec["build"])
         B.load_weights(net, os.path.join(workdir, "weights.safetensors"))
         out["logits"] = B.forward(net, np.load(os.path.join(workdir, "input.npy")))
-    elif task == "train":
+    elif task in ("train", "train64"):
         net = eval(spec["build"])
         B.load_weights(net, os.path.join(workdir, "weights.safetensors"))
-        step = B.Step(net, lr=LR, wd=WD, momentum=MOMENTUM, amp=False, mean=MEAN, std=STD)
+        step = B.Step(net, lr=LR, wd=WD, momentum=MOMENTUM, amp=False, mean=MEAN, std=STD,
+                      dtype="float64" if task == "train64" else "float32")
         with np.load(os.path.join(workdir, "batches.npz")) as z:
             xs, ys = z["x"], z["y"]
         losses = []
@@ -86,9 +94,9 @@ def _worker(backend: str, task: str, model: str, workdir: str, steps: int) -> No
             step.set_lr(LR if i < LR_STEP else LR_AFTER)   # a StepLR change in between
             ls, _, n = step.train_batch(xs[i % len(xs)], ys[i % len(ys)])
             losses.append(ls / n)
-            if i == 0:
-                out.update({"step1/" + k: v for k, v in B.get_state(net).items()})
-        out.update({"final/" + k: v for k, v in B.get_state(net).items()})
+            if i == 0:   # parameters, BatchNorm statistics and momentum buffers (torch's form)
+                out.update({"step1/" + k: np.array(v, np.float64) for k, v in step.state_dict().items()})
+        out.update({"final/" + k: np.array(v, np.float64) for k, v in step.state_dict().items()})
         out["losses"] = np.array(losses)
     elif task == "data":
         from .augment import cifar_train
@@ -181,22 +189,60 @@ def _state(res: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
 
 
 def compare_states(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, float]:
-    """Largest per-tensor relative difference of parameters and of BatchNorm statistics, and
-    the relative L2 distance of all parameters together."""
-    params = [k for k in a if "running_" not in k]
+    """Largest per-tensor relative difference of parameters, of momentum buffers and of
+    BatchNorm statistics, and the relative L2 distance of all parameters together."""
+    params = [k for k in a if k.startswith("model/") and "running_" not in k]
     stats = [k for k in a if "running_" in k]
+    moms = [k for k in a if k.startswith("optim/")]
+    if set(a) != set(b):
+        raise ValueError(f"the runs saved different names: {sorted(set(a) ^ set(b))[:5]}")
     diff = np.sqrt(sum(float(((a[k] - b[k]) ** 2).sum()) for k in params))
     norm = np.sqrt(sum(float((b[k] ** 2).sum()) for k in params))
     return {"params_rel": max(_rel(a[k], b[k]) for k in params),
             "params_l2_rel": diff / max(norm, 1e-12),
+            "momentum_rel": max((_rel(a[k], b[k]) for k in moms), default=0.0),
             "bn_stats_rel": max((_rel(a[k], b[k]) for k in stats), default=0.0)}
 
 
+def compare_train(ra: dict, rb: dict, backend_a: str, backend_b: str,
+                  initial: dict[str, np.ndarray], model: str, steps: int) -> dict[str, float]:
+    """Two training runs: parameters, momentum and BatchNorm statistics after one step and
+    after all steps, and the per-step losses. A biased running_var (MXNet, Paddle) is mapped
+    onto torch's unbiased convention first (exact, :func:`unbiased_running_var`)."""
+    spec = MODELS[model]
+    row: dict[str, float] = {}
+    for when, t in (("step1", 1), ("final", steps)):
+        sa, sb = _state(ra, when + "/"), _state(rb, when + "/")
+        # (a frozen backbone's statistics never move: nothing to map)
+        if (backend_a == "torch" or backend_b == "torch") and not spec.get("frozen_bn"):
+            for s, backend in ((sa, backend_a), (sb, backend_b)):
+                if backend != "torch":
+                    for k in s:
+                        if k.endswith("running_var"):
+                            n = bn_examples(model, k[6:], spec["size"], spec["batch"])
+                            s[k] = unbiased_running_var(s[k], initial[k[6:]], t, n)
+        d = compare_states(sa, sb)
+        row[f"{when}_params_rel"], row[f"{when}_bn_rel"] = d["params_rel"], d["bn_stats_rel"]
+        row[f"{when}_momentum_rel"], row[f"{when}_params_l2_rel"] = d["momentum_rel"], d["params_l2_rel"]
+    la, lb = ra["losses"], rb["losses"]
+    row["loss_abs"] = float(np.abs(la - lb).max())
+    row["loss_rel"] = float((np.abs(la - lb) / np.maximum(np.abs(lb), 1e-12)).max())
+    return row
+
+
 def run_parity(model: str = "resnet18", steps: int = 10, backends: Sequence[str] | None = None,
-               workdir: str | None = None, tasks: Sequence[str] = ("forward", "train", "data")) -> dict:
-    """Run every installed backend on the same inputs and return the pairwise differences."""
+               workdir: str | None = None,
+               tasks: Sequence[str] = ("forward", "train", "train64", "data")) -> dict:
+    """Run every installed backend on the same inputs and return the pairwise differences.
+
+    ``train`` trains in float32 (what users run), ``train64`` the same steps in float64: the
+    conventions, without float32 rounding. ``report["rounding"]`` compares each backend's
+    float32 run with its own float64 run: how far float32 alone moves the same training.
+    """
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
     names = [b for b in (backends or BACKENDS) if is_installed(b)]
     if len(names) < 2:
         raise RuntimeError(f"parity needs two installed backends, found {names or 'none'}")
@@ -204,7 +250,6 @@ def run_parity(model: str = "resnet18", steps: int = 10, backends: Sequence[str]
         with tempfile.TemporaryDirectory(prefix="d2lkaggle-parity-") as tmp:
             return {**run_parity(model, steps, backends, tmp, tasks), "workdir": None}
     os.makedirs(workdir, exist_ok=True)
-    spec = MODELS[model]
     initial = prepare(workdir, model, steps, names[0])
     results = {t: {b: run_worker(b, t, model, workdir, steps) for b in names} for t in tasks}
     rows = []
@@ -213,41 +258,45 @@ def run_parity(model: str = "resnet18", steps: int = 10, backends: Sequence[str]
         if "forward" in results:
             la, lb = results["forward"][x]["logits"], results["forward"][y]["logits"]
             row["forward_abs"] = float(np.abs(la - lb).max())
-        if "train" in results:
-            for when, t in (("step1", 1), ("final", steps)):
-                sa = _state(results["train"][x], when + "/")
-                sb = _state(results["train"][y], when + "/")
-                # torch's running_var is built from unbiased batch variances, the others' not
-                for s, backend in ((sa, x), (sb, y)):
-                    if backend != "torch":
-                        for k in s:
-                            if k.endswith("running_var"):
-                                n = bn_examples(model, k, spec["size"], spec["batch"])
-                                s[k] = unbiased_running_var(s[k], initial[k], t, n)
-                d = compare_states(sa, sb)
-                row[f"{when}_params_rel"], row[f"{when}_bn_rel"] = d["params_rel"], d["bn_stats_rel"]
-                row[f"{when}_params_l2_rel"] = d["params_l2_rel"]
-            row["loss_abs"] = float(np.abs(results["train"][x]["losses"] - results["train"][y]["losses"]).max())
+        for task, prefix in (("train", ""), ("train64", "f64_")):
+            if task in results:
+                d = compare_train(results[task][x], results[task][y], x, y, initial, model, steps)
+                row.update({prefix + k: v for k, v in d.items()})
         if "data" in results:
             row["batches_identical"] = bool(results["data"][x]["sha256"] == results["data"][y]["sha256"])
             row["to_tensor_abs"] = float(np.abs(results["data"][x]["tensor"] - results["data"][y]["tensor"]).max())
         rows.append(row)
-    return {"model": model, "steps": steps, "backends": names, "rows": rows, "workdir": workdir}
+    rounding = []
+    if "train" in results and "train64" in results:
+        for b in names:   # same backend, same conventions: only the precision differs
+            d = compare_train(results["train"][b], results["train64"][b], b, b, initial, model, steps)
+            rounding.append({"pair": f"{b} f32 vs f64", **d})
+    return {"model": model, "steps": steps, "backends": names, "rows": rows,
+            "rounding": rounding, "workdir": workdir}
+
+
+COLUMNS = ("forward_abs",
+           "step1_params_rel", "step1_momentum_rel", "step1_bn_rel", "final_params_rel",
+           "final_params_l2_rel", "final_momentum_rel", "final_bn_rel", "loss_abs", "loss_rel",
+           "f64_step1_params_rel", "f64_final_params_rel", "f64_final_params_l2_rel",
+           "f64_final_momentum_rel", "f64_final_bn_rel", "f64_loss_abs",
+           "to_tensor_abs", "batches_identical")
 
 
 def format_table(report: dict) -> str:
-    """The report as an aligned text table."""
-    cols = [c for c in ("forward_abs", "step1_params_rel", "step1_bn_rel", "final_params_rel",
-                        "final_params_l2_rel", "final_bn_rel", "loss_abs", "to_tensor_abs",
-                        "batches_identical")
-            if any(c in r for r in report["rows"])]
-    head = ["pair"] + cols
-    lines = [head] + [[r["pair"]] + [(f"{r[c]:.2e}" if isinstance(r[c], float) else str(r[c]))
-                                     for c in cols] for r in report["rows"]]
-    widths = [max(len(l[i]) for l in lines) for i in range(len(head))]
-    text = "\n".join("  ".join(v.ljust(w) for v, w in zip(l, widths)) for l in lines)
-    return (f"model {report['model']}, {report['steps']} SGD steps (momentum {MOMENTUM}, wd {WD}, "
-            f"lr {LR} then {LR_AFTER} from step {LR_STEP + 1}); max differences:\n{text}")
+    """The report as an aligned text table: one row per measure, one column per pair (and per
+    backend's own float32-vs-float64 run)."""
+    cols = report["rows"] + report.get("rounding", [])
+    measures = [m for m in COLUMNS if any(m in c for c in cols)]
+    cell = lambda v: "-" if v is None else f"{v:.1e}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = [["max difference"] + [c["pair"] for c in cols]]
+    lines += [[m] + [cell(c.get(m)) for c in cols] for m in measures]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    text = "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines)
+    spec = MODELS[report["model"]]
+    return (f"model {report['model']} ({spec['size']}×{spec['size']}, batch {spec['batch']}), "
+            f"{report['steps']} SGD steps (momentum {MOMENTUM}, wd {WD}, lr {LR} then {LR_AFTER} "
+            f"from step {LR_STEP + 1}); float32 unless f64_:\n{text}")
 
 
 def main(argv: list[str] | None = None) -> int:

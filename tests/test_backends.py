@@ -85,6 +85,37 @@ try:
     out["nan_error"] = None
 except FloatingPointError as e:
     out["nan_error"] = str(e)
+# float64 steps (the parity reference): float64 inputs in the core's bits, the same loss in
+# float32 and float64 to float32 precision, and a bad dtype named
+xb = np.random.default_rng(1).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+t64 = B.to_tensor(xb, (0.4,) * 3, (0.25,) * 3, dtype="float64")
+t64 = np.asarray(t64.asnumpy() if hasattr(t64, "asnumpy") else t64.numpy())
+out["to_tensor64"] = [str(t64.dtype), list(t64.shape),
+                      float(np.abs(t64 - ((xb / 255.0 - 0.4) / 0.25).transpose(0, 3, 1, 2)).max())]
+losses = {}
+for dt in ("float32", "float64"):
+    B.set_seed(0)
+    net = B.resnet18(4, 3, 8)
+    st = B.Step(net, lr=0.05, wd=5e-4, amp=False, dtype=dt)
+    losses[dt] = [st.train_batch(xb, np.arange(4))[0] for _ in range(2)]
+out["loss32_64"] = losses
+# a loss far above 64 is reported as it is (Paddle's own cross_entropy clamps at 64)
+net = B.resnet18(4, 3, 8)
+state = B.get_state(net)
+state["fc.weight"] = state["fc.weight"] * 3e3
+B.set_state(net, state)
+from d2lkaggle.augment import normalize_nchw
+z = B.forward(net, normalize_nchw(xb, (0, 0, 0), (1, 1, 1))).astype(np.float64)
+yb = np.argmin(z, axis=1)
+m = z.max(1)
+ref = float((m + np.log(np.exp(z - m[:, None]).sum(1)) - z[np.arange(4), yb]).sum())
+out["big_loss"] = [B.Step(net, amp=False).eval_batch(xb, yb)[0], ref]
+try:
+    B.Step(B.resnet18(4, 3, 8), dtype="float16")
+    out["dtype_error"] = None
+except ValueError as e:
+    out["dtype_error"] = str(e)
+
 # offline ImageNet weights: torch goes through torchvision's cache (tested in test_torch_backend);
 # the others explain how to make the neutral file
 if sys.argv[1] != "torch":
@@ -129,5 +160,13 @@ def test_backend_behaviour(backend, tmp_path, torch_ref):
     assert r["roundtrip_diff"] == 0.0
     assert "fc.weight" in r["mismatch_error"] and "(5, 64)" in r["mismatch_error"]
     assert "epoch 1, batch" in r["nan_error"]
+    dt, shape, err = r["to_tensor64"]
+    assert dt == "float64" and shape == [4, 3, 16, 16] and err <= 1e-12
+    l32, l64 = r["loss32_64"]["float32"], r["loss32_64"]["float64"]
+    assert max(abs(a - b) / abs(b) for a, b in zip(l32, l64)) <= 1e-4, r["loss32_64"]
+    assert l64[1] != l64[0]   # the float64 step trained
+    got, ref = r["big_loss"]
+    assert ref > 4 * 64 and abs(got - ref) <= 1e-4 * ref, r["big_loss"]
+    assert "'float16'" in r["dtype_error"] and "float64" in r["dtype_error"]
     if backend != "torch":
         assert "d2lkaggle weights convert resnet34-b627a593.pth" in r["imagenet_error"]

@@ -115,3 +115,16 @@ def test_cifar_test_is_identity_at_native_size():
     np.testing.assert_array_equal(cifar_test(32)(img, None), img)
     with pytest.raises(ValueError, match="cifar"):
         get_transforms("nope", 32)
+
+
+def test_normalize_nchw_matches_the_chapters_normalize_in_both_precisions():
+    from d2lkaggle.augment import normalize_nchw
+    x = np.random.default_rng(0).integers(0, 256, (2, 5, 4, 3), dtype=np.uint8)
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+    ref = ((x / 255.0 - np.array(mean)) / np.array(std)).transpose(0, 3, 1, 2)
+    a32, a64 = normalize_nchw(x, mean, std), normalize_nchw(x, mean, std, "float64")
+    assert a32.dtype == np.float32 and a64.dtype == np.float64 and a64.shape == (2, 3, 5, 4)
+    assert a32.flags.c_contiguous and np.abs(a32 - ref).max() < 1e-5
+    assert np.abs(a64 - ref).max() < 1e-12
+    with pytest.raises(ValueError, match=r"\(2, 5, 4\)"):
+        normalize_nchw(x[..., 0], mean, std)

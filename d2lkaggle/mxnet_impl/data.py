@@ -7,19 +7,19 @@ import mxnet as mx
 import numpy as np
 from mxnet import np as mnp
 
+from ..augment import normalize_nchw
+
 
 def to_tensor(x: np.ndarray, mean: Sequence[float], std: Sequence[float],
-              device: "mx.Context | str" = "cpu", channels_last: bool = True) -> "mnp.ndarray":
-    """Convert an N×H×W×3 uint8 batch to a normalised N×3×H×W float32 array on ``device``.
+              device: "mx.Context | str" = "cpu", channels_last: bool = True,
+              dtype: str = "float32") -> "mnp.ndarray":
+    """Convert an N×H×W×3 uint8 batch to a normalised N×3×H×W ``dtype`` array on ``device``.
 
     ``channels_last`` is accepted for the shared signature; Gluon's convolutions take NCHW.
     """
     ctx = mx.cpu() if device in (None, "cpu") else device
-    scale = 1.0 / (255.0 * np.asarray(std, dtype=np.float32))
-    shift = np.asarray(mean, dtype=np.float32) / np.asarray(std, dtype=np.float32)
-    # normalise in numpy (one fused pass) before the copy: fewer framework ops per batch
-    xf = np.asarray(x, dtype=np.float32) * scale - shift
-    return mnp.array(np.ascontiguousarray(xf.transpose(0, 3, 1, 2)), ctx=ctx)
+    # normalised in numpy (one fused pass) before the copy: fewer framework ops per batch
+    return mnp.array(normalize_nchw(x, mean, std, dtype), ctx=ctx, dtype=dtype)
 
 
 def to_labels(y: np.ndarray, device: "mx.Context | str" = "cpu") -> "mnp.ndarray":

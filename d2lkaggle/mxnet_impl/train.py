@@ -57,9 +57,12 @@ class MXNetStep:
     def __init__(self, net: Block, *, lr: float = 0.0, wd: float = 0.0, momentum: float = 0.9,
                  devices: Sequence[mx.Context] | None = None,
                  mean: Sequence[float] = (0, 0, 0), std: Sequence[float] = (1, 1, 1),
-                 amp: Any = "auto"):
+                 amp: Any = "auto", dtype: str = "float32"):
         self.devices = list(devices) if devices else try_all_gpus()
         self.net = net
+        self.dtype = loop.check_dtype(dtype)
+        if self.dtype != "float32":
+            self.net.cast(self.dtype)   # before hybridize: the cached graph is typed
         if self.net.collect_params().list_ctx() != self.devices:
             self.net.collect_params().reset_ctx(self.devices)
         if not getattr(self.net, "_active", False):
@@ -71,7 +74,8 @@ class MXNetStep:
         self.params = {n: p for n, p in canonical_parameters(net).items() if p.grad_req != "null"}
         ctx0 = self.devices[0]
         # u = −v: torch's momentum buffer with MXNet's sign (what ``sgd_mom_update`` keeps)
-        self.neg_velocity = {n: nd.zeros(p.shape, ctx=ctx0) for n, p in self.params.items()}
+        self.neg_velocity = {n: nd.zeros(p.shape, ctx=ctx0, dtype=self.dtype)
+                             for n, p in self.params.items()}
 
     def set_lr(self, lr: float) -> None:
         # lr is not inside the velocity (torch's form), so nothing else changes
@@ -82,9 +86,10 @@ class MXNetStep:
         # even_split=False), normalised straight onto each device
         if len(self.devices) == 1:
             d = self.devices[0]
-            return [(to_tensor(x, self.mean, self.std, d), None if y is None else to_labels(y, d))]
+            return [(to_tensor(x, self.mean, self.std, d, dtype=self.dtype),
+                     None if y is None else to_labels(y, d))]
         parts = np.array_split(np.arange(len(x)), len(self.devices))
-        return [(to_tensor(x[p], self.mean, self.std, d),
+        return [(to_tensor(x[p], self.mean, self.std, d, dtype=self.dtype),
                  None if y is None else to_labels(y[p], d))
                 for p, d in zip(parts, self.devices) if len(p)]
 
@@ -160,7 +165,7 @@ class MXNetStep:
                 v = np.asarray(state[key], dtype=np.float32)
                 if v.shape != u.shape:
                     raise ValueError(f"checkpoint: shape of {key}: model {u.shape}, file {v.shape}")
-                self.neg_velocity[name] = nd.array(-v, ctx=ctx0, dtype=np.float32)
+                self.neg_velocity[name] = nd.array(-v, ctx=ctx0, dtype=self.dtype)
 
 
 def train(net: Block, train_iter, valid_iter, num_epochs: int, lr: float, wd: float,

@@ -1,7 +1,7 @@
 """Training, evaluation and prediction in PaddlePaddle, driven by the core loop.
 
 ``paddle.optimizer.Momentum`` with a float ``weight_decay`` adds ``wd·w`` to the gradient
-and updates ``v = m·v + g; w -= lr·v`` — PyTorch's form — and ``F.cross_entropy`` is the
+and updates ``v = m·v + g; w -= lr·v`` — PyTorch's form — and the loss is the
 batch mean, so ``lr``/``wd`` mean what they mean in the torch backend.
 """
 from __future__ import annotations
@@ -42,6 +42,17 @@ def set_seed(seed: int) -> None:
     paddle.seed(seed)
 
 
+def _cross_entropy(logits: paddle.Tensor, labels: paddle.Tensor) -> paddle.Tensor:
+    """Per-example cross-entropy ``logsumexp(z) − z_y``.
+
+    Paddle's ``F.cross_entropy`` (and ``log_softmax``) clamp log-probabilities at −64 on the
+    CPU, so a loss above 64 — a diverging run, a badly initialised head — was reported as 64
+    (its gradient was right); this form reports the true value, with the same gradient.
+    """
+    picked = paddle.take_along_axis(logits, labels.unsqueeze(1).astype("int64"), axis=1).squeeze(1)
+    return paddle.logsumexp(logits, axis=1) - picked
+
+
 class PaddleStep:
     """The core loop's step interface for a Paddle model (Momentum SGD, mean loss).
 
@@ -52,10 +63,13 @@ class PaddleStep:
     def __init__(self, net: nn.Layer, *, lr: float = 0.0, wd: float = 0.0, momentum: float = 0.9,
                  devices: Sequence | None = None,
                  mean: Sequence[float] = (0, 0, 0), std: Sequence[float] = (1, 1, 1),
-                 amp: Any = "auto"):
+                 amp: Any = "auto", dtype: str = "float32"):
         self.devices = list(devices) if devices else try_all_gpus()
         self.device = self.devices[0]
         self.net = net
+        self.dtype = loop.check_dtype(dtype)
+        if self.dtype != "float32":
+            self.net.to(dtype=self.dtype)
         self.mean, self.std = tuple(mean), tuple(std)
         self.names = canonical_name_of(net)
         params = [p for p in net.parameters() if not p.stop_gradient]
@@ -72,9 +86,9 @@ class PaddleStep:
         if self.optimizer is None:
             raise ValueError("the model has no trainable parameter")
         self.net.train()
-        X, Y = to_tensor(x, self.mean, self.std, self.device), to_labels(y, self.device)
+        X, Y = to_tensor(x, self.mean, self.std, self.device, dtype=self.dtype), to_labels(y, self.device)
         out = self.net(X)
-        loss = F.cross_entropy(out, Y)  # batch mean
+        loss = _cross_entropy(out, Y).mean()  # batch mean
         loss.backward()
         self.optimizer.step()
         self.optimizer.clear_grad()
@@ -85,11 +99,11 @@ class PaddleStep:
     def _logits(self, x: np.ndarray) -> paddle.Tensor:
         self.net.eval()
         with paddle.no_grad():
-            return self.net(to_tensor(x, self.mean, self.std, self.device))
+            return self.net(to_tensor(x, self.mean, self.std, self.device, dtype=self.dtype))
 
     def eval_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
         out, Y = self._logits(x), to_labels(y, self.device)
-        loss = F.cross_entropy(out, Y, reduction="sum")
+        loss = _cross_entropy(out, Y).sum()
         return float(loss), int((out.argmax(axis=1) == Y).astype("int64").sum()), len(y)
 
     def predict_batch(self, x: np.ndarray) -> np.ndarray:

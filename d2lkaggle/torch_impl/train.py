@@ -54,17 +54,19 @@ class TorchStep:
     def __init__(self, net: nn.Module, *, lr: float = 0.0, wd: float = 0.0, momentum: float = 0.9,
                  devices: Sequence[torch.device] | None = None,
                  mean: Sequence[float] = (0, 0, 0), std: Sequence[float] = (1, 1, 1),
-                 amp: Any = "auto"):
+                 amp: Any = "auto", dtype: str = "float32"):
         self.devices = list(devices) if devices else try_all_gpus()
         self.device = torch.device(self.devices[0])
-        self.amp = _use_amp(amp, self.device)
+        self.dtype = loop.check_dtype(dtype)
+        # float64 is the parity reference: no bf16 there
+        self.amp = _use_amp(amp, self.device) and self.dtype == "float32"
         # channels_last only together with bf16 (where it was measured faster): in float32 on
         # CPU, torch 2.14's channels_last backward differs from float64 by up to ~3 % in some
         # conv gradients of the book's ResNet-18, while contiguous tensors agree to ~1e-6
         # (found by the parity tests); exact float32 is what parity and resuming rely on.
         self.channels_last = self.amp and self.device.type == "cpu"
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.net = _module(net).to(self.device, memory_format=fmt)
+        self.net = _module(net).to(self.device, dtype=getattr(torch, self.dtype), memory_format=fmt)
         self.model = (nn.DataParallel(self.net, device_ids=self.devices)
                       if len(self.devices) > 1 and self.device.type == "cuda" else self.net)
         self.mean, self.std = tuple(mean), tuple(std)
@@ -79,7 +81,7 @@ class TorchStep:
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def _inputs(self, x: np.ndarray) -> torch.Tensor:
-        return to_tensor(x, self.mean, self.std, self.device, self.channels_last)
+        return to_tensor(x, self.mean, self.std, self.device, self.channels_last, self.dtype)
 
     def set_lr(self, lr: float) -> None:
         if self.optimizer is not None:
@@ -93,7 +95,8 @@ class TorchStep:
         X, Y = self._inputs(x), to_labels(y, self.device)
         with self._autocast():
             out = self.model(X)
-        loss = F.cross_entropy(out.float(), Y)  # batch mean: lr/wd mean the same in every backend
+        # batch mean: lr/wd mean the same in every backend (bf16 logits are lifted to float32)
+        loss = F.cross_entropy(out if self.dtype == "float64" else out.float(), Y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

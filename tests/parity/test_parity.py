@@ -27,20 +27,34 @@ def test_resnet18_forward(resnet18_report):
 
 
 def test_one_training_step(resnet18_report):
-    # one SGD step: every parameter and BatchNorm statistic agrees (running_var mapped exactly
-    # from the biased to torch's unbiased convention)
+    # one SGD step in float32: every parameter and BatchNorm statistic agrees (running_var
+    # mapped exactly from the biased to torch's unbiased convention)
     for row in resnet18_report["rows"]:
         assert row["step1_params_rel"] <= 1e-3, row
         assert row["step1_bn_rel"] <= 1e-5, row
 
 
-def test_ten_training_steps_with_a_lr_change(resnet18_report):
-    # float32 rounding in BatchNorm's backward (MXNet's the least precise) is amplified by
-    # ten steps of training; these bounds are the measured envelope, see docs/parity.md
+def test_ten_training_steps_with_a_lr_change_in_float64(resnet18_report):
+    # the same ten steps in float64: momentum form, loss scale, weight decay, BatchNorm
+    # momentum and variance, lr change — every convention — agree to float32 output rounding
     for row in resnet18_report["rows"]:
+        for m in ("f64_step1_params_rel", "f64_final_params_rel", "f64_final_momentum_rel",
+                  "f64_final_bn_rel"):
+            assert row[m] <= 1e-5, (m, row)
+        assert row["f64_loss_abs"] <= 1e-6, row
+
+
+def test_ten_float32_steps_differ_only_as_much_as_float32_itself(resnet18_report):
+    # float32 training of this net drifts from float64 by ~1e-2 in ten steps in ANY framework
+    # (docs/parity.md); two frameworks must be no further apart than that drift
+    drift = {r["pair"].split()[0]: r for r in resnet18_report["rounding"]}
+    assert set(drift) == set(INSTALLED)
+    for row in resnet18_report["rows"]:
+        a, b = row["pair"].split(" vs ")
+        for m in ("final_params_l2_rel", "final_bn_rel", "loss_abs"):
+            envelope = max(drift[a][m], drift[b][m])
+            assert row[m] <= 3 * envelope, (m, row[m], envelope)
         assert row["final_params_l2_rel"] <= 2e-2, row
-        assert row["final_bn_rel"] <= 5e-2, row
-        assert row["loss_abs"] <= 5e-2, row
 
 
 def test_data_pipeline_is_byte_identical(resnet18_report):
@@ -49,8 +63,18 @@ def test_data_pipeline_is_byte_identical(resnet18_report):
         assert row["to_tensor_abs"] <= 1e-6, row
 
 
-@pytest.mark.parametrize("model", ["resnet34", "finetune"])
-def test_forward_of_resnet34_models(model, tmp_path):
-    report = run_parity(model, 1, workdir=str(tmp_path), tasks=("forward",))
+def test_resnet34_forward(tmp_path):
+    report = run_parity("resnet34", 1, workdir=str(tmp_path), tasks=("forward",))
     for row in report["rows"]:
         assert row["forward_abs"] <= 1e-4, row
+
+
+def test_finetune_forward_and_ten_float32_steps(tmp_path):
+    # the Dog chapter's setting: frozen backbone (no BatchNorm backward), only the head trains;
+    # here float32 itself stays within 1e-3 after ten steps with an lr change
+    report = run_parity("finetune", 10, workdir=str(tmp_path), tasks=("forward", "train"))
+    for row in report["rows"]:
+        assert row["forward_abs"] <= 1e-4, row
+        assert row["final_params_rel"] <= 1e-3 and row["final_momentum_rel"] <= 1e-3, row
+        assert row["final_bn_rel"] == 0.0, row   # frozen statistics never move
+        assert row["loss_rel"] <= 1e-4, row   # (the head's loss spikes to ~1500 at step 3)
