@@ -1,7 +1,12 @@
 """Whole-run parity: the demo competition trained to the end in every backend from the same
 initial neutral checkpoint; prints the final valid accuracies side by side.
 
-    python benchmarks/parity_whole_run.py [--epochs 16] [--out /tmp/parity-run]
+Then, as the yardstick for those differences, the torch run again with only its rounding
+changed: one OpenMP thread instead of all (another summation order, the same float32 math;
+``--bf16`` adds a bf16-autocast run, slow on CPUs without native bf16). Float32 training trajectories separate within tens of steps (docs/parity.md),
+so these rows show how far two equally correct runs end apart.
+
+    python benchmarks/parity_whole_run.py [--epochs 16] [--out /tmp/parity-run] [--no-yardstick] [--bf16]
 """
 import argparse
 import json
@@ -19,6 +24,7 @@ import d2lkaggle
 from d2lkaggle.competitions import get_competition
 from d2lkaggle.pipeline import build_net, load_data
 backend, data_dir, init, epochs, save_init = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "1"
+amp = len(sys.argv) > 6 and sys.argv[6] == "bf16"
 B = d2lkaggle.get_backend(backend)
 comp = get_competition("demo")
 r = comp.recipe.with_overrides(epochs=epochs)
@@ -30,7 +36,7 @@ if save_init:
 B.load_weights(net, init)
 t = time.perf_counter()
 h = B.train(net, data.train_iter, data.valid_iter, r.epochs, r.lr, r.wd, None, r.lr_period, r.lr_decay,
-            progress=False, log=None, amp=False)
+            progress=False, log=None, amp=amp)
 print("RESULT " + json.dumps({"valid_acc": h.last["valid_acc"], "best_valid_acc": h.best_valid_acc,
                               "train_loss": h.last["train_loss"], "seconds": time.perf_counter() - t,
                               "examples_per_sec": h.examples_per_sec}))
@@ -41,24 +47,33 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--epochs", type=int, default=16)
     p.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "d2lkaggle-parity-run"))
+    p.add_argument("--no-yardstick", dest="yardstick", action="store_false",
+                   help="skip the torch reruns with other rounding")
+    p.add_argument("--bf16", action="store_true", help="also a torch run with bf16 autocast")
     a = p.parse_args()
     data_dir = os.path.join(a.out, "data")
     if not os.path.exists(os.path.join(data_dir, "trainLabels.csv")):
         make_demo(data_dir, seed=0)
     init = os.path.join(a.out, "init.safetensors")
     names = [b for b in BACKENDS if is_installed(b)]
-    print(f"demo competition, {a.epochs} epochs, float32, same initial weights ({init})")
-    for i, b in enumerate(names):
+    print(f"demo competition ({len(os.listdir(os.path.join(data_dir, 'train')))} labelled images), "
+          f"{a.epochs} epochs, float32 unless bf16, same initial weights ({init})", flush=True)
+    runs = [(b, b, "", {}) for b in names]
+    if a.yardstick and "torch" in names:
+        runs.append(("torch", "torch 1 thread", "", {"OMP_NUM_THREADS": "1"}))
+        if a.bf16:
+            runs.append(("torch", "torch bf16", "bf16", {}))
+    for i, (b, label, variant, env) in enumerate(runs):
         r = subprocess.run([sys.executable, "-c", WORKER, b, data_dir, init, str(a.epochs),
-                            "1" if i == 0 else "0"], capture_output=True, text=True)
+                            "1" if i == 0 else "0", variant], capture_output=True, text=True,
+                           env=dict(os.environ, **env))
         if r.returncode:
-            print(f"  {b:7s} failed: {r.stderr.strip().splitlines()[-1]}")
+            print(f"  {label:14s} failed: {r.stderr.strip().splitlines()[-1]}")
             continue
         res = json.loads([l for l in r.stdout.splitlines() if l.startswith("RESULT ")][-1][7:])
-        print(f"  {b:7s} valid acc {res['valid_acc']:.3f} (best {res['best_valid_acc']:.3f}), "
+        print(f"  {label:14s} valid acc {res['valid_acc']:.3f} (best {res['best_valid_acc']:.3f}), "
               f"train loss {res['train_loss']:.4f}, {res['examples_per_sec']:.0f} examples/s, "
-              f"{res['seconds']:.0f} s")
-
+              f"{res['seconds']:.0f} s", flush=True)
 
 if __name__ == "__main__":
     main()
