@@ -6,7 +6,7 @@ changed: one OpenMP thread instead of all (another summation order, the same flo
 ``--bf16`` adds a bf16-autocast run, slow on CPUs without native bf16). Float32 training trajectories separate within tens of steps (docs/parity.md),
 so these rows show how far two equally correct runs end apart.
 
-    python benchmarks/parity_whole_run.py [--epochs 16] [--out /tmp/parity-run] [--no-yardstick] [--bf16]
+    python benchmarks/parity_whole_run.py [--epochs 16] [--out /tmp/parity-run] [--n-train 1000] [--no-yardstick] [--bf16]
 """
 import argparse
 import json
@@ -49,12 +49,14 @@ def main():
     p.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "d2lkaggle-parity-run"))
     p.add_argument("--no-yardstick", dest="yardstick", action="store_false",
                    help="skip the torch reruns with other rounding")
+    p.add_argument("--n-train", type=int, default=1000,
+                   help="labelled demo images (10 %% of them validate); more = a finer accuracy")
     p.add_argument("--bf16", action="store_true", help="also a torch run with bf16 autocast")
     a = p.parse_args()
-    data_dir = os.path.join(a.out, "data")
+    data_dir = os.path.join(a.out, f"data-{a.n_train}")
     if not os.path.exists(os.path.join(data_dir, "trainLabels.csv")):
-        make_demo(data_dir, seed=0)
-    init = os.path.join(a.out, "init.safetensors")
+        make_demo(data_dir, n_train=a.n_train, seed=0)
+    init = os.path.join(a.out, f"init-{a.n_train}.safetensors")
     names = [b for b in BACKENDS if is_installed(b)]
     print(f"demo competition ({len(os.listdir(os.path.join(data_dir, 'train')))} labelled images), "
           f"{a.epochs} epochs, float32 unless bf16, same initial weights ({init})", flush=True)
