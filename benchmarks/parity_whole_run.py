@@ -6,7 +6,7 @@ changed: one OpenMP thread instead of all (another summation order, the same flo
 ``--bf16`` adds a bf16-autocast run, slow on CPUs without native bf16). Float32 training trajectories separate within tens of steps (docs/parity.md),
 so these rows show how far two equally correct runs end apart.
 
-    python benchmarks/parity_whole_run.py [--epochs 16] [--out /tmp/parity-run] [--n-train 1000] [--no-yardstick] [--bf16]
+    python benchmarks/parity_whole_run.py [--epochs 16] [--out /tmp/parity-run] [--n-train 1000] [--yardstick torch,mxnet] [--only mxnet] [--bf16]
 """
 import argparse
 import json
@@ -47,8 +47,9 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--epochs", type=int, default=16)
     p.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "d2lkaggle-parity-run"))
-    p.add_argument("--no-yardstick", dest="yardstick", action="store_false",
-                   help="skip the torch reruns with other rounding")
+    p.add_argument("--yardstick", default="torch",
+                   help="backends to rerun with 1 OpenMP thread (other rounding), comma-separated; '' for none")
+    p.add_argument("--only", default="", help="comma-separated backends for the main runs (default: all)")
     p.add_argument("--n-train", type=int, default=1000,
                    help="labelled demo images (10 %% of them validate); more = a finer accuracy")
     p.add_argument("--bf16", action="store_true", help="also a torch run with bf16 autocast")
@@ -60,14 +61,16 @@ def main():
     names = [b for b in BACKENDS if is_installed(b)]
     print(f"demo competition ({len(os.listdir(os.path.join(data_dir, 'train')))} labelled images), "
           f"{a.epochs} epochs, float32 unless bf16, same initial weights ({init})", flush=True)
-    runs = [(b, b, "", {}) for b in names]
-    if a.yardstick and "torch" in names:
-        runs.append(("torch", "torch 1 thread", "", {"OMP_NUM_THREADS": "1"}))
+    main_runs = [b for b in names if not a.only or b in a.only.split(",")]
+    runs = [(b, b, "", {}) for b in main_runs]
+    for b in (a.yardstick.split(",") if a.yardstick else []):
+        if b in names:
+            runs.append((b, f"{b} 1 thread", "", {"OMP_NUM_THREADS": "1"}))
         if a.bf16:
             runs.append(("torch", "torch bf16", "bf16", {}))
     for i, (b, label, variant, env) in enumerate(runs):
         r = subprocess.run([sys.executable, "-c", WORKER, b, data_dir, init, str(a.epochs),
-                            "1" if i == 0 else "0", variant], capture_output=True, text=True,
+                            "0" if os.path.exists(init) else "1", variant], capture_output=True, text=True,
                            env=dict(os.environ, **env))
         if r.returncode:
             print(f"  {label:14s} failed: {r.stderr.strip().splitlines()[-1]}")
