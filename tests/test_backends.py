@@ -15,21 +15,12 @@ SCRIPT = r"""
 import json, os, sys, tempfile
 import numpy as np
 import d2lkaggle
-from d2lkaggle.data import ArraySource, ImageLoader
 B = d2lkaggle.get_backend(sys.argv[1])
 tmp = sys.argv[2]
 out = {}
 
-def loaders(size=16, n=64, classes=4, bs=16, seed=0):
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % classes
-    x = rng.integers(0, 80, (n, size, size, 3)).astype(np.uint8)
-    for i, c in enumerate(y):
-        x[i, :, c * size // classes:(c + 1) * size // classes] += 150
-    tr = ImageLoader(ArraySource(x), y, bs, shuffle=True, drop_last=True, seed=seed,
-                     mean=(0.4,) * 3, std=(0.25,) * 3)
-    va = ImageLoader(ArraySource(x[:32]), y[:32], bs, mean=tr.mean, std=tr.std)
-    return tr, va
+sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
+from conftest import tiny_loaders as loaders  # the same learnable set as the in-process tests
 
 x = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
 out["shapes"] = [list(B.forward(B.resnet18(10, 3, 8), x).shape), list(B.forward(B.resnet34(), x).shape),

@@ -7,12 +7,12 @@ import os
 
 import numpy as np
 import pytest
+from conftest import tiny_loaders
 
 mx = pytest.importorskip("mxnet", reason="mxnet is not installed (pip install \"d2lkaggle[mxnet]\")")
 
 from d2lkaggle import mxnet_impl as M  # noqa: E402
 from d2lkaggle.checkpoint import load_npz  # noqa: E402
-from d2lkaggle.data import ArraySource, ImageLoader  # noqa: E402
 from d2lkaggle.weights import save_neutral  # noqa: E402
 
 BN = ("weight", "bias", "running_mean", "running_var")
@@ -82,19 +82,6 @@ def shapes(state):
 
 
 # ---- data ----
-
-def tiny_loaders(n=64, size=16, classes=4, seed=0, bs=16):
-    """A learnable set: the class decides which vertical band of the image is bright."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % classes
-    x = rng.integers(0, 80, (n, size, size, 3)).astype(np.uint8)
-    for i, c in enumerate(y):
-        x[i, :, c * size // classes:(c + 1) * size // classes] += 150
-    tr = ImageLoader(ArraySource(x), y, bs, shuffle=True, drop_last=True, seed=seed,
-                     mean=(0.4, 0.4, 0.4), std=(0.25, 0.25, 0.25))
-    va = ImageLoader(ArraySource(x[:32]), y[:32], bs, mean=tr.mean, std=tr.std)
-    return tr, va
-
 
 @pytest.fixture(scope="module")
 def x32():

@@ -3,11 +3,11 @@ import os
 
 import numpy as np
 import pytest
+from conftest import tiny_loaders
 
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install \"d2lkaggle[torch]\")")
 
 from d2lkaggle import weights as neutral  # noqa: E402
-from d2lkaggle.data import ArraySource, ImageLoader  # noqa: E402
 from d2lkaggle import torch_impl as T  # noqa: E402
 
 
@@ -15,18 +15,6 @@ from d2lkaggle import torch_impl as T  # noqa: E402
 def _threads():
     # another backend imported earlier in this process (mxnet) may have dropped torch to 1 thread
     torch.set_num_threads(os.cpu_count() or 1)
-
-
-def tiny_loaders(n=64, size=16, classes=4, seed=0, bs=16):
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % classes
-    x = rng.integers(0, 80, (n, size, size, 3)).astype(np.uint8)
-    for i, c in enumerate(y):
-        x[i, :, c * size // classes:(c + 1) * size // classes] += 150
-    tr = ImageLoader(ArraySource(x), y, bs, shuffle=True, drop_last=True, seed=seed,
-                     mean=(0.4, 0.4, 0.4), std=(0.25, 0.25, 0.25))
-    va = ImageLoader(ArraySource(x[:32]), y[:32], bs, mean=tr.mean, std=tr.std)
-    return tr, va
 
 
 def test_model_shapes():

@@ -49,7 +49,7 @@ def _cross_entropy(logits: paddle.Tensor, labels: paddle.Tensor) -> paddle.Tenso
     CPU, so a loss above 64 — a diverging run, a badly initialised head — was reported as 64
     (its gradient was right); this form reports the true value, with the same gradient.
     """
-    picked = paddle.take_along_axis(logits, labels.unsqueeze(1).astype("int64"), axis=1).squeeze(1)
+    picked = paddle.take_along_axis(logits, labels.unsqueeze(1), axis=1).squeeze(1)
     return paddle.logsumexp(logits, axis=1) - picked
 
 
