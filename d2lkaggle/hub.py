@@ -13,29 +13,34 @@ unpack them. Compared with the book's helpers, these ones also
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import lzma
 import os
 import re
 import shutil
+import socket
 import sys
 import tarfile
 import tempfile
+import time
 import zipfile
 import zlib
-from typing import NamedTuple
+from typing import IO, NamedTuple
 from urllib.parse import unquote, urlparse
 
 import py7zr
 import py7zr.exceptions
 import py7zr.io
 import requests
+import urllib3
+from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 DATA_URL = "http://d2l-data.s3-accelerate.amazonaws.com/"
 
-#: dataset name -> (url, sha1), as in the book
+#: dataset name -> (url, hash), as in the book; the hash is SHA-1 hex or "md5:<hex>"/"sha256:<hex>"
 DATA_HUB: dict[str, tuple[str, str]] = {
     "cifar10_tiny": (DATA_URL + "kaggle_cifar10_tiny.zip",
                      "2068874e4b9a9f0fb07ebe0ad2b29754449ccacd"),
@@ -76,11 +81,7 @@ def default_data_dir() -> str:
 
 def sha1(path: str) -> str:
     """SHA-1 hex digest of a file, read in chunks (the book's cache check in ``download``)."""
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_hash(path, "sha1")
 
 
 # --------------------------------------------------------------------------- download
@@ -95,74 +96,168 @@ def _resolve_source(name_or_url: str, sha1_hash: str | None) -> tuple[str, str |
                      f"({', '.join(sorted(DATA_HUB))})")
 
 
+#: hash algorithms a DATA_HUB entry may name, with their hex digest lengths
+HASHES = {"sha1": 40, "md5": 32, "sha256": 64}
+
+
+def parse_hash(spec: str | None) -> tuple[str, str] | None:
+    """``(algorithm, hex digest)`` of a DATA_HUB hash: plain SHA-1 hex (the book's form),
+    ``"md5:<hex>"`` or ``"sha256:<hex>"``; ``None`` when no hash is known."""
+    if spec is None or spec == "":
+        return None
+    algo, sep, hexd = spec.strip().partition(":")
+    if not sep:
+        algo, hexd = "sha1", algo
+    algo, hexd = algo.lower(), hexd.lower()
+    if algo not in HASHES or len(hexd) != HASHES[algo] or not re.fullmatch(r"[0-9a-f]+", hexd):
+        raise ValueError(f"bad hash {spec!r}: expected {HASHES['sha1']} hex digits (SHA-1) or "
+                         f"'md5:<{HASHES['md5']} hex>' / 'sha256:<{HASHES['sha256']} hex>'")
+    return algo, hexd
+
+
+def file_hash(path: str, algo: str = "sha1") -> str:
+    """Hex digest of a file with ``algo`` (``sha1``, ``md5`` or ``sha256``), read in chunks."""
+    digest = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _lock(path: str, what: str) -> FileLock:
+    """An inter-process lock on ``path`` (kept as a hidden ``.lock`` file; the OS releases it
+    when the holder dies, even by ``kill -9``)."""
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"waiting for another process {what} (lock {path})", file=sys.stderr)
+        lock.acquire()
+    return lock
+
+
+def _remove_stale_parts(folder: str, fname: str) -> None:
+    """Delete temporary files of downloads of ``fname`` that died (called under the lock:
+    only the lock holder writes one, so every other one is stale)."""
+    for entry in os.listdir(folder):
+        if entry == fname + ".part" or (entry.startswith(f".{fname}.") and entry.endswith(".part")):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(folder, entry))
+
+
 def download(name_or_url: str, folder: str | None = None,
-             sha1_hash: str | None = None) -> str:
+             sha1_hash: str | None = None, *, deadline: float | None = None,
+             stall_timeout: float | None = None) -> str:
     """Download a ``DATA_HUB`` entry or a URL into ``folder`` and return the local file path.
 
     The book's ``d2l.download`` (step 1 of both Kaggle chapters). An existing file is reused
-    when its SHA-1 matches (or when no hash is known); a file with the wrong hash is fetched
-    again. Raises :class:`DownloadError` on any failure, leaving no file at the final path.
+    when its hash matches (or when no hash is known); a file with the wrong hash is fetched
+    again. ``sha1_hash`` is SHA-1 hex or ``"md5:<hex>"`` / ``"sha256:<hex>"``.
+
+    Safe with several processes at once: the download holds a lock file
+    (``.<file>.lock``), streams into a temporary file unique to the process, hashes that
+    file as it is on disk and only then renames it into place; a second process waits
+    for the lock and then finds the verified file. The raw bytes are saved even when the
+    server sends them with ``Content-Encoding: gzip``. ``stall_timeout`` (seconds without
+    a byte, default ``TIMEOUT[1]``) and ``deadline`` (seconds for the whole download,
+    default none) bound a slow server. Raises :class:`DownloadError` on any failure,
+    leaving no file at the final path.
     """
     url, expected = _resolve_source(name_or_url, sha1_hash)
+    want = parse_hash(expected)
     fname = unquote(os.path.basename(urlparse(url).path))
     if not fname:
         raise ValueError(f"cannot derive a file name from URL {url!r}")
     folder = os.path.abspath(folder or default_data_dir())
-    os.makedirs(folder, exist_ok=True)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise NotADirectoryError(f"download folder {folder} is a file, not a folder")
     path = os.path.join(folder, fname)
 
-    if os.path.exists(path):
-        if expected is None or sha1(path) == expected.lower():
-            return path
-        # Removed up front so that a failed re-download cannot leave the bad copy behind,
-        # where a later call without a hash would trust it.
-        print(f"{path} does not match its SHA-1; downloading it again", file=sys.stderr)
-        os.remove(path)
+    def verified() -> bool:
+        return os.path.isfile(path) and (want is None or file_hash(path, want[0]) == want[1])
 
-    part = path + ".part"
-    offline_hint = f"place {fname} at {path} to use it offline"
-    print(f"Downloading {fname} from {url}...", file=sys.stderr)
+    if verified():  # no lock needed to read: the file only ever appears by a rename
+        return path
+    os.makedirs(folder, exist_ok=True)
+    lock = _lock(os.path.join(folder, f".{fname}.lock"), f"is downloading {fname}")
     try:
-        actual = _stream(url, part, fname, offline_hint)
-        if expected is not None and actual != expected.lower():
-            raise DownloadError(f"SHA-1 mismatch for {url}: expected {expected.lower()}, "
-                                f"got {actual}")
-        os.replace(part, path)
-    except BaseException:
-        if os.path.exists(part):
-            os.remove(part)
-        raise
+        _remove_stale_parts(folder, fname)
+        if os.path.exists(path):
+            if verified():  # another process finished it while we waited
+                return path
+            # Removed up front so that a failed re-download cannot leave the bad copy behind,
+            # where a later call without a hash would trust it.
+            print(f"{path} does not match its {want[0].upper()}; downloading it again",
+                  file=sys.stderr)
+            os.remove(path)
+        offline_hint = f"place {fname} at {path} to use it offline"
+        print(f"Downloading {fname} from {url}...", file=sys.stderr)
+        fd, part = tempfile.mkstemp(prefix=f".{fname}.", suffix=".part", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                _stream(url, f, fname, offline_hint, deadline,
+                        TIMEOUT[1] if stall_timeout is None else stall_timeout)
+                f.flush()
+                os.fsync(f.fileno())
+            if want is not None:
+                # The hash of the bytes on disk, not of the stream: what is renamed is checked.
+                actual = file_hash(part, want[0])
+                if actual != want[1]:
+                    raise DownloadError(f"{want[0].upper()} mismatch for {url}: expected "
+                                        f"{want[1]}, got {actual}")
+            os.chmod(part, 0o666 & ~_umask())  # mkstemp makes 0600; honour the umask
+            os.replace(part, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(part)
+            raise
+    finally:
+        lock.release()
     return path
 
 
-def _stream(url: str, part: str, fname: str, offline_hint: str) -> str:
-    """Write ``url`` to ``part``; return the SHA-1 of what was written."""
-    digest = hashlib.sha1()
+def _stream(url: str, f: IO[bytes], fname: str, offline_hint: str,
+            deadline: float | None, stall: float) -> None:
+    """Write the raw body of ``url`` to ``f`` (no content decoding), within the time limits."""
+    end = None if deadline is None else time.monotonic() + deadline
     written = 0
     try:
-        with requests.get(url, stream=True, timeout=TIMEOUT) as r:
+        # identity: ask for the file itself; read raw: never let requests un-gzip it.
+        with requests.get(url, stream=True, timeout=(TIMEOUT[0], stall),
+                          headers={"Accept-Encoding": "identity"}) as r:
             if r.status_code != 200:
                 raise DownloadError(f"downloading {url} failed: HTTP {r.status_code} "
                                     f"{r.reason}; {offline_hint}")
             total = int(r.headers.get("Content-Length") or 0) or None
-            with open(part, "wb") as f, tqdm(total=total, unit="B", unit_scale=True,
-                                             unit_divisor=1024, desc=fname,
-                                             disable=None) as bar:
-                for chunk in r.iter_content(_CHUNK):
+            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=fname,
+                      disable=None) as bar:
+                while True:
+                    if end is not None and time.monotonic() > end:
+                        raise DownloadError(f"downloading {url} exceeded the deadline of "
+                                            f"{deadline:g} s after {written} bytes; "
+                                            f"{offline_hint}")
+                    # read1 returns what has arrived, so a trickle still reaches the check.
+                    chunk = r.raw.read1(_CHUNK, decode_content=False)
+                    if not chunk:
+                        break
                     f.write(chunk)
-                    digest.update(chunk)
                     written += len(chunk)
                     bar.update(len(chunk))
-            # Without a known hash, the length is the only check against a cut connection;
-            # it only holds when the body was not content-encoded on the way.
-            if (total is not None and "Content-Encoding" not in r.headers
-                    and written != total):
+            if total is not None and written != total:
                 raise DownloadError(f"downloading {url} stopped after {written} of {total} "
                                     f"bytes; {offline_hint}")
-    except requests.RequestException as e:
-        raise DownloadError(f"could not download {url} ({type(e).__name__}: {e}); "
-                            f"{offline_hint}") from e
-    return digest.hexdigest()
+    except (requests.RequestException, urllib3.exceptions.HTTPError, socket.timeout,
+            ConnectionError) as e:
+        why = (f"no data for {stall:g} s (stall timeout)"
+               if isinstance(e, (urllib3.exceptions.ReadTimeoutError, socket.timeout,
+                                 requests.ReadTimeout)) else f"{type(e).__name__}: {e}")
+        raise DownloadError(f"could not download {url} ({why}); {offline_hint}") from e
 
 
 # --------------------------------------------------------------------------- extract

@@ -65,6 +65,11 @@ def cache(tmp_path):
     return str(tmp_path / "cache")
 
 
+def left_behind(folder) -> list[str]:
+    """What a download left in ``folder`` besides its lock files."""
+    return sorted(p for p in os.listdir(folder) if not p.endswith(".lock"))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -138,14 +143,14 @@ def test_wrong_sha1_raises_and_leaves_nothing(server, cache):
     with pytest.raises(DownloadError) as err:
         hub.download(server.url + "f.bin", cache, wrong)
     assert wrong in str(err.value) and digest(PAYLOAD) in str(err.value)
-    assert os.listdir(cache) == []  # neither f.bin nor f.bin.part
+    assert left_behind(cache) == []  # neither f.bin nor f.bin.part
 
 
 def test_http_404_raises(server, cache):
     with pytest.raises(DownloadError) as err:
         hub.download(server.url + "missing.zip", cache, "0" * 40)
     assert "404" in str(err.value) and server.url + "missing.zip" in str(err.value)
-    assert os.listdir(cache) == []
+    assert left_behind(cache) == []
 
 
 def test_connection_refused_says_how_to_work_offline(cache):
@@ -154,7 +159,7 @@ def test_connection_refused_says_how_to_work_offline(cache):
         hub.download(url, cache, "0" * 40)
     final = os.path.join(os.path.abspath(cache), "kaggle_x.zip")
     assert f"place kaggle_x.zip at {final} to use it offline" in str(err.value)
-    assert os.listdir(cache) == []
+    assert left_behind(cache) == []
 
 
 def test_corrupted_cached_file_is_downloaded_again(server, cache):
@@ -174,7 +179,7 @@ def test_corrupted_cached_file_is_removed_when_refetch_fails(cache):
         f.write(b"garbage")
     with pytest.raises(DownloadError):
         hub.download(f"http://127.0.0.1:{free_port()}/f.bin", cache, digest(PAYLOAD))
-    assert os.listdir(cache) == []
+    assert left_behind(cache) == []
 
 
 def test_unknown_name_is_a_value_error(cache):
@@ -370,3 +375,190 @@ def test_download_extract_without_top_folder_returns_the_extraction_folder(serve
     out = hub.download_extract(server.url + "flat.tar.gz", cache)
     assert out == os.path.abspath(cache)
     assert open(os.path.join(out, "b", "c.txt"), "rb").read() == b"c"
+
+
+# --------------------------------------------------------------------------- issue 12: downloads
+
+import gzip  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from http.server import BaseHTTPRequestHandler  # noqa: E402
+from urllib.parse import parse_qs, urlsplit  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def tricky(tmp_path):
+    """A local server whose files can trickle (``?rate=B/s``), stall (``?stall=s``) or come
+    with ``Content-Encoding: gzip`` (``?gzip=1``, the file's own bytes as the body)."""
+    root = tmp_path / "tricky"
+    root.mkdir()
+    hits: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            u = urlsplit(self.path)
+            q = {k: float(v[0]) for k, v in parse_qs(u.query).items()}
+            hits.append(u.path)
+            f = root / u.path.lstrip("/")
+            if not f.is_file():
+                self.send_error(404)
+                return
+            body = f.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            if q.get("gzip"):
+                self.send_header("Content-Encoding", "gzip")
+            self.end_headers()
+            try:
+                if "stall" in q:
+                    self.wfile.write(body[:10])
+                    self.wfile.flush()
+                    time.sleep(q["stall"])
+                    return
+                step = int(q.get("rate", 0) / 10) or len(body)
+                for i in range(0, len(body), step):
+                    self.wfile.write(body[i:i + step])
+                    self.wfile.flush()
+                    if "rate" in q:
+                        time.sleep(0.1)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        block_on_close = False
+
+    httpd = Server(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield SimpleNamespace(root=root, url=f"http://127.0.0.1:{httpd.server_port}/", hits=hits)
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+def downloader(url, folder, sha) -> subprocess.Popen:
+    """``hub.download`` in a separate process (what a second notebook or terminal is)."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               NO_PROXY="127.0.0.1,localhost")
+    code = ("import sys; from d2lkaggle import hub; "
+            "print(hub.download(sys.argv[1], sys.argv[2], sys.argv[3]))")
+    return subprocess.Popen([sys.executable, "-c", code, url, folder, sha], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(cond, timeout=60.0, what="condition"):
+    t = time.monotonic()
+    while not cond():
+        if time.monotonic() - t > timeout:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def parts(folder) -> list[str]:
+    return [p for p in os.listdir(folder) if p.endswith(".part")] if os.path.isdir(folder) else []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_concurrent_downloader_never_yields_a_bad_file(tricky, cache, sig):
+    data = os.urandom(300_000)
+    (tricky.root / "f.bin").write_bytes(data)
+    a = downloader(tricky.url + "f.bin?rate=30000", cache, digest(data))  # ~10 s
+    wait_for(lambda: any(os.path.getsize(os.path.join(cache, p)) > 0 for p in parts(cache)),
+             what="the first download to start writing")
+    b = downloader(tricky.url + "f.bin", cache, digest(data))  # fast, but must wait for A
+    time.sleep(1.0)
+    assert b.poll() is None, b.communicate()  # B waits for A's lock instead of racing it
+    a.send_signal(sig)
+    a.wait(30)
+    out, err = b.communicate(timeout=120)
+    assert b.returncode == 0, err
+    final = os.path.join(os.path.abspath(cache), "f.bin")
+    assert out.strip() == final
+    assert hub.sha1(final) == digest(data)
+    assert left_behind(cache) == ["f.bin"]  # A's temporary file is gone too
+
+
+def test_two_concurrent_downloads_fetch_once_and_both_succeed(tricky, cache):
+    data = os.urandom(100_000)
+    (tricky.root / "f.bin").write_bytes(data)
+    a = downloader(tricky.url + "f.bin?rate=50000", cache, digest(data))  # ~2 s
+    wait_for(lambda: parts(cache), what="the first download to start")
+    b = downloader(tricky.url + "f.bin", cache, digest(data))
+    outs = [p.communicate(timeout=120) for p in (a, b)]
+    assert (a.returncode, b.returncode) == (0, 0), outs
+    final = os.path.join(os.path.abspath(cache), "f.bin")
+    assert [o.strip() for o, _ in outs] == [final, final]
+    assert tricky.hits == ["/f.bin"]  # the second process found A's verified file
+    assert hub.sha1(final) == digest(data) and left_behind(cache) == ["f.bin"]
+
+
+def test_stale_part_of_a_dead_download_is_removed(tricky, cache):
+    (tricky.root / "f.bin").write_bytes(PAYLOAD)
+    os.makedirs(cache)
+    for stale in (".f.bin.abc123.part", "f.bin.part"):  # this version's and the old name
+        with open(os.path.join(cache, stale), "wb") as f:
+            f.write(b"x" * 1000)
+    hub.download(tricky.url + "f.bin", cache, digest(PAYLOAD))
+    assert left_behind(cache) == ["f.bin"]
+
+
+def test_content_encoding_gzip_keeps_the_raw_bytes(tricky, cache):
+    raw = gzip.compress(PAYLOAD)  # a .tar.gz that a server labels Content-Encoding: gzip
+    (tricky.root / "d.tar.gz").write_bytes(raw)
+    path = hub.download(tricky.url + "d.tar.gz?gzip=1", cache, digest(raw))
+    assert open(path, "rb").read() == raw
+    # and without a hash the saved file is still the archive, not its decompressed body
+    os.remove(path)
+    path = hub.download(tricky.url + "d.tar.gz?gzip=1", cache)
+    assert open(path, "rb").read() == raw
+
+
+@pytest.mark.parametrize("algo", ["md5", "sha256"])
+def test_data_hub_hash_may_be_md5_or_sha256(server, cache, monkeypatch, algo):
+    (server.root / "f.bin").write_bytes(PAYLOAD)
+    good = f"{algo}:" + hashlib.new(algo, PAYLOAD).hexdigest()
+    monkeypatch.setitem(hub.DATA_HUB, "h", (server.url + "f.bin", good))
+    assert open(hub.download("h", cache), "rb").read() == PAYLOAD
+    bad = f"{algo}:" + "0" * len(hashlib.new(algo, b"").hexdigest())
+    monkeypatch.setitem(hub.DATA_HUB, "h", (server.url + "f.bin", bad))
+    os.remove(os.path.join(cache, "f.bin"))
+    with pytest.raises(DownloadError, match=f"{algo.upper()} mismatch"):
+        hub.download("h", cache)
+    with pytest.raises(ValueError, match="bad hash"):
+        hub.download(server.url + "f.bin", cache, "crc32:1234")
+
+
+def test_trickle_download_hits_the_deadline(tricky, cache):
+    (tricky.root / "f.bin").write_bytes(os.urandom(100_000))
+    t = time.monotonic()
+    with pytest.raises(DownloadError, match="deadline of 1 s"):
+        hub.download(tricky.url + "f.bin?rate=1000", cache, deadline=1)  # would take 100 s
+    assert time.monotonic() - t < 10
+    assert left_behind(cache) == []
+
+
+def test_stalled_download_hits_the_stall_timeout(tricky, cache):
+    (tricky.root / "f.bin").write_bytes(PAYLOAD)
+    t = time.monotonic()
+    with pytest.raises(DownloadError, match="stall timeout"):
+        hub.download(tricky.url + "f.bin?stall=5", cache, stall_timeout=0.5)
+    assert time.monotonic() - t < 4
+    assert left_behind(cache) == []
+
+
+def test_downloaded_file_honours_the_umask(server, cache):
+    (server.root / "f.bin").write_bytes(PAYLOAD)
+    old = os.umask(0o022)
+    try:
+        path = hub.download(server.url + "f.bin", cache, digest(PAYLOAD))
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o644
