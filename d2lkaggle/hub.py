@@ -35,6 +35,8 @@ import py7zr.exceptions
 import py7zr.io
 import requests
 import urllib3
+
+from .checkpoint import atomic_open
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
@@ -266,6 +268,7 @@ class _Member(NamedTuple):
     name: str
     kind: str  # "file", "dir", "symlink", "hardlink" or "special"
     link: str = ""
+    size: int = 0  # declared uncompressed size in bytes
 
 
 def _archive_suffix(archive: str) -> str:
@@ -339,7 +342,8 @@ def _list_zip(archive: str) -> list[_Member]:
     with zipfile.ZipFile(archive) as zf:
         # zipfile writes symlink entries as plain files holding the target text, so zip
         # members are only ever files or folders here.
-        return [_Member(i.filename, "dir" if i.is_dir() else "file") for i in zf.infolist()]
+        return [_Member(i.filename, "dir" if i.is_dir() else "file", size=i.file_size)
+                for i in zf.infolist()]
 
 
 def _list_tar(archive: str) -> list[_Member]:
@@ -356,7 +360,7 @@ def _list_tar(archive: str) -> list[_Member]:
                 kind = "hardlink"
             else:
                 kind = "special"
-            members.append(_Member(m.name, kind, m.linkname))
+            members.append(_Member(m.name, kind, m.linkname, m.size if m.isreg() else 0))
     return members
 
 
@@ -374,7 +378,7 @@ def _list_7z(archive: str) -> list[_Member]:
                 symlinks.append(f.filename)
             else:
                 kind = "file"
-            members.append(_Member(f.filename, kind))
+            members.append(_Member(f.filename, kind, size=int(f.uncompressed or 0)))
     if not symlinks:
         return members
     # py7zr keeps a symlink's target in the member's data: read those into memory.
@@ -418,19 +422,79 @@ def _is_format_error(e: BaseException) -> bool:
                           lzma.LZMAError, py7zr.exceptions.ArchiveError, UnicodeDecodeError))
 
 
+def _walk(root: str) -> list[tuple[str, bool]]:
+    """``(relative path, is a real folder)`` of everything under ``root``, parents first."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        rel = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        real_dirs = []
+        for d in sorted(dirnames):
+            if os.path.islink(os.path.join(dirpath, d)):
+                out.append((rel + d, False))  # a link to a folder is a file-like entry
+            else:
+                real_dirs.append(d)
+                out.append((rel + d, True))
+        dirnames[:] = real_dirs
+        out.extend((rel + f, False) for f in sorted(filenames))
+    return out
+
+
+def _collisions(tmp: str, dest: str, ours: set[str]) -> list[str]:
+    """Paths of ``dest`` that moving ``tmp`` in would overwrite or delete and that an earlier
+    extraction of the same archive did not create (``ours``: its manifest)."""
+    bad, new_dirs = [], []
+    for rel, is_dir in _walk(tmp):
+        if any(rel.startswith(d) for d in new_dirs):
+            continue  # inside a folder that does not exist yet in dest: moved as a whole
+        dst = os.path.join(dest, *rel.split("/"))
+        if not os.path.lexists(dst):
+            if is_dir:
+                new_dirs.append(rel + "/")
+            continue
+        dst_dir = os.path.isdir(dst) and not os.path.islink(dst)
+        if is_dir and dst_dir:
+            continue  # folders merge; their contents are checked one by one
+        if dst_dir or rel not in ours:
+            bad.append(dst)
+    return bad
+
+
 def _move_into(src: str, dst: str) -> None:
-    """Move ``src`` to ``dst``, merging folders and replacing whatever else is there."""
+    """Move ``src`` to ``dst``, merging folders (collisions were refused beforehand)."""
     if os.path.isdir(src) and not os.path.islink(src) and os.path.isdir(dst) \
             and not os.path.islink(dst):
         for entry in os.listdir(src):
             _move_into(os.path.join(src, entry), os.path.join(dst, entry))
         os.rmdir(src)
         return
-    if os.path.isdir(dst) and not os.path.islink(dst):
-        shutil.rmtree(dst)
-    elif os.path.lexists(dst):
+    if os.path.lexists(dst):  # a file an earlier extraction of this archive wrote
         os.remove(dst)
     os.replace(src, dst)
+
+
+#: the default limit of :func:`extract` is this many times the archive's size ...
+MAX_EXTRACT_RATIO = 20
+#: ... but never less than this many bytes (small archives of text compress well)
+MIN_EXTRACT_LIMIT = 256 << 20
+
+
+def extract_limit(archive: str) -> int:
+    """Default largest total declared size (bytes) :func:`extract` unpacks from ``archive``."""
+    return max(MAX_EXTRACT_RATIO * os.path.getsize(archive), MIN_EXTRACT_LIMIT)
+
+
+def _tmp_prefix(archive: str) -> str:
+    return f".{os.path.basename(archive)}."
+
+
+def _remove_stale_tmp(archive: str, dest: str) -> None:
+    """Delete temporary folders of extractions of ``archive`` that died (called under the
+    lock, so no live extraction owns one)."""
+    prefix = _tmp_prefix(archive)
+    for entry in os.listdir(dest):
+        if entry.startswith(prefix) and entry.endswith(".tmp"):
+            shutil.rmtree(os.path.join(dest, entry), ignore_errors=True)
 
 
 def _marker_path(archive: str, dest: str) -> str:
@@ -457,17 +521,44 @@ def _top_folder(members: list[_Member]) -> str | None:
     return tops.pop() if len(tops) == 1 and nested else None
 
 
-def _extract(archive: str, dest: str | None) -> tuple[str, dict]:
+def _record_intact(record: dict | None, digest: str, dest: str) -> bool:
+    """The marker matches the archive and what it created at the top level still exists."""
+    if record is None or record.get("sha1") != digest:
+        return False
+    tops = record.get("entries")
+    if tops is None:  # a marker of an earlier version: only the top folder is known
+        tops = [record["top_folder"]] if record.get("top_folder") else []
+    return all(os.path.lexists(os.path.join(dest, t)) for t in tops)
+
+
+def _extract(archive: str, dest: str | None, max_size: int | None = None) -> tuple[str, dict]:
     """Extract once; return dest and the marker record (which names the top folder)."""
     archive = os.path.abspath(archive)
     suffix = _archive_suffix(archive)
     dest = os.path.abspath(dest or os.path.dirname(archive))
+    if os.path.exists(dest) and not os.path.isdir(dest):
+        raise NotADirectoryError(f"cannot extract {archive} into {dest}: it is a file")
     marker = _marker_path(archive, dest)
     digest = sha1(archive)
     record = _read_marker(marker)
-    if record is not None and record.get("sha1") == digest:
+    if _record_intact(record, digest, dest):  # read-only check: no lock needed
         return dest, record
+    members = _checked_members(archive, suffix, max_size)  # refused before writing anything
+    os.makedirs(dest, exist_ok=True)
+    lock = _lock(os.path.join(dest, f".{os.path.basename(archive)}.lock"),
+                 f"is extracting {os.path.basename(archive)}")
+    try:
+        record = _read_marker(marker)  # another process may have finished while we waited
+        if _record_intact(record, digest, dest):
+            return dest, record
+        _remove_stale_tmp(archive, dest)
+        return dest, _extract_locked(archive, suffix, dest, marker, digest, record, members)
+    finally:
+        lock.release()
 
+
+def _checked_members(archive: str, suffix: str, max_size: int | None) -> list[_Member]:
+    """The archive's members, after the safety and size checks."""
     listing = {".zip": _list_zip, ".7z": _list_7z}.get(suffix, _list_tar)
     try:
         members = listing(archive)
@@ -477,11 +568,29 @@ def _extract(archive: str, dest: str | None) -> tuple[str, dict]:
                                       f"archive ({type(e).__name__}: {e})") from e
         raise
     _check_members(archive, members)
+    limit = extract_limit(archive) if max_size is None else int(max_size)
+    declared = sum(m.size for m in members)
+    if declared > limit:
+        raise UnsafeArchiveError(
+            f"refusing to extract {archive}: its {len(members)} members declare "
+            f"{declared / 1e6:.1f} MB, more than the limit of {limit / 1e6:.1f} MB "
+            f"({MAX_EXTRACT_RATIO}x the archive, at least {MIN_EXTRACT_LIMIT >> 20} MiB); "
+            f"pass max_size= (CLI: --max-extract-gb) if you trust it")
+    reserved = {f".{os.path.basename(archive)}.extracted", f".{os.path.basename(archive)}.lock"}
+    for m in members:
+        if _split(m.name) and _split(m.name)[0] in reserved:
+            raise UnsafeArchiveError(f"refusing to extract {archive}: member {m.name!r} "
+                                     f"would replace the extraction's own bookkeeping file")
+    return members
 
-    os.makedirs(dest, exist_ok=True)
+
+def _extract_locked(archive: str, suffix: str, dest: str, marker: str, digest: str,
+                    old: dict | None, members: list[_Member]) -> dict:
+
+    ours = set((old or {}).get("files") or [])
     # Unpacking next to the final place (same file system, so moves are renames) and moving
     # in only once everything is out means a failure never leaves a half-written tree.
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(archive)}.", suffix=".tmp", dir=dest)
+    tmp = tempfile.mkdtemp(prefix=_tmp_prefix(archive), suffix=".tmp", dir=dest)
     try:
         try:
             _extract_all(archive, suffix, tmp)
@@ -490,42 +599,65 @@ def _extract(archive: str, dest: str | None) -> tuple[str, dict]:
                 raise CorruptArchiveError(f"cannot extract {archive}: truncated or corrupt "
                                           f"archive ({type(e).__name__}: {e})") from e
             raise
-        for entry in os.listdir(tmp):
+        entries = sorted(os.listdir(tmp))
+        files = [rel for rel, is_dir in _walk(tmp) if not is_dir]
+        bad = _collisions(tmp, dest, ours)
+        if bad:
+            raise FileExistsError(
+                f"refusing to extract {archive}: it would overwrite {len(bad)} path(s) that "
+                f"it did not create, e.g. {bad[0]}" + (f", {bad[1]}" if len(bad) > 1 else "")
+                + "; move them away or extract into another folder")
+        for entry in entries:
             _move_into(os.path.join(tmp, entry), os.path.join(dest, entry))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    # What the previous extraction wrote and this archive no longer has: not left stale.
+    for rel in sorted(ours - set(files)):
+        p = os.path.join(dest, *rel.split("/"))
+        if os.path.islink(p) or os.path.isfile(p):
+            with contextlib.suppress(OSError):
+                os.remove(p)
 
     record = {"archive": os.path.basename(archive), "sha1": digest,
-              "top_folder": _top_folder(members)}
-    with open(marker + ".part", "w", encoding="utf-8") as f:
+              "top_folder": _top_folder(members), "entries": entries, "files": files}
+    with atomic_open(marker, "w", encoding="utf-8") as f:
         json.dump(record, f)
-    os.replace(marker + ".part", marker)
-    return dest, record
+    return record
 
 
-def extract(archive: str, dest: str | None = None) -> str:
+def extract(archive: str, dest: str | None = None, *, max_size: int | None = None) -> str:
     """Unpack ``archive`` into ``dest`` (default: the archive's folder) and return ``dest``.
 
     The unpacking half of the book's ``d2l.download_extract``; also used for the full
     competition's ``train.7z``/``test.7z``. Supports .zip, .tar, .tar.gz/.tgz,
     .tar.bz2/.tbz2, .tar.xz/.txz and .7z. Runs once per archive content: the marker file
     ``dest/.<archive name>.extracted`` holds the archive's SHA-1 and makes later calls
-    no-ops. Raises :class:`UnsafeArchiveError` (before writing anything) for members that
-    would escape ``dest`` and :class:`CorruptArchiveError` for unreadable archives.
+    no-ops (unless what it created at the top level was deleted: then it runs again).
+
+    Never deletes or overwrites what it did not create: the marker lists the files written,
+    and an archive that would replace any other existing path raises
+    :class:`FileExistsError` naming it, before anything is moved. Raises
+    :class:`UnsafeArchiveError` (before writing anything) for members that would escape
+    ``dest`` and for archives whose declared size exceeds ``max_size`` bytes (default
+    :func:`extract_limit`: 20x the archive, at least 256 MiB — a zip bomb),
+    :class:`CorruptArchiveError` for unreadable archives. Concurrent extractions of one
+    archive take turns (a lock file); temporary folders of dead ones are removed.
     """
-    return _extract(archive, dest)[0]
+    return _extract(archive, dest, max_size)[0]
 
 
-def download_extract(name_or_url: str, folder: str | None = None) -> str:
+def download_extract(name_or_url: str, folder: str | None = None, *,
+                     max_size: int | None = None, **download_kw) -> str:
     """Download and unpack a dataset next to its archive; return the data folder.
 
     The book's ``d2l.download_extract`` (step 1 of both Kaggle chapters), e.g.
     ``download_extract('cifar10_tiny')`` -> ``<data dir>/kaggle_cifar10_tiny``. Unlike the
     book, ``folder`` is the download folder (as in :func:`download`), not a sub-folder to
     return. When the archive holds a single top-level folder its path is returned,
-    otherwise the folder the archive was unpacked into.
+    otherwise the folder the archive was unpacked into. ``max_size`` goes to :func:`extract`,
+    other keywords (``deadline``, ``stall_timeout``) to :func:`download`.
     """
-    archive = download(name_or_url, folder)
-    dest, record = _extract(archive, None)
+    archive = download(name_or_url, folder, **download_kw)
+    dest, record = _extract(archive, None, max_size)
     top = record.get("top_folder")
     return os.path.join(dest, top) if top else dest

@@ -224,6 +224,8 @@ def tree(folder) -> dict[str, bytes]:
     out = {}
     for dirpath, _, names in os.walk(folder):
         for n in names:
+            if n.endswith(".lock"):  # the extraction's lock file
+                continue
             p = os.path.join(dirpath, n)
             out[os.path.relpath(p, folder).replace(os.sep, "/")] = open(p, "rb").read()
     return out
@@ -347,7 +349,7 @@ def test_truncated_archive_is_a_clear_error_and_retried_later(tmp_path, suffix):
     with pytest.raises(CorruptArchiveError) as err:
         hub.extract(str(archive), str(dest))
     assert str(archive) in str(err.value)
-    assert not dest.exists() or os.listdir(dest) == []  # no marker, no temp folder
+    assert not dest.exists() or left_behind(dest) == []  # no marker, no temp folder
 
     archive.write_bytes(good)
     hub.extract(str(archive), str(dest))
@@ -562,3 +564,93 @@ def test_downloaded_file_honours_the_umask(server, cache):
     finally:
         os.umask(old)
     assert os.stat(path).st_mode & 0o777 == 0o644
+
+
+# --------------------------------------------------------------------------- issue 12: extraction
+
+def test_extract_never_deletes_a_users_folder(tmp_path):
+    dest = tmp_path / "data"
+    (dest / "train").mkdir(parents=True)
+    (dest / "train" / "mine.png").write_bytes(b"user image")
+    archive = build(tmp_path / "a.zip", {"train": b"a file named train", "other.txt": b"o"})
+    with pytest.raises(FileExistsError) as err:
+        hub.extract(archive, str(dest))
+    assert str(dest / "train") in str(err.value)
+    assert (dest / "train" / "mine.png").read_bytes() == b"user image"
+    assert not (dest / "other.txt").exists()  # refused before anything was moved in
+
+
+def test_extract_never_overwrites_a_users_file_or_the_archive(tmp_path):
+    dest = tmp_path / "data"
+    (dest / "top").mkdir(parents=True)
+    (dest / "top" / "a.txt").write_bytes(b"user's notes")
+    archive = build(tmp_path / "a.zip")  # holds top/a.txt
+    with pytest.raises(FileExistsError, match="a.txt"):
+        hub.extract(archive, str(dest))
+    assert (dest / "top" / "a.txt").read_bytes() == b"user's notes"
+    # a member named like the archive itself, extracted next to it
+    archive = build(tmp_path / "b.zip", {"b.zip": b"not the archive", "x.txt": b"x"})
+    original = open(archive, "rb").read()
+    with pytest.raises(FileExistsError, match="b.zip"):
+        hub.extract(archive)
+    assert open(archive, "rb").read() == original
+    # a folder the user made merges when nothing in it collides
+    (dest / "sub").mkdir()
+    (dest / "sub" / "keep.txt").write_bytes(b"k")
+    hub.extract(build(tmp_path / "c.zip", {"sub/new.txt": b"n"}), str(dest))
+    assert (dest / "sub" / "keep.txt").read_bytes() == b"k"
+    assert (dest / "sub" / "new.txt").read_bytes() == b"n"
+
+
+def test_reextraction_replaces_only_its_own_files(tmp_path):
+    archive = build(tmp_path / "d.tar", {"top/a.txt": b"v1", "top/old.txt": b"old"})
+    dest = tmp_path / "out"
+    hub.extract(archive, str(dest))
+    (dest / "top" / "user.txt").write_bytes(b"user")
+    build(archive, {"top/a.txt": b"v2"})
+    hub.extract(archive, str(dest))
+    assert (dest / "top" / "a.txt").read_bytes() == b"v2"
+    assert not (dest / "top" / "old.txt").exists()  # its own stale file is removed
+    assert (dest / "top" / "user.txt").read_bytes() == b"user"
+
+
+def test_zip_bomb_is_refused_unless_allowed(tmp_path):
+    archive = str(tmp_path / "bomb.zip")
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("zeros.bin", "w") as f:
+            for _ in range(300):
+                f.write(bytes(1 << 20))  # 300 MiB of zeros in a ~300 KB archive
+    assert os.path.getsize(archive) < 2_000_000
+    dest = tmp_path / "out"
+    with pytest.raises(UnsafeArchiveError, match="more than the limit"):
+        hub.extract(archive, str(dest))
+    assert not dest.exists()
+    small = build(tmp_path / "s.zip")
+    with pytest.raises(UnsafeArchiveError, match="max_size"):
+        hub.extract(small, str(dest), max_size=100)
+    hub.extract(small, str(dest), max_size=10_000)
+    assert (dest / "top" / "a.txt").exists()
+
+
+def test_stale_temp_folder_of_a_dead_extraction_is_removed(tmp_path):
+    archive = build(tmp_path / "d.zip")
+    dest = tmp_path / "out"
+    dead = dest / ".d.zip.k2j3h4.tmp"  # what a killed extraction leaves behind
+    (dead / "top").mkdir(parents=True)
+    (dead / "top" / "big.bin").write_bytes(b"x" * 100_000)
+    (dest / ".my.tmp").mkdir()  # the user's: not ours to remove
+    hub.extract(archive, str(dest))
+    assert not dead.exists() and (dest / ".my.tmp").is_dir()
+
+
+def test_deleted_extracted_folder_is_extracted_again(server, cache, monkeypatch):
+    files = {"kaggle_y_tiny/trainLabels.csv": b"id,label\n1,cat\n"}
+    archive = build(server.root / "kaggle_y_tiny.zip", files)
+    monkeypatch.setitem(hub.DATA_HUB, "y_tiny", (server.url + "kaggle_y_tiny.zip",
+                                                  hub.sha1(archive)))
+    out = hub.download_extract("y_tiny", cache)
+    import shutil
+    shutil.rmtree(out)  # the marker file stays behind
+    assert hub.download_extract("y_tiny", cache) == out
+    assert open(os.path.join(out, "trainLabels.csv"), "rb").read() == files[
+        "kaggle_y_tiny/trainLabels.csv"]
