@@ -16,6 +16,31 @@ import numpy as np
 _META_KEY = "__meta__"
 
 
+def current_umask() -> int:
+    """The process's umask (read without changing it for longer than two calls)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def file_lock(path: str, what: str):
+    """Take an inter-process lock on ``path`` (a hidden lock file that stays; the OS releases
+    the lock when its holder exits, even by ``kill -9``) and return it; call ``release()``.
+
+    A second process says on stderr what it is waiting for, then waits.
+    """
+    import sys
+
+    from filelock import FileLock, Timeout
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"waiting for another process that {what} (lock {path})", file=sys.stderr)
+        lock.acquire()
+    return lock
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
     """Yield a temporary path beside ``path``; rename it over ``path`` when the block succeeds.
@@ -28,6 +53,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=folder)
     os.close(fd)
     try:
+        # mkstemp creates 0600; the file gets the mode a plain open() would give it.
+        os.chmod(tmp, 0o666 & ~current_umask())
         yield tmp
         os.replace(tmp, path)
     except BaseException:

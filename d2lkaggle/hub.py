@@ -36,8 +36,7 @@ import py7zr.io
 import requests
 import urllib3
 
-from .checkpoint import atomic_open
-from filelock import FileLock, Timeout
+from .checkpoint import atomic_open, current_umask, file_lock
 from tqdm import tqdm
 
 DATA_URL = "http://d2l-data.s3-accelerate.amazonaws.com/"
@@ -126,24 +125,6 @@ def file_hash(path: str, algo: str = "sha1") -> str:
     return digest.hexdigest()
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _lock(path: str, what: str) -> FileLock:
-    """An inter-process lock on ``path`` (kept as a hidden ``.lock`` file; the OS releases it
-    when the holder dies, even by ``kill -9``)."""
-    lock = FileLock(path)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        print(f"waiting for another process {what} (lock {path})", file=sys.stderr)
-        lock.acquire()
-    return lock
-
-
 def _remove_stale_parts(folder: str, fname: str) -> None:
     """Delete temporary files of downloads of ``fname`` that died (called under the lock:
     only the lock holder writes one, so every other one is stale)."""
@@ -187,7 +168,7 @@ def download(name_or_url: str, folder: str | None = None,
     if verified():  # no lock needed to read: the file only ever appears by a rename
         return path
     os.makedirs(folder, exist_ok=True)
-    lock = _lock(os.path.join(folder, f".{fname}.lock"), f"is downloading {fname}")
+    lock = file_lock(os.path.join(folder, f".{fname}.lock"), f"is downloading {fname}")
     try:
         _remove_stale_parts(folder, fname)
         if os.path.exists(path):
@@ -213,7 +194,7 @@ def download(name_or_url: str, folder: str | None = None,
                 if actual != want[1]:
                     raise DownloadError(f"{want[0].upper()} mismatch for {url}: expected "
                                         f"{want[1]}, got {actual}")
-            os.chmod(part, 0o666 & ~_umask())  # mkstemp makes 0600; honour the umask
+            os.chmod(part, 0o666 & ~current_umask())  # mkstemp makes 0600; honour the umask
             os.replace(part, path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -545,8 +526,8 @@ def _extract(archive: str, dest: str | None, max_size: int | None = None) -> tup
         return dest, record
     members = _checked_members(archive, suffix, max_size)  # refused before writing anything
     os.makedirs(dest, exist_ok=True)
-    lock = _lock(os.path.join(dest, f".{os.path.basename(archive)}.lock"),
-                 f"is extracting {os.path.basename(archive)}")
+    lock = file_lock(os.path.join(dest, f".{os.path.basename(archive)}.lock"),
+                     f"is extracting {os.path.basename(archive)}")
     try:
         record = _read_marker(marker)  # another process may have finished while we waited
         if _record_intact(record, digest, dest):
