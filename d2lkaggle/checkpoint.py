@@ -90,11 +90,22 @@ def save_npz(path: str, arrays: dict[str, np.ndarray], meta: dict[str, Any] | No
 
 
 def load_npz(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Load ``(arrays, meta)`` written by :func:`save_npz`."""
+    """Load ``(arrays, meta)`` written by :func:`save_npz`.
+
+    A missing file raises :class:`FileNotFoundError`; an empty, truncated or damaged one
+    (zip CRC errors included) :class:`ValueError` naming the file and what to do.
+    """
+    import zipfile
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files if k != _META_KEY}
             meta = json.loads(str(z[_META_KEY])) if _META_KEY in z.files else {}
-    except (OSError, ValueError) as e:
-        raise ValueError(f"cannot read checkpoint {path}: {e}") from e
+        if not isinstance(meta, dict):
+            raise ValueError("its metadata is not a JSON object")
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise ValueError(f"cannot read checkpoint {path}: damaged or truncated "
+                         f"({type(e).__name__}: {e}); delete it (or drop --resume) to start "
+                         f"over") from e
     return arrays, meta

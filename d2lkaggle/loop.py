@@ -115,6 +115,11 @@ def evaluate(step: Step, data: Iterable) -> tuple[float, float]:
         loss_sum, correct, n = loss_sum + ls, correct + c, n + k
     if n == 0:
         raise ValueError("evaluation data is empty")
+    if not math.isfinite(loss_sum):
+        # NaN weights still give an argmax (class 0), so accuracy alone would look valid.
+        raise FloatingPointError(
+            f"evaluation loss is {loss_sum / n} over {n} examples: the model's outputs are not "
+            "finite (training diverged?); lower the learning rate or check the inputs")
     return loss_sum / n, correct / n
 
 
@@ -123,7 +128,13 @@ def predict(step: Step, data: Iterable) -> np.ndarray:
     out = [np.asarray(step.predict_batch(x), dtype=np.float64) for x, _ in data]
     if not out:
         raise ValueError("prediction data is empty")
-    return np.concatenate(out)
+    probs = np.concatenate(out)
+    bad = ~np.isfinite(probs).all(axis=1) if probs.ndim == 2 else ~np.isfinite(probs)
+    if bad.any():
+        raise FloatingPointError(
+            f"{int(bad.sum())} of {len(bad)} rows of predicted probabilities are not finite "
+            "(the model diverged?); no submission is written from them")
+    return probs
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -137,7 +148,7 @@ def fit(step: Step, train_data, valid_data, num_epochs: int,
         schedule: Callable[[int], float], *, checkpoint_dir: str | None = None,
         resume: bool = False, progress: bool = True, plot: str | None = None,
         devices: str = "", on_epoch: Callable[[int, History], None] | None = None,
-        log: Callable[[str], None] | None = print) -> History:
+        log: Callable[[str], None] | None = print, config: dict | None = None) -> History:
     """Train for ``num_epochs`` epochs: the chapters' ``train`` loop, once for all backends.
 
     Each epoch sets ``schedule(epoch)`` as the learning rate, trains on every batch of
@@ -210,9 +221,12 @@ def fit(step: Step, train_data, valid_data, num_epochs: int,
                 msg += f"  valid loss {valid_loss:.4f}  valid acc {valid_acc:.3f}"
             log(msg + f"  ({r['examples_per_sec']:.0f} ex/s)")
         if checkpoint_dir:
-            improved = valid_data is not None and valid_acc > best
+            improved = (valid_data is not None and math.isfinite(valid_loss)
+                        and valid_acc > best)  # a NaN loss never becomes "best"
             best = max(best, valid_acc) if improved else best
             meta = {"epoch": epoch, "best": best, "history": history.to_json()}
+            if config is not None:  # what shaped this training: resume compares it
+                meta["config"] = config
             state = step.state_dict()
             save_npz(last_path, state, meta)
             if improved:

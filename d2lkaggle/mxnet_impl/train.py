@@ -172,12 +172,12 @@ def train(net: Block, train_iter, valid_iter, num_epochs: int, lr: float, wd: fl
           devices: Sequence[mx.Context] | None = None, lr_period: int | None = None,
           lr_decay: float = 1.0, *, momentum: float = 0.9, amp: Any = "auto",
           checkpoint_dir: str | None = None, resume: bool = False, progress: bool = True,
-          plot: str | None = None, log: Any = print) -> loop.History:
+          plot: str | None = None, log: Any = print, **fit_kwargs: Any) -> loop.History:
     """The chapters' ``train``: SGD(momentum, wd) with StepLR on the core loop; returns the history."""
     return loop.train_net(MXNetStep, net, train_iter, valid_iter, num_epochs, lr, wd, devices,
                           lr_period, lr_decay, momentum=momentum, amp=amp,
                           checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
-                          plot=plot, log=log)
+                          plot=plot, log=log, **fit_kwargs)
 
 
 def evaluate_loss(net: Block, data_iter, devices: Sequence[mx.Context] | None = None,
