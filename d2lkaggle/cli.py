@@ -23,7 +23,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-retrain", action="store_true",
                    help="predict with the validated model instead of retraining on all labels")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
+    p.add_argument("--resume", nargs="?", const=True, default=False, choices=("force",),
+                   help="continue from the run folder's checkpoints; refused when they were "
+                        "trained with another configuration, unless '--resume force' "
+                        "(default: off)")
     p.add_argument("--workers", type=int, help="threads decoding and augmenting images")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-amp", action="store_true",
@@ -39,10 +42,11 @@ def _run_kwargs(a: argparse.Namespace) -> dict:
 
 
 def _report(summary: dict) -> None:
-    acc = summary.get("valid_acc")
+    acc, speed = summary.get("valid_acc"), summary.get("examples_per_sec")
     print(f"\n{summary['competition']} with {summary['backend']}: "
           + (f"valid accuracy {acc:.4f}, " if acc is not None else "")
-          + f"{summary['examples_per_sec']:.1f} examples/s, {summary['timings']['total_s']:.1f} s")
+          + (f"{speed:.1f} examples/s, " if speed is not None else "")
+          + f"{summary['timings']['total_s']:.1f} s")
     for k, v in summary["files"].items():
         print(f"  {k:12s} {v}")
 
@@ -69,7 +73,10 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 def cmd_download(a: argparse.Namespace) -> int:
     from .hub import download, download_extract
-    path = download_extract(a.name, a.folder) if a.extract else download(a.name, a.folder)
+    kw = dict(deadline=a.deadline, stall_timeout=a.stall_timeout)
+    max_size = None if a.max_extract_gb is None else int(a.max_extract_gb * 1e9)
+    path = (download_extract(a.name, a.folder, max_size=max_size, **kw) if a.extract
+            else download(a.name, a.folder, **kw))
     print(path)
     return 0
 
@@ -89,9 +96,8 @@ def cmd_reorg(a: argparse.Namespace) -> int:
     labels_file = a.labels or next((os.path.join(a.data_dir, f) for f in ("trainLabels.csv", "labels.csv")
                                     if os.path.exists(os.path.join(a.data_dir, f))), None)
     if labels_file is None:
-        print(f"error: no trainLabels.csv or labels.csv in {a.data_dir}; pass --labels FILE",
-              file=sys.stderr)
-        return 2
+        raise FileNotFoundError(f"no trainLabels.csv or labels.csv in {a.data_dir}; "
+                                f"pass --labels FILE")
     t = time.perf_counter()
     labels = read_csv_labels(labels_file)
     n_valid = reorg_train_valid(a.data_dir, labels, a.valid_ratio, seed=a.seed, mode=a.mode)
@@ -119,7 +125,10 @@ def cmd_parity(a: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``d2lkaggle`` argument parser."""
-    p = argparse.ArgumentParser(prog="d2lkaggle", description=__doc__)
+    p = _Parser(prog="d2lkaggle", description=__doc__)
+    p.add_argument("--debug", action="store_true",
+                   help="show Python tracebacks instead of one-line errors (also: "
+                        "D2LKAGGLE_DEBUG=1); may be given anywhere on the line")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="build the built-in demo competition and run it end to end")
@@ -139,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("name")
     dl.add_argument("--folder")
     dl.add_argument("--extract", action="store_true")
+    _add_download_limits(dl)
     dl.set_defaults(func=cmd_download)
 
     m = sub.add_parser("make-demo", help="write a synthetic competition in Kaggle layout")
@@ -173,16 +183,66 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the command's one-line error format (usage stays in ``--help``)."""
+
+    def error(self, message: str):
+        self.exit(2, f"d2lkaggle: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _add_download_limits(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--deadline", type=float,
+                   help="give up a download after this many seconds (default: no limit)")
+    p.add_argument("--stall-timeout", type=float,
+                   help="give up when no byte arrives for this many seconds (default: 60)")
+    p.add_argument("--max-extract-gb", type=float,
+                   help="largest total size an archive may unpack to, in GB (default: 20x "
+                        "the archive, at least 0.27 GB: refuses zip bombs)")
+
+
+#: errors a user's input, files or machine can cause: one line, exit 2
+USER_ERRORS = (ValueError, OSError, RuntimeError, ImportError, ArithmeticError, MemoryError,
+               LookupError)
+
+
+def error_line(e: BaseException) -> str:
+    """One line for an exception: its message, with the file an OSError names."""
+    if isinstance(e, OSError) and e.filename and e.strerror:
+        where = e.filename if e.filename2 is None else f"{e.filename} -> {e.filename2}"
+        msg = f"{e.strerror}: {where}"
+    elif isinstance(e, MemoryError):
+        msg = f"out of memory ({e or 'no details'}); use smaller images or batches"
+    elif isinstance(e, KeyError):
+        msg = f"missing key {e}"
+    else:
+        msg = str(e) or type(e).__name__
+    return " ".join(msg.split())  # one line, whatever the message held
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``d2lkaggle`` command."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``d2lkaggle`` command.
+
+    Every error a user can cause prints one line, ``d2lkaggle: error: ...``, on stderr and
+    exits 2 (Ctrl-C: 130); ``--debug`` or ``D2LKAGGLE_DEBUG=1`` shows the traceback instead.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("D2LKAGGLE_DEBUG", "") not in ("", "0")
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
-        if os.environ.get("D2LKAGGLE_DEBUG"):
+    except KeyboardInterrupt:
+        if debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        print("d2lkaggle: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug:
+            raise
+        line = error_line(e)
+        if not isinstance(e, USER_ERRORS):  # a bug of ours: still one line, and how to see more
+            line = f"{type(e).__name__}: {line} (internal error; rerun with --debug for the traceback)"
+        print(f"d2lkaggle: error: {line}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ import tempfile
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .checkpoint import current_umask
+
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "hbar", "vbar", "diamond", "dots",
           "frame")
 BREEDS = ("affenpinscher", "beagle", "chihuahua", "dingo", "eskimo_dog", "french_bulldog",
@@ -92,6 +94,7 @@ def make_demo(out_dir: str, n_train: int = 1000, n_test: int = 200, size: int = 
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".make_demo-", dir=parent)
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700
     try:
         names = SHAPES[:num_classes] if layout == "cifar10" else BREEDS[:num_classes]
         train_cls = rng.permutation(np.arange(n_train) % num_classes)

@@ -10,6 +10,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
@@ -18,11 +19,12 @@ from .augment import get_transforms
 from .checkpoint import atomic_write_text
 from .competitions import Competition, Recipe, get_competition
 from .data import ArraySource, FileSource, ImageLoader
-from .images import list_images, load_image_array
+from .images import check_images, list_images, load_image_array, read_images
 from .labels import class_names, read_csv_labels
 from .loop import History
 from .registry import canonical_name, get_backend
 from .reorg import split_train_valid
+from .preflight import check_resume, check_settings, prepare_out
 from .submission import validate_submission, write_label_submission, write_proba_submission
 
 
@@ -41,7 +43,15 @@ class CompetitionData:
 def _images_by_id(folder: str) -> dict[str, str]:
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"image folder not found: {folder}")
-    return {os.path.splitext(os.path.basename(p))[0]: p for p in list_images(folder)}
+    out: dict[str, str] = {}
+    for p in list_images(folder):
+        stem = os.path.splitext(os.path.basename(p))[0]
+        if stem in out:  # 3.png and 3.jpg: which one is image 3?
+            raise ValueError(f"{folder}: two files with the id {stem!r}: "
+                             f"{os.path.basename(out[stem])!r} and {os.path.basename(p)!r}; "
+                             f"keep one")
+        out[stem] = p
+    return out
 
 
 def _check_ids(labels: dict[str, str], images: dict[str, str], labels_path: str, folder: str) -> None:
@@ -60,7 +70,9 @@ def test_ids(comp: Competition, data_dir: str) -> list[str]:
     sample = os.path.join(data_dir, comp.sample_file)
     if os.path.exists(sample):
         import pandas as pd
-        ids = pd.read_csv(sample, dtype=str, usecols=[0]).iloc[:, 0].str.strip().tolist()
+        # keep_default_na=False: the ids "NA", "null", "nan" are ids, not missing values
+        ids = pd.read_csv(sample, dtype=str, usecols=[0], keep_default_na=False,
+                          na_filter=False).iloc[:, 0].str.strip().tolist()
         missing = [i for i in ids if i not in images]
         if missing:
             raise ValueError(f"{len(missing)} ids of {sample} have no image in "
@@ -73,6 +85,7 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
               image_size: int | None = None, seed: int = 0,
               num_workers: int | None = None) -> CompetitionData:
     """Read labels, split train/valid (in memory, the book's rule) and build the loaders."""
+    check_settings(SimpleNamespace(valid_ratio=valid_ratio, batch_size=batch_size), image_size)
     size = int(image_size or comp.image_size)
     labels_path = os.path.join(data_dir, comp.labels_file)
     labels = read_csv_labels(labels_path)
@@ -94,6 +107,11 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
         make = lambda sel: ArraySource(train_array, [pos[i] for i in sel])  # noqa: E731
         test_source = ArraySource(test_array)
     else:
+        # Every file is checked now, not when an epoch (or the prediction after training)
+        # first decodes it; test images are decoded once in full for the same reason.
+        check_images([images[i] for i in ids], num_workers=num_workers)
+        check_images([test_images[i] for i in t_ids], num_workers=num_workers)
+        _decode_all([test_images[i] for i in t_ids], num_workers)
         make = lambda sel: FileSource([images[i] for i in sel])  # noqa: E731
         test_source = FileSource([test_images[i] for i in t_ids])
     train_tf, test_tf = get_transforms(comp.augment, size)
@@ -146,16 +164,21 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                     progress: bool = True, num_workers: int | None = None, amp: Any = "auto",
                     log: Callable[[str], Any] | None = print) -> dict[str, Any]:
     """Run a whole chapter and write ``out/{submission.csv, history.csv, curves.png,
-    summary.json, checkpoints/}``; returns the summary."""
+    summary.json, checkpoints/}``; returns the summary.
+
+    Settings, inputs (labels, every image, the sample file's ids and columns) and the
+    resume configuration are checked before the first epoch. ``resume``: False, True
+    (refuses a checkpoint trained with another :func:`run_config`) or ``"force"``.
+    """
     comp = get_competition(competition) if isinstance(competition, str) else competition
     if comp.recipe is None:
         raise ValueError(f"competition {comp.name!r} has no training recipe yet ({comp.notes})")
     recipe = comp.recipe.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr, wd=wd,
                                         lr_period=lr_period, lr_decay=lr_decay,
                                         valid_ratio=valid_ratio, weights=weights)
+    check_settings(recipe, image_size)
     name = canonical_name(backend)
-    out = os.path.abspath(out or os.path.join("runs", f"{comp.name}-{name}"))
-    os.makedirs(out, exist_ok=True)
+    out = prepare_out(out or os.path.join("runs", f"{comp.name}-{name}"))
     say = log or (lambda *_: None)
     t_start = time.perf_counter()
     data = load_data(comp, data_dir, batch_size=recipe.batch_size, valid_ratio=recipe.valid_ratio,
@@ -164,9 +187,15 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     say(f"{comp.name}: {len(data.classes)} classes, {data.train_iter.num_examples} train / "
         f"{len(data.valid_iter.source) if data.valid_iter else 0} valid / "
         f"{len(data.test_ids)} test images; backend {name}")
+    preflight_submission(comp, data_dir, data)
+    config = run_config(comp, recipe, backend=name, image_size=image_size, seed=seed, amp=amp,
+                        num_classes=len(data.classes),
+                        num_labelled=data.train_valid_iter.labels.size)
+    resume = {phase: check_resume(os.path.join(out, "checkpoints", phase), config, resume, log)
+              for phase in ("valid", "final")}
     bk = get_backend(name)
     train_kw = dict(lr_period=recipe.lr_period, lr_decay=recipe.lr_decay, progress=progress, log=log,
-                    amp=amp)
+                    amp=amp, config=config)
     histories: list[tuple[str, History]] = []
     valid_hist = None
     timings = {"data_s": t_data}
@@ -176,7 +205,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
         t0 = time.perf_counter()
         valid_hist = bk.train(net, data.train_iter, data.valid_iter, recipe.epochs, recipe.lr,
                               recipe.wd, None, checkpoint_dir=os.path.join(out, "checkpoints", "valid"),
-                              resume=resume, plot=os.path.join(out, "curves.png"), **train_kw)
+                              resume=resume["valid"], plot=os.path.join(out, "curves.png"), **train_kw)
         timings["train_s"] = time.perf_counter() - t0
         histories.append(("valid", valid_hist))
     final_hist = None
@@ -187,7 +216,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
         t0 = time.perf_counter()
         final_hist = bk.train(net, data.train_valid_iter, None, recipe.epochs, recipe.lr, recipe.wd,
                               None, checkpoint_dir=os.path.join(out, "checkpoints", "final"),
-                              resume=resume, plot=None if valid_hist else os.path.join(out, "curves.png"),
+                              resume=resume["final"], plot=None if valid_hist else os.path.join(out, "curves.png"),
                               **train_kw)
         timings["retrain_s"] = time.perf_counter() - t0
         histories.append(("train_valid", final_hist))
@@ -201,7 +230,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     summary = {
         "competition": comp.name, "backend": name, "data_dir": os.path.abspath(data_dir),
         "recipe": asdict(recipe), "amp": amp, "image_size": int(image_size or comp.image_size), "seed": seed,
-        "num_classes": len(data.classes), "num_test": len(data.test_ids),
+        "num_classes": len(data.classes), "num_test": len(data.test_ids), "config": config,
         "valid_acc": _f(valid_hist.last["valid_acc"]) if valid_hist else None,
         "valid_loss": _f(valid_hist.last["valid_loss"]) if valid_hist else None,
         "best_valid_acc": _f(valid_hist.best_valid_acc) if valid_hist else None,
@@ -233,3 +262,34 @@ def _write_history(out: str, histories: list[tuple[str, History]]) -> None:
     from .plotting import plot_history
     if histories and not os.path.exists(os.path.join(out, "curves.png")):
         plot_history(histories[-1][1], os.path.join(out, "curves.png"))
+
+
+def run_config(comp: Competition, recipe: Recipe, *, backend: str, image_size: int | None = None,
+               seed: int = 0, amp: Any = "auto", **extra: Any) -> dict[str, Any]:
+    """Every setting that shapes training, as one flat JSON-ready dict.
+
+    Stored in each checkpoint's metadata and in ``summary.json["config"]``; ``--resume``
+    refuses a checkpoint whose configuration differs (see :func:`preflight.check_resume`).
+    Every field of the :class:`Recipe` joins automatically; a new run setting that is not a
+    Recipe field is passed as a keyword (``run_config(..., mixing="cutmix")``). Settings that
+    do not change what is trained (workers, progress bars, ``retrain``, folders) stay out.
+    """
+    config = {"competition": comp.name, "backend": canonical_name(backend), **asdict(recipe),
+              "image_size": int(image_size or comp.image_size), "seed": int(seed), "amp": amp,
+              "augment": comp.augment, **extra}
+    return json.loads(json.dumps(config, default=str))
+
+
+def preflight_submission(comp: Competition, data_dir: str, data: CompetitionData) -> None:
+    """Write and validate a placeholder submission (uniform probabilities) in a temporary
+    folder: a sample file whose ids or columns do not fit fails now, before training."""
+    import tempfile
+    probs = np.full((len(data.test_ids), len(data.classes)), 1.0 / len(data.classes))
+    with tempfile.TemporaryDirectory(prefix="d2lkaggle-preflight-") as tmp:
+        write_submission(comp, data_dir, probs, data, os.path.join(tmp, "submission.csv"))
+
+
+def _decode_all(paths: list[str], num_workers: int | None, chunk: int = 256) -> None:
+    """Decode every file once (and drop the pixels): a damaged image fails before training."""
+    for i in range(0, len(paths), chunk):
+        read_images(paths[i:i + chunk], num_workers)
