@@ -201,8 +201,7 @@ def _add_download_limits(p: argparse.ArgumentParser) -> None:
 
 
 #: errors a user's input, files or machine can cause: one line, exit 2
-USER_ERRORS = (ValueError, OSError, RuntimeError, ImportError, ArithmeticError, MemoryError,
-               LookupError)
+USER_ERRORS = (ValueError, OSError, RuntimeError, ImportError, ArithmeticError, MemoryError)
 
 
 def error_line(e: BaseException) -> str:
@@ -212,8 +211,6 @@ def error_line(e: BaseException) -> str:
         msg = f"{e.strerror}: {where}"
     elif isinstance(e, MemoryError):
         msg = f"out of memory ({e or 'no details'}); use smaller images or batches"
-    elif isinstance(e, KeyError):
-        msg = f"missing key {e}"
     else:
         msg = str(e) or type(e).__name__
     return " ".join(msg.split())  # one line, whatever the message held

@@ -4,12 +4,17 @@ Step 1 of both Kaggle chapters ("Obtaining and Organizing the Dataset"): fetch t
 sample archives (``cifar10_tiny``, ``dog_tiny``) from the d2l mirror, check their SHA-1 and
 unpack them. Compared with the book's helpers, these ones also
 
-* stream into ``<file>.part`` and only move the file into place once its SHA-1 matches,
-  so an interrupted or corrupted download is never mistaken for a good one;
+* stream into a temporary file unique to the process, under a lock file, and only move the
+  file into place once the hash of what is on disk matches (SHA-1, or ``md5:``/``sha256:``),
+  so an interrupted, corrupted or concurrent download is never mistaken for a good one;
+* save the raw bytes whatever ``Content-Encoding`` the server claims, and give up on a
+  stalled (``stall_timeout``) or too slow (``deadline``) server;
 * raise :class:`DownloadError` with an "offline" hint instead of a bare ``requests`` error;
 * unpack ``.7z`` (the full competitions ship ``train.7z``/``test.7z``) and the tar flavours;
 * refuse archives whose members would land outside the destination
-  (:class:`UnsafeArchiveError`) and unpack each archive only once (a marker file).
+  (:class:`UnsafeArchiveError`), or whose declared size is a zip bomb's, and unpack each
+  archive only once (a marker file listing what it wrote); never delete or overwrite a path
+  the extraction did not create.
 """
 from __future__ import annotations
 
