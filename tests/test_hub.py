@@ -1,6 +1,7 @@
 """hub: download (against a local HTTP server, never the internet) and safe extraction."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -51,13 +52,22 @@ def server(tmp_path):
         def log_message(self, *args):
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    with serving(ThreadingHTTPServer, Handler) as url:
+        yield SimpleNamespace(root=root, url=url, hits=hits)
+
+
+@contextlib.contextmanager
+def serving(server_cls, handler):
+    """Run ``server_cls`` with ``handler`` on 127.0.0.1 in a thread; yield its base URL."""
+    httpd = server_cls(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    yield SimpleNamespace(root=root, url=f"http://127.0.0.1:{httpd.server_port}/", hits=hits)
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}/"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
 
 
 @pytest.fixture
@@ -437,13 +447,8 @@ def tricky(tmp_path):
         daemon_threads = True
         block_on_close = False
 
-    httpd = Server(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield SimpleNamespace(root=root, url=f"http://127.0.0.1:{httpd.server_port}/", hits=hits)
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with serving(Server, Handler) as url:
+        yield SimpleNamespace(root=root, url=url, hits=hits)
 
 
 def downloader(url, folder, sha) -> subprocess.Popen:
