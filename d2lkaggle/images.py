@@ -216,19 +216,20 @@ def load_image_array(paths: Sequence[str | os.PathLike],
     arr = _try_load(cache, len(paths))
     if arr is not None:
         return arr
-    # Sizes from the headers first: one odd file (a 12000x12000 photo) is named here instead
-    # of becoming the shape of an N-image array that cannot be allocated.
-    check_images(paths, same_size=True)
-
     out: np.ndarray | None = None
     first = None
     for start in range(0, len(paths), _CHUNK):
         chunk = paths[start:start + _CHUNK]
-        for k, img in enumerate(read_images(chunk)):
-            if out is None:
-                first = (paths[0], img.shape)
-                out = np.empty((len(paths),) + img.shape, dtype=np.uint8)
-            elif img.shape != out.shape[1:]:
+        images = read_images(chunk)  # read_image refuses a file above MAX_IMAGE_PIXELS
+        if out is None:
+            # The shape most of the first chunk has, not the first file's: one odd file (a
+            # large photo) is named below instead of sizing an array that cannot be allocated.
+            from collections import Counter
+            common = Counter(im.shape for im in images).most_common(1)[0][0]
+            first = (next(p for p, im in zip(chunk, images) if im.shape == common), common)
+            out = np.empty((len(paths),) + common, dtype=np.uint8)
+        for k, img in enumerate(images):
+            if img.shape != out.shape[1:]:
                 raise ValueError(
                     f"images differ in size: {chunk[k]} is {img.shape}, but {first[0]} is "
                     f"{first[1]}; load_image_array needs same-sized images (decode them one "

@@ -221,3 +221,12 @@ def test_check_images_names_a_file_that_is_not_an_image(tmp_path):
     bad.write_bytes(b"this is not a jpeg")
     with pytest.raises(ValueError, match="b.jpg"):
         check_images([good, str(bad)])
+
+
+def test_odd_sized_first_image_is_the_one_named(tmp_path):
+    (tmp_path / "train").mkdir()
+    paths = [save_png(tmp_path / "train" / f"{i}.png", rgb(i, 8, 8)) for i in range(1, 6)]
+    big = save_png(tmp_path / "train" / "0.png", rgb(0, 3000, 2000))  # under the pixel limit
+    with pytest.raises(ValueError) as e:
+        load_image_array([big] + paths)
+    assert str(e.value).startswith(f"images differ in size: {big} is (3000, 2000, 3)")
