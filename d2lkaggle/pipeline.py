@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .augment import get_transforms
+from .augment import PRESETS, preset_transforms
 from .checkpoint import atomic_write_text
 from .competitions import Competition, Recipe, get_competition
 from .data import ArraySource, FileSource, ImageLoader
@@ -71,8 +72,13 @@ def test_ids(comp: Competition, data_dir: str) -> list[str]:
 
 def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio: float,
               image_size: int | None = None, seed: int = 0,
-              num_workers: int | None = None) -> CompetitionData:
-    """Read labels, split train/valid (in memory, the book's rule) and build the loaders."""
+              num_workers: int | None = None, augment: Any = None) -> CompetitionData:
+    """Read labels, split train/valid (in memory, the book's rule) and build the loaders.
+
+    ``augment`` is a preset name (``book`` — the default —, ``crop-flip``,
+    ``crop-flip-rotate``, ``none``; see :func:`d2lkaggle.augment.preset_transforms`) or your
+    own ``(train_transform, test_transform)`` pair of ``t(image, rng) -> image`` callables.
+    """
     size = int(image_size or comp.image_size)
     labels_path = os.path.join(data_dir, comp.labels_file)
     labels = read_csv_labels(labels_path)
@@ -96,7 +102,7 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
     else:
         make = lambda sel: FileSource([images[i] for i in sel])  # noqa: E731
         test_source = FileSource([test_images[i] for i in t_ids])
-    train_tf, test_tf = get_transforms(comp.augment, size)
+    train_tf, test_tf = augment_transforms(comp, size, augment)
     common = dict(batch_size=batch_size, mean=comp.mean, std=comp.std, num_workers=num_workers)
     sel_y = lambda sel: y[[pos[i] for i in sel]]  # noqa: E731
     # Like the book: shuffle and drop the last partial batch when training; keep all when testing.
@@ -108,6 +114,17 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
                                    drop_last=len(ids) >= batch_size, seed=seed + 1, **common)
     test_iter = ImageLoader(test_source, None, transform=test_tf, **common)
     return CompetitionData(train_iter, valid_iter, train_valid_iter, test_iter, classes, t_ids)
+
+
+def augment_transforms(comp: Competition, size: int, augment: Any = None) -> tuple[Any, Any]:
+    """(train, test) transforms for ``augment``: None/preset name, or a user's pair."""
+    if augment is None or isinstance(augment, str):
+        return preset_transforms(augment or "book", size, book=comp.augment)
+    if (isinstance(augment, (tuple, list)) and len(augment) == 2
+            and all(t is None or callable(t) for t in augment)):
+        return augment[0], augment[1]
+    raise ValueError(f"augment must be a preset name ({', '.join(PRESETS)}) or a "
+                     f"(train_transform, test_transform) pair, got {augment!r}")
 
 
 def build_net(backend, recipe: Recipe, num_classes: int):
