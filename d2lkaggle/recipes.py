@@ -13,9 +13,8 @@ from . import schedules as S
 from .augment import PRESETS
 from .competitions import Recipe
 from .mixing import Mixup
+from .optim import OPTIMIZERS
 
-#: optimizer names every backend's ``train(optimizer=...)`` accepts (torch's semantics)
-OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 WD_EXCLUDE = (None, "bn_bias")
 
 Log = Callable[[str], Any]
