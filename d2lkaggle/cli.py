@@ -138,7 +138,7 @@ def cmd_make_demo(a: argparse.Namespace) -> int:
     from .datasets import make_demo
     t = time.perf_counter()
     out = make_demo(a.out, n_train=a.n_train, n_test=a.n_test, size=a.size, seed=a.seed,
-                    layout=a.layout)
+                    layout=a.layout, hard=a.hard)
     print(f"wrote a {a.layout} demo competition to {out} in {time.perf_counter() - t:.1f} s")
     return 0
 
@@ -208,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--n-test", type=int, default=200)
     m.add_argument("--size", type=int, default=32)
     m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--hard", action="store_true",
+                   help="the harder demo of docs/recipes.md: random colours, noise, clutter (default: off)")
     m.set_defaults(func=cmd_make_demo)
 
     g = sub.add_parser("reorg", help="the book's train_valid_test folder layout")
