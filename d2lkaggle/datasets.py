@@ -75,25 +75,25 @@ def _draw_hard(shape: str, w: int, h: int, rng: np.random.Generator) -> Image.Im
     bg = c0 * (1 - blot) + c1 * blot
     # foreground: any colour at least a little away from the background mean
     fg = rng.integers(0, 256, 3)
-    while np.abs(fg - bg.mean((0, 1))).sum() < 90:
+    while np.abs(fg - bg.mean((0, 1))).sum() < 150:
         fg = rng.integers(0, 256, 3)
     # the shape as a soft mask drawn at twice the size (anti-aliased when scaled down)
     mask = Image.new("L", (w * 2, h * 2), 0)
     s = min(w, h) * 2
-    r = s * rng.uniform(0.15, 0.34)
-    cx = w + rng.uniform(-0.2, 0.2) * w * 2
-    cy = h + rng.uniform(-0.2, 0.2) * h * 2
+    r = s * rng.uniform(0.22, 0.36)
+    cx = w + rng.uniform(-0.15, 0.15) * w * 2
+    cy = h + rng.uniform(-0.15, 0.15) * h * 2
     d = ImageDraw.Draw(mask)
     _shape_on(d, shape, cx, cy, r, max(2, int(round(s / 12))) * 2, 255)
     mask = mask.rotate(float(rng.uniform(-15, 15)), resample=Image.BILINEAR, center=(cx, cy))
     m = np.asarray(mask.resize((w, h), Image.BILINEAR), dtype=np.float64)[..., None] / 255.0
     img = bg * (1 - m) + fg * m
     # clutter: a few small blobs of random colours, then strong pixel noise
-    for _ in range(int(rng.integers(1, 4))):
+    for _ in range(int(rng.integers(0, 3))):
         y0, x0 = int(rng.integers(0, h)), int(rng.integers(0, w))
-        q = max(1, int(min(w, h) * rng.uniform(0.04, 0.1)))
+        q = max(1, int(min(w, h) * rng.uniform(0.03, 0.07)))
         img[max(0, y0 - q):y0 + q, max(0, x0 - q):x0 + q] = rng.integers(0, 256, 3)
-    img = img + rng.normal(0, 28, (h, w, 3))
+    img = img + rng.normal(0, 20, (h, w, 3))
     # colour randomisation: channels permuted and sometimes inverted, per image
     img = np.clip(img, 0, 255)[..., rng.permutation(3)]
     if rng.random() < 0.3:

@@ -65,6 +65,8 @@ def check_recipe(r: Recipe) -> None:
             flag = "--" + field.replace("_", "-")
             raise ValueError(f"{flag} applies to --sched {' or '.join(scheds)}, not {r.sched!r}")
     _finite("--warmup", r.warmup)
+    if r.warmup is not None and r.epochs > 0 and r.warmup >= r.epochs:
+        raise ValueError(f"--warmup {r.warmup:g} must be shorter than the run ({r.epochs} epochs)")
     _finite("--base-lr", r.base_lr)
     _finite("--max-lr", r.max_lr, low_ok=False)
     if r.step_size is not None and int(r.step_size) < 1:
@@ -109,9 +111,9 @@ def make_schedule(r: Recipe, num_epochs: int, steps_per_epoch: int,
             raise ValueError(f"--base-lr {base:g} is above the max lr {peak:g}")
         return S.cyclic(base, peak, steps_per_epoch, size, None, r.cycle_mode or "triangular")
     if r.sched == "onecycle":
-        pct = 0.3 if r.warmup is None else r.warmup / num_epochs
-        return S.onecycle(r.max_lr or r.lr, num_epochs, steps_per_epoch,
-                          pct_start=min(max(pct, 2.0 / max(2, num_epochs * steps_per_epoch)), 0.99))
+        pct = 0.3 if r.warmup is None else r.warmup / max(1, num_epochs)
+        return S.onecycle(r.max_lr or r.lr, max(1, num_epochs), steps_per_epoch,
+                          pct_start=min(max(pct, 1e-3), 0.99))
     if r.sched == "cosine":
         return S.cosine(r.lr, num_epochs, warmup=r.warmup or 0.0)
     if r.sched == "plateau":
