@@ -16,8 +16,12 @@ from typing import Any, Callable
 import numpy as np
 
 from .augment import get_transforms
+from .augment import PRESETS, preset_transforms
 from .checkpoint import atomic_write_text
 from .competitions import Competition, Recipe, get_competition
+from .competitions import recipe_for
+from .recipes import check_recipe, make_mixing, make_schedule, train_kwargs
+from .recipes import describe as describe_tricks
 from .data import ArraySource, FileSource, ImageLoader
 from .images import check_images, list_images, load_image_array, read_images
 from .labels import class_names, read_csv_labels
@@ -83,8 +87,13 @@ def test_ids(comp: Competition, data_dir: str) -> list[str]:
 
 def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio: float,
               image_size: int | None = None, seed: int = 0,
-              num_workers: int | None = None) -> CompetitionData:
-    """Read labels, split train/valid (in memory, the book's rule) and build the loaders."""
+              num_workers: int | None = None, augment: Any = None) -> CompetitionData:
+    """Read labels, split train/valid (in memory, the book's rule) and build the loaders.
+
+    ``augment`` is a preset name (``book`` — the default —, ``crop-flip``,
+    ``crop-flip-rotate``, ``none``; see :func:`d2lkaggle.augment.preset_transforms`) or your
+    own ``(train_transform, test_transform)`` pair of ``t(image, rng) -> image`` callables.
+    """
     check_settings(SimpleNamespace(valid_ratio=valid_ratio, batch_size=batch_size), image_size)
     size = int(image_size or comp.image_size)
     labels_path = os.path.join(data_dir, comp.labels_file)
@@ -114,7 +123,7 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
         _decode_all([test_images[i] for i in t_ids], num_workers)
         make = lambda sel: FileSource([images[i] for i in sel])  # noqa: E731
         test_source = FileSource([test_images[i] for i in t_ids])
-    train_tf, test_tf = get_transforms(comp.augment, size)
+    train_tf, test_tf = augment_transforms(comp, size, augment)
     common = dict(batch_size=batch_size, mean=comp.mean, std=comp.std, num_workers=num_workers)
     sel_y = lambda sel: y[[pos[i] for i in sel]]  # noqa: E731
     # Like the book: shuffle and drop the last partial batch when training; keep all when testing.
@@ -126,6 +135,17 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
                                    drop_last=len(ids) >= batch_size, seed=seed + 1, **common)
     test_iter = ImageLoader(test_source, None, transform=test_tf, **common)
     return CompetitionData(train_iter, valid_iter, train_valid_iter, test_iter, classes, t_ids)
+
+
+def augment_transforms(comp: Competition, size: int, augment: Any = None) -> tuple[Any, Any]:
+    """(train, test) transforms for ``augment``: None/preset name, or a user's pair."""
+    if augment is None or isinstance(augment, str):
+        return preset_transforms(augment or "book", size, book=comp.augment)
+    if (isinstance(augment, (tuple, list)) and len(augment) == 2
+            and all(t is None or callable(t) for t in augment)):
+        return augment[0], augment[1]
+    raise ValueError(f"augment must be a preset name ({', '.join(PRESETS)}) or a "
+                     f"(train_transform, test_transform) pair, got {augment!r}")
 
 
 def build_net(backend, recipe: Recipe, num_classes: int):
@@ -162,27 +182,40 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                     image_size: int | None = None, weights: str | None = None,
                     retrain: bool = True, seed: int = 0, resume: bool = False,
                     progress: bool = True, num_workers: int | None = None, amp: Any = "auto",
-                    log: Callable[[str], Any] | None = print) -> dict[str, Any]:
+                    log: Callable[[str], Any] | None = print,
+                    recipe: str | Recipe = "default", **tricks: Any) -> dict[str, Any]:
     """Run a whole chapter and write ``out/{submission.csv, history.csv, curves.png,
     summary.json, checkpoints/}``; returns the summary.
 
     Settings, inputs (labels, every image, the sample file's ids and columns) and the
     resume configuration are checked before the first epoch. ``resume``: False, True
     (refuses a checkpoint trained with another :func:`run_config`) or ``"force"``.
+
+    ``recipe`` is ``"default"`` (ours), ``"book"`` (the chapter's exact values) or a
+    :class:`Recipe`; ``tricks`` override its training tricks by field name (``optimizer``,
+    ``sched``, ``warmup``, ``base_lr``, ``max_lr``, ``step_size``, ``cycle_mode``,
+    ``milestones``, ``mixup``, ``cutmix``, ``mix_prob``, ``switch_prob``, ``label_smoothing``,
+    ``augment``, ``wd_exclude``; see docs/recipes.md). ``augment`` may also be a
+    ``(train_transform, test_transform)`` pair.
     """
     comp = get_competition(competition) if isinstance(competition, str) else competition
-    if comp.recipe is None:
-        raise ValueError(f"competition {comp.name!r} has no training recipe yet ({comp.notes})")
-    recipe = comp.recipe.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr, wd=wd,
-                                        lr_period=lr_period, lr_decay=lr_decay,
-                                        valid_ratio=valid_ratio, weights=weights)
+    base = recipe if isinstance(recipe, Recipe) else recipe_for(comp, recipe)
+    aug_pair = tricks.pop("augment") if not isinstance(tricks.get("augment", ""), str) else None
+    unknown = sorted(set(tricks) - set(Recipe.__dataclass_fields__))
+    if unknown:
+        raise TypeError(f"run_competition() got unknown keyword(s) {', '.join(unknown)}")
+    recipe = base.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr, wd=wd,
+                                 lr_period=lr_period, lr_decay=lr_decay,
+                                 valid_ratio=valid_ratio, weights=weights, **tricks)
+    check_recipe(recipe)  # every trick checked before anything is written
     check_settings(recipe, image_size)
     name = canonical_name(backend)
     out = prepare_out(out or os.path.join("runs", f"{comp.name}-{name}"))
     say = log or (lambda *_: None)
     t_start = time.perf_counter()
     data = load_data(comp, data_dir, batch_size=recipe.batch_size, valid_ratio=recipe.valid_ratio,
-                     image_size=image_size, seed=seed, num_workers=num_workers)
+                     image_size=image_size, seed=seed, num_workers=num_workers,
+                     augment=aug_pair or recipe.augment)
     t_data = time.perf_counter() - t_start
     say(f"{comp.name}: {len(data.classes)} classes, {data.train_iter.num_examples} train / "
         f"{len(data.valid_iter.source) if data.valid_iter else 0} valid / "
@@ -196,6 +229,8 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     bk = get_backend(name)
     train_kw = dict(lr_period=recipe.lr_period, lr_decay=recipe.lr_decay, progress=progress, log=log,
                     amp=amp, config=config)
+    tricks_kw = lambda it: tricks_for(recipe, it, len(data.classes), say)  # noqa: E731
+    tricks_summary = None
     histories: list[tuple[str, History]] = []
     valid_hist = None
     timings = {"data_s": t_data}
@@ -203,9 +238,10 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
         bk.set_seed(seed)
         net = build_net(bk, recipe, len(data.classes))
         t0 = time.perf_counter()
+        extra, tricks_summary = tricks_kw(data.train_iter)
         valid_hist = bk.train(net, data.train_iter, data.valid_iter, recipe.epochs, recipe.lr,
                               recipe.wd, None, checkpoint_dir=os.path.join(out, "checkpoints", "valid"),
-                              resume=resume["valid"], plot=os.path.join(out, "curves.png"), **train_kw)
+                              resume=resume["valid"], plot=os.path.join(out, "curves.png"), **train_kw, **extra)
         timings["train_s"] = time.perf_counter() - t0
         histories.append(("valid", valid_hist))
     final_hist = None
@@ -214,10 +250,12 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
         bk.set_seed(seed)
         net = build_net(bk, recipe, len(data.classes))
         t0 = time.perf_counter()
+        extra, final_tricks = tricks_kw(data.train_valid_iter)
+        tricks_summary = tricks_summary or final_tricks
         final_hist = bk.train(net, data.train_valid_iter, None, recipe.epochs, recipe.lr, recipe.wd,
                               None, checkpoint_dir=os.path.join(out, "checkpoints", "final"),
                               resume=resume["final"], plot=None if valid_hist else os.path.join(out, "curves.png"),
-                              **train_kw)
+                              **train_kw, **extra)
         timings["retrain_s"] = time.perf_counter() - t0
         histories.append(("train_valid", final_hist))
     t0 = time.perf_counter()
@@ -229,7 +267,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     main = valid_hist if valid_hist is not None else final_hist
     summary = {
         "competition": comp.name, "backend": name, "data_dir": os.path.abspath(data_dir),
-        "recipe": asdict(recipe), "amp": amp, "image_size": int(image_size or comp.image_size), "seed": seed,
+        "recipe": asdict(recipe), "tricks": tricks_summary, "amp": amp, "image_size": int(image_size or comp.image_size), "seed": seed,
         "num_classes": len(data.classes), "num_test": len(data.test_ids), "config": config,
         "valid_acc": _f(valid_hist.last["valid_acc"]) if valid_hist else None,
         "valid_loss": _f(valid_hist.last["valid_loss"]) if valid_hist else None,
@@ -244,6 +282,18 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     }
     atomic_write_text(summary["files"]["summary"], json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def tricks_for(recipe: Recipe, train_iter, num_classes: int,
+               log: Callable[[str], Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(extra ``train`` keywords, summary) of the recipe's tricks for one training phase.
+
+    Built per phase: a schedule depends on the loader's batches per epoch, and a plateau
+    schedule carries state that a second run must not inherit.
+    """
+    sched = make_schedule(recipe, recipe.epochs, len(train_iter), log)
+    mix = make_mixing(recipe, num_classes)
+    return train_kwargs(recipe, sched, mix), describe_tricks(recipe, sched, mix)
 
 
 def _f(x: float) -> float | None:
@@ -274,9 +324,10 @@ def run_config(comp: Competition, recipe: Recipe, *, backend: str, image_size: i
     Recipe field is passed as a keyword (``run_config(..., mixing="cutmix")``). Settings that
     do not change what is trained (workers, progress bars, ``retrain``, folders) stay out.
     """
-    config = {"competition": comp.name, "backend": canonical_name(backend), **asdict(recipe),
+    config = {"competition": comp.name, "backend": canonical_name(backend),
+              "augment": comp.augment, **asdict(recipe),  # a Recipe's own augment wins
               "image_size": int(image_size or comp.image_size), "seed": int(seed), "amp": amp,
-              "augment": comp.augment, **extra}
+              **extra}
     return json.loads(json.dumps(config, default=str))
 
 
