@@ -110,13 +110,11 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
     return CompetitionData(train_iter, valid_iter, train_valid_iter, test_iter, classes, t_ids)
 
 
-def build_net(backend, recipe: Recipe, num_classes: int):
-    """The recipe's model in ``backend``: the book's ResNet-18 or the ResNet-34 fine-tune net."""
-    if recipe.model == "resnet18":
-        return backend.resnet18(num_classes, 3, recipe.width)
-    if recipe.model == "finetune":
-        return backend.finetune_net(num_classes, weights=recipe.weights, hidden=recipe.hidden)
-    raise ValueError(f"unknown model {recipe.model!r}; choose 'resnet18' or 'finetune'")
+def build_net(backend, recipe: Recipe, num_classes: int, image_size: int | None = None):
+    """The recipe's model in ``backend``, by its model-table name (``backend.create_model``):
+    the book's ResNet-18, the ResNet-34 fine-tune net, cnn_elu, EfficientNetV2 ..."""
+    from .models import recipe_kwargs
+    return backend.create_model(recipe.model, num_classes, **recipe_kwargs(recipe, image_size))
 
 
 def write_submission(comp: Competition, data_dir: str, probs: np.ndarray, data: CompetitionData,
@@ -144,7 +142,8 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                     image_size: int | None = None, weights: str | None = None,
                     retrain: bool = True, seed: int = 0, resume: bool = False,
                     progress: bool = True, num_workers: int | None = None, amp: Any = "auto",
-                    log: Callable[[str], Any] | None = print) -> dict[str, Any]:
+                    log: Callable[[str], Any] | None = print,
+                    model: str | None = None) -> dict[str, Any]:
     """Run a whole chapter and write ``out/{submission.csv, history.csv, curves.png,
     summary.json, checkpoints/}``; returns the summary."""
     comp = get_competition(competition) if isinstance(competition, str) else competition
@@ -153,6 +152,9 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     recipe = comp.recipe.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr, wd=wd,
                                         lr_period=lr_period, lr_decay=lr_decay,
                                         valid_ratio=valid_ratio, weights=weights)
+    if model is not None:   # --model: a model-table name instead of the recipe's
+        from .models import check_model_name
+        recipe = recipe.with_overrides(model=check_model_name(model))
     name = canonical_name(backend)
     out = os.path.abspath(out or os.path.join("runs", f"{comp.name}-{name}"))
     os.makedirs(out, exist_ok=True)
@@ -172,7 +174,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     timings = {"data_s": t_data}
     if data.valid_iter is not None:
         bk.set_seed(seed)
-        net = build_net(bk, recipe, len(data.classes))
+        net = build_net(bk, recipe, len(data.classes), image_size or comp.image_size)
         t0 = time.perf_counter()
         valid_hist = bk.train(net, data.train_iter, data.valid_iter, recipe.epochs, recipe.lr,
                               recipe.wd, None, checkpoint_dir=os.path.join(out, "checkpoints", "valid"),
@@ -183,7 +185,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     if retrain or data.valid_iter is None:
         # The chapters' last step: a fresh model trained on all labelled data.
         bk.set_seed(seed)
-        net = build_net(bk, recipe, len(data.classes))
+        net = build_net(bk, recipe, len(data.classes), image_size or comp.image_size)
         t0 = time.perf_counter()
         final_hist = bk.train(net, data.train_valid_iter, None, recipe.epochs, recipe.lr, recipe.wd,
                               None, checkpoint_dir=os.path.join(out, "checkpoints", "final"),
