@@ -332,3 +332,15 @@ print(json.dumps(out))
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert all(res.values()), res
+
+
+@pytest.mark.parametrize("backend", backend_params("torch"))
+def test_run_with_model_flag(backend, demo_dir, tmp_path):
+    # --model replaces the recipe's model; summary.json records it
+    out = tmp_path / "run"
+    r = run_cli("run", "demo", "--data-dir", demo_dir, "--backend", backend, "--model", "cnn_elu",
+                "--epochs", "1", "--no-retrain", "--quiet", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["recipe"]["model"] == "cnn_elu"
+    assert (out / "submission.csv").exists()
