@@ -4,7 +4,7 @@ Each run: the demo's data (built once), its recipe's SGD + StepLR (lr 0.05, wd 5
 lr halved every 4 epochs) with the model replaced, ``--epochs`` epochs, no retraining; prints
 valid accuracy and training examples/s.
 
-    python benchmarks/model_demo.py [--backend torch] [--epochs 8] [--runs resnet18 cnn_elu ...]
+    python benchmarks/model_demo.py [--backend torch] [--epochs 8] [--n-train 1000] [--runs resnet18 cnn_elu ...]
 
 A run is ``NAME`` or ``NAME:key=value,key=value`` (e.g. ``resnet18:width=16,drop_path=0.1``).
 """
@@ -49,11 +49,12 @@ def main():
     p.add_argument("--runs", nargs="*", default=["resnet18:width=16", "resnet18:width=16,drop_path=0.1",
                                                  "cnn_elu", "efficientnet_v2_s"])
     p.add_argument("--data", help="demo folder (default: built in a temporary folder)")
+    p.add_argument("--n-train", type=int, default=1000, help="demo training images (default: 1000)")
     a = p.parse_args()
     data = a.data or os.path.join(tempfile.mkdtemp(), "demo")
     if not os.path.exists(os.path.join(data, "trainLabels.csv")):
         from d2lkaggle.datasets import make_demo
-        make_demo(data, seed=0)
+        make_demo(data, n_train=a.n_train, seed=0)
     print(f"| backend | model | epochs | valid acc | best valid acc | train ex/s |")
     print("|---|---|---|---|---|---|")
     for run in a.runs:
