@@ -9,6 +9,10 @@ canonical names, in PyTorch's layouts:
 * The book's ResNet-18: ``conv1``/``bn1`` (stem), ``layer{1..4}.{0,1}.{conv1,bn1,conv2,bn2}``
   and, for the first block of layers 2–4, the 1×1 shortcut ``conv3``; ``fc`` for the output.
 * The fine-tune head: ``head.0`` (Linear 512→hidden) and ``head.2`` (Linear hidden→classes).
+* EfficientNetV2-S/M/L: torchvision's ``efficientnet_v2_*`` state_dict names
+  (``features.{i}.{j}.block.{k}.0.weight``, ``...block.2.fc1.bias`` for squeeze-excitation,
+  ``classifier.1.weight``); the ``finetune_net(arch="efficientnet_v2_*")`` net is that model.
+* ``cnn_elu``: the write-up's ``layer.{0,2,3,5,7,9}`` and ``fc_layer.{0,3,4}``.
 
 Linear weights are ``[out, in]`` and convolutions ``[out, in, kh, kw]``; a backend whose
 layout differs (Paddle's Linear is ``[in, out]``) transposes when it maps names.
