@@ -28,6 +28,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-amp", action="store_true",
                    help="train in float32 (default: bf16 autocast where the backend measured it faster)")
+    _add_cifar_args(p)
+
+
+def _add_cifar_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--label-kind", choices=("fine", "coarse"),
+                   help="CIFAR-100 python archive: learn the 100 fine classes or the 20 coarse "
+                        "superclasses (default: fine)")
 
 
 def _run_kwargs(a: argparse.Namespace) -> dict:
@@ -35,7 +42,7 @@ def _run_kwargs(a: argparse.Namespace) -> dict:
                 wd=a.wd, lr_period=a.lr_period, lr_decay=a.lr_decay, valid_ratio=a.valid_ratio,
                 image_size=a.image_size, weights=a.weights, retrain=not a.no_retrain, seed=a.seed,
                 resume=a.resume, progress=not a.quiet, num_workers=a.workers,
-                amp=False if a.no_amp else "auto")
+                amp=False if a.no_amp else "auto", label_kind=a.label_kind)
 
 
 def _report(summary: dict) -> None:
@@ -43,6 +50,8 @@ def _report(summary: dict) -> None:
     print(f"\n{summary['competition']} with {summary['backend']}: "
           + (f"valid accuracy {acc:.4f}, " if acc is not None else "")
           + f"{summary['examples_per_sec']:.1f} examples/s, {summary['timings']['total_s']:.1f} s")
+    if summary.get("test_acc") is not None:
+        print(f"  test accuracy {summary['test_acc']:.4f} (the archive's labelled test split)")
     for k, v in summary["files"].items():
         print(f"  {k:12s} {v}")
 
@@ -131,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="train, validate, retrain and write submission.csv")
     r.add_argument("competition", help="cifar10, dog-breed or demo")
-    r.add_argument("--data-dir", required=True, help="folder with train/, test/ and the labels CSV")
+    r.add_argument("--data-dir", required=True,
+                   help="folder with train/, test/ and the labels CSV, or a CIFAR python archive "
+                        "(cifar-10-python.tar.gz / cifar-100-python.tar.gz, or a folder holding it)")
     _add_train_args(r)
     r.set_defaults(func=cmd_run)
 

@@ -66,8 +66,13 @@ COMPETITIONS: dict[str, Competition] = {
         url="https://www.kaggle.com/c/dog-breed-identification"),
     "cifar100": Competition(
         "cifar100", "trainLabels.csv", "id", "label", "sampleSubmission.csv", "label", 32,
-        (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "cifar", True, None,
-        notes="data layout only; no default recipe yet"),
+        (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "cifar", True,
+        # the CIFAR-10 chapter's ResNet-18 and schedule, for 100 classes; the tuned CIFAR-100
+        # recipe is the write-up's (`--recipe writeup-cifar100-effnetv2`)
+        Recipe("resnet18", epochs=20, batch_size=128, lr=0.02, wd=5e-4, lr_period=4,
+               lr_decay=0.9),
+        url="https://www.cs.toronto.edu/~kriz/cifar.html",
+        notes="Kaggle CIFAR-10 layout with 100 classes, or cifar-100-python.tar.gz"),
     "demo": Competition(
         "demo", "trainLabels.csv", "id", "label", "sampleSubmission.csv", "label", 32,
         CIFAR10_MEAN, CIFAR10_STD, "cifar", True,

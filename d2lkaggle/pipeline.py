@@ -16,6 +16,7 @@ import numpy as np
 
 from .augment import get_transforms
 from .checkpoint import atomic_write_text
+from .cifar import CifarArrays, find_cifar_archive, read_cifar_archive
 from .competitions import Competition, Recipe, get_competition
 from .data import ArraySource, FileSource, ImageLoader
 from .images import list_images, load_image_array
@@ -36,6 +37,7 @@ class CompetitionData:
     test_iter: ImageLoader
     classes: list[str]
     test_ids: list[str]
+    test_labels: np.ndarray | None = None  # known for the CIFAR python archives' test split
 
 
 def _images_by_id(folder: str) -> dict[str, str]:
@@ -71,8 +73,21 @@ def test_ids(comp: Competition, data_dir: str) -> list[str]:
 
 def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio: float,
               image_size: int | None = None, seed: int = 0,
-              num_workers: int | None = None) -> CompetitionData:
-    """Read labels, split train/valid (in memory, the book's rule) and build the loaders."""
+              num_workers: int | None = None, label_kind: str | None = None) -> CompetitionData:
+    """Read labels, split train/valid (in memory, the book's rule) and build the loaders.
+
+    ``data_dir`` is the Kaggle folder layout or a CIFAR python archive (``.tar.gz``, its
+    extracted folder, or a folder holding it; see :mod:`d2lkaggle.cifar`).
+    """
+    archive = find_cifar_archive(data_dir)
+    if archive is not None:
+        arrays = read_cifar_archive(archive, label_kind or "fine")
+        return load_array_data(comp, arrays, batch_size=batch_size, valid_ratio=valid_ratio,
+                               image_size=image_size, seed=seed, num_workers=num_workers)
+    if label_kind not in (None, "fine"):
+        raise ValueError(f"--label-kind {label_kind} needs a CIFAR-100 python archive "
+                         f"(cifar-100-python.tar.gz); {data_dir} is a folder layout with one label "
+                         "per image")
     size = int(image_size or comp.image_size)
     labels_path = os.path.join(data_dir, comp.labels_file)
     labels = read_csv_labels(labels_path)
@@ -110,6 +125,53 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
     return CompetitionData(train_iter, valid_iter, train_valid_iter, test_iter, classes, t_ids)
 
 
+def load_array_data(comp: Competition, arrays: CifarArrays, *, batch_size: int,
+                    valid_ratio: float, image_size: int | None = None, seed: int = 0,
+                    num_workers: int | None = None) -> CompetitionData:
+    """The four loaders from a CIFAR archive held in memory (:func:`d2lkaggle.cifar.read_cifar_archive`).
+
+    The same steps as :func:`load_data`: the book's per-class train/valid split of the training
+    images (ids ``1..N``), test ids ``1..M`` in archive order (the Kaggle CIFAR-10 submission
+    format) — and the test labels, which the archives publish, for a test accuracy.
+    """
+    if comp.name not in ("cifar10", "cifar100"):
+        raise ValueError(f"{arrays.source} is a CIFAR python archive; run it as competition "
+                         f"{arrays.kind!r}, not {comp.name!r}")
+    if comp.name != arrays.kind:
+        raise ValueError(f"{arrays.source} holds {arrays.kind.upper().replace('CIFAR', 'CIFAR-')}"
+                         f"; run it as competition {arrays.kind!r}, not {comp.name!r}")
+    size = int(image_size or comp.image_size)
+    n = len(arrays.train_x)
+    if n == 0 or len(arrays.test_x) == 0:
+        raise ValueError(f"{arrays.source}: no training or no test images")
+    ids = [str(i + 1) for i in range(n)]
+    labels = {i: arrays.classes[c] for i, c in zip(ids, arrays.train_y)}
+    tr_ids, va_ids = split_train_valid(labels, valid_ratio, seed) if valid_ratio > 0 else (ids, [])
+    tr, va = [int(i) - 1 for i in tr_ids], [int(i) - 1 for i in va_ids]
+    train_tf, test_tf = get_transforms(comp.augment, size)
+    common = dict(batch_size=batch_size, mean=comp.mean, std=comp.std, num_workers=num_workers)
+    y = arrays.train_y
+    train_iter = ImageLoader(ArraySource(arrays.train_x, tr), y[tr], transform=train_tf,
+                             shuffle=True, drop_last=len(tr) >= batch_size, seed=seed, **common)
+    valid_iter = (ImageLoader(ArraySource(arrays.train_x, va), y[va], transform=test_tf, **common)
+                  if va else None)
+    train_valid_iter = ImageLoader(ArraySource(arrays.train_x), y, transform=train_tf, shuffle=True,
+                                   drop_last=n >= batch_size, seed=seed + 1, **common)
+    # Labels stay off the test loader: prediction treats it as the unlabelled Kaggle test set.
+    test_iter = ImageLoader(ArraySource(arrays.test_x), None, transform=test_tf, **common)
+    return CompetitionData(train_iter, valid_iter, train_valid_iter, test_iter, list(arrays.classes),
+                           [str(i + 1) for i in range(len(arrays.test_x))],
+                           test_labels=arrays.test_y)
+
+
+def labelled_test_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of predicted probabilities against known test labels."""
+    labels = np.asarray(labels, dtype=np.int64)
+    p = np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)
+    return {"test_acc": float((probs.argmax(axis=1) == labels).mean()),
+            "test_loss": float(-np.log(p).mean())}
+
+
 def build_net(backend, recipe: Recipe, num_classes: int):
     """The recipe's model in ``backend``: the book's ResNet-18 or the ResNet-34 fine-tune net."""
     if recipe.model == "resnet18":
@@ -144,7 +206,8 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                     image_size: int | None = None, weights: str | None = None,
                     retrain: bool = True, seed: int = 0, resume: bool = False,
                     progress: bool = True, num_workers: int | None = None, amp: Any = "auto",
-                    log: Callable[[str], Any] | None = print) -> dict[str, Any]:
+                    log: Callable[[str], Any] | None = print,
+                    label_kind: str | None = None) -> dict[str, Any]:
     """Run a whole chapter and write ``out/{submission.csv, history.csv, curves.png,
     summary.json, checkpoints/}``; returns the summary."""
     comp = get_competition(competition) if isinstance(competition, str) else competition
@@ -159,7 +222,8 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     say = log or (lambda *_: None)
     t_start = time.perf_counter()
     data = load_data(comp, data_dir, batch_size=recipe.batch_size, valid_ratio=recipe.valid_ratio,
-                     image_size=image_size, seed=seed, num_workers=num_workers)
+                     image_size=image_size, seed=seed, num_workers=num_workers,
+                     label_kind=label_kind)
     t_data = time.perf_counter() - t_start
     say(f"{comp.name}: {len(data.classes)} classes, {data.train_iter.num_examples} train / "
         f"{len(data.valid_iter.source) if data.valid_iter else 0} valid / "
@@ -213,6 +277,10 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                   "checkpoints": os.path.join(out, "checkpoints"),
                   "summary": os.path.join(out, "summary.json")},
     }
+    if data.test_labels is not None:
+        # The CIFAR archives label their test split: report what Kaggle would have scored.
+        summary.update(labelled_test_metrics(probs, data.test_labels), label_kind=label_kind or "fine")
+        say(f"test accuracy {summary['test_acc']:.4f} on {len(data.test_ids)} labelled test images")
     atomic_write_text(summary["files"]["summary"], json.dumps(summary, indent=2) + "\n")
     return summary
 
