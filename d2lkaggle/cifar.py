@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import struct
 import tarfile
 import zlib
 from dataclasses import dataclass
@@ -31,7 +32,8 @@ from typing import Any, Callable
 import numpy as np
 
 __all__ = ["CifarArrays", "read_cifar_archive", "find_cifar_archive", "is_cifar_archive",
-           "archive_kind", "to_kaggle_layout", "ARCHIVE_NAMES", "LABEL_KINDS"]
+           "archive_kind", "to_kaggle_layout", "write_cifar_archive", "make_demo_archive",
+           "ARCHIVE_NAMES", "LABEL_KINDS"]
 
 #: archive file name -> (kind, folder inside the archive)
 ARCHIVE_NAMES = {"cifar-10-python.tar.gz": ("cifar10", "cifar-10-batches-py"),
@@ -309,3 +311,120 @@ def to_kaggle_layout(arrays: CifarArrays, out_dir: str) -> str:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+# --------------------------------------------------------------------------- writing
+
+class _Py2Pickler(pickle._Pickler):  # type: ignore[name-defined]
+    """Writes str and bytes as Python 2 ``str`` (BINSTRING), as the real archives hold them:
+    ``encoding="bytes"`` then reads ``b"data"`` keys and ``encoding="latin1"`` reads ``"data"``,
+    exactly as with the files from the CIFAR site."""
+
+    dispatch = pickle._Pickler.dispatch.copy()  # type: ignore[attr-defined]
+
+    def _save_py2_str(self, obj: str | bytes) -> None:
+        raw = obj.encode("latin1") if isinstance(obj, str) else bytes(obj)
+        if len(raw) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(raw)) + raw)
+        self.memoize(obj)
+
+    dispatch[str] = _save_py2_str
+    dispatch[bytes] = _save_py2_str
+
+
+def _py2_dumps(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    _Py2Pickler(buf, protocol=2).dump(obj)
+    return buf.getvalue()
+
+
+def _pickle_split(x: np.ndarray, labels: dict[str, np.ndarray], batch_label: str) -> bytes:
+    # The archives' own layout: planar rows, labels as lists of ints.
+    d: dict[str, Any] = {"batch_label": batch_label,
+                         "data": np.ascontiguousarray(x.transpose(0, 3, 1, 2).reshape(len(x), -1)),
+                         "filenames": [f"{k:05d}.png" for k in range(len(x))]}
+    d.update({k: [int(v) for v in y] for k, y in labels.items()})
+    return _py2_dumps(d)
+
+
+def write_cifar_archive(folder: str, kind: str, train_x: np.ndarray, test_x: np.ndarray,
+                        labels: dict[str, tuple[list[str], np.ndarray, np.ndarray]]) -> str:
+    """Pack images and labels as ``folder/cifar-10-python.tar.gz`` or ``cifar-100-python.tar.gz``
+    in the real archives' format (what :func:`read_cifar_archive` and torchvision read).
+
+    ``labels`` maps a label kind (``"fine"``; ``"coarse"`` too for CIFAR-100) to
+    ``(names, train_labels, test_labels)``. Written to a temporary name and renamed.
+    """
+    import tarfile as _tar
+
+    from .checkpoint import atomic_open
+    if kind not in _MEMBERS:
+        raise ValueError(f"unknown CIFAR kind {kind!r}; choose 'cifar10' or 'cifar100'")
+    need = {"fine"} if kind == "cifar10" else {"fine", "coarse"}
+    if set(labels) != need:
+        raise ValueError(f"{kind} needs labels {sorted(need)}, got {sorted(labels)}")
+    name = next(n for n, v in ARCHIVE_NAMES.items() if v[0] == kind)
+    top = ARCHIVE_NAMES[name][1]
+    members: dict[str, bytes] = {}
+    if kind == "cifar10":
+        names, ytr, yte = labels["fine"]
+        for i, part in enumerate(np.array_split(np.arange(len(train_x)), 5), 1):
+            members[f"data_batch_{i}"] = _pickle_split(train_x[part], {"labels": ytr[part]},
+                                                       f"training batch {i} of 5")
+        members["test_batch"] = _pickle_split(test_x, {"labels": yte}, "testing batch 1 of 1")
+        members["batches.meta"] = _py2_dumps({"label_names": list(names),
+                                              "num_cases_per_batch": 10000, "num_vis": 3072})
+    else:
+        for split, x, k in (("train", train_x, 1), ("test", test_x, 2)):
+            members[split] = _pickle_split(x, {f"{lk}_labels": labels[lk][k] for lk in ("fine", "coarse")},
+                                           split)
+        members["meta"] = _py2_dumps({f"{lk}_label_names": list(labels[lk][0])
+                                      for lk in ("fine", "coarse")})
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
+    with atomic_open(path) as f, _tar.open(fileobj=f, mode="w:gz") as tf:
+        for member, blob in members.items():
+            info = _tar.TarInfo(f"{top}/{member}")
+            info.size = len(blob)
+            tf.addfile(info, io.BytesIO(blob))
+    return path
+
+
+def make_demo_archive(folder: str, kind: str = "cifar10", n_train: int = 2000, n_test: int = 500,
+                      seed: int = 0) -> str:
+    """A learnable synthetic CIFAR archive in the real format, for trying things offline.
+
+    ``"cifar10"``: the demo competition's ten shapes (:mod:`d2lkaggle.datasets`) as classes.
+    ``"cifar100"``: twenty fine classes — each shape drawn once large and once as a 2×2 tile
+    of small copies — whose coarse label is the shape (ten superclasses).
+    """
+    from PIL import Image
+
+    from .datasets import SHAPES, _draw
+    rng = np.random.default_rng(seed)
+    fine_n = len(SHAPES) * (2 if kind == "cifar100" else 1)
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.permutation(np.arange(n) % fine_n)
+        x = np.empty((n, 32, 32, 3), np.uint8)
+        for i, c in enumerate(y):
+            shape, tiled = SHAPES[c % len(SHAPES)], c >= len(SHAPES)
+            img = _draw(shape, 32, 32, rng)
+            if tiled:
+                img = np.tile(np.asarray(img.resize((16, 16), Image.BILINEAR)), (2, 2, 1))
+            x[i] = np.asarray(img)
+        return x, y.astype(np.int64)
+    xtr, ytr = draw(n_train)
+    xte, yte = draw(n_test)
+    if kind == "cifar10":
+        return write_cifar_archive(folder, kind, xtr, xte, {"fine": (list(SHAPES), ytr, yte)})
+    fine = [f"{s}" for s in SHAPES] + [f"{s}_tiles" for s in SHAPES]
+    order = sorted(range(fine_n), key=lambda k: fine[k])  # archives list names sorted
+    rank = np.argsort(order)
+    fine_sorted = [fine[k] for k in order]
+    shape_of = np.arange(fine_n) % len(SHAPES)
+    return write_cifar_archive(folder, kind, xtr, xte, {
+        "fine": (fine_sorted, rank[ytr], rank[yte]),
+        "coarse": (list(SHAPES), shape_of[ytr], shape_of[yte])})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import struct
 import tarfile
 
 import numpy as np
@@ -37,8 +38,27 @@ def _add(tf: tarfile.TarFile, name: str, blob: bytes) -> None:
     tf.addfile(info, io.BytesIO(blob))
 
 
+class Py2Pickler(pickle._Pickler):
+    """Python 2's cPickle as the CIFAR site used it: every str/bytes is a py2 ``str``
+    (SHORT_BINSTRING / BINSTRING), including the raw buffer inside each numpy array."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_py2(self, obj):
+        raw = obj.encode("latin1") if isinstance(obj, str) else bytes(obj)
+        head = (pickle.SHORT_BINSTRING + bytes([len(raw)]) if len(raw) < 256
+                else pickle.BINSTRING + struct.pack("<i", len(raw)))
+        self.write(head + raw)
+        self.memoize(obj)
+
+    dispatch[str] = save_py2
+    dispatch[bytes] = save_py2
+
+
 def _dump(d: dict) -> bytes:
-    return pickle.dumps({k.encode(): v for k, v in d.items()}, protocol=2)
+    buf = io.BytesIO()
+    Py2Pickler(buf, protocol=2).dump(d)
+    return buf.getvalue()
 
 
 def write_cifar10(folder, n_train=50, n_test=20, seed=0, classes=10, skip=(), corrupt=(),
@@ -54,12 +74,12 @@ def write_cifar10(folder, n_train=50, n_test=20, seed=0, classes=10, skip=(), co
     parts = np.array_split(np.arange(n_train), 5)
     with tarfile.open(path, "w:gz") as tf:
         members = {f"data_batch_{i + 1}": _dump({
-            "batch_label": b"training batch", "labels": [int(v) for v in ytr[p]],
-            "data": planar(xtr[p]), "filenames": [b"x.png"] * len(p)}) for i, p in enumerate(parts)}
-        members["test_batch"] = _dump({"batch_label": b"testing batch",
+            "batch_label": "training batch", "labels": [int(v) for v in ytr[p]],
+            "data": planar(xtr[p]), "filenames": ["x.png"] * len(p)}) for i, p in enumerate(parts)}
+        members["test_batch"] = _dump({"batch_label": "testing batch",
                                        "labels": [int(v) for v in yte], "data": planar(xte),
-                                       "filenames": [b"x.png"] * n_test})
-        members["batches.meta"] = _dump({"label_names": [n.encode() for n in CIFAR10_NAMES],
+                                       "filenames": ["x.png"] * n_test})
+        members["batches.meta"] = _dump({"label_names": list(CIFAR10_NAMES),
                                          "num_cases_per_batch": 10000, "num_vis": 3072})
         _add(tf, "cifar-10-batches-py/readme.html", b"<html></html>")
         for name, blob in members.items():
@@ -80,11 +100,11 @@ def write_cifar100(folder, n_train=60, n_test=20, seed=0, classes=6, skip=(), co
     with tarfile.open(path, "w:gz") as tf:
         members = {}
         for split, x, y in (("train", xtr, ytr), ("test", xte, yte)):
-            members[split] = _dump({"filenames": [b"x.png"] * len(x), "batch_label": split.encode(),
+            members[split] = _dump({"filenames": ["x.png"] * len(x), "batch_label": split,
                                     "fine_labels": [int(v) for v in y],
                                     "coarse_labels": [int(v) // 5 for v in y], "data": planar(x)})
-        members["meta"] = _dump({"fine_label_names": [n.encode() for n in FINE],
-                                 "coarse_label_names": [n.encode() for n in COARSE]})
+        members["meta"] = _dump({"fine_label_names": list(FINE),
+                                 "coarse_label_names": list(COARSE)})
         for name, blob in members.items():
             if name in skip:
                 continue

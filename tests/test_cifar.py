@@ -236,3 +236,35 @@ def test_cifar100_kaggle_layout_runs_with_its_default_recipe(backend, tmp_path):
     assert {row[1] for row in sub[1:]} <= set(FINE)
     hist = rows(out / "history.csv")
     assert {h[0] for h in hist[1:]} == {"valid", "train_valid"}
+
+
+def test_write_cifar_archive_round_trips_in_the_real_format(tmp_path):
+    from d2lkaggle.cifar import write_cifar_archive
+    rng = np.random.default_rng(3)
+    xtr, xte = (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8) for n in (12, 4))
+    fine_tr, fine_te = rng.integers(0, 4, 12), rng.integers(0, 4, 4)
+    names = ["a", "b", "c", "d"]
+    path = write_cifar_archive(str(tmp_path), "cifar100", xtr, xte, {
+        "fine": (names, fine_tr, fine_te), "coarse": (["x", "y"], fine_tr // 2, fine_te // 2)})
+    with tarfile.open(path) as tf:
+        assert sorted(tf.getnames()) == ["cifar-100-python/meta", "cifar-100-python/test",
+                                         "cifar-100-python/train"]
+        d = pickle.load(tf.extractfile("cifar-100-python/train"), encoding="latin1")  # torchvision's way
+    assert d["data"].shape == (12, 3072) and d["fine_labels"] == [int(v) for v in fine_tr]
+    np.testing.assert_array_equal(d["data"][0, :1024].reshape(32, 32), xtr[0, :, :, 0])
+    a = read_cifar_archive(path, "coarse")
+    np.testing.assert_array_equal(a.train_x, xtr)
+    np.testing.assert_array_equal(a.test_y, fine_te // 2)
+    with pytest.raises(ValueError, match="needs labels"):
+        write_cifar_archive(str(tmp_path), "cifar100", xtr, xte, {"fine": (names, fine_tr, fine_te)})
+
+
+def test_demo_archives_are_learnable_shapes(tmp_path):
+    from d2lkaggle.cifar import make_demo_archive
+    a = read_cifar_archive(make_demo_archive(str(tmp_path), "cifar10", 40, 10))
+    assert len(a.classes) == 10 and np.bincount(a.train_y).tolist() == [4] * 10
+    fine = read_cifar_archive(make_demo_archive(str(tmp_path), "cifar100", 40, 10))
+    coarse = read_cifar_archive(os.path.join(tmp_path, "cifar-100-python.tar.gz"), "coarse")
+    assert len(fine.classes) == 20 and len(coarse.classes) == 10
+    assert all(fine.classes[f].split("_")[0] == coarse.classes[c]
+               for f, c in zip(fine.train_y, coarse.train_y))
