@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .augment import get_transforms
+from .augment import PRESETS, preset_transforms
 from .checkpoint import atomic_write_text
 from .cifar import CifarArrays, find_cifar_archive, read_cifar_archive
 from .competitions import Competition, Recipe, get_competition
@@ -73,9 +74,13 @@ def test_ids(comp: Competition, data_dir: str) -> list[str]:
 
 def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio: float,
               image_size: int | None = None, seed: int = 0,
-              num_workers: int | None = None, label_kind: str | None = None) -> CompetitionData:
+              num_workers: int | None = None, augment: Any = None,
+              label_kind: str | None = None) -> CompetitionData:
     """Read labels, split train/valid (in memory, the book's rule) and build the loaders.
 
+    ``augment`` is a preset name (``book`` — the default —, ``crop-flip``,
+    ``crop-flip-rotate``, ``none``; see :func:`d2lkaggle.augment.preset_transforms`) or your
+    own ``(train_transform, test_transform)`` pair of ``t(image, rng) -> image`` callables.
     ``data_dir`` is the Kaggle folder layout or a CIFAR python archive (``.tar.gz``, its
     extracted folder, or a folder holding it; see :mod:`d2lkaggle.cifar`).
     """
@@ -83,7 +88,8 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
     if archive is not None:
         arrays = read_cifar_archive(archive, label_kind or "fine")
         return load_array_data(comp, arrays, batch_size=batch_size, valid_ratio=valid_ratio,
-                               image_size=image_size, seed=seed, num_workers=num_workers)
+                               image_size=image_size, seed=seed, num_workers=num_workers,
+                               augment=augment)
     if label_kind not in (None, "fine"):
         raise ValueError(f"--label-kind {label_kind} needs a CIFAR-100 python archive "
                          f"(cifar-100-python.tar.gz); {data_dir} is a folder layout with one label "
@@ -111,7 +117,7 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
     else:
         make = lambda sel: FileSource([images[i] for i in sel])  # noqa: E731
         test_source = FileSource([test_images[i] for i in t_ids])
-    train_tf, test_tf = get_transforms(comp.augment, size)
+    train_tf, test_tf = augment_transforms(comp, size, augment)
     common = dict(batch_size=batch_size, mean=comp.mean, std=comp.std, num_workers=num_workers)
     sel_y = lambda sel: y[[pos[i] for i in sel]]  # noqa: E731
     # Like the book: shuffle and drop the last partial batch when training; keep all when testing.
@@ -125,9 +131,20 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
     return CompetitionData(train_iter, valid_iter, train_valid_iter, test_iter, classes, t_ids)
 
 
+def augment_transforms(comp: Competition, size: int, augment: Any = None) -> tuple[Any, Any]:
+    """(train, test) transforms for ``augment``: None/preset name, or a user's pair."""
+    if augment is None or isinstance(augment, str):
+        return preset_transforms(augment or "book", size, book=comp.augment)
+    if (isinstance(augment, (tuple, list)) and len(augment) == 2
+            and all(t is None or callable(t) for t in augment)):
+        return augment[0], augment[1]
+    raise ValueError(f"augment must be a preset name ({', '.join(PRESETS)}) or a "
+                     f"(train_transform, test_transform) pair, got {augment!r}")
+
+
 def load_array_data(comp: Competition, arrays: CifarArrays, *, batch_size: int,
                     valid_ratio: float, image_size: int | None = None, seed: int = 0,
-                    num_workers: int | None = None) -> CompetitionData:
+                    num_workers: int | None = None, augment: Any = None) -> CompetitionData:
     """The four loaders from a CIFAR archive held in memory (:func:`d2lkaggle.cifar.read_cifar_archive`).
 
     The same steps as :func:`load_data`: the book's per-class train/valid split of the training
@@ -148,7 +165,7 @@ def load_array_data(comp: Competition, arrays: CifarArrays, *, batch_size: int,
     labels = {i: arrays.classes[c] for i, c in zip(ids, arrays.train_y)}
     tr_ids, va_ids = split_train_valid(labels, valid_ratio, seed) if valid_ratio > 0 else (ids, [])
     tr, va = [int(i) - 1 for i in tr_ids], [int(i) - 1 for i in va_ids]
-    train_tf, test_tf = get_transforms(comp.augment, size)
+    train_tf, test_tf = augment_transforms(comp, size, augment)
     common = dict(batch_size=batch_size, mean=comp.mean, std=comp.std, num_workers=num_workers)
     y = arrays.train_y
     train_iter = ImageLoader(ArraySource(arrays.train_x, tr), y[tr], transform=train_tf,

@@ -25,8 +25,8 @@ def test_fit_learns_and_records_history(blobs, tmp_path):
     plot = str(tmp_path / "curves.png")
     h = loop.fit(step, tr, va, 6, step_lr(0.5, 2, 0.5), progress=False, log=None, plot=plot)
     assert len(h) == 6
-    assert step.lrs == [0.5, 0.5, 0.25, 0.25, 0.125, 0.125]
-    assert h.column("lr") == step.lrs
+    assert step.lrs == [0.5, 0.25, 0.125]  # set before every batch, passed on when it changes
+    assert h.column("lr") == h.column("lr_last") == [0.5, 0.5, 0.25, 0.25, 0.125, 0.125]
     assert h.last["valid_acc"] >= 0.9
     assert h.column("train_loss")[-1] < h.column("train_loss")[0]
     assert all(r["examples_per_sec"] > 0 for r in h.rows)
