@@ -272,17 +272,30 @@ def loader_norm(data_iter) -> dict[str, tuple[float, ...]]:
 
 def train_net(step_cls: Callable[..., Step], net: Any, train_iter, valid_iter, num_epochs: int,
               lr: float, wd: float, devices: Any = None, lr_period: int | None = None,
-              lr_decay: float = 1.0, *, momentum: float = 0.9, amp: Any = "auto",
-              **fit_kwargs: Any) -> History:
-    """Build a backend's training step for ``net`` and run the chapters' StepLR training.
+              lr_decay: float = 1.0, *, optimizer: Any = "sgd", schedule: Any = None,
+              mixing: Any = None, momentum: float = 0.9, nesterov: bool = False,
+              betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
+              wd_exclude: str | None = None, amp: Any = "auto", **fit_kwargs: Any) -> History:
+    """Build a backend's training step for ``net`` (with the core's optimizer) and train it.
 
-    Every backend's ``train`` is this call with its own step class, so none has a loop.
+    ``schedule`` (a core schedule) overrides the chapters' StepLR ``lr_period``/``lr_decay``;
+    ``mixing`` is handed to :func:`fit` only when given. Every backend's ``train`` is this
+    call with its own step class, so none has a loop.
     """
+    from .schedules import step_lr
     step = step_cls(net, lr=lr, wd=wd, momentum=momentum, devices=devices, amp=amp,
-                    **loader_norm(train_iter))
+                    optimizer=optimizer, nesterov=nesterov, betas=betas, eps=eps,
+                    wd_exclude=wd_exclude, **loader_norm(train_iter))
     names = ", ".join(str(d) for d in getattr(step, "devices", []))
-    return train_with_step_lr(step, train_iter, valid_iter, num_epochs, lr, lr_period, lr_decay,
-                              devices=names, **fit_kwargs)
+    if mixing is not None:   # (a fit without mixing support is never handed the keyword)
+        fit_kwargs["mixing"] = mixing
+    history = fit(step, train_iter, valid_iter, num_epochs,
+                  schedule if schedule is not None else step_lr(lr, lr_period, lr_decay),
+                  devices=names, **fit_kwargs)
+    log = fit_kwargs.get("log", print)
+    if log and len(history):
+        log(history.summary())
+    return history
 
 
 def inference_step(step_cls: Callable[..., Step], net: Any, data_iter, devices: Any = None,

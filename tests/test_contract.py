@@ -50,5 +50,6 @@ def test_same_file_names():
     files = {b: sorted(f for f in os.listdir(os.path.join(ROOT, "d2lkaggle", f"{b}_impl"))
                        if f.endswith(".py"))
              for b in ("torch", "mxnet", "paddle")}
-    assert files["torch"] == ["__init__.py", "data.py", "models.py", "train.py", "weights.py"]
+    assert files["torch"] == ["__init__.py", "data.py", "models.py", "optim.py", "train.py",
+                               "weights.py"]
     assert files["mxnet"] == files["torch"] == files["paddle"]

@@ -13,7 +13,8 @@ from ..augment import normalize_nchw
 def to_tensor(x: np.ndarray, mean: Sequence[float], std: Sequence[float],
               device: "mx.Context | str" = "cpu", channels_last: bool = True,
               dtype: str = "float32") -> "mnp.ndarray":
-    """Convert an N×H×W×3 uint8 batch to a normalised N×3×H×W ``dtype`` array on ``device``.
+    """Convert an N×H×W×3 uint8 (or float32 0..255, MixUp's) batch to a normalised
+    N×3×H×W ``dtype`` array on ``device``.
 
     ``channels_last`` is accepted for the shared signature; Gluon's convolutions take NCHW.
     """

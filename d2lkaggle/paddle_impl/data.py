@@ -12,7 +12,8 @@ from ..augment import normalize_nchw
 def to_tensor(x: np.ndarray, mean: Sequence[float], std: Sequence[float],
               device: "paddle.CPUPlace | str" = "cpu", channels_last: bool = True,
               dtype: str = "float32") -> paddle.Tensor:
-    """Convert an N×H×W×3 uint8 batch to a normalised N×3×H×W ``dtype`` tensor on ``device``.
+    """Convert an N×H×W×3 uint8 (or float32 0..255, MixUp's) batch to a normalised
+    N×3×H×W ``dtype`` tensor on ``device``.
 
     ``channels_last`` is accepted for the shared signature; NHWC measured no faster here.
     """

@@ -12,7 +12,8 @@ from ..augment import normalize_nchw
 def to_tensor(x: np.ndarray, mean: Sequence[float], std: Sequence[float],
               device: torch.device | str = "cpu", channels_last: bool = True,
               dtype: str = "float32") -> torch.Tensor:
-    """Convert an N×H×W×3 uint8 batch to a normalised N×3×H×W ``dtype`` tensor.
+    """Convert an N×H×W×3 batch — uint8, or float32 0..255 pixels (MixUp mixes in float)
+    — to a normalised N×3×H×W ``dtype`` tensor.
 
     With ``channels_last`` the tensor keeps NHWC memory, which oneDNN convolutions prefer.
     float32 is normalised on the device (uint8 travels: 4× fewer bytes to a GPU); float64,
@@ -21,8 +22,12 @@ def to_tensor(x: np.ndarray, mean: Sequence[float], std: Sequence[float],
     if dtype != "float32":
         t = torch.from_numpy(normalize_nchw(x, mean, std, dtype)).to(device)
         return t.contiguous(memory_format=torch.channels_last) if channels_last else t
+    x = np.asarray(x)
+    if x.dtype != np.uint8 and x.dtype != np.float32:
+        x = x.astype(np.float32)
     t = torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True)
-    t = t.permute(0, 3, 1, 2).float().div_(255.0)
+    # (not in place: a float32 batch on the CPU shares the caller's numpy memory)
+    t = t.permute(0, 3, 1, 2).float().div(255.0)
     m = torch.tensor(mean, dtype=torch.float32, device=t.device).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32, device=t.device).view(1, -1, 1, 1)
     t = (t - m) / s
