@@ -76,7 +76,9 @@ if FAST and _threads_unset and _os.environ.get("OMP_NUM_THREADS") == "1":
 THREADS = _set_threads()
 
 from .data import to_labels, to_tensor  # noqa: E402
-from .models import FineTuneNet, Residual, ResNet18, finetune_net, resnet18, resnet34  # noqa: E402
+from .models import (CnnElu, EfficientNetV2, FineTuneNet, Residual, ResNet18, cnn_elu,  # noqa: E402
+                     create_model, efficientnet_v2_l, efficientnet_v2_m, efficientnet_v2_s,
+                     finetune_net, list_models, resnet18, resnet34)
 from .train import (SUPPORTS_BF16, PaddleStep as Step, evaluate_accuracy, evaluate_loss,  # noqa: E402
                     forward, predict, set_seed, train, try_all_gpus, try_gpu)
 from .weights import get_state, load_weights, save_weights, set_state  # noqa: E402
@@ -86,4 +88,6 @@ NAME = "paddle"
 __all__ = ["NAME", "SUPPORTS_BF16", "Step", "Residual", "ResNet18", "FineTuneNet", "resnet18",
            "resnet34", "finetune_net", "train", "evaluate_accuracy", "evaluate_loss", "predict",
            "forward", "try_gpu", "try_all_gpus", "set_seed", "to_tensor", "to_labels",
-           "save_weights", "load_weights", "get_state", "set_state"]
+           "save_weights", "load_weights", "get_state", "set_state",
+           "CnnElu", "EfficientNetV2", "cnn_elu", "efficientnet_v2_s", "efficientnet_v2_m",
+           "efficientnet_v2_l", "list_models", "create_model"]
