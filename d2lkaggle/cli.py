@@ -126,6 +126,12 @@ def cmd_parity(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recipes(a: argparse.Namespace) -> int:
+    from .writeups import format_writeups
+    print(format_writeups(a.names or None))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``d2lkaggle`` argument parser."""
     p = argparse.ArgumentParser(prog="d2lkaggle", description=__doc__)
@@ -175,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     wc.add_argument("src")
     wc.add_argument("dst")
     wc.set_defaults(func=cmd_weights_convert)
+
+    rc = sub.add_parser("recipes", help="list the named recipes (--recipe NAME) with all their values")
+    rc.add_argument("names", nargs="*", help="recipes to show (default: all)")
+    rc.set_defaults(func=cmd_recipes)
 
     pa = sub.add_parser("parity", help="compare the installed backends on one neutral checkpoint")
     pa.add_argument("--model", choices=("resnet18", "resnet34", "finetune"), default="resnet18")

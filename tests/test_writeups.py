@@ -1,0 +1,117 @@
+"""The write-ups as recipes: their values, schedules and mixing as data; the example scripts run."""
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, backend_params, run_cli
+from d2lkaggle.mixing import Mixup
+from d2lkaggle.writeups import WRITEUPS, format_writeups, get_writeup
+
+
+def test_004_values():
+    w = get_writeup("writeup-cifar10-mixup")
+    assert (w.model, w.optimizer, w.lr, w.wd, w.batch_size) == ("cnn_elu", "adam", 2e-3, 1e-3, 32)
+    assert (w.sched, w.cycle_mode, w.augment, w.keep, w.image_size) == (
+        "cyclic", "triangular2", "crop-flip", "best", 32)
+    m = w.mixing()
+    assert isinstance(m, Mixup) and (m.mixup_alpha, m.cutmix_alpha, m.prob) == (0.4, 0.0, 1.0)
+
+
+def test_004_cyclic_triangular2_between_half_and_twice_lr():
+    w = get_writeup("writeup-cifar10-mixup").with_overrides(epochs=20)
+    spe = 50
+    s = w.schedule(spe)
+    up = w.step_size(spe)                    # ten full triangles over 20 epochs: 1 epoch up
+    assert up == 50
+    at = lambda it: s(it / spe)  # noqa: E731
+    assert at(0) == pytest.approx(1e-3)                   # base = lr / 2
+    assert at(up) == pytest.approx(4e-3)                  # peak = 2 · lr
+    assert at(2 * up) == pytest.approx(1e-3)
+    assert at(3 * up) == pytest.approx(1e-3 + 3e-3 / 2)   # triangular2: the amplitude halves
+    assert at(5 * up) == pytest.approx(1e-3 + 3e-3 / 4)
+    rates = [at(i) for i in range(20 * spe)]
+    assert min(rates) >= 1e-3 - 1e-12 and max(rates) <= 4e-3 + 1e-12
+
+
+def test_003_values_and_schedule():
+    w = get_writeup("writeup-cifar100-effnetv2")
+    assert (w.model, w.optimizer, w.lr, w.wd, w.batch_size, w.epochs) == (
+        "efficientnet_v2_s", "adamw", 4e-4, 1e-3, 128, 25)
+    assert (w.augment, w.image_size, w.interpolation, w.weights, w.normalize) == (
+        "crop-flip-rotate", 224, "bilinear", "imagenet", "imagenet")
+    s = w.schedule(391)
+    assert s(0) == pytest.approx(4e-4) and s(9.99) == pytest.approx(4e-4)
+    assert s(10) == pytest.approx(4e-4 * 0.9) and s(24.5) == pytest.approx(4e-4 * 0.81)
+    m = w.mixing()
+    assert (m.mixup_alpha, m.cutmix_alpha, m.prob) == (0.0, 1.0, 0.5)
+    # CutMix on about half the batches, never MixUp: pixels stay whole images' pixels
+    x = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(8) % 4
+    mixed = [not np.array_equal(m(x, y, np.random.default_rng(b), 4)[0], x) for b in range(200)]
+    assert 0.4 < np.mean(mixed) < 0.6
+    assert w.model_kwargs() == {"weights": "imagenet"}
+
+
+def test_overrides_and_errors():
+    w = get_writeup("writeup-cifar10-mixup").with_overrides(lr=1e-3, epochs=None)
+    assert w.lr == 1e-3 and w.epochs == 200 and w.schedule(10)(0) == pytest.approx(5e-4)
+    with pytest.raises(ValueError, match="unknown recipe setting"):
+        w.with_overrides(learning_rate=1)
+    with pytest.raises(ValueError, match="choose from writeup-cifar10-mixup, writeup-cifar100-effnetv2"):
+        get_writeup("writeup-nope")
+
+
+def test_recipes_command_lists_every_value():
+    r = run_cli("recipes")
+    assert r.returncode == 0, r.stderr
+    for name, w in WRITEUPS.items():
+        assert name in r.stdout
+    assert "triangular2" in r.stdout and "efficientnet_v2_s" in r.stdout and "0.0004" in r.stdout
+    text = format_writeups(["writeup-cifar100-effnetv2"])
+    assert "lr_period         10" in text and "cycle_mode" not in text
+    r = run_cli("recipes", "nope")
+    assert r.returncode != 0 and "unknown recipe 'nope'" in r.stderr
+
+
+def run_example(name, tmp_path, *args):
+    env = dict(os.environ, PYTHONPATH=ROOT, D2LKAGGLE_DATA=str(tmp_path / "cache"),
+               TORCH_HOME=str(tmp_path / "torch"))
+    return subprocess.run([sys.executable, os.path.join(ROOT, "examples", name), *args],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.parametrize("backend", backend_params("torch"))
+def test_writeup_cifar10_example_runs_on_an_archive(backend, tmp_path):
+    from cifar_archives import CIFAR10_NAMES, write_cifar10
+    write_cifar10(str(tmp_path), n_train=120, n_test=20)
+    r = run_example("writeup_cifar10_mixup.py", tmp_path, "--backend", backend, "--data-dir",
+                    str(tmp_path), "--epochs", "2", "--batch-size", "16")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "test accuracy" in r.stdout and "# training examples: 120" in r.stdout
+    run = tmp_path / "runs" / "writeup-cifar10-mixup"
+    rows = list(csv.reader(open(run / "submission.csv")))
+    assert rows[0] == ["id", "label"] and [x[0] for x in rows[1:]] == [str(i) for i in range(1, 21)]
+    assert {x[1] for x in rows[1:]} <= set(CIFAR10_NAMES)
+    assert (run / "checkpoints" / "best.npz").exists()
+
+
+@pytest.mark.parametrize("backend", backend_params("torch"))
+def test_writeup_cifar100_example_runs_offline_from_scratch(backend, tmp_path):
+    r = run_example("writeup_cifar100_effnetv2.py", tmp_path, "--backend", backend, "--demo",
+                    "--n-train", "40", "--n-test", "8", "--epochs", "1", "--batch-size", "8",
+                    "--image-size", "32", "--weights", "none")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    rows = list(csv.reader(open(tmp_path / "runs" / "writeup-cifar100-effnetv2" / "submission.csv")))
+    assert len(rows) == 9 and "test accuracy" in r.stdout and "# classes: 20" in r.stdout
+
+
+def test_writeup_cifar100_example_offline_imagenet_weights_is_one_clear_error(tmp_path):
+    pytest.importorskip("torch")
+    r = run_example("writeup_cifar100_effnetv2.py", tmp_path, "--demo", "--n-train", "20",
+                    "--n-test", "4", "--epochs", "1", "--image-size", "32")
+    assert r.returncode != 0
+    assert "efficientnet_v2_s" in r.stderr.lower() or "weights" in r.stderr.lower()
