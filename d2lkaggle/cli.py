@@ -28,6 +28,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-amp", action="store_true",
                    help="train in float32 (default: bf16 autocast where the backend measured it faster)")
+    _add_recipe_args(p)
     _add_cifar_args(p)
 
 
@@ -37,12 +38,71 @@ def _add_cifar_args(p: argparse.ArgumentParser) -> None:
                         "superclasses (default: fine)")
 
 
+def _milestones(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole epochs separated by commas, e.g. 10,15; got {text!r}")
+
+
+def _add_recipe_args(p: argparse.ArgumentParser) -> None:
+    """Training tricks of issue 11 (docs/recipes.md); unset flags keep the recipe's value."""
+    from .augment import PRESETS
+    from .competitions import RECIPE_NAMES
+    from .recipes import OPTIMIZERS
+    from .schedules import CYCLE_MODES, SCHEDULES
+    g = p.add_argument_group("training recipe (docs/recipes.md; unset flags keep the recipe's value)")
+    g.add_argument("--recipe", choices=RECIPE_NAMES, default="default",
+                   help="default: ours (one-cycle, see docs/recipes.md); book: the chapter's exact "
+                        "values (SGD, StepLR, its augmentation) (default: default)")
+    g.add_argument("--optimizer", choices=OPTIMIZERS,
+                   help="sgd (momentum 0.9), nesterov, adam, adamw (default: the recipe's, sgd)")
+    g.add_argument("--sched", choices=SCHEDULES,
+                   help="learning-rate schedule, set before every batch (default: the recipe's: "
+                        "onecycle for cifar10/demo, step for dog-breed and --recipe book)")
+    g.add_argument("--warmup", type=float, metavar="EPOCHS",
+                   help="warm-up epochs of cosine/onecycle (default: cosine 0, onecycle 30%% of the run)")
+    g.add_argument("--base-lr", type=float, help="cyclic: lowest rate (default: lr/2)")
+    g.add_argument("--max-lr", type=float,
+                   help="cyclic: peak rate (default: 2*lr); onecycle: peak rate (default: lr)")
+    g.add_argument("--step-size", type=int, metavar="ITERS",
+                   help="cyclic: iterations per half cycle, as torch counts (default: 2 epochs)")
+    g.add_argument("--cycle-mode", choices=CYCLE_MODES, help="cyclic: amplitude rule (default: triangular)")
+    g.add_argument("--milestones", type=_milestones, metavar="E1,E2",
+                   help="multistep: epochs at which lr is multiplied by --lr-decay "
+                        "(default: 1/2 and 3/4 of the run)")
+    g.add_argument("--mixup", type=float, metavar="ALPHA",
+                   help="MixUp with Beta(ALPHA, ALPHA) on training batches, e.g. 0.4 (default: 0, off)")
+    g.add_argument("--cutmix", type=float, metavar="ALPHA",
+                   help="CutMix with Beta(ALPHA, ALPHA), e.g. 1.0 (default: 0, off)")
+    g.add_argument("--mix-prob", type=float, metavar="P",
+                   help="probability that a training batch is mixed (default: 1)")
+    g.add_argument("--switch-prob", type=float, metavar="P",
+                   help="with --mixup and --cutmix: probability of CutMix for a mixed batch (default: 0.5)")
+    g.add_argument("--label-smoothing", type=float, metavar="EPS",
+                   help="soft targets (1-EPS)*onehot + EPS/classes (default: 0, off)")
+    g.add_argument("--augment", choices=PRESETS,
+                   help="augmentation preset (default: book, the chapter's recipe)")
+    g.add_argument("--no-wd-bn-bias", action="store_true",
+                   help="no weight decay on biases and BatchNorm parameters (default: decay all)")
+
+
+def _recipe_kwargs(a: argparse.Namespace) -> dict:
+    kw = {k: getattr(a, k, None) for k in (
+        "optimizer", "sched", "warmup", "base_lr", "max_lr", "step_size", "cycle_mode",
+        "milestones", "mixup", "cutmix", "mix_prob", "switch_prob", "label_smoothing", "augment")}
+    kw = {k: v for k, v in kw.items() if v is not None}
+    if getattr(a, "no_wd_bn_bias", False):
+        kw["wd_exclude"] = "bn_bias"
+    return dict(recipe=getattr(a, "recipe", "default"), **kw)
+
+
 def _run_kwargs(a: argparse.Namespace) -> dict:
     return dict(backend=a.backend, out=a.out, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                 wd=a.wd, lr_period=a.lr_period, lr_decay=a.lr_decay, valid_ratio=a.valid_ratio,
                 image_size=a.image_size, weights=a.weights, retrain=not a.no_retrain, seed=a.seed,
                 resume=a.resume, progress=not a.quiet, num_workers=a.workers,
-                amp=False if a.no_amp else "auto", label_kind=a.label_kind)
+                amp=False if a.no_amp else "auto", label_kind=a.label_kind, **_recipe_kwargs(a))
 
 
 def _report(summary: dict) -> None:
@@ -87,7 +147,7 @@ def cmd_make_demo(a: argparse.Namespace) -> int:
     from .datasets import make_demo
     t = time.perf_counter()
     out = make_demo(a.out, n_train=a.n_train, n_test=a.n_test, size=a.size, seed=a.seed,
-                    layout=a.layout)
+                    layout=a.layout, hard=a.hard)
     print(f"wrote a {a.layout} demo competition to {out} in {time.perf_counter() - t:.1f} s")
     return 0
 
@@ -165,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--n-test", type=int, default=200)
     m.add_argument("--size", type=int, default=32)
     m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--hard", action="store_true",
+                   help="the harder demo of docs/recipes.md: random colours, noise, clutter (default: off)")
     m.set_defaults(func=cmd_make_demo)
 
     g = sub.add_parser("reorg", help="the book's train_valid_test folder layout")

@@ -19,6 +19,9 @@ from .augment import PRESETS, preset_transforms
 from .checkpoint import atomic_write_text
 from .cifar import CifarArrays, find_cifar_archive, read_cifar_archive
 from .competitions import Competition, Recipe, get_competition
+from .competitions import recipe_for
+from .recipes import check_recipe, make_mixing, make_schedule, train_kwargs
+from .recipes import describe as describe_tricks
 from .data import ArraySource, FileSource, ImageLoader
 from .images import list_images, load_image_array
 from .labels import class_names, read_csv_labels
@@ -224,15 +227,28 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                     retrain: bool = True, seed: int = 0, resume: bool = False,
                     progress: bool = True, num_workers: int | None = None, amp: Any = "auto",
                     log: Callable[[str], Any] | None = print,
-                    label_kind: str | None = None) -> dict[str, Any]:
+                    label_kind: str | None = None,
+                    recipe: str | Recipe = "default", **tricks: Any) -> dict[str, Any]:
     """Run a whole chapter and write ``out/{submission.csv, history.csv, curves.png,
-    summary.json, checkpoints/}``; returns the summary."""
+    summary.json, checkpoints/}``; returns the summary.
+
+    ``recipe`` is ``"default"`` (ours), ``"book"`` (the chapter's exact values) or a
+    :class:`Recipe`; ``tricks`` override its training tricks by field name (``optimizer``,
+    ``sched``, ``warmup``, ``base_lr``, ``max_lr``, ``step_size``, ``cycle_mode``,
+    ``milestones``, ``mixup``, ``cutmix``, ``mix_prob``, ``switch_prob``, ``label_smoothing``,
+    ``augment``, ``wd_exclude``; see docs/recipes.md). ``augment`` may also be a
+    ``(train_transform, test_transform)`` pair.
+    """
     comp = get_competition(competition) if isinstance(competition, str) else competition
-    if comp.recipe is None:
-        raise ValueError(f"competition {comp.name!r} has no training recipe yet ({comp.notes})")
-    recipe = comp.recipe.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr, wd=wd,
-                                        lr_period=lr_period, lr_decay=lr_decay,
-                                        valid_ratio=valid_ratio, weights=weights)
+    base = recipe if isinstance(recipe, Recipe) else recipe_for(comp, recipe)
+    aug_pair = tricks.pop("augment") if not isinstance(tricks.get("augment", ""), str) else None
+    unknown = sorted(set(tricks) - set(Recipe.__dataclass_fields__))
+    if unknown:
+        raise TypeError(f"run_competition() got unknown keyword(s) {', '.join(unknown)}")
+    recipe = base.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr, wd=wd,
+                                 lr_period=lr_period, lr_decay=lr_decay,
+                                 valid_ratio=valid_ratio, weights=weights, **tricks)
+    check_recipe(recipe)  # every trick checked before anything is written
     name = canonical_name(backend)
     out = os.path.abspath(out or os.path.join("runs", f"{comp.name}-{name}"))
     os.makedirs(out, exist_ok=True)
@@ -240,7 +256,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     t_start = time.perf_counter()
     data = load_data(comp, data_dir, batch_size=recipe.batch_size, valid_ratio=recipe.valid_ratio,
                      image_size=image_size, seed=seed, num_workers=num_workers,
-                     label_kind=label_kind)
+                     augment=aug_pair or recipe.augment, label_kind=label_kind)
     t_data = time.perf_counter() - t_start
     say(f"{comp.name}: {len(data.classes)} classes, {data.train_iter.num_examples} train / "
         f"{len(data.valid_iter.source) if data.valid_iter else 0} valid / "
@@ -248,6 +264,8 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     bk = get_backend(name)
     train_kw = dict(lr_period=recipe.lr_period, lr_decay=recipe.lr_decay, progress=progress, log=log,
                     amp=amp)
+    tricks_kw = lambda it: tricks_for(recipe, it, len(data.classes), say)  # noqa: E731
+    tricks_summary = None
     histories: list[tuple[str, History]] = []
     valid_hist = None
     timings = {"data_s": t_data}
@@ -255,9 +273,10 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
         bk.set_seed(seed)
         net = build_net(bk, recipe, len(data.classes))
         t0 = time.perf_counter()
+        extra, tricks_summary = tricks_kw(data.train_iter)
         valid_hist = bk.train(net, data.train_iter, data.valid_iter, recipe.epochs, recipe.lr,
                               recipe.wd, None, checkpoint_dir=os.path.join(out, "checkpoints", "valid"),
-                              resume=resume, plot=os.path.join(out, "curves.png"), **train_kw)
+                              resume=resume, plot=os.path.join(out, "curves.png"), **train_kw, **extra)
         timings["train_s"] = time.perf_counter() - t0
         histories.append(("valid", valid_hist))
     final_hist = None
@@ -266,10 +285,12 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
         bk.set_seed(seed)
         net = build_net(bk, recipe, len(data.classes))
         t0 = time.perf_counter()
+        extra, final_tricks = tricks_kw(data.train_valid_iter)
+        tricks_summary = tricks_summary or final_tricks
         final_hist = bk.train(net, data.train_valid_iter, None, recipe.epochs, recipe.lr, recipe.wd,
                               None, checkpoint_dir=os.path.join(out, "checkpoints", "final"),
                               resume=resume, plot=None if valid_hist else os.path.join(out, "curves.png"),
-                              **train_kw)
+                              **train_kw, **extra)
         timings["retrain_s"] = time.perf_counter() - t0
         histories.append(("train_valid", final_hist))
     t0 = time.perf_counter()
@@ -281,7 +302,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     main = valid_hist if valid_hist is not None else final_hist
     summary = {
         "competition": comp.name, "backend": name, "data_dir": os.path.abspath(data_dir),
-        "recipe": asdict(recipe), "amp": amp, "image_size": int(image_size or comp.image_size), "seed": seed,
+        "recipe": asdict(recipe), "tricks": tricks_summary, "amp": amp, "image_size": int(image_size or comp.image_size), "seed": seed,
         "num_classes": len(data.classes), "num_test": len(data.test_ids),
         "valid_acc": _f(valid_hist.last["valid_acc"]) if valid_hist else None,
         "valid_loss": _f(valid_hist.last["valid_loss"]) if valid_hist else None,
@@ -300,6 +321,18 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
         say(f"test accuracy {summary['test_acc']:.4f} on {len(data.test_ids)} labelled test images")
     atomic_write_text(summary["files"]["summary"], json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def tricks_for(recipe: Recipe, train_iter, num_classes: int,
+               log: Callable[[str], Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(extra ``train`` keywords, summary) of the recipe's tricks for one training phase.
+
+    Built per phase: a schedule depends on the loader's batches per epoch, and a plateau
+    schedule carries state that a second run must not inherit.
+    """
+    sched = make_schedule(recipe, recipe.epochs, len(train_iter), log)
+    mix = make_mixing(recipe, num_classes)
+    return train_kwargs(recipe, sched, mix), describe_tricks(recipe, sched, mix)
 
 
 def _f(x: float) -> float | None:

@@ -208,7 +208,8 @@ class OneCycle(_Schedule):
         start = 0.0
         for i, (end, lr0, lr1) in enumerate(self._phases):
             if it <= end or i == len(self._phases) - 1:
-                return _cos(lr0, lr1, (it - start) / (end - start))
+                # (a phase shorter than one step, in runs of very few batches: its end value)
+                return _cos(lr0, lr1, (it - start) / (end - start) if end > start else 1.0)
             start = end
         raise AssertionError("unreachable")
 
@@ -224,12 +225,11 @@ def onecycle(max_lr: float, num_epochs: int, steps_per_epoch: int, pct_start: fl
     """
     _positive("onecycle", max_lr, "max_lr", allow_zero=False)
     total = int(num_epochs) * int(steps_per_epoch)
-    if total < 2:
-        raise ValueError(f"onecycle: needs at least 2 steps, got {num_epochs} epochs x "
+    if total < 1:
+        raise ValueError(f"onecycle: needs at least 1 step, got {num_epochs} epochs x "
                          f"{steps_per_epoch} steps")
-    if not 0 < pct_start < 1 or pct_start * total < 2:
-        raise ValueError(f"onecycle: pct_start must be in (0, 1) and cover >= 2 of the {total} "
-                         f"steps, got {pct_start!r}")
+    if not 0 < pct_start < 1:
+        raise ValueError(f"onecycle: pct_start must be in (0, 1), got {pct_start!r}")
     _positive("onecycle", div_factor, "div_factor", allow_zero=False)
     _positive("onecycle", final_div_factor, "final_div_factor", allow_zero=False)
     return OneCycle(max_lr, total, steps_per_epoch, pct_start, div_factor, final_div_factor,
