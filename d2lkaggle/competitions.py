@@ -38,6 +38,10 @@ class Recipe:
     label_smoothing: float = 0.0     # epsilon of the soft targets
     augment: str = "book"            # book | crop-flip | crop-flip-rotate | none
     wd_exclude: str | None = None    # "bn_bias": no weight decay on biases and norm layers
+    # the write-up recipes (issue 13; d2lkaggle/writeups.py)
+    image_size: int | None = None    # training/test image size (None: the competition's)
+    cycles: int | None = None        # cyclic: full triangles over the run (sets step_size)
+    keep: str = "last"               # "best": predict with the best-validation epoch, no retrain
 
     def with_overrides(self, **kw: Any) -> "Recipe":
         """A copy with every non-``None`` keyword replaced."""
@@ -109,12 +113,16 @@ BOOK_RECIPES: dict[str, Recipe] = {
                    lr_decay=0.5, width=16),
 }
 RECIPE_NAMES = ("default", "book")
+from .writeups import WRITEUPS  # noqa: E402  (the write-ups as named recipes; no cycle: data only)
+RECIPE_NAMES = RECIPE_NAMES + tuple(WRITEUPS)
 
 
 def recipe_for(comp: "Competition", which: str = "default") -> Recipe:
     """The competition's ``default`` recipe (ours) or the chapter's exact ``book`` one."""
     if which not in RECIPE_NAMES:
         raise ValueError(f"unknown recipe {which!r}; choose from {', '.join(RECIPE_NAMES)}")
+    if which in WRITEUPS:
+        return WRITEUPS[which].to_recipe(comp)
     recipe = BOOK_RECIPES.get(comp.name, comp.recipe) if which == "book" else comp.recipe
     if recipe is None:
         raise ValueError(f"competition {comp.name!r} has no training recipe yet ({comp.notes})")

@@ -18,6 +18,7 @@ from .augment import get_transforms
 from .augment import PRESETS, preset_transforms
 from .checkpoint import atomic_write_text
 from .cifar import CifarArrays, find_cifar_archive, read_cifar_archive
+from .writeups import cycle_step_size, restore_checkpoint
 from .competitions import Competition, Recipe, get_competition
 from .competitions import recipe_for
 from .recipes import check_recipe, make_mixing, make_schedule, train_kwargs
@@ -184,6 +185,12 @@ def load_array_data(comp: Competition, arrays: CifarArrays, *, batch_size: int,
                            test_labels=arrays.test_y)
 
 
+def check_keep(recipe: Recipe) -> None:
+    """``keep`` is ``"last"`` (the chapters: retrain, predict with the last epoch) or ``"best"``."""
+    if recipe.keep not in ("last", "best"):
+        raise ValueError(f"recipe keep={recipe.keep!r}; choose 'last' or 'best'")
+
+
 def labelled_test_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Accuracy and mean cross-entropy of predicted probabilities against known test labels."""
     labels = np.asarray(labels, dtype=np.int64)
@@ -249,6 +256,8 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                                  lr_period=lr_period, lr_decay=lr_decay,
                                  valid_ratio=valid_ratio, weights=weights, **tricks)
     check_recipe(recipe)  # every trick checked before anything is written
+    check_keep(recipe)
+    image_size = image_size or recipe.image_size   # a write-up recipe's size (003: 224 px)
     name = canonical_name(backend)
     out = os.path.abspath(out or os.path.join("runs", f"{comp.name}-{name}"))
     os.makedirs(out, exist_ok=True)
@@ -280,7 +289,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
         timings["train_s"] = time.perf_counter() - t0
         histories.append(("valid", valid_hist))
     final_hist = None
-    if retrain or data.valid_iter is None:
+    if (retrain and recipe.keep != "best") or data.valid_iter is None:
         # The chapters' last step: a fresh model trained on all labelled data.
         bk.set_seed(seed)
         net = build_net(bk, recipe, len(data.classes))
@@ -294,6 +303,9 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
         timings["retrain_s"] = time.perf_counter() - t0
         histories.append(("train_valid", final_hist))
     t0 = time.perf_counter()
+    best = os.path.join(out, "checkpoints", "valid", "best.npz")
+    if recipe.keep == "best" and final_hist is None and os.path.exists(best):
+        restore_checkpoint(bk, net, best)   # the best-validation epoch, as write-up 004 keeps
     probs = bk.predict(net, data.test_iter, amp=amp)
     sub = write_submission(comp, data_dir, probs, data, os.path.join(out, "submission.csv"))
     timings["predict_s"] = time.perf_counter() - t0
@@ -330,6 +342,7 @@ def tricks_for(recipe: Recipe, train_iter, num_classes: int,
     Built per phase: a schedule depends on the loader's batches per epoch, and a plateau
     schedule carries state that a second run must not inherit.
     """
+    recipe = cycle_step_size(recipe, len(train_iter))  # write-up 004: cycles per run
     sched = make_schedule(recipe, recipe.epochs, len(train_iter), log)
     mix = make_mixing(recipe, num_classes)
     return train_kwargs(recipe, sched, mix), describe_tricks(recipe, sched, mix)

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 __all__ = ["Writeup", "WRITEUPS", "get_writeup", "list_writeups", "format_writeups",
-           "restore_checkpoint"]
+           "restore_checkpoint", "cycle_step_size"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,30 @@ class Writeup:
             return tuple(IMAGENET_MEAN), tuple(IMAGENET_STD)
         return tuple(comp.mean), tuple(comp.std)
 
+    def to_recipe(self, comp: Any = None) -> Any:
+        """This write-up as a :class:`d2lkaggle.competitions.Recipe` (what ``--recipe NAME`` runs).
+
+        The cyclic rates are left to follow ``lr`` (lr/2 and 2·lr, the recipe's defaults), so
+        ``--lr`` next to ``--recipe`` moves them too; ``cycles`` sets the half-cycle once the
+        loader's batches per epoch are known (:func:`cycle_step_size`). Settings a Recipe does
+        not hold (``interpolation`` — bilinear, the preset default —, ``normalize``,
+        ``stochastic_depth``) are the examples' business.
+        """
+        from .competitions import Recipe
+        base = comp.recipe if comp is not None and comp.recipe is not None else None
+        cyclic = self.sched == "cyclic"
+        return Recipe(
+            self.model, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, wd=self.wd,
+            lr_period=None if cyclic else self.lr_period, lr_decay=self.lr_decay,
+            valid_ratio=self.valid_ratio, width=base.width if base else 64,
+            weights=self.weights, hidden=base.hidden if base else 256,
+            optimizer=self.optimizer, sched=self.sched,
+            base_lr=None if not cyclic or self.base_lr_factor == 0.5 else self.lr * self.base_lr_factor,
+            max_lr=None if not cyclic or self.max_lr_factor == 2.0 else self.lr * self.max_lr_factor,
+            cycle_mode=self.cycle_mode if cyclic else None,
+            mixup=self.mixup, cutmix=self.cutmix, mix_prob=self.mix_prob, augment=self.augment,
+            image_size=self.image_size, cycles=self.cycles if cyclic else None, keep=self.keep)
+
     def values(self) -> dict[str, Any]:
         """Every setting as a plain dict (what ``d2lkaggle recipes`` prints and summary.json keeps)."""
         return asdict(self)
@@ -174,3 +198,13 @@ def restore_checkpoint(backend, net: Any, path: str) -> Any:
     backend.set_state(net, {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")},
                       source=path)
     return net
+
+
+def cycle_step_size(recipe: Any, steps_per_epoch: int) -> Any:
+    """A cyclic recipe with ``cycles`` set gets ``step_size`` = iterations of a half cycle
+    (``cycles`` full triangles over ``epochs``), unless ``--step-size`` gave one."""
+    if getattr(recipe, "sched", None) != "cyclic" or getattr(recipe, "cycles", None) is None \
+            or recipe.step_size is not None:
+        return recipe
+    size = max(1, round(recipe.epochs * steps_per_epoch / (2 * recipe.cycles)))
+    return replace(recipe, step_size=size)
