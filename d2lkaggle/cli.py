@@ -8,8 +8,16 @@ import sys
 import time
 
 
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    from .models import MODEL_NAMES
+    p.add_argument("--model", metavar="NAME",
+                   help="model-table name: " + ", ".join(MODEL_NAMES)
+                   + " (default: the competition's recipe model)")
+
+
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="torch", help="torch, mxnet or paddle (default: torch)")
+    _add_model_args(p)
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -18,7 +26,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-decay", type=float)
     p.add_argument("--valid-ratio", type=float)
     p.add_argument("--image-size", type=int)
-    p.add_argument("--weights", help="fine-tune backbone: 'imagenet' or a .pth/.safetensors/.npz file")
+    p.add_argument("--weights", help="pretrained weights of finetune / efficientnet_v2_*: 'imagenet' "
+                   "or a .pth/.safetensors/.npz file (default: the recipe's)")
     p.add_argument("--out", help="run folder (default: runs/COMPETITION-BACKEND)")
     p.add_argument("--no-retrain", action="store_true",
                    help="predict with the validated model instead of retraining on all labels")
@@ -102,7 +111,12 @@ def _run_kwargs(a: argparse.Namespace) -> dict:
                 wd=a.wd, lr_period=a.lr_period, lr_decay=a.lr_decay, valid_ratio=a.valid_ratio,
                 image_size=a.image_size, weights=a.weights, retrain=not a.no_retrain, seed=a.seed,
                 resume=a.resume, progress=not a.quiet, num_workers=a.workers,
-                amp=False if a.no_amp else "auto", label_kind=a.label_kind, **_recipe_kwargs(a))
+                amp=False if a.no_amp else "auto", label_kind=a.label_kind, **_recipe_kwargs(a),
+                **_model_kwargs(a))
+
+
+def _model_kwargs(a: argparse.Namespace) -> dict:
+    return {"model": a.model} if getattr(a, "model", None) else {}
 
 
 def _report(summary: dict) -> None:
@@ -249,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     rc.set_defaults(func=cmd_recipes)
 
     pa = sub.add_parser("parity", help="compare the installed backends on one neutral checkpoint")
-    pa.add_argument("--model", choices=("resnet18", "resnet34", "finetune"), default="resnet18")
+    from .parity import MODELS as PARITY_MODELS
+    pa.add_argument("--model", choices=list(PARITY_MODELS), default="resnet18",
+                    help="default: resnet18")
     pa.add_argument("--steps", type=int, default=10)
     pa.add_argument("--backends", nargs="*", help="default: every installed one")
     pa.set_defaults(func=cmd_parity)

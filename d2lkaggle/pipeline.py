@@ -199,13 +199,11 @@ def labelled_test_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, fl
             "test_loss": float(-np.log(p).mean())}
 
 
-def build_net(backend, recipe: Recipe, num_classes: int):
-    """The recipe's model in ``backend``: the book's ResNet-18 or the ResNet-34 fine-tune net."""
-    if recipe.model == "resnet18":
-        return backend.resnet18(num_classes, 3, recipe.width)
-    if recipe.model == "finetune":
-        return backend.finetune_net(num_classes, weights=recipe.weights, hidden=recipe.hidden)
-    raise ValueError(f"unknown model {recipe.model!r}; choose 'resnet18' or 'finetune'")
+def build_net(backend, recipe: Recipe, num_classes: int, image_size: int | None = None):
+    """The recipe's model in ``backend``, by its model-table name (``backend.create_model``):
+    the book's ResNet-18, the ResNet-34 fine-tune net, cnn_elu, EfficientNetV2 ..."""
+    from .models import recipe_kwargs
+    return backend.create_model(recipe.model, num_classes, **recipe_kwargs(recipe, image_size))
 
 
 def write_submission(comp: Competition, data_dir: str, probs: np.ndarray, data: CompetitionData,
@@ -234,7 +232,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                     retrain: bool = True, seed: int = 0, resume: bool = False,
                     progress: bool = True, num_workers: int | None = None, amp: Any = "auto",
                     log: Callable[[str], Any] | None = print,
-                    label_kind: str | None = None,
+                    label_kind: str | None = None, model: str | None = None,
                     recipe: str | Recipe = "default", **tricks: Any) -> dict[str, Any]:
     """Run a whole chapter and write ``out/{submission.csv, history.csv, curves.png,
     summary.json, checkpoints/}``; returns the summary.
@@ -255,6 +253,9 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     recipe = base.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr, wd=wd,
                                  lr_period=lr_period, lr_decay=lr_decay,
                                  valid_ratio=valid_ratio, weights=weights, **tricks)
+    if model is not None:   # --model: a model-table name instead of the recipe's
+        from .models import check_model_name
+        recipe = recipe.with_overrides(model=check_model_name(model))
     check_recipe(recipe)  # every trick checked before anything is written
     check_keep(recipe)
     image_size = image_size or recipe.image_size   # a write-up recipe's size (003: 224 px)
@@ -280,7 +281,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     timings = {"data_s": t_data}
     if data.valid_iter is not None:
         bk.set_seed(seed)
-        net = build_net(bk, recipe, len(data.classes))
+        net = build_net(bk, recipe, len(data.classes), image_size or comp.image_size)
         t0 = time.perf_counter()
         extra, tricks_summary = tricks_kw(data.train_iter)
         valid_hist = bk.train(net, data.train_iter, data.valid_iter, recipe.epochs, recipe.lr,
@@ -292,7 +293,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     if (retrain and recipe.keep != "best") or data.valid_iter is None:
         # The chapters' last step: a fresh model trained on all labelled data.
         bk.set_seed(seed)
-        net = build_net(bk, recipe, len(data.classes))
+        net = build_net(bk, recipe, len(data.classes), image_size or comp.image_size)
         t0 = time.perf_counter()
         extra, final_tricks = tricks_kw(data.train_valid_iter)
         tricks_summary = tricks_summary or final_tricks

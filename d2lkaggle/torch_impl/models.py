@@ -77,7 +77,9 @@ def resnet18(num_classes: int, in_channels: int = 3, width: int = 64,
 class DropPathBasicBlock(torchvision.models.resnet.BasicBlock):
     """torchvision's BasicBlock with stochastic depth on the residual branch (set after build)."""
 
-    stochastic_depth: nn.Module | None = None
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.stochastic_depth: nn.Module | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
