@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, backend_params, run_cli
+from conftest import ROOT, backend_params, run_cli, run_py
 from d2lkaggle.mixing import Mixup
 from d2lkaggle.writeups import WRITEUPS, format_writeups, get_writeup
 
@@ -115,3 +115,60 @@ def test_writeup_cifar100_example_offline_imagenet_weights_is_one_clear_error(tm
                     "--n-test", "4", "--epochs", "1", "--image-size", "32")
     assert r.returncode != 0
     assert "efficientnet_v2_s" in r.stderr.lower() or "weights" in r.stderr.lower()
+
+
+def test_named_recipes_are_recipes_and_flags_override_them():
+    from conftest import tiny_loaders
+    from d2lkaggle.competitions import RECIPE_NAMES, get_competition, recipe_for
+    from d2lkaggle.pipeline import tricks_for
+    assert {"writeup-cifar10-mixup", "writeup-cifar100-effnetv2"} <= set(RECIPE_NAMES)
+    r = recipe_for(get_competition("demo"), "writeup-cifar10-mixup")
+    assert (r.model, r.optimizer, r.sched, r.cycle_mode, r.mixup, r.augment, r.keep) == (
+        "cnn_elu", "adam", "cyclic", "triangular2", 0.4, "crop-flip", "best")
+    # --lr next to --recipe moves the cyclic band with it (lr/2 .. 2·lr)
+    r = r.with_overrides(lr=1e-3, epochs=4)
+    tr, _ = tiny_loaders(n=64, bs=16)               # 4 batches per epoch
+    kw, summary = tricks_for(r, tr, 4)
+    s = summary["schedule"]
+    assert (s["base_lr"], s["max_lr"], s["mode"]) == (5e-4, 2e-3, "triangular2")
+    assert s["step_size_up"] == round(4 * 4 / (2 * 10)) == 1
+    assert kw["optimizer"] == "adam" and kw["mixing"].mixup_alpha == 0.4
+    r = recipe_for(get_competition("cifar100"), "writeup-cifar100-effnetv2")
+    assert (r.model, r.optimizer, r.lr, r.wd, r.sched, r.lr_period, r.lr_decay) == (
+        "efficientnet_v2_s", "adamw", 4e-4, 1e-3, "step", 10, 0.9)
+    assert (r.cutmix, r.mix_prob, r.mixup, r.augment, r.image_size, r.weights, r.keep) == (
+        1.0, 0.5, 0.0, "crop-flip-rotate", 224, "imagenet", "last")
+    kw, summary = tricks_for(r, tr, 100)
+    assert summary["mixing"]["cutmix_alpha"] == 1.0 and kw["optimizer"] == "adamw"
+
+
+@pytest.mark.parametrize("backend", backend_params("torch"))
+def test_run_with_the_004_recipe_keeps_the_best_epoch(backend, demo_dir, tmp_path):
+    import json
+    out = tmp_path / "run"
+    r = run_cli("run", "demo", "--data-dir", demo_dir, "--backend", backend, "--out", str(out),
+                "--recipe", "writeup-cifar10-mixup", "--epochs", "3", "--batch-size", "16",
+                "--lr", "0.004", "--quiet", "--workers", "1")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    s = json.load(open(out / "summary.json"))
+    assert s["recipe"]["model"] == "cnn_elu" and s["recipe"]["lr"] == 0.004   # the flag wins
+    assert s["tricks"]["schedule"]["mode"] == "triangular2"
+    assert s["tricks"]["mixing"]["mixup_alpha"] == 0.4
+    # keep=best: no retrain; the submission comes from the best-validation epoch
+    assert (out / "checkpoints" / "valid" / "best.npz").exists()
+    assert not (out / "checkpoints" / "final").exists()
+    hist = list(csv.reader(open(out / "history.csv")))
+    assert {h[0] for h in hist[1:]} == {"valid"}
+    rows = list(csv.reader(open(out / "submission.csv")))
+    assert len(rows) == 31
+    # the submitted labels are the best checkpoint's predictions
+    code = (
+        "import sys, numpy as np, d2lkaggle; from d2lkaggle.competitions import get_competition;"
+        "from d2lkaggle.pipeline import load_data; from d2lkaggle.writeups import restore_checkpoint;"
+        "bk = d2lkaggle.get_backend(sys.argv[1]);"
+        "d = load_data(get_competition('demo'), sys.argv[2], batch_size=16, valid_ratio=0.1);"
+        "net = restore_checkpoint(bk, bk.create_model('cnn_elu', 10), sys.argv[3]);"
+        "print(','.join(d.classes[k] for k in bk.predict(net, d.test_iter).argmax(1)))")
+    p = run_py(code, backend, demo_dir, str(out / "checkpoints" / "valid" / "best.npz"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.strip().split(",") == [row[1] for row in rows[1:]]
