@@ -42,6 +42,7 @@ class Recipe:
     image_size: int | None = None    # training/test image size (None: the competition's)
     cycles: int | None = None        # cyclic: full triangles over the run (sets step_size)
     keep: str = "last"               # "best": predict with the best-validation epoch, no retrain
+    normalize: str = "competition"   # loaders' mean/std: the competition's, or "imagenet" (003)
 
     def with_overrides(self, **kw: Any) -> "Recipe":
         """A copy with every non-``None`` keyword replaced."""

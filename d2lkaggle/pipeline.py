@@ -189,6 +189,17 @@ def check_keep(recipe: Recipe) -> None:
     """``keep`` is ``"last"`` (the chapters: retrain, predict with the last epoch) or ``"best"``."""
     if recipe.keep not in ("last", "best"):
         raise ValueError(f"recipe keep={recipe.keep!r}; choose 'last' or 'best'")
+    if recipe.normalize not in ("competition", "imagenet"):
+        raise ValueError(f"recipe normalize={recipe.normalize!r}; choose 'competition' or 'imagenet'")
+
+
+def normalized(comp: Competition, recipe: Recipe) -> Competition:
+    """``comp`` with ImageNet's mean/std when the recipe asks for them (pretrained backbones)."""
+    if recipe.normalize != "imagenet":
+        return comp
+    from dataclasses import replace
+    from .augment import IMAGENET_MEAN, IMAGENET_STD
+    return replace(comp, mean=tuple(IMAGENET_MEAN), std=tuple(IMAGENET_STD))
 
 
 def labelled_test_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -259,6 +270,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     check_recipe(recipe)  # every trick checked before anything is written
     check_keep(recipe)
     image_size = image_size or recipe.image_size   # a write-up recipe's size (003: 224 px)
+    comp = normalized(comp, recipe)                # 003: ImageNet statistics for its weights
     name = canonical_name(backend)
     out = os.path.abspath(out or os.path.join("runs", f"{comp.name}-{name}"))
     os.makedirs(out, exist_ok=True)

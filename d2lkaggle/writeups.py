@@ -126,8 +126,8 @@ class Writeup:
         The cyclic rates are left to follow ``lr`` (lr/2 and 2·lr, the recipe's defaults), so
         ``--lr`` next to ``--recipe`` moves them too; ``cycles`` sets the half-cycle once the
         loader's batches per epoch are known (:func:`cycle_step_size`). Settings a Recipe does
-        not hold (``interpolation`` — bilinear, the preset default —, ``normalize``,
-        ``stochastic_depth``) are the examples' business.
+        not hold (``interpolation`` — bilinear, the preset default — and ``stochastic_depth``,
+        the model's default 0.2) are the examples' business.
         """
         from .competitions import Recipe
         base = comp.recipe if comp is not None and comp.recipe is not None else None
@@ -142,7 +142,8 @@ class Writeup:
             max_lr=None if not cyclic or self.max_lr_factor == 2.0 else self.lr * self.max_lr_factor,
             cycle_mode=self.cycle_mode if cyclic else None,
             mixup=self.mixup, cutmix=self.cutmix, mix_prob=self.mix_prob, augment=self.augment,
-            image_size=self.image_size, cycles=self.cycles if cyclic else None, keep=self.keep)
+            image_size=self.image_size, cycles=self.cycles if cyclic else None, keep=self.keep,
+            normalize=self.normalize)
 
     def values(self) -> dict[str, Any]:
         """Every setting as a plain dict (what ``d2lkaggle recipes`` prints and summary.json keeps)."""

@@ -138,6 +138,7 @@ def test_named_recipes_are_recipes_and_flags_override_them():
         "efficientnet_v2_s", "adamw", 4e-4, 1e-3, "step", 10, 0.9)
     assert (r.cutmix, r.mix_prob, r.mixup, r.augment, r.image_size, r.weights, r.keep) == (
         1.0, 0.5, 0.0, "crop-flip-rotate", 224, "imagenet", "last")
+    assert r.normalize == "imagenet"
     kw, summary = tricks_for(r, tr, 100)
     assert summary["mixing"]["cutmix_alpha"] == 1.0 and kw["optimizer"] == "adamw"
 
