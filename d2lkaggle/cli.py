@@ -41,6 +41,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-amp", action="store_true",
                    help="train in float32 (default: bf16 autocast where the backend measured it faster)")
     _add_recipe_args(p)
+    _add_cifar_args(p)
+
+
+def _add_cifar_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--label-kind", choices=("fine", "coarse"),
+                   help="CIFAR-100 python archive: learn the 100 fine classes or the 20 coarse "
+                        "superclasses (default: fine)")
 
 
 def _milestones(text: str) -> tuple[int, ...]:
@@ -107,7 +114,8 @@ def _run_kwargs(a: argparse.Namespace) -> dict:
                 wd=a.wd, lr_period=a.lr_period, lr_decay=a.lr_decay, valid_ratio=a.valid_ratio,
                 image_size=a.image_size, weights=a.weights, retrain=not a.no_retrain, seed=a.seed,
                 resume=a.resume, progress=not a.quiet, num_workers=a.workers,
-                amp=False if a.no_amp else "auto", **_recipe_kwargs(a), **_model_kwargs(a))
+                amp=False if a.no_amp else "auto", label_kind=a.label_kind, **_recipe_kwargs(a),
+                **_model_kwargs(a))
 
 
 def _model_kwargs(a: argparse.Namespace) -> dict:
@@ -120,6 +128,8 @@ def _report(summary: dict) -> None:
           + (f"valid accuracy {acc:.4f}, " if acc is not None else "")
           + (f"{speed:.1f} examples/s, " if speed is not None else "")
           + f"{summary['timings']['total_s']:.1f} s")
+    if summary.get("test_acc") is not None:
+        print(f"  test accuracy {summary['test_acc']:.4f} (the archive's labelled test split)")
     for k, v in summary["files"].items():
         print(f"  {k:12s} {v}")
 
@@ -202,6 +212,12 @@ def cmd_parity(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recipes(a: argparse.Namespace) -> int:
+    from .writeups import format_writeups
+    print(format_writeups(a.names or None))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``d2lkaggle`` argument parser."""
     p = _Parser(prog="d2lkaggle", description=__doc__)
@@ -219,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="train, validate, retrain and write submission.csv")
     r.add_argument("competition", help="cifar10, dog-breed or demo")
-    r.add_argument("--data-dir", required=True, help="folder with train/, test/ and the labels CSV")
+    r.add_argument("--data-dir", required=True,
+                   help="folder with train/, test/ and the labels CSV, or a CIFAR python archive "
+                        "(cifar-10-python.tar.gz / cifar-100-python.tar.gz, or a folder holding it)")
     _add_train_args(r)
     r.set_defaults(func=cmd_run)
 
@@ -255,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     wc.add_argument("src")
     wc.add_argument("dst")
     wc.set_defaults(func=cmd_weights_convert)
+
+    rc = sub.add_parser("recipes", help="list the named recipes (--recipe NAME) with all their values")
+    rc.add_argument("names", nargs="*", help="recipes to show (default: all)")
+    rc.set_defaults(func=cmd_recipes)
 
     pa = sub.add_parser("parity", help="compare the installed backends on one neutral checkpoint")
     from .parity import MODELS as PARITY_MODELS

@@ -38,6 +38,11 @@ class Recipe:
     label_smoothing: float = 0.0     # epsilon of the soft targets
     augment: str = "book"            # book | crop-flip | crop-flip-rotate | none
     wd_exclude: str | None = None    # "bn_bias": no weight decay on biases and norm layers
+    # the write-up recipes (issue 13; d2lkaggle/writeups.py)
+    image_size: int | None = None    # training/test image size (None: the competition's)
+    cycles: int | None = None        # cyclic: full triangles over the run (sets step_size)
+    keep: str = "last"               # "best": predict with the best-validation epoch, no retrain
+    normalize: str = "competition"   # loaders' mean/std: the competition's, or "imagenet" (003)
 
     def with_overrides(self, **kw: Any) -> "Recipe":
         """A copy with every non-``None`` keyword replaced."""
@@ -83,8 +88,13 @@ COMPETITIONS: dict[str, Competition] = {
         url="https://www.kaggle.com/c/dog-breed-identification"),
     "cifar100": Competition(
         "cifar100", "trainLabels.csv", "id", "label", "sampleSubmission.csv", "label", 32,
-        (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "cifar", True, None,
-        notes="data layout only; no default recipe yet"),
+        (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "cifar", True,
+        # cifar10's default (ours: the chapter's ResNet-18 with one-cycle) for 100 classes;
+        # --recipe book gives the chapter's values, --recipe writeup-cifar100-effnetv2 the write-up's
+        Recipe("resnet18", epochs=20, batch_size=128, lr=0.05, wd=5e-4, lr_period=4,
+               lr_decay=0.9, sched="onecycle"),
+        url="https://www.cs.toronto.edu/~kriz/cifar.html",
+        notes="Kaggle CIFAR-10 layout with 100 classes, or cifar-100-python.tar.gz"),
     "demo": Competition(
         "demo", "trainLabels.csv", "id", "label", "sampleSubmission.csv", "label", 32,
         CIFAR10_MEAN, CIFAR10_STD, "cifar", True,
@@ -100,16 +110,22 @@ BOOK_RECIPES: dict[str, Recipe] = {
                       lr_decay=0.9),
     "dog-breed": Recipe("finetune", epochs=10, batch_size=128, lr=5e-3, wd=1e-4, lr_period=2,
                         lr_decay=0.9, weights="imagenet"),
+    "cifar100": Recipe("resnet18", epochs=20, batch_size=128, lr=0.02, wd=5e-4, lr_period=4,
+                       lr_decay=0.9),   # the CIFAR-10 chapter's values, 100 classes
     "demo": Recipe("resnet18", epochs=16, batch_size=64, lr=0.05, wd=5e-4, lr_period=4,
                    lr_decay=0.5, width=16),
 }
 RECIPE_NAMES = ("default", "book")
+from .writeups import WRITEUPS  # noqa: E402  (the write-ups as named recipes; no cycle: data only)
+RECIPE_NAMES = RECIPE_NAMES + tuple(WRITEUPS)
 
 
 def recipe_for(comp: "Competition", which: str = "default") -> Recipe:
     """The competition's ``default`` recipe (ours) or the chapter's exact ``book`` one."""
     if which not in RECIPE_NAMES:
         raise ValueError(f"unknown recipe {which!r}; choose from {', '.join(RECIPE_NAMES)}")
+    if which in WRITEUPS:
+        return WRITEUPS[which].to_recipe(comp)
     recipe = BOOK_RECIPES.get(comp.name, comp.recipe) if which == "book" else comp.recipe
     if recipe is None:
         raise ValueError(f"competition {comp.name!r} has no training recipe yet ({comp.notes})")

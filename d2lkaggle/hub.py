@@ -52,6 +52,12 @@ DATA_HUB: dict[str, tuple[str, str]] = {
                      "2068874e4b9a9f0fb07ebe0ad2b29754449ccacd"),
     "dog_tiny": (DATA_URL + "kaggle_dog_tiny.zip",
                  "0cb91d09b814ecdc07b50f31f8dcad3e81d6a86d"),
+    # The CIFAR python archives (d2lkaggle.cifar reads them without unpacking) with the MD5
+    # sums their authors publish on https://www.cs.toronto.edu/~kriz/cifar.html.
+    "cifar10_python": ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                       "md5:c58f30108f718f92721af3b95e74349a"),
+    "cifar100_python": ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                        "md5:eb9058c3a382ffc7106e4002c42a8d85"),
 }
 
 #: requests timeout: (connect, read between two chunks) in seconds

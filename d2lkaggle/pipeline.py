@@ -18,6 +18,8 @@ import numpy as np
 from .augment import get_transforms
 from .augment import PRESETS, preset_transforms
 from .checkpoint import atomic_write_text
+from .cifar import CifarArrays, find_cifar_archive, read_cifar_archive
+from .writeups import cycle_step_size, restore_checkpoint
 from .competitions import Competition, Recipe, get_competition
 from .competitions import recipe_for
 from .recipes import check_recipe, make_mixing, make_schedule, train_kwargs
@@ -42,6 +44,7 @@ class CompetitionData:
     test_iter: ImageLoader
     classes: list[str]
     test_ids: list[str]
+    test_labels: np.ndarray | None = None  # known for the CIFAR python archives' test split
 
 
 def _images_by_id(folder: str) -> dict[str, str]:
@@ -87,14 +90,27 @@ def test_ids(comp: Competition, data_dir: str) -> list[str]:
 
 def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio: float,
               image_size: int | None = None, seed: int = 0,
-              num_workers: int | None = None, augment: Any = None) -> CompetitionData:
+              num_workers: int | None = None, augment: Any = None,
+              label_kind: str | None = None) -> CompetitionData:
     """Read labels, split train/valid (in memory, the book's rule) and build the loaders.
 
     ``augment`` is a preset name (``book`` — the default —, ``crop-flip``,
     ``crop-flip-rotate``, ``none``; see :func:`d2lkaggle.augment.preset_transforms`) or your
     own ``(train_transform, test_transform)`` pair of ``t(image, rng) -> image`` callables.
+    ``data_dir`` is the Kaggle folder layout or a CIFAR python archive (``.tar.gz``, its
+    extracted folder, or a folder holding it; see :mod:`d2lkaggle.cifar`).
     """
     check_settings(SimpleNamespace(valid_ratio=valid_ratio, batch_size=batch_size), image_size)
+    archive = find_cifar_archive(data_dir)
+    if archive is not None:
+        arrays = read_cifar_archive(archive, label_kind or "fine")
+        return load_array_data(comp, arrays, batch_size=batch_size, valid_ratio=valid_ratio,
+                               image_size=image_size, seed=seed, num_workers=num_workers,
+                               augment=augment)
+    if label_kind not in (None, "fine"):
+        raise ValueError(f"--label-kind {label_kind} needs a CIFAR-100 python archive "
+                         f"(cifar-100-python.tar.gz); {data_dir} is a folder layout with one label "
+                         "per image")
     size = int(image_size or comp.image_size)
     labels_path = os.path.join(data_dir, comp.labels_file)
     labels = read_csv_labels(labels_path)
@@ -148,6 +164,70 @@ def augment_transforms(comp: Competition, size: int, augment: Any = None) -> tup
                      f"(train_transform, test_transform) pair, got {augment!r}")
 
 
+def load_array_data(comp: Competition, arrays: CifarArrays, *, batch_size: int,
+                    valid_ratio: float, image_size: int | None = None, seed: int = 0,
+                    num_workers: int | None = None, augment: Any = None) -> CompetitionData:
+    """The four loaders from a CIFAR archive held in memory (:func:`d2lkaggle.cifar.read_cifar_archive`).
+
+    The same steps as :func:`load_data`: the book's per-class train/valid split of the training
+    images (ids ``1..N``), test ids ``1..M`` in archive order (the Kaggle CIFAR-10 submission
+    format) — and the test labels, which the archives publish, for a test accuracy.
+    """
+    if comp.name not in ("cifar10", "cifar100"):
+        raise ValueError(f"{arrays.source} is a CIFAR python archive; run it as competition "
+                         f"{arrays.kind!r}, not {comp.name!r}")
+    if comp.name != arrays.kind:
+        raise ValueError(f"{arrays.source} holds {arrays.kind.upper().replace('CIFAR', 'CIFAR-')}"
+                         f"; run it as competition {arrays.kind!r}, not {comp.name!r}")
+    size = int(image_size or comp.image_size)
+    n = len(arrays.train_x)
+    if n == 0 or len(arrays.test_x) == 0:
+        raise ValueError(f"{arrays.source}: no training or no test images")
+    ids = [str(i + 1) for i in range(n)]
+    labels = {i: arrays.classes[c] for i, c in zip(ids, arrays.train_y)}
+    tr_ids, va_ids = split_train_valid(labels, valid_ratio, seed) if valid_ratio > 0 else (ids, [])
+    tr, va = [int(i) - 1 for i in tr_ids], [int(i) - 1 for i in va_ids]
+    train_tf, test_tf = augment_transforms(comp, size, augment)
+    common = dict(batch_size=batch_size, mean=comp.mean, std=comp.std, num_workers=num_workers)
+    y = arrays.train_y
+    train_iter = ImageLoader(ArraySource(arrays.train_x, tr), y[tr], transform=train_tf,
+                             shuffle=True, drop_last=len(tr) >= batch_size, seed=seed, **common)
+    valid_iter = (ImageLoader(ArraySource(arrays.train_x, va), y[va], transform=test_tf, **common)
+                  if va else None)
+    train_valid_iter = ImageLoader(ArraySource(arrays.train_x), y, transform=train_tf, shuffle=True,
+                                   drop_last=n >= batch_size, seed=seed + 1, **common)
+    # Labels stay off the test loader: prediction treats it as the unlabelled Kaggle test set.
+    test_iter = ImageLoader(ArraySource(arrays.test_x), None, transform=test_tf, **common)
+    return CompetitionData(train_iter, valid_iter, train_valid_iter, test_iter, list(arrays.classes),
+                           [str(i + 1) for i in range(len(arrays.test_x))],
+                           test_labels=arrays.test_y)
+
+
+def check_keep(recipe: Recipe) -> None:
+    """``keep`` is ``"last"`` (the chapters: retrain, predict with the last epoch) or ``"best"``."""
+    if recipe.keep not in ("last", "best"):
+        raise ValueError(f"recipe keep={recipe.keep!r}; choose 'last' or 'best'")
+    if recipe.normalize not in ("competition", "imagenet"):
+        raise ValueError(f"recipe normalize={recipe.normalize!r}; choose 'competition' or 'imagenet'")
+
+
+def normalized(comp: Competition, recipe: Recipe) -> Competition:
+    """``comp`` with ImageNet's mean/std when the recipe asks for them (pretrained backbones)."""
+    if recipe.normalize != "imagenet":
+        return comp
+    from dataclasses import replace
+    from .augment import IMAGENET_MEAN, IMAGENET_STD
+    return replace(comp, mean=tuple(IMAGENET_MEAN), std=tuple(IMAGENET_STD))
+
+
+def labelled_test_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of predicted probabilities against known test labels."""
+    labels = np.asarray(labels, dtype=np.int64)
+    p = np.clip(probs[np.arange(len(labels)), labels], 1e-12, None)
+    return {"test_acc": float((probs.argmax(axis=1) == labels).mean()),
+            "test_loss": float(-np.log(p).mean())}
+
+
 def build_net(backend, recipe: Recipe, num_classes: int, image_size: int | None = None):
     """The recipe's model in ``backend``, by its model-table name (``backend.create_model``):
     the book's ResNet-18, the ResNet-34 fine-tune net, cnn_elu, EfficientNetV2 ..."""
@@ -181,8 +261,8 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                     retrain: bool = True, seed: int = 0, resume: bool = False,
                     progress: bool = True, num_workers: int | None = None, amp: Any = "auto",
                     log: Callable[[str], Any] | None = print,
-                    recipe: str | Recipe = "default", model: str | None = None,
-                    **tricks: Any) -> dict[str, Any]:
+                    label_kind: str | None = None, model: str | None = None,
+                    recipe: str | Recipe = "default", **tricks: Any) -> dict[str, Any]:
     """Run a whole chapter and write ``out/{submission.csv, history.csv, curves.png,
     summary.json, checkpoints/}``; returns the summary.
 
@@ -206,18 +286,21 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     recipe = base.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr, wd=wd,
                                  lr_period=lr_period, lr_decay=lr_decay,
                                  valid_ratio=valid_ratio, weights=weights, **tricks)
-    check_recipe(recipe)  # every trick checked before anything is written
-    check_settings(recipe, image_size)
     if model is not None:   # --model: a model-table name instead of the recipe's
         from .models import check_model_name
         recipe = recipe.with_overrides(model=check_model_name(model))
+    check_recipe(recipe)  # every trick checked before anything is written
+    check_keep(recipe)
+    image_size = image_size or recipe.image_size   # a write-up recipe's size (003: 224 px)
+    comp = normalized(comp, recipe)                # 003: ImageNet statistics for its weights
+    check_settings(recipe, image_size)
     name = canonical_name(backend)
     out = prepare_out(out or os.path.join("runs", f"{comp.name}-{name}"))
     say = log or (lambda *_: None)
     t_start = time.perf_counter()
     data = load_data(comp, data_dir, batch_size=recipe.batch_size, valid_ratio=recipe.valid_ratio,
                      image_size=image_size, seed=seed, num_workers=num_workers,
-                     augment=aug_pair or recipe.augment)
+                     augment=aug_pair or recipe.augment, label_kind=label_kind)
     t_data = time.perf_counter() - t_start
     say(f"{comp.name}: {len(data.classes)} classes, {data.train_iter.num_examples} train / "
         f"{len(data.valid_iter.source) if data.valid_iter else 0} valid / "
@@ -247,7 +330,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
         timings["train_s"] = time.perf_counter() - t0
         histories.append(("valid", valid_hist))
     final_hist = None
-    if retrain or data.valid_iter is None:
+    if (retrain and recipe.keep != "best") or data.valid_iter is None:
         # The chapters' last step: a fresh model trained on all labelled data.
         bk.set_seed(seed)
         net = build_net(bk, recipe, len(data.classes), image_size or comp.image_size)
@@ -261,6 +344,9 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
         timings["retrain_s"] = time.perf_counter() - t0
         histories.append(("train_valid", final_hist))
     t0 = time.perf_counter()
+    best = os.path.join(out, "checkpoints", "valid", "best.npz")
+    if recipe.keep == "best" and final_hist is None and os.path.exists(best):
+        restore_checkpoint(bk, net, best)   # the best-validation epoch, as write-up 004 keeps
     probs = bk.predict(net, data.test_iter, amp=amp)
     sub = write_submission(comp, data_dir, probs, data, os.path.join(out, "submission.csv"))
     timings["predict_s"] = time.perf_counter() - t0
@@ -282,6 +368,10 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                   "checkpoints": os.path.join(out, "checkpoints"),
                   "summary": os.path.join(out, "summary.json")},
     }
+    if data.test_labels is not None:
+        # The CIFAR archives label their test split: report what Kaggle would have scored.
+        summary.update(labelled_test_metrics(probs, data.test_labels), label_kind=label_kind or "fine")
+        say(f"test accuracy {summary['test_acc']:.4f} on {len(data.test_ids)} labelled test images")
     atomic_write_text(summary["files"]["summary"], json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -293,6 +383,7 @@ def tricks_for(recipe: Recipe, train_iter, num_classes: int,
     Built per phase: a schedule depends on the loader's batches per epoch, and a plateau
     schedule carries state that a second run must not inherit.
     """
+    recipe = cycle_step_size(recipe, len(train_iter))  # write-up 004: cycles per run
     sched = make_schedule(recipe, recipe.epochs, len(train_iter), log)
     mix = make_mixing(recipe, num_classes)
     return train_kwargs(recipe, sched, mix), describe_tricks(recipe, sched, mix)

@@ -48,8 +48,9 @@ def test_book_recipe_is_the_chapters():
     assert (book.lr, book.batch_size, book.lr_period, book.lr_decay, book.epochs) == (0.02, 128, 4, 0.9, 20)
     assert (book.optimizer, book.sched, book.augment, book.mixup) == ("sgd", "step", "book", 0.0)
     assert recipe_for(get_competition("dog-breed"), "book") == BOOK_RECIPES["dog-breed"]
-    with pytest.raises(ValueError, match="no training recipe"):
-        recipe_for(get_competition("cifar100"))
+    # cifar100 (issue 13): ours by default, the CIFAR-10 chapter's values with --recipe book
+    assert recipe_for(get_competition("cifar100")).sched == "onecycle"
+    assert recipe_for(get_competition("cifar100"), "book") == BOOK_RECIPES["cifar10"]
 
 
 def test_recipe_objects_per_phase():
