@@ -9,7 +9,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -36,6 +36,7 @@ class CompetitionData:
     test_iter: ImageLoader
     classes: list[str]
     test_ids: list[str]
+    valid_ids: list[str] = field(default_factory=list)  # the rows of valid_iter, in order
 
 
 def _images_by_id(folder: str) -> dict[str, str]:
@@ -71,8 +72,12 @@ def test_ids(comp: Competition, data_dir: str) -> list[str]:
 
 def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio: float,
               image_size: int | None = None, seed: int = 0,
-              num_workers: int | None = None) -> CompetitionData:
-    """Read labels, split train/valid (in memory, the book's rule) and build the loaders."""
+              num_workers: int | None = None,
+              split: tuple[Any, Any] | None = None) -> CompetitionData:
+    """Read labels, split train/valid (in memory, the book's rule) and build the loaders.
+
+    ``split=(train_ids, valid_ids)`` replaces the book's split (k-fold, bagging: train ids may
+    repeat, as in a bootstrap sample)."""
     size = int(image_size or comp.image_size)
     labels_path = os.path.join(data_dir, comp.labels_file)
     labels = read_csv_labels(labels_path)
@@ -85,6 +90,9 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
     y = np.array([index[labels[i]] for i in ids], dtype=np.int64)
     pos = {i: k for k, i in enumerate(ids)}
     tr_ids, va_ids = split_train_valid(labels, valid_ratio, seed) if valid_ratio > 0 else (ids, [])
+    if split is not None:
+        from .ensemble import check_split
+        tr_ids, va_ids = check_split(split, labels)
     t_ids = test_ids(comp, data_dir)
     test_images = _images_by_id(os.path.join(data_dir, comp.test_dir))
     if comp.fixed_size:
@@ -107,7 +115,8 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
     train_valid_iter = ImageLoader(make(ids), y, transform=train_tf, shuffle=True,
                                    drop_last=len(ids) >= batch_size, seed=seed + 1, **common)
     test_iter = ImageLoader(test_source, None, transform=test_tf, **common)
-    return CompetitionData(train_iter, valid_iter, train_valid_iter, test_iter, classes, t_ids)
+    return CompetitionData(train_iter, valid_iter, train_valid_iter, test_iter, classes, t_ids,
+                           list(va_ids))
 
 
 def build_net(backend, recipe: Recipe, num_classes: int):
@@ -144,9 +153,13 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                     image_size: int | None = None, weights: str | None = None,
                     retrain: bool = True, seed: int = 0, resume: bool = False,
                     progress: bool = True, num_workers: int | None = None, amp: Any = "auto",
-                    log: Callable[[str], Any] | None = print) -> dict[str, Any]:
+                    log: Callable[[str], Any] | None = print, tta: Any = None,
+                    split: tuple[Any, Any] | None = None) -> dict[str, Any]:
     """Run a whole chapter and write ``out/{submission.csv, history.csv, curves.png,
-    summary.json, checkpoints/}``; returns the summary."""
+    summary.json, checkpoints/}`` plus the predictions ensembles combine (test_probs.npy,
+    classes.json, test_ids.json, valid_probs.npy, valid_ids.json); returns the summary.
+    ``tta`` averages test-time augmented views; ``split=(train_ids, valid_ids)`` replaces
+    the book's train/valid split (see :mod:`d2lkaggle.ensemble`)."""
     comp = get_competition(competition) if isinstance(competition, str) else competition
     if comp.recipe is None:
         raise ValueError(f"competition {comp.name!r} has no training recipe yet ({comp.notes})")
@@ -159,7 +172,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     say = log or (lambda *_: None)
     t_start = time.perf_counter()
     data = load_data(comp, data_dir, batch_size=recipe.batch_size, valid_ratio=recipe.valid_ratio,
-                     image_size=image_size, seed=seed, num_workers=num_workers)
+                     image_size=image_size, seed=seed, num_workers=num_workers, split=split)
     t_data = time.perf_counter() - t_start
     say(f"{comp.name}: {len(data.classes)} classes, {data.train_iter.num_examples} train / "
         f"{len(data.valid_iter.source) if data.valid_iter else 0} valid / "
@@ -179,6 +192,8 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                               resume=resume, plot=os.path.join(out, "curves.png"), **train_kw)
         timings["train_s"] = time.perf_counter() - t0
         histories.append(("valid", valid_hist))
+        # ensembles: the validated model's probabilities, before a retrain replaces it
+        valid_probs = bk.predict(net, data.valid_iter, amp=amp, tta=tta)
     final_hist = None
     if retrain or data.valid_iter is None:
         # The chapters' last step: a fresh model trained on all labelled data.
@@ -192,7 +207,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
         timings["retrain_s"] = time.perf_counter() - t0
         histories.append(("train_valid", final_hist))
     t0 = time.perf_counter()
-    probs = bk.predict(net, data.test_iter, amp=amp)
+    probs = bk.predict(net, data.test_iter, amp=amp, tta=tta)
     sub = write_submission(comp, data_dir, probs, data, os.path.join(out, "submission.csv"))
     timings["predict_s"] = time.perf_counter() - t0
     _write_history(out, histories)
@@ -213,6 +228,9 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                   "checkpoints": os.path.join(out, "checkpoints"),
                   "summary": os.path.join(out, "summary.json")},
     }
+    from .ensemble import save_run_predictions  # test_probs.npy & co. (written before the summary)
+    summary.update(save_run_predictions(out, data, probs, valid_probs if valid_hist is not None else None,
+                                        tta=tta, files=summary["files"]))
     atomic_write_text(summary["files"]["summary"], json.dumps(summary, indent=2) + "\n")
     return summary
 
