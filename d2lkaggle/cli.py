@@ -42,6 +42,10 @@ def _add_ensemble_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--members-vary", choices=("seed", "augment", "model"), default="seed",
                    help="what differs between ensemble members (default: seed; member k uses "
                         "SEED+k)")
+    g.add_argument("--members-values", metavar="LIST",
+                   help="with --members-vary augment|model: the presets or models the members "
+                        "cycle through, comma-separated (default: every augmentation preset but "
+                        "none / the recipe's model and cnn_elu)")
     g.add_argument("--folds", type=int, metavar="K",
                    help="stratified K-fold: a model per fold under RUN_DIR/folds/k/, out-of-fold "
                         "accuracy over all labels, test predictions averaged (default: off)")
@@ -77,11 +81,12 @@ def _run_or_ensemble(competition: str, data_dir: str, a: argparse.Namespace) -> 
         raise ValueError("--ensemble and --folds are two ways to train several models: choose one")
     if getattr(a, "bagging", False) and ens is None:
         raise ValueError("--bagging needs --ensemble K (the number of bootstrap members)")
-    if getattr(a, "members_vary", "seed") != "seed" and ens is None:
-        raise ValueError("--members-vary needs --ensemble K")
+    if (getattr(a, "members_vary", "seed") != "seed" or getattr(a, "members_values", None)) \
+            and ens is None:
+        raise ValueError("--members-vary/--members-values need --ensemble K")
     if ens is not None:
         return run_ensemble(competition, data_dir, members=ens, bagging=a.bagging,
-                            vary=a.members_vary, **kw)
+                            vary=a.members_vary, values=a.members_values, **kw)
     if folds is not None:
         return run_folds(competition, data_dir, folds=folds, **kw)
     return run_competition(competition, data_dir, **kw)

@@ -519,8 +519,9 @@ def _check_out(out: str, members: Sequence[str], kind: str) -> str:
 def _member_metrics(runs, ids, y, rows) -> list[dict[str, Any]]:
     out = []
     for r, p in zip(runs, rows or [None] * len(runs)):
-        m = {"run": r.path, "backend": r.summary.get("backend"),
-             "model": (r.summary.get("recipe") or {}).get("model")}
+        recipe = r.summary.get("recipe") or {}
+        m = {"run": r.path, "backend": r.summary.get("backend"), "model": recipe.get("model"),
+             "augment": recipe.get("augment")}
         if p is not None and len(ids):
             m.update(valid_acc=accuracy(p, y), valid_loss=log_loss(p, y))
         out.append(m)
@@ -648,9 +649,11 @@ def _plan(out: str, plan: dict[str, Any], resume: bool) -> None:
 
 def _train_members(run_one: Callable[..., dict], comp, data_dir: str, out: str, sub: str,
                    splits: list, seeds: list[int], *, resume: bool, retrain: bool,
-                   log, run_kw: dict[str, Any]) -> list[str]:
+                   log, run_kw: dict[str, Any],
+                   variants: list[dict[str, Any]] | None = None) -> list[str]:
     folders = []
-    for k, (split, seed) in enumerate(zip(splits, seeds)):
+    variants = variants or [{} for _ in splits]
+    for k, (split, seed, variant) in enumerate(zip(splits, seeds, variants)):
         folder = os.path.join(out, sub, str(k))
         folders.append(folder)
         if resume and _finished(folder):
@@ -658,10 +661,11 @@ def _train_members(run_one: Callable[..., dict], comp, data_dir: str, out: str, 
                 log(f"{sub} {k + 1}/{len(splits)}: finished earlier in {folder}")
             continue
         if log:
-            log(f"--- {sub[:-1] if sub.endswith('s') else sub} {k + 1}/{len(splits)} (seed {seed}) "
+            what = ", ".join([f"seed {seed}"] + [f"{a} {b}" for a, b in variant.items()])
+            log(f"--- {sub[:-1] if sub.endswith('s') else sub} {k + 1}/{len(splits)} ({what}) "
                 f"→ {folder}")
         run_one(comp, data_dir, out=folder, seed=seed, split=split, resume=resume,
-                retrain=retrain, log=log, **run_kw)
+                retrain=retrain, log=log, **run_kw, **variant)
     return folders
 
 
@@ -677,8 +681,58 @@ def _run_kw_plan(run_kw: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in sorted(run_kw.items()) if k not in skip and v is not None}
 
 
+def _parse_values(values: str | Sequence[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    vals = [v.strip() for v in values.split(",")] if isinstance(values, str) else list(values)
+    if not vals or any(not v for v in vals):
+        raise ValueError(f"--members-values must be names separated by commas, got {values!r}")
+    return vals
+
+
+def member_variants(vary: str, k: int, comp: Any, values: str | Sequence[str] | None = None,
+                    run_one: Callable | None = None) -> list[dict[str, Any]]:
+    """What each of ``k`` members overrides besides its seed: nothing (``vary="seed"``), an
+    augmentation preset (``"augment"``) or a model (``"model"``), cycling through ``values``
+    (default: every augmentation preset but ``none``; the chapter's model plus the write-up's
+    ``cnn_elu`` for fixed-size competitions). Errors clearly when this version lacks them."""
+    import inspect
+    vals = _parse_values(values)
+    if vary == "seed":
+        if vals:
+            raise ValueError("--members-values needs --members-vary augment or model")
+        return [{} for _ in range(k)]
+    key = "augment" if vary == "augment" else "model"
+    try:
+        if key == "augment":
+            from .augment import PRESETS as names  # type: ignore[attr-defined]
+            default = [p for p in names if p != "none"]
+        else:
+            from .models import MODEL_NAMES as names  # type: ignore[attr-defined]
+            default = ([comp.recipe.model, "cnn_elu"] if comp.fixed_size and "cnn_elu" in names
+                       else None)
+    except ImportError:
+        names = default = None
+    params = inspect.signature(run_one).parameters.values() if run_one else []
+    takes = any(p.name == key or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    if names is None or (run_one is not None and not takes):
+        raise ValueError(f"--members-vary {vary} is not available in this version of d2lkaggle "
+                         f"(it has no {'augmentation presets' if key == 'augment' else 'model table'}"
+                         "); use --members-vary seed")
+    vals = vals or default
+    if not vals:
+        raise ValueError(f"--members-vary model: give the models with --members-values "
+                         f"(from {', '.join(names)})")
+    bad = [v for v in vals if v not in names]
+    if bad:
+        raise ValueError(f"--members-values: unknown {key} {bad[0]!r}; choose from "
+                         f"{', '.join(names)}")
+    return [{key: vals[m % len(vals)]} for m in range(k)]
+
+
 def run_ensemble(competition: Any, data_dir: str, *, members: int, bagging: bool = False,
-                 vary: str = "seed", out: str | None = None, seed: int = 0,
+                 vary: str = "seed", values: str | Sequence[str] | None = None,
+                 out: str | None = None, seed: int = 0,
                  resume: bool = False, retrain: bool = True,
                  log: Callable[[str], Any] | None = print, **run_kw: Any) -> dict[str, Any]:
     """``--ensemble K``: train K members under ``out/members/k/`` and combine them (soft vote).
@@ -700,13 +754,10 @@ def run_ensemble(competition: Any, data_dir: str, *, members: int, bagging: bool
     k = _check_count(members, "--ensemble")
     if vary not in MEMBER_VARIATIONS:
         raise ValueError(f"--members-vary must be one of {MEMBER_VARIATIONS}, got {vary!r}")
-    if vary != "seed":
-        raise ValueError(f"--members-vary {vary} is not available in this version: it needs "
-                         + ("augmentation presets" if vary == "augment" else "a model table")
-                         + " that d2lkaggle does not have yet; use --members-vary seed")
     comp = get_competition(competition) if isinstance(competition, str) else competition
     if comp.recipe is None:
         raise ValueError(f"competition {comp.name!r} has no training recipe yet ({comp.notes})")
+    variants = member_variants(vary, k, comp, values, run_competition)
     backend = canonical_name(run_kw.pop("backend", "torch"))
     out = os.path.abspath(out or os.path.join(
         "runs", f"{comp.name}-{backend}-{'bagging' if bagging else 'ensemble'}{k}"))
@@ -719,12 +770,13 @@ def run_ensemble(competition: Any, data_dir: str, *, members: int, bagging: bool
         # one split for all members: their validation rows are the same images
         splits = [split_train_valid(labels, ratio, seed) if ratio > 0 else None] * k
     _plan(out, {"kind": "bagging" if bagging else "ensemble", "members": k, "vary": vary,
+                "variants": variants,
                 "seed": seed, "backend": backend, "competition": comp.name,
                 "retrain": retrain and not bagging, **_run_kw_plan(run_kw)}, resume)
     folders = _train_members(run_competition, comp, data_dir, out, "members", splits,
                              [seed + m for m in range(k)], resume=resume,
                              retrain=retrain and not bagging, log=log,
-                             run_kw=dict(run_kw, backend=backend))
+                             run_kw=dict(run_kw, backend=backend), variants=variants)
     runs = [load_run(f) for f in folders]
     _align(runs)
     ids, y, rows = _common_valid(runs)

@@ -318,3 +318,30 @@ def test_failed_submission_keeps_the_previous_ensemble(demo_dir, tmp_path):
     with pytest.raises(ValueError):
         E.ensemble_runs([a, b], str(out), data_dir=str(data), vote="hard", log=None)
     assert {f: open(out / f, "rb").read() for f in os.listdir(out)} == before
+
+
+def test_member_variants_cycle_and_fail_clearly(monkeypatch):
+    from d2lkaggle import augment
+    from d2lkaggle.competitions import get_competition
+    comp = get_competition("demo")
+    assert E.member_variants("seed", 3, comp) == [{}, {}, {}]
+    with pytest.raises(ValueError, match="needs --members-vary augment or model"):
+        E.member_variants("seed", 2, comp, "a,b")
+
+    def takes_all(comp, data_dir, **kw):
+        return kw
+
+    def takes_nothing(comp, data_dir, *, out=None):
+        return out
+    monkeypatch.setattr(augment, "PRESETS", ("book", "crop-flip", "none"), raising=False)
+    assert E.member_variants("augment", 3, comp, None, takes_all) == [
+        {"augment": "book"}, {"augment": "crop-flip"}, {"augment": "book"}]
+    assert E.member_variants("augment", 2, comp, "none,book", takes_all) == [
+        {"augment": "none"}, {"augment": "book"}]
+    with pytest.raises(ValueError, match="unknown augment 'spin'"):
+        E.member_variants("augment", 2, comp, "spin", takes_all)
+    with pytest.raises(ValueError, match="not available in this version"):
+        E.member_variants("augment", 2, comp, None, takes_nothing)
+    monkeypatch.delattr(augment, "PRESETS")
+    with pytest.raises(ValueError, match="not available in this version"):
+        E.member_variants("augment", 2, comp, None, takes_all)
