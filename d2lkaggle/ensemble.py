@@ -795,12 +795,7 @@ def run_ensemble(competition: Any, data_dir: str, *, members: int, bagging: bool
         summary.update(oob_acc=accuracy(oob[2], oob[1]), oob_loss=log_loss(oob[2], oob[1]),
                        oob_images=len(oob[0]), num_labelled=len(labels))
         valid = oob  # what a later ensemble fits weights on
-    summary["timings"] = _timings(runs, t0)
-    summary = _write_outputs(out, comp, data_dir, runs[0].classes, runs[0].test_ids, probs,
-                             labels_t, valid, summary)
-    if log:
-        log(format_members(summary))
-    return summary
+    return _finish(out, comp, data_dir, runs, probs, labels_t, valid, summary, t0, log)
 
 
 def run_folds(competition: Any, data_dir: str, *, folds: int, out: str | None = None,
@@ -854,9 +849,14 @@ def run_folds(competition: Any, data_dir: str, *, folds: int, out: str | None = 
         oof_acc=accuracy(oof[2], oof[1]), oof_loss=log_loss(oof[2], oof[1]),
         oof_images=len(oof[0]), num_labelled=len(labels))
     summary["valid_acc"], summary["valid_loss"] = summary["oof_acc"], summary["oof_loss"]
+    return _finish(out, comp, data_dir, runs, probs, labels_t, oof, summary, t0, log)
+
+
+def _finish(out, comp, data_dir, runs, probs, labels_t, valid, summary, t0, log) -> dict[str, Any]:
+    """Write a trained group's combined files (see :func:`_write_outputs`) and report."""
     summary["timings"] = _timings(runs, t0)
     summary = _write_outputs(out, comp, data_dir, runs[0].classes, runs[0].test_ids, probs,
-                             labels_t, oof, summary)
+                             labels_t, valid, summary)
     if log:
         log(format_members(summary))
     return summary
