@@ -563,7 +563,8 @@ def ensemble_runs(run_dirs: Sequence[str], out: str, *, vote: str = "soft",
                                 "sample file")
     ids, y, rows = _common_valid(runs)
     w = parse_weights(weights, len(runs))
-    if isinstance(w, str):
+    fitted = isinstance(w, str)
+    if fitted:
         if not len(ids):
             raise ValueError("--weights auto needs validation predictions that all runs share; "
                              + ("run(s) " + ", ".join(r.path for r in runs if r.valid_probs is None)
@@ -579,8 +580,7 @@ def ensemble_runs(run_dirs: Sequence[str], out: str, *, vote: str = "soft",
         "kind": "ensemble", "competition": comp.name, "backend": "+".join(
             sorted({str(r.summary.get("backend")) for r in runs})),
         "data_dir": data_dir, "vote": vote, "geometric": geometric,
-        "weights": [float(x) for x in w], "weights_fitted": weights == "auto" or (
-            isinstance(weights, str) and weights.strip().lower() == "auto"),
+        "weights": [float(x) for x in w], "weights_fitted": fitted,
         "members": _member_metrics(runs, ids, y, rows), "num_classes": len(runs[0].classes),
         "num_test": len(runs[0].test_ids), "num_common_valid": len(ids),
         "valid_acc": None, "valid_loss": None}

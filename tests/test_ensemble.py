@@ -345,3 +345,13 @@ def test_member_variants_cycle_and_fail_clearly(monkeypatch):
     monkeypatch.delattr(augment, "PRESETS")
     with pytest.raises(ValueError, match="not available in this version"):
         E.member_variants("augment", 2, comp, None, takes_all)
+
+
+def test_given_split_is_checked():
+    labels = {"a": "x", "b": "y", "c": "x"}
+    assert E.check_split((["a", "a", "b"], ["c"]), labels) == (["a", "a", "b"], ["c"])
+    for split, msg in (((["a", "zz"], ["c"]), "1 split ids have no label: zz"),
+                       (([], ["c"]), "no training image"),
+                       ((["a", "b"], ["b"]), "both in training and validation: b")):
+        with pytest.raises(ValueError, match=msg):
+            E.check_split(split, labels)
