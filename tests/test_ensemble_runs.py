@@ -135,3 +135,38 @@ def test_run_flags_bad_input(demo_dir, tmp_path):
         assert not out.exists() or not any(
             f.endswith((".npy", ".csv")) or f == "summary.json" for _, _, fs in os.walk(out)
             for f in fs), args
+
+
+TTA_CODE = """
+import json, sys
+import numpy as np
+import d2lkaggle
+sys.path.insert(0, "tests")
+from conftest import tiny_loaders
+from d2lkaggle.data import ArraySource, ImageLoader
+B = d2lkaggle.get_backend(sys.argv[1])
+B.set_seed(0)
+net = B.resnet18(4, 3, 8)
+_, va = tiny_loaders(n=64, size=16)
+x = va.source.array[va.source.index][:27]          # 16 + 11 rows: a partial last batch
+plain = ImageLoader(ArraySource(x), None, 16, mean=va.mean, std=va.std)
+mirror = ImageLoader(ArraySource(np.ascontiguousarray(x[:, :, ::-1])), None, 16,
+                     mean=va.mean, std=va.std)
+p, pm = B.predict(net, plain, amp=False), B.predict(net, mirror, amp=False)
+t = B.predict(net, plain, amp=False, tta="flip")
+t10 = B.predict(net, plain, amp=False, tta="flip-crop")
+print(json.dumps({"shape": list(t.shape), "shape10": list(t10.shape),
+                  "err": float(np.abs(t - (p + pm) / 2).max()),
+                  "changed": float(np.abs(t - p).max()),
+                  "sums": float(np.abs(t10.sum(1) - 1).max())}))
+"""
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_tta_in_every_backend(backend):
+    from conftest import run_py
+    r = run_py(TTA_CODE, backend)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["shape"] == [27, 4] and res["shape10"] == [27, 4]
+    assert res["err"] < 1e-5 and res["changed"] > 1e-4 and res["sums"] < 1e-5
