@@ -55,12 +55,13 @@ def _save_npy(path: str, array: np.ndarray) -> None:
 
 def save_run_predictions(out: str, data: Any, test_probs: np.ndarray,
                          valid_probs: np.ndarray | None = None, *, tta: Any = None,
+                         split: Any = None,
                          files: dict[str, str] | None = None) -> dict[str, Any]:
     """Write a run's predictions (the files ensembles combine), each atomically.
 
     ``data`` carries ``classes``, ``test_ids`` and, with ``valid_probs``, ``valid_ids`` and
-    ``valid_iter.labels``. Returns the summary entries (``tta``, TTA valid metrics) and adds
-    the paths to ``files``.
+    ``valid_iter.labels``. Returns the summary entries (``tta``, TTA valid metrics, the
+    fingerprint of a given ``split``) and adds the paths to ``files``.
     """
     from .tta import check_tta
     test_probs = np.asarray(test_probs, dtype=np.float32)
@@ -74,6 +75,8 @@ def save_run_predictions(out: str, data: Any, test_probs: np.ndarray,
     atomic_write_text(paths["classes"], json.dumps(list(data.classes)) + "\n")
     atomic_write_text(paths["test_ids"], json.dumps(list(data.test_ids)) + "\n")
     extra: dict[str, Any] = {"tta": check_tta(tta)}
+    if split is not None:
+        extra["split"] = split_digest(split)
     if valid_probs is not None:
         y = np.asarray(data.valid_iter.labels, dtype=np.int64)
         vp = np.asarray(valid_probs, dtype=np.float32)
@@ -306,6 +309,16 @@ def parse_weights(text: str | Sequence[float] | None, k: int) -> np.ndarray | st
 
 
 # --------------------------------------------------------------------------- splits
+
+def split_digest(split: tuple[Sequence[str], Sequence[str]] | None) -> str | None:
+    """A short fingerprint of a given ``(train_ids, valid_ids)`` (repeats count) for the run
+    configuration: a resumed member must train on the same images."""
+    if split is None:
+        return None
+    import hashlib
+    text = json.dumps([[str(i) for i in split[0]], [str(i) for i in split[1]]])
+    return f"{len(split[0])}/{len(split[1])}:" + hashlib.sha1(text.encode()).hexdigest()[:16]
+
 
 def check_split(split: tuple[Sequence[str], Sequence[str]],
                 labels: Mapping[str, str]) -> tuple[list[str], list[str]]:

@@ -231,7 +231,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     from .ensemble import save_run_predictions  # test_probs.npy & co. (written before the summary)
     summary.update(save_run_predictions(out, data, probs,
                                         valid_probs if valid_hist is not None else None,
-                                        tta=tta, files=summary["files"]))
+                                        tta=tta, split=split, files=summary["files"]))
     atomic_write_text(summary["files"]["summary"], json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -355,3 +355,9 @@ def test_given_split_is_checked():
                        ((["a", "b"], ["b"]), "both in training and validation: b")):
         with pytest.raises(ValueError, match=msg):
             E.check_split(split, labels)
+
+
+def test_split_digest():
+    d = E.split_digest((["a", "a", "b"], ["c"]))
+    assert d.startswith("3/1:") and d == E.split_digest((["a", "a", "b"], ["c"]))
+    assert d != E.split_digest((["a", "b"], ["c"])) and E.split_digest(None) is None
