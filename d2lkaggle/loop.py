@@ -125,8 +125,8 @@ def predict(step: Step, data: Iterable, tta: Any = None) -> np.ndarray:
     augmented views of each batch (see :mod:`d2lkaggle.tta`); rows keep their order.
     """
     if tta is not None:
-        from .tta import predict_tta
-        return predict_tta(step.predict_batch, data, tta)
+        from .tta import TTAStep
+        step = TTAStep(step, tta, seed=getattr(data, "seed", 0))
     out = [np.asarray(step.predict_batch(x), dtype=np.float64) for x, _ in data]
     if not out:
         raise ValueError("prediction data is empty")

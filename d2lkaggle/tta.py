@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-__all__ = ["TTA_KINDS", "check_tta", "num_views", "tta_batches", "predict_tta"]
+__all__ = ["TTA_KINDS", "check_tta", "num_views", "tta_batches", "predict_tta", "TTAStep"]
 
 #: named TTA kinds (an integer N is also accepted)
 TTA_KINDS = ("flip", "flip-crop")
@@ -125,19 +125,39 @@ def tta_batches(data: Iterable, tta: Any) -> Iterator[tuple[Iterator[np.ndarray]
         yield (iter([x]) if t is None else _views(x, t, seed, b)), y
 
 
+def _mean_over_views(predict_batch: Callable[[np.ndarray], np.ndarray],
+                     views: Iterable[np.ndarray]) -> np.ndarray:
+    total, k = None, 0
+    for v in views:
+        p = np.asarray(predict_batch(v), dtype=np.float64)
+        if p.ndim != 2 or len(p) != len(v):
+            raise ValueError(f"predict_batch returned shape {p.shape} for a batch of {len(v)}")
+        total, k = (p if total is None else total + p), k + 1
+    return total / k
+
+
+class TTAStep:
+    """A step whose ``predict_batch`` averages ``step``'s probabilities over the TTA views of
+    each batch; batches must come in the loader's order (the ``b``-th call is batch ``b``, which
+    seeds the random views). What ``loop.predict(step, data, tta=...)`` uses."""
+
+    def __init__(self, step: Any, tta: Any, seed: int = 0):
+        self.step, self.tta, self.seed, self.batch = step, check_tta(tta), int(seed), 0
+
+    def predict_batch(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        if x.ndim != 4:
+            raise ValueError(f"TTA needs N×H×W×C image batches, got shape {x.shape}")
+        views = [x] if self.tta is None else _views(x, self.tta, self.seed, self.batch)
+        self.batch += 1
+        return _mean_over_views(self.step.predict_batch, views)
+
+
 def predict_tta(predict_batch: Callable[[np.ndarray], np.ndarray], data: Iterable,
                 tta: Any) -> np.ndarray:
     """Class probabilities for every example of ``data``, averaged over the TTA views
     (the chapters' ``predict`` step with test-time augmentation)."""
-    out = []
-    for views, y in tta_batches(data, tta):
-        total, k = None, 0
-        for v in views:
-            p = np.asarray(predict_batch(v), dtype=np.float64)
-            if p.ndim != 2 or len(p) != len(v):
-                raise ValueError(f"predict_batch returned shape {p.shape} for a batch of {len(v)}")
-            total, k = (p if total is None else total + p), k + 1
-        out.append(total / k)
+    out = [_mean_over_views(predict_batch, views) for views, _ in tta_batches(data, tta)]
     if not out:
         raise ValueError("prediction data is empty")
     return np.concatenate(out)

@@ -361,3 +361,11 @@ def test_split_digest():
     d = E.split_digest((["a", "a", "b"], ["c"]))
     assert d.startswith("3/1:") and d == E.split_digest((["a", "a", "b"], ["c"]))
     assert d != E.split_digest((["a", "b"], ["c"])) and E.split_digest(None) is None
+
+
+def test_loop_predict_and_predict_tta_agree():
+    x = np.random.default_rng(3).integers(0, 255, (10, 8, 8, 3)).astype(np.uint8)
+    step = _BandStep()
+    for tta in ("flip", "flip-crop", 4):
+        np.testing.assert_allclose(predict(step, _loader(x, 4), tta=tta),
+                                   predict_tta(step.predict_batch, _loader(x, 4), tta), atol=1e-12)
