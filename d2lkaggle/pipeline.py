@@ -9,7 +9,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -36,7 +36,7 @@ class CompetitionData:
     test_iter: ImageLoader
     classes: list[str]
     test_ids: list[str]
-    valid_ids: list[str] = field(default_factory=list)  # the rows of valid_iter, in order
+    valid_ids: list[str] | None = None  # the rows of valid_iter, in order (ensembles)
 
 
 def _images_by_id(folder: str) -> dict[str, str]:
@@ -72,12 +72,8 @@ def test_ids(comp: Competition, data_dir: str) -> list[str]:
 
 def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio: float,
               image_size: int | None = None, seed: int = 0,
-              num_workers: int | None = None,
-              split: tuple[Any, Any] | None = None) -> CompetitionData:
-    """Read labels, split train/valid (in memory, the book's rule) and build the loaders.
-
-    ``split=(train_ids, valid_ids)`` replaces the book's split (k-fold, bagging: train ids may
-    repeat, as in a bootstrap sample)."""
+              num_workers: int | None = None, split: Any = None) -> CompetitionData:
+    """Read labels, split train/valid (in memory, the book's rule) and build the loaders."""
     size = int(image_size or comp.image_size)
     labels_path = os.path.join(data_dir, comp.labels_file)
     labels = read_csv_labels(labels_path)
@@ -90,7 +86,7 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
     y = np.array([index[labels[i]] for i in ids], dtype=np.int64)
     pos = {i: k for k, i in enumerate(ids)}
     tr_ids, va_ids = split_train_valid(labels, valid_ratio, seed) if valid_ratio > 0 else (ids, [])
-    if split is not None:
+    if split is not None:  # (train_ids, valid_ids) of k-fold or bagging; train ids may repeat
         from .ensemble import check_split
         tr_ids, va_ids = check_split(split, labels)
     t_ids = test_ids(comp, data_dir)
@@ -156,10 +152,10 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                     log: Callable[[str], Any] | None = print, tta: Any = None,
                     split: tuple[Any, Any] | None = None) -> dict[str, Any]:
     """Run a whole chapter and write ``out/{submission.csv, history.csv, curves.png,
-    summary.json, checkpoints/}`` plus the predictions ensembles combine (test_probs.npy,
-    classes.json, test_ids.json, valid_probs.npy, valid_ids.json); returns the summary.
-    ``tta`` averages test-time augmented views; ``split=(train_ids, valid_ids)`` replaces
-    the book's train/valid split (see :mod:`d2lkaggle.ensemble`)."""
+    summary.json, checkpoints/}``; returns the summary."""
+    # Ensembles (d2lkaggle.ensemble): the run also keeps test_probs.npy, classes.json,
+    # test_ids.json, valid_probs.npy, valid_ids.json; ``tta`` averages test-time augmented
+    # views; ``split=(train_ids, valid_ids)`` replaces the book's split (k-fold, bagging).
     comp = get_competition(competition) if isinstance(competition, str) else competition
     if comp.recipe is None:
         raise ValueError(f"competition {comp.name!r} has no training recipe yet ({comp.notes})")
