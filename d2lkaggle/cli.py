@@ -42,6 +42,29 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="train in float32 (default: bf16 autocast where the backend measured it faster)")
     _add_recipe_args(p)
     _add_cifar_args(p)
+    _add_ensemble_args(p)
+
+
+def _add_ensemble_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("ensembles, k-fold and test-time augmentation")
+    g.add_argument("--ensemble", type=int, metavar="K",
+                   help="train K >= 2 members under RUN_DIR/members/k/ and average their "
+                        "probabilities (default: off, one model)")
+    g.add_argument("--bagging", action="store_true",
+                   help="with --ensemble: each member trains on a bootstrap sample of all labels "
+                        "and validates on its out-of-bag images, no retrain (default: off)")
+    g.add_argument("--members-vary", choices=("seed", "augment", "model"), default="seed",
+                   help="what differs between ensemble members (default: seed; member k uses "
+                        "SEED+k)")
+    g.add_argument("--members-values", metavar="LIST",
+                   help="with --members-vary augment|model: the presets or models the members "
+                        "cycle through, comma-separated (default: every augmentation preset but "
+                        "none / the recipe's model and cnn_elu)")
+    g.add_argument("--folds", type=int, metavar="K",
+                   help="stratified K-fold: a model per fold under RUN_DIR/folds/k/, out-of-fold "
+                        "accuracy over all labels, test predictions averaged (default: off)")
+    g.add_argument("--tta", help="test-time augmentation: flip, flip-crop or a number of views N "
+                                 "(default: off)")
 
 
 def _add_cifar_args(p: argparse.ArgumentParser) -> None:
@@ -134,15 +157,50 @@ def _report(summary: dict) -> None:
         print(f"  {k:12s} {v}")
 
 
-def cmd_run(a: argparse.Namespace) -> int:
+def _run_or_ensemble(competition: str, data_dir: str, a: argparse.Namespace) -> dict:
+    """One run, or with --ensemble/--folds several combined (d2lkaggle.ensemble)."""
+    from .ensemble import run_ensemble, run_folds
     from .pipeline import run_competition
-    _report(run_competition(a.competition, a.data_dir, **_run_kwargs(a)))
+    from .tta import check_tta
+    kw = dict(_run_kwargs(a), tta=check_tta(getattr(a, "tta", None)))
+    ens, folds = getattr(a, "ensemble", None), getattr(a, "folds", None)
+    if ens is not None and folds is not None:
+        raise ValueError("--ensemble and --folds are two ways to train several models: choose one")
+    if getattr(a, "bagging", False) and ens is None:
+        raise ValueError("--bagging needs --ensemble K (the number of bootstrap members)")
+    if (getattr(a, "members_vary", "seed") != "seed" or getattr(a, "members_values", None)) \
+            and ens is None:
+        raise ValueError("--members-vary/--members-values need --ensemble K")
+    if ens is not None:
+        return run_ensemble(competition, data_dir, members=ens, bagging=a.bagging,
+                            vary=a.members_vary, values=a.members_values, **kw)
+    if folds is not None:
+        return run_folds(competition, data_dir, folds=folds, **kw)
+    return run_competition(competition, data_dir, **kw)
+
+
+def _report_ensemble(summary: dict) -> None:
+    print(f"\n{summary['competition']} {summary['kind']} of {len(summary['members'])} "
+          f"({summary['backend']}): {summary['timings']['total_s']:.1f} s")
+    for k, v in summary["files"].items():
+        print(f"  {k:12s} {v}")
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    s = _run_or_ensemble(a.competition, a.data_dir, a)
+    (_report_ensemble if "members" in s else _report)(s)
+    return 0
+
+
+def cmd_ensemble(a: argparse.Namespace) -> int:
+    from .ensemble import ensemble_runs
+    _report_ensemble(ensemble_runs(a.runs, a.out, vote=a.vote, weights=a.weights,
+                                   geometric=a.geometric, data_dir=a.data_dir))
     return 0
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
     from .datasets import make_demo
-    from .pipeline import run_competition
     root = os.path.abspath(a.dir)
     data_dir = os.path.join(root, "data")
     if not os.path.exists(os.path.join(data_dir, "trainLabels.csv")):
@@ -150,7 +208,8 @@ def cmd_demo(a: argparse.Namespace) -> int:
         make_demo(data_dir, seed=0)
     if a.out is None:
         a.out = os.path.join(root, f"run-{a.backend}")
-    _report(run_competition("demo", data_dir, **_run_kwargs(a)))
+    s = _run_or_ensemble("demo", data_dir, a)
+    (_report_ensemble if "members" in s else _report)(s)
     return 0
 
 
@@ -240,6 +299,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "(cifar-10-python.tar.gz / cifar-100-python.tar.gz, or a folder holding it)")
     _add_train_args(r)
     r.set_defaults(func=cmd_run)
+
+    e = sub.add_parser("ensemble", help="combine finished runs (any backend or model) into one "
+                                        "submission")
+    e.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders with test_probs.npy")
+    e.add_argument("--out", required=True, help="folder for the ensemble's submission and files")
+    e.add_argument("--vote", choices=("soft", "hard"), default="soft",
+                   help="soft: mean of probabilities; hard: majority of argmaxes, ties broken by "
+                        "the mean probability (default: soft)")
+    e.add_argument("--weights", help="w1,w2,... (one per run) or auto: fitted on the runs' "
+                                     "common validation images (default: equal)")
+    e.add_argument("--geometric", action="store_true",
+                   help="soft vote with the geometric mean of probabilities (default: arithmetic)")
+    e.add_argument("--data-dir", help="competition folder with the sample submission (default: "
+                                      "the first run's, from its summary.json)")
+    e.set_defaults(func=cmd_ensemble)
 
     dl = sub.add_parser("download", help="download a DATA_HUB entry or URL (SHA-1 checked)")
     dl.add_argument("name")

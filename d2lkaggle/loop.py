@@ -126,8 +126,15 @@ def evaluate(step: Step, data: Iterable) -> tuple[float, float]:
     return loss_sum / n, correct / n
 
 
-def predict(step: Step, data: Iterable) -> np.ndarray:
-    """Class probabilities for every example of ``data``, in order (rows sum to 1)."""
+def predict(step: Step, data: Iterable, tta: Any = None) -> np.ndarray:
+    """Class probabilities for every example of ``data``, in order (rows sum to 1).
+
+    ``tta`` ("flip", "flip-crop" or a number of views) averages the probabilities of the
+    augmented views of each batch (see :mod:`d2lkaggle.tta`); rows keep their order.
+    """
+    if tta is not None:
+        from .tta import TTAStep
+        step = TTAStep(step, tta, seed=getattr(data, "seed", 0))
     out = [np.asarray(step.predict_batch(x), dtype=np.float64) for x, _ in data]
     if not out:
         raise ValueError("prediction data is empty")

@@ -45,6 +45,7 @@ class CompetitionData:
     classes: list[str]
     test_ids: list[str]
     test_labels: np.ndarray | None = None  # known for the CIFAR python archives' test split
+    valid_ids: list[str] | None = None  # the rows of valid_iter, in order (ensembles)
 
 
 def _images_by_id(folder: str) -> dict[str, str]:
@@ -91,7 +92,7 @@ def test_ids(comp: Competition, data_dir: str) -> list[str]:
 def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio: float,
               image_size: int | None = None, seed: int = 0,
               num_workers: int | None = None, augment: Any = None,
-              label_kind: str | None = None) -> CompetitionData:
+              label_kind: str | None = None, split: Any = None) -> CompetitionData:
     """Read labels, split train/valid (in memory, the book's rule) and build the loaders.
 
     ``augment`` is a preset name (``book`` — the default —, ``crop-flip``,
@@ -99,6 +100,7 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
     own ``(train_transform, test_transform)`` pair of ``t(image, rng) -> image`` callables.
     ``data_dir`` is the Kaggle folder layout or a CIFAR python archive (``.tar.gz``, its
     extracted folder, or a folder holding it; see :mod:`d2lkaggle.cifar`).
+    ``split=(train_ids, valid_ids)`` replaces the book's split (k-fold, bagging).
     """
     check_settings(SimpleNamespace(valid_ratio=valid_ratio, batch_size=batch_size), image_size)
     archive = find_cifar_archive(data_dir)
@@ -106,7 +108,7 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
         arrays = read_cifar_archive(archive, label_kind or "fine")
         return load_array_data(comp, arrays, batch_size=batch_size, valid_ratio=valid_ratio,
                                image_size=image_size, seed=seed, num_workers=num_workers,
-                               augment=augment)
+                               augment=augment, split=split)
     if label_kind not in (None, "fine"):
         raise ValueError(f"--label-kind {label_kind} needs a CIFAR-100 python archive "
                          f"(cifar-100-python.tar.gz); {data_dir} is a folder layout with one label "
@@ -123,6 +125,9 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
     y = np.array([index[labels[i]] for i in ids], dtype=np.int64)
     pos = {i: k for k, i in enumerate(ids)}
     tr_ids, va_ids = split_train_valid(labels, valid_ratio, seed) if valid_ratio > 0 else (ids, [])
+    if split is not None:  # (train_ids, valid_ids) of k-fold or bagging; train ids may repeat
+        from .ensemble import check_split
+        tr_ids, va_ids = check_split(split, labels)
     t_ids = test_ids(comp, data_dir)
     test_images = _images_by_id(os.path.join(data_dir, comp.test_dir))
     if comp.fixed_size:
@@ -150,7 +155,8 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
     train_valid_iter = ImageLoader(make(ids), y, transform=train_tf, shuffle=True,
                                    drop_last=len(ids) >= batch_size, seed=seed + 1, **common)
     test_iter = ImageLoader(test_source, None, transform=test_tf, **common)
-    return CompetitionData(train_iter, valid_iter, train_valid_iter, test_iter, classes, t_ids)
+    return CompetitionData(train_iter, valid_iter, train_valid_iter, test_iter, classes, t_ids,
+                           list(va_ids))
 
 
 def augment_transforms(comp: Competition, size: int, augment: Any = None) -> tuple[Any, Any]:
@@ -166,7 +172,8 @@ def augment_transforms(comp: Competition, size: int, augment: Any = None) -> tup
 
 def load_array_data(comp: Competition, arrays: CifarArrays, *, batch_size: int,
                     valid_ratio: float, image_size: int | None = None, seed: int = 0,
-                    num_workers: int | None = None, augment: Any = None) -> CompetitionData:
+                    num_workers: int | None = None, augment: Any = None,
+                    split: Any = None) -> CompetitionData:
     """The four loaders from a CIFAR archive held in memory (:func:`d2lkaggle.cifar.read_cifar_archive`).
 
     The same steps as :func:`load_data`: the book's per-class train/valid split of the training
@@ -185,7 +192,11 @@ def load_array_data(comp: Competition, arrays: CifarArrays, *, batch_size: int,
         raise ValueError(f"{arrays.source}: no training or no test images")
     ids = [str(i + 1) for i in range(n)]
     labels = {i: arrays.classes[c] for i, c in zip(ids, arrays.train_y)}
-    tr_ids, va_ids = split_train_valid(labels, valid_ratio, seed) if valid_ratio > 0 else (ids, [])
+    if split is not None:  # k-fold or bagging
+        from .ensemble import check_split
+        tr_ids, va_ids = check_split(split, labels)
+    else:
+        tr_ids, va_ids = split_train_valid(labels, valid_ratio, seed) if valid_ratio > 0 else (ids, [])
     tr, va = [int(i) - 1 for i in tr_ids], [int(i) - 1 for i in va_ids]
     train_tf, test_tf = augment_transforms(comp, size, augment)
     common = dict(batch_size=batch_size, mean=comp.mean, std=comp.std, num_workers=num_workers)
@@ -200,7 +211,7 @@ def load_array_data(comp: Competition, arrays: CifarArrays, *, batch_size: int,
     test_iter = ImageLoader(ArraySource(arrays.test_x), None, transform=test_tf, **common)
     return CompetitionData(train_iter, valid_iter, train_valid_iter, test_iter, list(arrays.classes),
                            [str(i + 1) for i in range(len(arrays.test_x))],
-                           test_labels=arrays.test_y)
+                           test_labels=arrays.test_y, valid_ids=list(va_ids))
 
 
 def check_keep(recipe: Recipe) -> None:
@@ -262,7 +273,8 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                     progress: bool = True, num_workers: int | None = None, amp: Any = "auto",
                     log: Callable[[str], Any] | None = print,
                     label_kind: str | None = None, model: str | None = None,
-                    recipe: str | Recipe = "default", **tricks: Any) -> dict[str, Any]:
+                    recipe: str | Recipe = "default", tta: Any = None,
+                    split: tuple[Any, Any] | None = None, **tricks: Any) -> dict[str, Any]:
     """Run a whole chapter and write ``out/{submission.csv, history.csv, curves.png,
     summary.json, checkpoints/}``; returns the summary.
 
@@ -277,6 +289,9 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     ``augment``, ``wd_exclude``; see docs/recipes.md). ``augment`` may also be a
     ``(train_transform, test_transform)`` pair.
     """
+    # Ensembles (d2lkaggle.ensemble): the run also keeps test_probs.npy, classes.json,
+    # test_ids.json, valid_probs.npy, valid_ids.json; ``tta`` averages test-time augmented
+    # views; ``split=(train_ids, valid_ids)`` replaces the book's split (k-fold, bagging).
     comp = get_competition(competition) if isinstance(competition, str) else competition
     base = recipe if isinstance(recipe, Recipe) else recipe_for(comp, recipe)
     aug_pair = tricks.pop("augment") if not isinstance(tricks.get("augment", ""), str) else None
@@ -300,7 +315,8 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     t_start = time.perf_counter()
     data = load_data(comp, data_dir, batch_size=recipe.batch_size, valid_ratio=recipe.valid_ratio,
                      image_size=image_size, seed=seed, num_workers=num_workers,
-                     augment=aug_pair or recipe.augment, label_kind=label_kind)
+                     augment=aug_pair or recipe.augment, label_kind=label_kind,
+                     split=split)
     t_data = time.perf_counter() - t_start
     say(f"{comp.name}: {len(data.classes)} classes, {data.train_iter.num_examples} train / "
         f"{len(data.valid_iter.source) if data.valid_iter else 0} valid / "
@@ -329,6 +345,8 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                               resume=resume["valid"], plot=os.path.join(out, "curves.png"), **train_kw, **extra)
         timings["train_s"] = time.perf_counter() - t0
         histories.append(("valid", valid_hist))
+        # ensembles: the validated model's probabilities, before a retrain replaces it
+        valid_probs = bk.predict(net, data.valid_iter, amp=amp, tta=tta)
     final_hist = None
     if (retrain and recipe.keep != "best") or data.valid_iter is None:
         # The chapters' last step: a fresh model trained on all labelled data.
@@ -347,7 +365,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     best = os.path.join(out, "checkpoints", "valid", "best.npz")
     if recipe.keep == "best" and final_hist is None and os.path.exists(best):
         restore_checkpoint(bk, net, best)   # the best-validation epoch, as write-up 004 keeps
-    probs = bk.predict(net, data.test_iter, amp=amp)
+    probs = bk.predict(net, data.test_iter, amp=amp, tta=tta)
     sub = write_submission(comp, data_dir, probs, data, os.path.join(out, "submission.csv"))
     timings["predict_s"] = time.perf_counter() - t0
     _write_history(out, histories)
@@ -372,6 +390,10 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
         # The CIFAR archives label their test split: report what Kaggle would have scored.
         summary.update(labelled_test_metrics(probs, data.test_labels), label_kind=label_kind or "fine")
         say(f"test accuracy {summary['test_acc']:.4f} on {len(data.test_ids)} labelled test images")
+    from .ensemble import save_run_predictions  # test_probs.npy & co. (written before the summary)
+    summary.update(save_run_predictions(out, data, probs,
+                                        valid_probs if valid_hist is not None else None,
+                                        tta=tta, split=split, files=summary["files"]))
     atomic_write_text(summary["files"]["summary"], json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -192,9 +192,11 @@ def evaluate_accuracy(net: Block, data_iter, devices: Sequence[mx.Context] | Non
 
 
 def predict(net: Block, data_iter, devices: Sequence[mx.Context] | None = None,
-            amp: Any = False) -> np.ndarray:
-    """Class probabilities (softmax over classes) for every example of ``data_iter``."""
-    return loop.predict(loop.inference_step(MXNetStep, net, data_iter, devices, amp), data_iter)
+            amp: Any = False, tta: Any = None) -> np.ndarray:
+    """Class probabilities (softmax over classes) for every example of ``data_iter``;
+    ``tta`` ("flip", "flip-crop" or N views) averages augmented views in the core."""
+    return loop.predict(loop.inference_step(MXNetStep, net, data_iter, devices, amp), data_iter,
+                        tta=tta)
 
 
 def forward(net: Block, x: np.ndarray) -> np.ndarray:

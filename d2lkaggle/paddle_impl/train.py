@@ -179,9 +179,11 @@ def evaluate_accuracy(net: nn.Layer, data_iter, devices: Sequence | None = None,
 
 
 def predict(net: nn.Layer, data_iter, devices: Sequence | None = None,
-            amp: Any = False) -> np.ndarray:
-    """Class probabilities (softmax over classes) for every example of ``data_iter``."""
-    return loop.predict(loop.inference_step(PaddleStep, net, data_iter, devices, amp), data_iter)
+            amp: Any = False, tta: Any = None) -> np.ndarray:
+    """Class probabilities (softmax over classes) for every example of ``data_iter``;
+    ``tta`` ("flip", "flip-crop" or N views) averages augmented views in the core."""
+    return loop.predict(loop.inference_step(PaddleStep, net, data_iter, devices, amp), data_iter,
+                        tta=tta)
 
 
 def forward(net: nn.Layer, x: np.ndarray) -> np.ndarray:

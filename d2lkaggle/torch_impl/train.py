@@ -177,9 +177,11 @@ def evaluate_accuracy(net: nn.Module, data_iter, devices: Sequence[torch.device]
 
 
 def predict(net: nn.Module, data_iter, devices: Sequence[torch.device] | None = None,
-            amp: Any = False) -> np.ndarray:
-    """Class probabilities (softmax over classes) for every example of ``data_iter``."""
-    return loop.predict(loop.inference_step(TorchStep, net, data_iter, devices, amp), data_iter)
+            amp: Any = False, tta: Any = None) -> np.ndarray:
+    """Class probabilities (softmax over classes) for every example of ``data_iter``;
+    ``tta`` ("flip", "flip-crop" or N views) averages augmented views in the core."""
+    return loop.predict(loop.inference_step(TorchStep, net, data_iter, devices, amp), data_iter,
+                        tta=tta)
 
 
 @torch.no_grad()
