@@ -158,7 +158,7 @@ def cmd_lr_find(a: argparse.Namespace) -> int:
                            num_iter=a.num_iter, seed=a.seed, num_workers=a.workers,
                            amp=False if a.no_amp else "auto", progress=not a.quiet, log=print)
     print(f"wrote {png} and {os.path.splitext(png)[0]}.csv")
-    print(f"suggested lr {res.suggestion:.3g} (steepest descent; minimum/10: {res.min_lr / 10:.3g}): "
+    print(f"suggested lr {res.suggestion:.3g} ({res.rule}): "
           f"d2lkaggle run {a.competition} --data-dir {a.data_dir} --lr {res.suggestion:.3g}")
     return 0
 

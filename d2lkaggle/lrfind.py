@@ -3,8 +3,8 @@
 The chapters' results swing between chance and 0.97 on the learning rate alone. The finder
 trains for ``num_iter`` batches while the rate grows exponentially from ``start_lr`` to
 ``end_lr``, records the bias-corrected exponentially smoothed loss, stops when that loss
-diverges, and suggests the rate of the steepest descent (and, as fastai's older rule,
-the rate of the minimum divided by 10). The weights are restored afterwards, so the net
+diverges, and suggests the rate of the steepest descent (or, when the loss hardly fell,
+fastai's older rule: the rate of the minimum divided by 10). The weights are restored afterwards, so the net
 trains from where it was.
 
 A backend's ``lr_find(net, train_iter, ...)`` builds its Step and calls :func:`lr_find_net`.
@@ -25,8 +25,10 @@ class LRFinderResult:
     lrs: list[float] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)      # batch-mean loss of each batch
     smoothed: list[float] = field(default_factory=list)    # bias-corrected EMA of ``losses``
-    suggestion: float = math.nan                            # steepest descent of ``smoothed``
+    suggestion: float = math.nan                            # the rate to use (see ``rule``)
+    steepest: float = math.nan                              # steepest descent of ``smoothed``
     min_lr: float = math.nan                                # rate at the smoothed minimum
+    rule: str = ""                                          # which of the two ``suggestion`` is
     stopped: str = ""                                       # "diverged", "end_lr" or "non-finite loss"
 
     def to_csv(self, path: str) -> str:
@@ -43,22 +45,38 @@ class LRFinderResult:
 
 
 def suggest(lrs: list[float], smoothed: list[float], skip_start: int = 10,
-            skip_end: int = 5) -> tuple[float, float]:
-    """``(steepest, at_minimum)``: the rate where the smoothed loss falls fastest per decade
-    (searched before the minimum, edges skipped as fastai does) and the rate of the minimum."""
+            skip_end: int = 5) -> tuple[float, float, float, str]:
+    """``(suggestion, steepest, at_minimum, rule)`` from a range test.
+
+    ``steepest``: where the smoothed loss falls fastest per decade, measured over a window
+    of ~1/20 of the points (a single-step gradient follows the batch noise) and searched
+    before the minimum, edges skipped as fastai does. ``at_minimum``: the rate of the
+    smallest smoothed loss. The suggestion is ``steepest`` when the loss really fell (by
+    5 % or more of its start) and ``at_minimum / 10`` otherwise (a flat curve has no
+    meaningful steepest point).
+    """
     lr = np.asarray(lrs, dtype=np.float64)
     loss = np.asarray(smoothed, dtype=np.float64)
     ok = np.isfinite(loss)
     lr, loss = lr[ok], loss[ok]
-    if len(lr) < 3:
-        return math.nan, (float(lr[np.argmin(loss)]) if len(lr) else math.nan)
+    if not len(lr):
+        return math.nan, math.nan, math.nan, "none"
     i_min = int(np.argmin(loss))
-    lo = min(skip_start, max(0, i_min - 2))
-    hi = max(lo + 2, min(len(lr) - skip_end, i_min + 1))
-    grad = np.gradient(loss, np.log10(lr))
-    seg = grad[lo:hi]
-    steepest = float(lr[lo + int(np.argmin(seg))]) if len(seg) else math.nan
-    return steepest, float(lr[i_min])
+    at_min = float(lr[i_min])
+    w = max(1, len(lr) // 20)
+    lo = min(skip_start, max(0, i_min - 2 * w))
+    hi = min(len(lr) - max(skip_end, w), i_min + 1)
+    x = np.log10(lr)
+    best, steepest = 0.0, math.nan
+    for i in range(max(lo, w), hi):
+        j0, j1 = i - w, min(len(lr) - 1, i + w)
+        slope = (loss[j1] - loss[j0]) / (x[j1] - x[j0])
+        if slope < best:
+            best, steepest = slope, float(lr[i])
+    start = loss[: max(1, w)].mean()
+    if math.isfinite(steepest) and start - loss[i_min] >= 0.05 * abs(start):
+        return steepest, steepest, at_min, "steepest descent"
+    return at_min / 10, steepest, at_min, "minimum / 10"
 
 
 def lr_find(step, train_iter, start_lr: float = 1e-7, end_lr: float = 10.0, num_iter: int = 100,
@@ -118,10 +136,11 @@ def lr_find(step, train_iter, start_lr: float = 1e-7, end_lr: float = 10.0, num_
             train_iter.set_epoch(saved_epoch)
     if not res.lrs:
         raise ValueError("the lr finder got no batch from the training data")
-    res.suggestion, res.min_lr = suggest(res.lrs, res.smoothed)
+    res.suggestion, res.steepest, res.min_lr, res.rule = suggest(res.lrs, res.smoothed)
     if log:
-        log(f"lr finder: {len(res.lrs)} batches, {res.stopped}; suggested lr {res.suggestion:.3g} "
-            f"(steepest descent), {res.min_lr / 10:.3g} (minimum / 10)")
+        log(f"lr finder: {len(res.lrs)} batches, stopped: {res.stopped}; suggested lr "
+            f"{res.suggestion:.3g} ({res.rule}; steepest descent {res.steepest:.3g}, "
+            f"minimum / 10 {res.min_lr / 10:.3g})")
     return res
 
 

@@ -197,10 +197,12 @@ def plot_lr_find(result, path: str, title: str | None = None):
     ax.set_xscale("log")
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel("training loss (batch mean)")
-    for lr, name, color in ((result.suggestion, "steepest descent", "C3"),
+    for lr, name, color in ((result.steepest, "steepest descent", "C3"),
                             (result.min_lr / 10, "minimum / 10", "C2")):
         if lr and math.isfinite(lr):
-            ax.axvline(lr, color=color, ls="--", lw=1, label=f"{name}: {lr:.2g}")
+            chosen = " (suggested)" if name == result.rule else ""
+            ax.axvline(lr, color=color, ls="-" if chosen else "--", lw=1.5 if chosen else 1,
+                       label=f"{name}: {lr:.2g}{chosen}")
     finite = [v for v in result.smoothed if math.isfinite(v)]
     if finite:
         lo, first = min(finite), finite[0]
