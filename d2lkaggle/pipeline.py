@@ -171,7 +171,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     data = load_data(comp, data_dir, batch_size=recipe.batch_size, valid_ratio=recipe.valid_ratio,
                      image_size=image_size, seed=seed, num_workers=num_workers)
     t_data = time.perf_counter() - t_start
-    say(_header(comp, data, name))
+    say(_header(comp, data, name, recipe))
     bk = get_backend(name)
     run_bar = _run_progress(progress, recipe.epochs, data, retrain)
     train_kw = dict(lr_period=recipe.lr_period, lr_decay=recipe.lr_decay, progress=progress, log=log,
@@ -318,15 +318,20 @@ def _check_run_folder(out: str, *, overwrite: bool, resume: bool) -> None:
         shutil.rmtree(os.path.join(out, "checkpoints", phase), ignore_errors=True)
 
 
-def _header(comp: Competition, data: CompetitionData, backend: str) -> str:
-    """The first line of a run: class and image counts as reorg counts them."""
+def _header(comp: Competition, data: CompetitionData, backend: str, recipe: Recipe | None = None) -> str:
+    """The first line of a run: class and image counts as reorg counts them (plus a warning
+    line when the recipe fine-tunes a frozen backbone that has no pretrained weights)."""
     tr = data.train_iter
     n_train, per_epoch = len(tr.source), tr.num_examples
     train = f"{n_train} train" + (f" ({per_epoch} per epoch after drop_last)"
                                   if per_epoch != n_train else "")
     n_valid = len(data.valid_iter.source) if data.valid_iter else 0
-    return (f"{comp.name}: {len(data.classes)} classes, {train} / {n_valid} valid / "
+    head = (f"{comp.name}: {len(data.classes)} classes, {train} / {n_valid} valid / "
             f"{len(data.test_ids)} test images; backend {backend}")
+    if recipe is not None and recipe.model == "finetune" and recipe.weights is None:
+        head += ("\nwarning: fine-tuning a frozen backbone with random weights (weights none): only "
+                 "the head trains, on random features; expect accuracy near chance")
+    return head
 
 
 def _run_progress(progress: Any, epochs: int, data: CompetitionData, retrain: bool):
@@ -379,6 +384,8 @@ def _run_outcome(valid_hist: History | None, final_hist: History | None, predict
                  num_classes: int, recipe: Recipe) -> dict[str, Any]:
     """Summary keys saying which model wrote the submission and how validation went."""
     from .diagnostics import not_learning
+    if valid_hist is None:  # no validation images after all: the retrained model it is
+        predict_with = "retrain"
     out: dict[str, Any] = {"predict_with": predict_with}
     if valid_hist is not None and len(valid_hist):
         accs = valid_hist.column("valid_acc")
