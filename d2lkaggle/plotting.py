@@ -142,10 +142,15 @@ def plot_confusion(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str]
                             color="white" if frac[t, p] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     acc = np.trace(m) / max(1, m.sum())
-    ax.set_title((title + "\n" if title else "") + f"validation: {m.sum()} images, accuracy {acc:.3f}",
-                 fontsize=9)
+    off = m * (1 - np.eye(c, dtype=np.int64))
+    top = [divmod(int(k), c) for k in np.argsort(-off, axis=None, kind="stable")[:3]]
+    pairs = ", ".join(f"{_short(classes[t])} → {_short(classes[q])} ({off[t, q]})"
+                      for t, q in top if off[t, q])
+    ax.set_title((title + "\n" if title else "") + f"validation: {m.sum()} images, accuracy {acc:.3f}"
+                 + (f"\nmost confused (true → predicted): {pairs}" if pairs else ""), fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    # many classes: tiny tick labels, so more pixels to read them when zooming in
+    return _save(fig, path, dpi=150 if c > 40 else 100)
 
 
 def worst_mistakes(y_true: np.ndarray, probs: np.ndarray, k: int = 16) -> np.ndarray:
