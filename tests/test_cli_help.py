@@ -160,3 +160,30 @@ def test_paddle_prints_no_known_warning(backend):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "No ccache found" not in r.stderr and "always track global mean" not in r.stderr
     assert "UserWarning" not in r.stderr
+
+
+def test_header_counts_like_reorg_and_warns_about_a_random_frozen_backbone():
+    from types import SimpleNamespace
+    data = SimpleNamespace(train_iter=SimpleNamespace(source=[0] * 900, num_examples=896),
+                           valid_iter=SimpleNamespace(source=[0] * 100), classes=list("abcdefghij"),
+                           test_ids=[0] * 200)
+    head = pipeline._header(get_competition("demo"), data, "torch", get_competition("demo").recipe)
+    assert head == ("demo: 10 classes, 900 train (896 per epoch after drop_last) / 100 valid / "
+                    "200 test images; backend torch")
+    dog = get_competition("dog-breed")
+    head = pipeline._header(dog, data, "torch", pipeline._recipe_for(dog, weights="none"))
+    assert head.splitlines()[1].startswith("warning: fine-tuning a frozen backbone with random weights")
+
+
+@pytest.mark.parametrize("backend", backend_params("torch"))
+def test_lr_find_command(backend, demo_dir, tmp_path):
+    r = run_cli("lr-find", "demo", "--data-dir", demo_dir, "--backend", backend, "--out",
+                str(tmp_path), "--num-iter", "20", "--batch-size", "16", "--quiet", "--workers", "1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    from PIL import Image
+    with Image.open(tmp_path / "lr_find.png") as im:
+        assert im.size == (650, 400)
+    rows = (tmp_path / "lr_find.csv").read_text().splitlines()
+    assert rows[0] == "lr,loss,smoothed" and 5 < len(rows) <= 21
+    last = r.stdout.strip().splitlines()[-1]
+    assert last.startswith("suggested lr ") and f"d2lkaggle run demo --data-dir {demo_dir} --lr " in last
