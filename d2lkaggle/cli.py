@@ -5,6 +5,7 @@ Start with `d2lkaggle demo`; `d2lkaggle COMMAND --help` explains each command.""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -121,17 +122,14 @@ def cmd_run(a: argparse.Namespace) -> int:
     return 0
 
 
-class _cli_words:
+@contextlib.contextmanager
+def _cli_words():
     """Re-raise errors that tell a Python caller what to pass in the command line's words."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, e, tb):
-        from .weights import WeightsUnavailableError
-        if isinstance(e, WeightsUnavailableError):
-            raise RuntimeError(e.for_cli()) from e
-        return False
+    from .weights import WeightsUnavailableError
+    try:
+        yield
+    except WeightsUnavailableError as e:
+        raise RuntimeError(e.for_cli()) from e
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
