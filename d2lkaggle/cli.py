@@ -1,7 +1,11 @@
-"""Command line: ``d2lkaggle demo | run | download | make-demo | reorg``."""
+"""d2lkaggle: a Kaggle image-classification competition from raw files to submission.csv, in
+PyTorch, MXNet or PaddlePaddle (the two Kaggle chapters of Dive into Deep Learning).
+
+Start with `d2lkaggle demo`; `d2lkaggle COMMAND --help` explains each command."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -15,34 +19,73 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    + " (default: the competition's recipe model)")
 
 
+def _recipe_values(field: str) -> str:
+    """``cifar10 0.02, dog-breed 0.005, demo 0.05``: a recipe field of every competition
+    that has a recipe, read from the competitions table (for help texts)."""
+    from .competitions import COMPETITIONS
+    vals = []
+    for name, comp in COMPETITIONS.items():
+        if comp.recipe is None:
+            continue
+        v = getattr(comp.recipe, field, getattr(comp, field, None))
+        vals.append(f"{name} {'none' if v is None else format(v, 'g') if isinstance(v, float) else v}")
+    return ", ".join(vals)
+
+
+def _recipe_help(text: str, field: str) -> str:
+    """``text (recipe default: cifar10 0.02, ...)``; ``%%`` escapes argparse's format."""
+    return f"{text} (recipe default: {_recipe_values(field)})".replace("%", "%%")
+
+
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="torch", help="torch, mxnet or paddle (default: torch)")
     _add_model_args(p)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--wd", type=float)
-    p.add_argument("--lr-period", type=int)
-    p.add_argument("--lr-decay", type=float)
-    p.add_argument("--valid-ratio", type=float)
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--weights", help="pretrained weights of finetune / efficientnet_v2_*: 'imagenet' "
-                   "or a .pth/.safetensors/.npz file (default: the recipe's)")
+    p.add_argument("--epochs", type=int, help=_recipe_help("epochs of each phase", "epochs"))
+    p.add_argument("--batch-size", type=int, help=_recipe_help("images per batch", "batch_size"))
+    p.add_argument("--lr", type=float, help=_recipe_help("learning rate (SGD, batch-mean loss)", "lr"))
+    p.add_argument("--wd", type=float, help=_recipe_help("weight decay", "wd"))
+    p.add_argument("--lr-period", type=int,
+                   help=_recipe_help("multiply the lr by --lr-decay every this many epochs", "lr_period"))
+    p.add_argument("--lr-decay", type=float, help=_recipe_help("lr factor every --lr-period", "lr_decay"))
+    p.add_argument("--valid-ratio", type=float,
+                   help=_recipe_help("fraction of each class held out for validation (0: none)",
+                                     "valid_ratio"))
+    p.add_argument("--image-size", type=int,
+                   help=_recipe_help("side of the square images fed to the net", "image_size"))
+    p.add_argument("--weights", help=_recipe_help(
+        "fine-tune backbone: 'imagenet', a .pth/.safetensors/.npz file, or 'none' (random "
+        "initialisation; a frozen random backbone trains poorly)", "weights"))
     p.add_argument("--out", help="run folder (default: runs/COMPETITION-BACKEND)")
     p.add_argument("--no-retrain", action="store_true",
-                   help="predict with the validated model instead of retraining on all labels")
-    p.add_argument("--seed", type=int, default=0)
+                   help="predict with the validated model instead of retraining on all labels "
+                        "(same as --predict-with last; default: retrain)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, shuffling, augmentation "
+                   "and initialisation (default: 0)")
     p.add_argument("--resume", nargs="?", const=True, default=False, choices=("force",),
                    help="continue from the run folder's checkpoints; refused when they were "
                         "trained with another configuration, unless '--resume force' "
-                        "(default: off)")
-    p.add_argument("--workers", type=int, help="threads decoding and augmenting images")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+                        "(default: off, start afresh)")
+    p.add_argument("--workers", type=int,
+                   help="threads decoding and augmenting images (default: min(4, CPU count))")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (default: show them)")
     p.add_argument("--no-amp", action="store_true",
                    help="train in float32 (default: bf16 autocast where the backend measured it faster)")
+    _add_output_args(p)
     _add_recipe_args(p)
     _add_cifar_args(p)
     _add_ensemble_args(p)
+
+
+def _add_output_args(p: argparse.ArgumentParser) -> None:
+    """Which model writes submission.csv, and what happens to a finished run folder."""
+    p.add_argument("--predict-with", choices=("retrain", "best", "last"),
+                   help="model that writes submission.csv: 'retrain' (a fresh model trained on "
+                        "train+valid, as the chapters do), 'best' (the validation phase's best "
+                        "epoch, checkpoints/valid/best.npz) or 'last' (its last epoch); best and "
+                        "last skip the retrain (default: retrain)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished run in the run folder (default: refuse; --resume "
+                        "continues it instead)")
 
 
 def _add_ensemble_args(p: argparse.ArgumentParser) -> None:
@@ -138,11 +181,16 @@ def _run_kwargs(a: argparse.Namespace) -> dict:
                 image_size=a.image_size, weights=a.weights, retrain=not a.no_retrain, seed=a.seed,
                 resume=a.resume, progress=not a.quiet, num_workers=a.workers,
                 amp=False if a.no_amp else "auto", label_kind=a.label_kind, **_recipe_kwargs(a),
-                **_model_kwargs(a))
+                **_model_kwargs(a), **_output_kwargs(a))
 
 
 def _model_kwargs(a: argparse.Namespace) -> dict:
     return {"model": a.model} if getattr(a, "model", None) else {}
+
+
+def _output_kwargs(a: argparse.Namespace) -> dict:
+    return dict(predict_with=getattr(a, "predict_with", None),
+                overwrite=getattr(a, "overwrite", False))
 
 
 def _report(summary: dict) -> None:
@@ -155,6 +203,9 @@ def _report(summary: dict) -> None:
         print(f"  test accuracy {summary['test_acc']:.4f} (the archive's labelled test split)")
     for k, v in summary["files"].items():
         print(f"  {k:12s} {v}")
+    for w in summary.get("warnings", []):
+        print(f"warning: {w}")
+    print(_last_line(summary))
 
 
 def _run_or_ensemble(competition: str, data_dir: str, a: argparse.Namespace) -> dict:
@@ -186,8 +237,24 @@ def _report_ensemble(summary: dict) -> None:
         print(f"  {k:12s} {v}")
 
 
+def _last_line(summary: dict) -> str:
+    """The line a user reads: best and last valid accuracy, the submission's model, the folder."""
+    folder = os.path.dirname(summary["files"]["summary"])
+    parts = [f"{summary['competition']} · {summary['backend']}"]
+    if summary.get("valid_acc") is not None:
+        best_epoch = summary.get("best_epoch")
+        parts.append(f"valid acc best {summary['best_valid_acc']:.4f}"
+                     + (f" (epoch {best_epoch})" if best_epoch else "")
+                     + f", last {summary['valid_acc']:.4f}")
+    model = summary.get("submission_model") or summary.get("predict_with", "")
+    parts.append(f"submission.csv from {model}")
+    parts.append(f"files in {folder}")
+    return " · ".join(parts)
+
+
 def cmd_run(a: argparse.Namespace) -> int:
-    s = _run_or_ensemble(a.competition, a.data_dir, a)
+    with _cli_words():
+        s = _run_or_ensemble(a.competition, a.data_dir, a)
     (_report_ensemble if "members" in s else _report)(s)
     return 0
 
@@ -199,6 +266,16 @@ def cmd_ensemble(a: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _cli_words():
+    """Re-raise errors that tell a Python caller what to pass in the command line's words."""
+    from .weights import WeightsUnavailableError
+    try:
+        yield
+    except WeightsUnavailableError as e:
+        raise RuntimeError(e.for_cli()) from e
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from .datasets import make_demo
     root = os.path.abspath(a.dir)
@@ -208,9 +285,61 @@ def cmd_demo(a: argparse.Namespace) -> int:
         make_demo(data_dir, seed=0)
     if a.out is None:
         a.out = os.path.join(root, f"run-{a.backend}")
-    s = _run_or_ensemble("demo", data_dir, a)
+    with _cli_words():
+        s = _run_or_ensemble("demo", data_dir, a)
     (_report_ensemble if "members" in s else _report)(s)
     return 0
+
+
+def cmd_lr_find(a: argparse.Namespace) -> int:
+    from .lrfind import find_lr
+    with _cli_words():
+        res, png = find_lr(a.competition, a.data_dir, backend=a.backend, out=a.out,
+                           batch_size=a.batch_size, wd=a.wd, image_size=a.image_size,
+                           weights=a.weights, start_lr=a.start_lr, end_lr=a.end_lr,
+                           num_iter=a.num_iter, seed=a.seed, num_workers=a.workers,
+                           amp=False if a.no_amp else "auto", progress=not a.quiet, log=print)
+    print(f"wrote {png} and {os.path.splitext(png)[0]}.csv")
+    print(f"suggested lr {res.suggestion:.3g} ({res.rule}): "
+          f"d2lkaggle run {a.competition} --data-dir {a.data_dir} --lr {res.suggestion:.3g}")
+    return 0
+
+
+def _competition_arg(runnable: bool):
+    """argparse type: a competition of the table (aliases allowed); with ``runnable``, one
+    with a training recipe, so ``run`` fails upfront, in one line, for the others."""
+    def check(name: str) -> str:
+        from .competitions import get_competition
+        try:
+            comp = get_competition(name)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        if runnable and comp.recipe is None:
+            raise argparse.ArgumentTypeError(
+                f"{comp.name} has no training recipe yet ({comp.notes}); runnable: "
+                + ", ".join(_competition_names(runnable=True)))
+        return comp.name
+    return check
+
+
+def _competition_names(runnable: bool = False) -> list[str]:
+    from .competitions import COMPETITIONS
+    return [n for n, c in COMPETITIONS.items() if c.recipe is not None or not runnable]
+
+
+def _competition_help() -> str:
+    from .competitions import ALIASES, COMPETITIONS
+    parts = []
+    for n, c in COMPETITIONS.items():
+        parts.append(n if c.recipe is not None else f"{n} (not runnable yet: {c.notes})")
+    return ("competition: " + ", ".join(parts) + "; aliases: "
+            + ", ".join(f"{k}={v}" for k, v in ALIASES.items())).replace("%", "%%")
+
+
+def _set_help(p: argparse.ArgumentParser, option: str, text: str) -> None:
+    for action in p._actions:
+        if option in action.option_strings:
+            action.help = text
 
 
 def cmd_download(a: argparse.Namespace) -> int:
@@ -279,7 +408,10 @@ def cmd_recipes(a: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``d2lkaggle`` argument parser."""
-    p = _Parser(prog="d2lkaggle", description=__doc__)
+    from . import __version__
+    p = _Parser(prog="d2lkaggle", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--debug", action="store_true",
                    help="show Python tracebacks instead of one-line errors (also: "
                         "D2LKAGGLE_DEBUG=1); may be given anywhere on the line")
@@ -289,11 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(d)
     d.add_argument("--dir", default=os.path.join(os.environ.get("D2LKAGGLE_DATA") or
                                                  os.path.join(os.path.expanduser("~"), ".cache", "d2lkaggle"), "demo"),
-                   help="where the demo data and run go")
+                   help="where the demo data (DIR/data) and run (DIR/run-BACKEND) go "
+                        "(default: %(default)s, from $D2LKAGGLE_DATA when set)")
+    _set_help(d, "--out", "run folder (default: DIR/run-BACKEND, see --dir)")
     d.set_defaults(func=cmd_demo)
 
     r = sub.add_parser("run", help="train, validate, retrain and write submission.csv")
-    r.add_argument("competition", help="cifar10, dog-breed or demo")
+    r.add_argument("competition", type=_competition_arg(runnable=True), help=_competition_help())
     r.add_argument("--data-dir", required=True,
                    help="folder with train/, test/ and the labels CSV, or a CIFAR python archive "
                         "(cifar-10-python.tar.gz / cifar-100-python.tar.gz, or a folder holding it)")
@@ -316,36 +450,42 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_ensemble)
 
     dl = sub.add_parser("download", help="download a DATA_HUB entry or URL (SHA-1 checked)")
-    dl.add_argument("name")
-    dl.add_argument("--folder")
-    dl.add_argument("--extract", action="store_true")
+    dl.add_argument("name", help="a DATA_HUB name (e.g. cifar10_tiny, dog_tiny) or an http(s) URL")
+    dl.add_argument("--folder", help="where to keep the file (default: $D2LKAGGLE_DATA or "
+                                     "~/.cache/d2lkaggle)")
+    dl.add_argument("--extract", action="store_true",
+                    help="also extract the archive beside it (default: download only)")
     _add_download_limits(dl)
     dl.set_defaults(func=cmd_download)
 
     m = sub.add_parser("make-demo", help="write a synthetic competition in Kaggle layout")
-    m.add_argument("out")
-    m.add_argument("--layout", choices=("cifar10", "dog"), default="cifar10")
-    m.add_argument("--n-train", type=int, default=1000)
-    m.add_argument("--n-test", type=int, default=200)
-    m.add_argument("--size", type=int, default=32)
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("out", help="folder to write (train/, test/, labels and sample submission)")
+    m.add_argument("--layout", choices=("cifar10", "dog"), default="cifar10",
+                   help="CIFAR-10's PNGs + trainLabels.csv or Dog Breed's JPEGs + labels.csv "
+                        "(default: %(default)s)")
+    m.add_argument("--n-train", type=int, default=1000, help="labelled images (default: %(default)s)")
+    m.add_argument("--n-test", type=int, default=200, help="test images (default: %(default)s)")
+    m.add_argument("--size", type=int, default=32, help="image side in pixels (default: %(default)s)")
+    m.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     m.add_argument("--hard", action="store_true",
                    help="the harder demo of docs/recipes.md: random colours, noise, clutter (default: off)")
     m.set_defaults(func=cmd_make_demo)
 
     g = sub.add_parser("reorg", help="the book's train_valid_test folder layout")
-    g.add_argument("data_dir")
-    g.add_argument("--labels")
-    g.add_argument("--valid-ratio", type=float, default=0.1)
-    g.add_argument("--mode", choices=("link", "copy", "symlink"), default="link")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("data_dir", help="competition folder with train/, test/ and the labels CSV")
+    g.add_argument("--labels", help="labels CSV (default: DATA_DIR/trainLabels.csv or labels.csv)")
+    g.add_argument("--valid-ratio", type=float, default=0.1,
+                   help="fraction of each class moved to valid/ (default: %(default)s)")
+    g.add_argument("--mode", choices=("link", "copy", "symlink"), default="link",
+                   help="hard links (no extra space), copies or symlinks (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the split (default: %(default)s)")
     g.set_defaults(func=cmd_reorg)
 
     w = sub.add_parser("weights", help="neutral weight files shared by all backends")
     wsub = w.add_subparsers(dest="weights_command", required=True)
     wc = wsub.add_parser("convert", help="convert a torchvision .pth state_dict to .safetensors/.npz")
-    wc.add_argument("src")
-    wc.add_argument("dst")
+    wc.add_argument("src", help="torchvision .pth state_dict (or a neutral file)")
+    wc.add_argument("dst", help="output .safetensors or .npz")
     wc.set_defaults(func=cmd_weights_convert)
 
     rc = sub.add_parser("recipes", help="list the named recipes (--recipe NAME) with all their values")
@@ -356,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .parity import MODELS as PARITY_MODELS
     pa.add_argument("--model", choices=list(PARITY_MODELS), default="resnet18",
                     help="default: resnet18")
-    pa.add_argument("--steps", type=int, default=10)
+    pa.add_argument("--steps", type=int, default=10, help="training steps (default: %(default)s)")
     pa.add_argument("--backends", nargs="*", help="default: every installed one")
     pa.add_argument("--optimizer", action="append", choices=("sgd", "nesterov", "adam", "adamw"),
                     help="train with this optimizer and a per-step CyclicLR instead of the "
@@ -364,6 +504,31 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--mixing", action="store_true",
                     help="train on MixUp'd float32 pixels with soft targets (default: off, int labels)")
     pa.set_defaults(func=cmd_parity)
+
+    lf = sub.add_parser("lr-find", help="the lr finder: loss against an exponentially growing "
+                                        "learning rate, lr_find.png and a suggested --lr")
+    lf.add_argument("competition", type=_competition_arg(runnable=True), help=_competition_help())
+    lf.add_argument("--data-dir", required=True, help="folder with train/, test/ and the labels CSV")
+    lf.add_argument("--out", help="folder for lr_find.png and lr_find.csv "
+                                  "(default: runs/COMPETITION-BACKEND)")
+    lf.add_argument("--backend", default="torch", help="torch, mxnet or paddle (default: torch)")
+    lf.add_argument("--batch-size", type=int, help=_recipe_help("images per batch", "batch_size"))
+    lf.add_argument("--wd", type=float, help=_recipe_help("weight decay", "wd"))
+    lf.add_argument("--image-size", type=int,
+                    help=_recipe_help("side of the square images fed to the net", "image_size"))
+    lf.add_argument("--weights", help=_recipe_help("fine-tune backbone ('imagenet', a file or "
+                                                   "'none')", "weights"))
+    lf.add_argument("--start-lr", type=float, default=1e-7, help="first rate (default: %(default)g)")
+    lf.add_argument("--end-lr", type=float, default=10.0, help="last rate (default: %(default)g)")
+    lf.add_argument("--num-iter", type=int, default=100,
+                    help="batches, one rate each (default: %(default)s)")
+    lf.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    lf.add_argument("--workers", type=int,
+                    help="threads decoding and augmenting images (default: min(4, CPU count))")
+    lf.add_argument("--quiet", action="store_true", help="no progress bar (default: show it)")
+    lf.add_argument("--no-amp", action="store_true",
+                    help="float32 (default: bf16 autocast where the backend measured it faster)")
+    lf.set_defaults(func=cmd_lr_find)
     return p
 
 

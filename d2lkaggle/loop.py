@@ -150,6 +150,8 @@ def predict(step: Step, data: Iterable, tta: Any = None) -> np.ndarray:
 def _progress(total: int, desc: str, enabled: bool):
     if not enabled:
         return None
+    if hasattr(enabled, "epoch_bar"):  # a progress.RunProgress: one overall line across phases
+        return enabled.epoch_bar(total, desc)
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
@@ -197,6 +199,8 @@ def fit(step: Step, train_data, valid_data, num_epochs: int,
     if plot == "live":
         from .plotting import LivePlot
         live = LivePlot(has_valid=valid_data is not None)
+    from .diagnostics import LearningMonitor
+    monitor = LearningMonitor(train_data, num_epochs, log)
 
     # every rate of the run, before anything is trained (a plateau schedule: its current rate)
     check_schedule(schedule, num_epochs, len(train_data), start)
@@ -253,6 +257,7 @@ def fit(step: Step, train_data, valid_data, num_epochs: int,
             if valid_data is not None:
                 msg += f"  valid loss {valid_loss:.4f}  valid acc {valid_acc:.3f}"
             log(msg + f"  ({r['examples_per_sec']:.0f} ex/s)")
+        monitor.after_epoch(history)
         if checkpoint_dir:
             improved = (valid_data is not None and math.isfinite(valid_loss)
                         and valid_acc > best)  # a NaN loss never becomes "best"

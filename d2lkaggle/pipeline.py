@@ -9,7 +9,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from types import SimpleNamespace
 from typing import Any, Callable
 
@@ -19,7 +19,7 @@ from .augment import get_transforms
 from .augment import PRESETS, preset_transforms
 from .checkpoint import atomic_write_text
 from .cifar import CifarArrays, find_cifar_archive, read_cifar_archive
-from .writeups import cycle_step_size, restore_checkpoint
+from .writeups import cycle_step_size
 from .competitions import Competition, Recipe, get_competition
 from .competitions import recipe_for
 from .recipes import check_recipe, make_mixing, make_schedule, train_kwargs
@@ -274,9 +274,15 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                     log: Callable[[str], Any] | None = print,
                     label_kind: str | None = None, model: str | None = None,
                     recipe: str | Recipe = "default", tta: Any = None,
-                    split: tuple[Any, Any] | None = None, **tricks: Any) -> dict[str, Any]:
+                    split: tuple[Any, Any] | None = None, predict_with: str | None = None,
+                    overwrite: bool = False, **tricks: Any) -> dict[str, Any]:
     """Run a whole chapter and write ``out/{submission.csv, history.csv, curves.png,
-    summary.json, checkpoints/}``; returns the summary.
+    confusion.png, mistakes.png, summary.json, checkpoints/}``; returns the summary.
+
+    ``predict_with``: ``"retrain"`` (the chapters: a fresh model on all labels; the default),
+    ``"best"`` (the validation phase's best epoch) or ``"last"`` (its last epoch; what
+    ``retrain=False`` means). A finished run in ``out`` is kept unless ``overwrite`` (or
+    ``resume``) is given.
 
     Settings, inputs (labels, every image, the sample file's ids and columns) and the
     resume configuration are checked before the first epoch. ``resume``: False, True
@@ -309,8 +315,15 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     image_size = image_size or recipe.image_size   # a write-up recipe's size (003: 224 px)
     comp = normalized(comp, recipe)                # 003: ImageNet statistics for its weights
     check_settings(recipe, image_size)
+    recipe = _random_init(recipe)
+    if predict_with is None and recipe.keep == "best" and recipe.valid_ratio > 0:
+        predict_with = "best"   # a write-up that keeps its best-validation epoch (004)
+    predict_with = _predict_with(predict_with, retrain, recipe.valid_ratio > 0)
+    retrain = predict_with == "retrain"
     name = canonical_name(backend)
-    out = prepare_out(out or os.path.join("runs", f"{comp.name}-{name}"))
+    out = os.path.abspath(out or os.path.join("runs", f"{comp.name}-{name}"))
+    _check_run_folder(out, overwrite=overwrite, resume=resume)
+    out = prepare_out(out)
     say = log or (lambda *_: None)
     t_start = time.perf_counter()
     data = load_data(comp, data_dir, batch_size=recipe.batch_size, valid_ratio=recipe.valid_ratio,
@@ -318,9 +331,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                      augment=aug_pair or recipe.augment, label_kind=label_kind,
                      split=split)
     t_data = time.perf_counter() - t_start
-    say(f"{comp.name}: {len(data.classes)} classes, {data.train_iter.num_examples} train / "
-        f"{len(data.valid_iter.source) if data.valid_iter else 0} valid / "
-        f"{len(data.test_ids)} test images; backend {name}")
+    say(_header(comp, data, name, recipe))
     preflight_submission(comp, data_dir, data)
     config = run_config(comp, recipe, backend=name, image_size=image_size, seed=seed, amp=amp,
                         num_classes=len(data.classes),
@@ -328,8 +339,11 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     resume = {phase: check_resume(os.path.join(out, "checkpoints", phase), config, resume, log)
               for phase in ("valid", "final")}
     bk = get_backend(name)
+    run_bar = _run_progress(progress, recipe.epochs, data, retrain)
     train_kw = dict(lr_period=recipe.lr_period, lr_decay=recipe.lr_decay, progress=progress, log=log,
                     amp=amp, config=config)
+    if run_bar is not None:
+        train_kw.update(progress=run_bar, log=run_bar.wrap(log))
     tricks_kw = lambda it: tricks_for(recipe, it, len(data.classes), say)  # noqa: E731
     tricks_summary = None
     histories: list[tuple[str, History]] = []
@@ -340,35 +354,41 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
         net = build_net(bk, recipe, len(data.classes), image_size or comp.image_size)
         t0 = time.perf_counter()
         extra, tricks_summary = tricks_kw(data.train_iter)
+        if run_bar is not None:
+            run_bar.set_phase("train/valid")
         valid_hist = bk.train(net, data.train_iter, data.valid_iter, recipe.epochs, recipe.lr,
                               recipe.wd, None, checkpoint_dir=os.path.join(out, "checkpoints", "valid"),
                               resume=resume["valid"], plot=os.path.join(out, "curves.png"), **train_kw, **extra)
         timings["train_s"] = time.perf_counter() - t0
         histories.append(("valid", valid_hist))
-        # ensembles: the validated model's probabilities, before a retrain replaces it
-        valid_probs = bk.predict(net, data.valid_iter, amp=amp, tta=tta)
+        if predict_with == "best":
+            _load_best(bk, net, os.path.join(out, "checkpoints", "valid", "best.npz"))
+        valid_probs = valid_predictions(bk, net, data, amp, tta=tta)
+        pictures = _valid_pictures(out, data, valid_probs, _title(comp, name, recipe))
     final_hist = None
-    if (retrain and recipe.keep != "best") or data.valid_iter is None:
+    if retrain or data.valid_iter is None:
         # The chapters' last step: a fresh model trained on all labelled data.
         bk.set_seed(seed)
         net = build_net(bk, recipe, len(data.classes), image_size or comp.image_size)
         t0 = time.perf_counter()
         extra, final_tricks = tricks_kw(data.train_valid_iter)
         tricks_summary = tricks_summary or final_tricks
+        if run_bar is not None:
+            run_bar.set_phase("retrain")
         final_hist = bk.train(net, data.train_valid_iter, None, recipe.epochs, recipe.lr, recipe.wd,
                               None, checkpoint_dir=os.path.join(out, "checkpoints", "final"),
                               resume=resume["final"], plot=None if valid_hist else os.path.join(out, "curves.png"),
                               **train_kw, **extra)
         timings["retrain_s"] = time.perf_counter() - t0
         histories.append(("train_valid", final_hist))
+    if run_bar is not None:
+        run_bar.close()
     t0 = time.perf_counter()
-    best = os.path.join(out, "checkpoints", "valid", "best.npz")
-    if recipe.keep == "best" and final_hist is None and os.path.exists(best):
-        restore_checkpoint(bk, net, best)   # the best-validation epoch, as write-up 004 keeps
     probs = bk.predict(net, data.test_iter, amp=amp, tta=tta)
     sub = write_submission(comp, data_dir, probs, data, os.path.join(out, "submission.csv"))
     timings["predict_s"] = time.perf_counter() - t0
     _write_history(out, histories)
+    plot_run(histories, os.path.join(out, "curves.png"), _title(comp, name, recipe))
     timings["total_s"] = time.perf_counter() - t_start
     main = valid_hist if valid_hist is not None else final_hist
     summary = {
@@ -394,6 +414,8 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     summary.update(save_run_predictions(out, data, probs,
                                         valid_probs if valid_hist is not None else None,
                                         tta=tta, split=split, files=summary["files"]))
+    summary.update(_run_outcome(valid_hist, final_hist, predict_with, len(data.classes), recipe))
+    summary["files"].update(pictures if valid_hist is not None else {})
     atomic_write_text(summary["files"]["summary"], json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -459,3 +481,153 @@ def _decode_all(paths: list[str], num_workers: int | None, chunk: int = 256) -> 
     """Decode every file once (and drop the pixels): a damaged image fails before training."""
     for i in range(0, len(paths), chunk):
         read_images(paths[i:i + chunk], num_workers)
+
+
+# ---- run folder, predictions and pictures (issue 16) ------------------------------------
+
+#: files a finished run leaves; ``overwrite=True`` removes exactly these (and checkpoints/)
+RUN_FILES = ("summary.json", "submission.csv", "history.csv", "curves.png", "confusion.png",
+             "mistakes.png")
+PREDICT_WITH = ("retrain", "best", "last")
+
+
+def _random_init(recipe: Recipe) -> Recipe:
+    """``weights="none"`` (CLI ``--weights none``) means a random backbone, like ``weights=None``."""
+    if isinstance(recipe.weights, str) and recipe.weights.strip().lower() in ("none", "random"):
+        return replace(recipe, weights=None)
+    return recipe
+
+
+def _recipe_for(comp: Competition, **overrides: Any) -> Recipe:
+    """The competition's recipe with the non-``None`` ``overrides`` (a clear error without one)."""
+    if comp.recipe is None:
+        raise ValueError(f"competition {comp.name!r} has no training recipe yet ({comp.notes})")
+    return _random_init(comp.recipe.with_overrides(**overrides))
+
+
+def _predict_with(predict_with: str | None, retrain: bool, has_valid: bool) -> str:
+    """Which model writes submission.csv: ``retrain`` (default), ``best`` or ``last``."""
+    if predict_with is None:
+        return "retrain" if retrain or not has_valid else "last"
+    if predict_with not in PREDICT_WITH:
+        raise ValueError(f"predict_with must be one of {', '.join(PREDICT_WITH)}, got {predict_with!r}")
+    if predict_with == "retrain" and not retrain:
+        raise ValueError("predict_with='retrain' contradicts retrain=False (--no-retrain); "
+                         "choose --predict-with best or last")
+    if predict_with != "retrain" and not has_valid:
+        raise ValueError(f"predict_with={predict_with!r} needs a validation phase; "
+                         "set valid_ratio > 0 (--valid-ratio) or predict with 'retrain'")
+    return predict_with
+
+
+def _check_run_folder(out: str, *, overwrite: bool, resume: bool) -> None:
+    """Refuse to write over a finished run (its summary.json exists) unless asked to.
+
+    ``resume`` continues it; ``overwrite`` first removes the previous run's own files (never
+    anything else in the folder), so nothing stale is trusted later.
+    """
+    summary = os.path.join(out, "summary.json")
+    if not os.path.exists(summary) or resume:
+        return
+    if not overwrite:
+        raise ValueError(f"{out} holds a finished run ({summary}); pass --overwrite "
+                              "(overwrite=True) to replace it, --resume to continue it, or "
+                              "--out to write elsewhere")
+    import shutil
+    for f in RUN_FILES:
+        with_path = os.path.join(out, f)
+        if os.path.exists(with_path):
+            os.unlink(with_path)
+    for phase in ("valid", "final"):
+        shutil.rmtree(os.path.join(out, "checkpoints", phase), ignore_errors=True)
+
+
+def _header(comp: Competition, data: CompetitionData, backend: str, recipe: Recipe | None = None) -> str:
+    """The first line of a run: class and image counts as reorg counts them (plus a warning
+    line when the recipe fine-tunes a frozen backbone that has no pretrained weights)."""
+    tr = data.train_iter
+    n_train, per_epoch = len(tr.source), tr.num_examples
+    train = f"{n_train} train" + (f" ({per_epoch} per epoch after drop_last)"
+                                  if per_epoch != n_train else "")
+    n_valid = len(data.valid_iter.source) if data.valid_iter else 0
+    head = (f"{comp.name}: {len(data.classes)} classes, {train} / {n_valid} valid / "
+            f"{len(data.test_ids)} test images; backend {backend}")
+    if recipe is not None and recipe.model == "finetune" and recipe.weights is None:
+        head += ("\nwarning: fine-tuning a frozen backbone with random weights (weights none): only "
+                 "the head trains, on random features; expect accuracy near chance")
+    return head
+
+
+def _run_progress(progress: Any, epochs: int, data: CompetitionData, retrain: bool):
+    """One overall progress line over every phase's batches (``None`` when progress is off)."""
+    if progress is not True:
+        return None
+    from .progress import RunProgress
+    phases = [(epochs, len(data.train_iter))] if data.valid_iter is not None else []
+    if retrain or data.valid_iter is None:
+        phases.append((epochs, len(data.train_valid_iter)))
+    return RunProgress(RunProgress.plan(*phases))
+
+
+def _title(comp: Competition, backend: str, recipe: Recipe) -> str:
+    """``competition · backend · model · recipe`` for the pictures."""
+    sched = (f"lr {recipe.lr:g} x{recipe.lr_decay:g} every {recipe.lr_period} epochs"
+             if recipe.lr_period else f"lr {recipe.lr:g}")
+    extra = [f"{k} {getattr(recipe, k)}" for k in ("optimizer", "schedule", "mixing")
+             if getattr(recipe, k, None)]
+    return " · ".join([comp.name, backend, recipe.model,
+                       ", ".join([f"{recipe.epochs} epochs", f"batch {recipe.batch_size}", sched,
+                                  f"wd {recipe.wd:g}"] + extra)])
+
+
+def _load_best(bk, net, path: str) -> None:
+    """Put the validation phase's best epoch (``best.npz``) into ``net``."""
+    from .checkpoint import load_npz
+    state, _ = load_npz(path)
+    bk.set_state(net, {k[len("model/"):]: v for k, v in state.items() if k.startswith("model/")},
+                 source=f"checkpoint {path}")
+
+
+def valid_predictions(bk, net, data: CompetitionData, amp: Any = "auto", tta: Any = None) -> np.ndarray:
+    """Class probabilities of ``net`` on the validation images, in ``data.valid_iter`` order."""
+    return bk.predict(net, data.valid_iter, amp=amp, tta=tta)
+
+
+def _valid_pictures(out: str, data: CompetitionData, probs: np.ndarray, title: str) -> dict[str, str]:
+    """``confusion.png`` and ``mistakes.png`` of the validation set."""
+    from .plotting import plot_confusion, plot_mistakes
+    y = data.valid_iter.labels
+    files = {"confusion": os.path.join(out, "confusion.png"),
+             "mistakes": os.path.join(out, "mistakes.png")}
+    plot_confusion(y, probs, data.classes, files["confusion"], title)
+    plot_mistakes(data.valid_iter.source, y, probs, data.classes, files["mistakes"], title=title)
+    return files
+
+
+def _run_outcome(valid_hist: History | None, final_hist: History | None, predict_with: str,
+                 num_classes: int, recipe: Recipe) -> dict[str, Any]:
+    """Summary keys saying which model wrote the submission and how validation went."""
+    from .diagnostics import not_learning
+    if valid_hist is None:  # no validation images after all: the retrained model it is
+        predict_with = "retrain"
+    out: dict[str, Any] = {"predict_with": predict_with}
+    if valid_hist is not None and len(valid_hist):
+        accs = valid_hist.column("valid_acc")
+        best = max(range(len(accs)), key=lambda i: -math.inf if math.isnan(accs[i]) else accs[i])
+        out["best_epoch"] = int(valid_hist.rows[best]["epoch"])
+    model = {"retrain": f"the model retrained on train+valid ({recipe.epochs} epochs)",
+             "best": f"the validation phase's best epoch ({out.get('best_epoch')})",
+             "last": "the validation phase's last epoch"}[predict_with]
+    out["submission_model"] = model
+    warnings = [w for w in (not_learning(h, num_classes) for h in (valid_hist, final_hist)
+                            if h is not None) if w]
+    out["warnings"] = warnings
+    return out
+
+
+def plot_run(histories: list[tuple[str, History]], path: str, title: str) -> str:
+    """``curves.png`` of every phase of the run."""
+    from .plotting import plot_run as _plot
+    if histories:
+        _plot(histories, path, title)
+    return path
