@@ -21,6 +21,7 @@ from mxnet import autograd, nd, npx
 from mxnet import np as mnp
 from mxnet.gluon import Block
 
+from .. import book as _book
 from .. import loop
 from .data import to_labels, to_tensor
 from .weights import canonical_parameters, get_state, set_state
@@ -183,18 +184,21 @@ def train(net: Block, train_iter, valid_iter, num_epochs: int, lr: float, wd: fl
 def evaluate_loss(net: Block, data_iter, devices: Sequence[mx.Context] | None = None,
                   amp: Any = False) -> float:
     """Mean cross-entropy of ``net`` over ``data_iter`` (inference mode)."""
+    net, data_iter = _book.net_first(net, data_iter)  # also the Dog chapter's (data_iter, net)
     return loop.evaluate(loop.inference_step(MXNetStep, net, data_iter, devices, amp), data_iter)[0]
 
 
 def evaluate_accuracy(net: Block, data_iter, devices: Sequence[mx.Context] | None = None,
                       amp: Any = False) -> float:
     """Accuracy of ``net`` over ``data_iter`` (inference mode)."""
+    net, data_iter = _book.net_first(net, data_iter)  # the book's (data_iter, net) order too
     return loop.evaluate(loop.inference_step(MXNetStep, net, data_iter, devices, amp), data_iter)[1]
 
 
 def predict(net: Block, data_iter, devices: Sequence[mx.Context] | None = None,
             amp: Any = False) -> np.ndarray:
     """Class probabilities (softmax over classes) for every example of ``data_iter``."""
+    net, data_iter = _book.net_first(net, data_iter)  # the book's (data_iter, net) order too
     return loop.predict(loop.inference_step(MXNetStep, net, data_iter, devices, amp), data_iter)
 
 

@@ -87,3 +87,15 @@ __all__ = ["NAME", "SUPPORTS_BF16", "Step", "Residual", "ResNet18", "FineTuneNet
            "resnet34", "finetune_net", "train", "evaluate_accuracy", "evaluate_loss", "predict",
            "forward", "try_gpu", "try_all_gpus", "set_seed", "to_tensor", "to_labels",
            "save_weights", "load_weights", "get_state", "set_state"]
+
+# the d2l names the two Kaggle chapters call (docs/from-the-book.md) and loaders as tensors
+from .book import (DATA_HUB, DATA_URL, Accumulator, Animator, Timer, download,  # noqa: E402
+                   download_extract, evaluate_accuracy_gpu, evaluate_accuracy_gpus, extract,
+                   get_net, read_csv_labels, reorg_test, reorg_train_valid, split_batch,
+                   train_batch_ch13)
+from .data import tensors  # noqa: E402
+
+__all__ += ["DATA_HUB", "DATA_URL", "Accumulator", "Animator", "Timer", "download",
+            "download_extract", "evaluate_accuracy_gpu", "evaluate_accuracy_gpus", "extract",
+            "get_net", "read_csv_labels", "reorg_test", "reorg_train_valid", "split_batch",
+            "train_batch_ch13", "tensors"]
