@@ -71,8 +71,12 @@ def test_ids(comp: Competition, data_dir: str) -> list[str]:
 
 def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio: float,
               image_size: int | None = None, seed: int = 0,
-              num_workers: int | None = None) -> CompetitionData:
-    """Read labels, split train/valid (in memory, the book's rule) and build the loaders."""
+              num_workers: int | None = None, augment: Any = None) -> CompetitionData:
+    """Read labels, split train/valid (in memory, the book's rule) and build the loaders.
+
+    ``augment``: the chapters' image augmentation — ``None`` (the competition's recipe), a
+    recipe name from :mod:`d2lkaggle.augment` or a ``(transform_train, transform_test)`` pair.
+    """
     size = int(image_size or comp.image_size)
     labels_path = os.path.join(data_dir, comp.labels_file)
     labels = read_csv_labels(labels_path)
@@ -96,7 +100,10 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
     else:
         make = lambda sel: FileSource([images[i] for i in sel])  # noqa: E731
         test_source = FileSource([test_images[i] for i in t_ids])
-    train_tf, test_tf = get_transforms(comp.augment, size)
+    if augment is None or isinstance(augment, str):
+        train_tf, test_tf = get_transforms(augment or comp.augment, size)
+    else:
+        train_tf, test_tf = augment
     common = dict(batch_size=batch_size, mean=comp.mean, std=comp.std, num_workers=num_workers)
     sel_y = lambda sel: y[[pos[i] for i in sel]]  # noqa: E731
     # Like the book: shuffle and drop the last partial batch when training; keep all when testing.
