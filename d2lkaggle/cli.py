@@ -74,6 +74,29 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     _add_recipe_args(p)
     _add_cifar_args(p)
     _add_ensemble_args(p)
+    _add_archive_args(p)
+
+
+def _add_archive_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--extract", action="store_true",
+                   help="first unpack archives found in --data-dir (train.7z, test.7z, *.zip); "
+                        "default: stop and name the command that does it")
+
+
+def _check_archives(a: argparse.Namespace) -> None:
+    """Unpacked archives in --data-dir: extract them with --extract, else say how (one line)."""
+    data_dir = getattr(a, "data_dir", None)
+    if not data_dir:
+        return
+    from .competitions import get_competition
+    from .kaggle import archive_hint, extract_archives
+    comp = get_competition(a.competition)
+    if archive_hint(comp, data_dir) is None:
+        return
+    if getattr(a, "extract", False):
+        extract_archives(data_dir)
+        return
+    raise FileNotFoundError(archive_hint(comp, data_dir))
 
 
 def _add_output_args(p: argparse.ArgumentParser) -> None:
@@ -254,6 +277,7 @@ def _last_line(summary: dict) -> str:
 
 def cmd_run(a: argparse.Namespace) -> int:
     with _cli_words():
+        _check_archives(a)
         s = _run_or_ensemble(a.competition, a.data_dir, a)
     (_report_ensemble if "members" in s else _report)(s)
     return 0
@@ -406,6 +430,53 @@ def cmd_recipes(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_extract(a: argparse.Namespace) -> int:
+    from .hub import extract
+    t = time.perf_counter()
+    dest = extract(a.archive, a.dest)
+    print(f"extracted {a.archive} into {dest} in {time.perf_counter() - t:.1f} s")
+    return 0
+
+
+def cmd_kaggle_download(a: argparse.Namespace) -> int:
+    from .kaggle import download_competition
+    path = download_competition(a.competition, a.path, unpack=not a.no_extract, force=a.force)
+    print(path)
+    return 0
+
+
+def cmd_kaggle_submit(a: argparse.Namespace) -> int:
+    from .kaggle import submit
+    submit(a.run_dir, a.message, competition=a.competition, sample=a.sample)
+    return 0
+
+
+def _add_kaggle_parsers(sub) -> None:
+    """``d2lkaggle extract`` and ``d2lkaggle kaggle download|submit``."""
+    e = sub.add_parser("extract", help="unpack a .zip/.7z/.tar* archive safely (once)")
+    e.add_argument("archive", help="e.g. ../data/cifar-10/train.7z")
+    e.add_argument("dest", nargs="?", help="destination folder (default: the archive's folder)")
+    e.set_defaults(func=cmd_extract)
+
+    k = sub.add_parser("kaggle", help="download a competition from Kaggle or submit a run "
+                                      "(needs: pip install \"d2lkaggle[kaggle]\" and an API token)")
+    ksub = k.add_subparsers(dest="kaggle_command", required=True)
+    kd = ksub.add_parser("download", help="download and unpack a competition's files")
+    kd.add_argument("competition", help="cifar-10 or dog-breed-identification (or cifar10, dog-breed)")
+    kd.add_argument("--path", help="destination folder (default: $D2LKAGGLE_DATA/<competition>, "
+                                   "i.e. ~/.cache/d2lkaggle/<competition>)")
+    kd.add_argument("--no-extract", action="store_true", help="keep the archives packed (default: unpack)")
+    kd.add_argument("--force", action="store_true", help="download again even if the files exist")
+    kd.set_defaults(func=cmd_kaggle_download)
+    ks = ksub.add_parser("submit", help="check RUN_DIR/submission.csv against the sample file, then upload it")
+    ks.add_argument("run_dir", help="a run folder (with submission.csv and summary.json) or a CSV file")
+    ks.add_argument("-m", "--message", required=True, help="the submission's description on Kaggle")
+    ks.add_argument("--competition", help="default: the one in RUN_DIR/summary.json")
+    ks.add_argument("--sample", help="sample submission to check against (default: the one in the "
+                                     "run's data folder)")
+    ks.set_defaults(func=cmd_kaggle_submit)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``d2lkaggle`` argument parser."""
     from . import __version__
@@ -529,6 +600,8 @@ def build_parser() -> argparse.ArgumentParser:
     lf.add_argument("--no-amp", action="store_true",
                     help="float32 (default: bf16 autocast where the backend measured it faster)")
     lf.set_defaults(func=cmd_lr_find)
+
+    _add_kaggle_parsers(sub)
     return p
 
 

@@ -108,3 +108,16 @@ __all__ = ["NAME", "SUPPORTS_BF16", "Step", "Residual", "ResNet18", "FineTuneNet
            "save_weights", "load_weights", "get_state", "set_state",
            "CnnElu", "EfficientNetV2", "cnn_elu", "efficientnet_v2_s", "efficientnet_v2_m",
            "efficientnet_v2_l", "list_models", "create_model"]
+
+
+# the d2l names the two Kaggle chapters call (docs/from-the-book.md) and loaders as tensors
+from .book import (DATA_HUB, DATA_URL, Accumulator, Animator, Timer, download,  # noqa: E402
+                   download_extract, evaluate_accuracy_gpu, evaluate_accuracy_gpus, extract,
+                   get_net, read_csv_labels, reorg_test, reorg_train_valid, split_batch,
+                   train_batch_ch13)
+from .data import tensors  # noqa: E402
+
+__all__ += ["DATA_HUB", "DATA_URL", "Accumulator", "Animator", "Timer", "download",
+            "download_extract", "evaluate_accuracy_gpu", "evaluate_accuracy_gpus", "extract",
+            "get_net", "read_csv_labels", "reorg_test", "reorg_train_valid", "split_batch",
+            "train_batch_ch13", "tensors"]

@@ -15,6 +15,7 @@ import paddle
 from paddle import nn
 from paddle.nn import functional as F
 
+from .. import book as _book
 from .. import loop, lrfind
 from .. import optim as core_optim
 from .data import to_labels, to_tensor
@@ -169,12 +170,14 @@ def train(net: nn.Layer, train_iter, valid_iter, num_epochs: int, lr: float, wd:
 def evaluate_loss(net: nn.Layer, data_iter, devices: Sequence | None = None,
                   amp: Any = False) -> float:
     """Mean cross-entropy of ``net`` over ``data_iter`` (inference mode)."""
+    net, data_iter = _book.net_first(net, data_iter)  # also the Dog chapter's (data_iter, net)
     return loop.evaluate(loop.inference_step(PaddleStep, net, data_iter, devices, amp), data_iter)[0]
 
 
 def evaluate_accuracy(net: nn.Layer, data_iter, devices: Sequence | None = None,
                       amp: Any = False) -> float:
     """Accuracy of ``net`` over ``data_iter`` (inference mode)."""
+    net, data_iter = _book.net_first(net, data_iter)  # the book's (data_iter, net) order too
     return loop.evaluate(loop.inference_step(PaddleStep, net, data_iter, devices, amp), data_iter)[1]
 
 
@@ -182,6 +185,7 @@ def predict(net: nn.Layer, data_iter, devices: Sequence | None = None,
             amp: Any = False, tta: Any = None) -> np.ndarray:
     """Class probabilities (softmax over classes) for every example of ``data_iter``;
     ``tta`` ("flip", "flip-crop" or N views) averages augmented views in the core."""
+    net, data_iter = _book.net_first(net, data_iter)  # the book's (data_iter, net) order too
     return loop.predict(loop.inference_step(PaddleStep, net, data_iter, devices, amp), data_iter,
                         tta=tta)
 

@@ -37,3 +37,26 @@ def to_tensor(x: np.ndarray, mean: Sequence[float], std: Sequence[float],
 def to_labels(y: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """int64 labels on ``device``."""
     return torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
+
+
+def _soft_or_int(y: np.ndarray, device) -> torch.Tensor:
+    # soft targets (MixUp/label smoothing) stay float; class indices become int64
+    y = np.asarray(y)
+    if y.ndim == 2:
+        return torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)).to(device)
+    return to_labels(y, device)
+
+
+def tensors(data_iter, devices: Sequence[torch.device] | None = None):
+    """The loader's batches as tensors for hand-written loops (the chapters' ``for X, y in ...``).
+
+    ``for X, y in tensors(train_iter, devices)``: X float32 N×3×H×W normalised with the
+    loader's mean/std, X and y on ``devices[0]`` (default: the first GPU, else the CPU).
+    Re-iterable (one epoch per ``for``) and ``len()`` gives the number of batches.
+    """
+    from ..book import TensorLoader
+    from .train import try_all_gpus
+    device = torch.device((list(devices) if devices else try_all_gpus())[0])
+    mean, std = data_iter.mean, data_iter.std
+    return TensorLoader(data_iter, lambda x: to_tensor(x, mean, std, device, channels_last=False),
+                        lambda y: _soft_or_int(y, device))
