@@ -85,10 +85,10 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
               image_size: int | None = None, seed: int = 0,
               num_workers: int | None = None) -> CompetitionData:
     """Read labels, split train/valid (in memory, the book's rule) and build the loaders."""
-    check_settings(SimpleNamespace(valid_ratio=valid_ratio, batch_size=batch_size), image_size)
     size = int(image_size or comp.image_size)
     labels_path = os.path.join(data_dir, comp.labels_file)
     labels = read_csv_labels(labels_path)
+    check_settings(SimpleNamespace(valid_ratio=valid_ratio, batch_size=batch_size), image_size)
     train_folder = os.path.join(data_dir, comp.train_dir)
     images = _images_by_id(train_folder)
     _check_ids(labels, images, labels_path, train_folder)
@@ -164,12 +164,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                     progress: bool = True, num_workers: int | None = None, amp: Any = "auto",
                     log: Callable[[str], Any] | None = print) -> dict[str, Any]:
     """Run a whole chapter and write ``out/{submission.csv, history.csv, curves.png,
-    summary.json, checkpoints/}``; returns the summary.
-
-    Settings, inputs (labels, every image, the sample file's ids and columns) and the
-    resume configuration are checked before the first epoch. ``resume``: False, True
-    (refuses a checkpoint trained with another :func:`run_config`) or ``"force"``.
-    """
+    summary.json, checkpoints/}``; returns the summary."""
     comp = get_competition(competition) if isinstance(competition, str) else competition
     if comp.recipe is None:
         raise ValueError(f"competition {comp.name!r} has no training recipe yet ({comp.notes})")
@@ -271,12 +266,14 @@ def run_config(comp: Competition, recipe: Recipe, *, backend: str, image_size: i
     Stored in each checkpoint's metadata and in ``summary.json["config"]``; ``--resume``
     refuses a checkpoint whose configuration differs (see :func:`preflight.check_resume`).
     Every field of the :class:`Recipe` joins automatically; a new run setting that is not a
-    Recipe field is passed as a keyword (``run_config(..., mixing="cutmix")``). Settings that
-    do not change what is trained (workers, progress bars, ``retrain``, folders) stay out.
+    Recipe field is passed as a keyword (``run_config(..., augment="crop-flip")``). Settings
+    that do not change what is trained (workers, progress bars, ``retrain``, folders) stay
+    out. ``run_competition`` checks ``resume`` (False, True or ``"force"``) against it
+    before the first epoch, together with the settings and every input.
     """
     config = {"competition": comp.name, "backend": canonical_name(backend), **asdict(recipe),
               "image_size": int(image_size or comp.image_size), "seed": int(seed), "amp": amp,
-              "augment": comp.augment, **extra}
+              **extra}
     return json.loads(json.dumps(config, default=str))
 
 
