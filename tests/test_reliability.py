@@ -257,3 +257,12 @@ def test_resume_refuses_another_configuration_and_damaged_checkpoints(tiny, tmp_
         r = run_cli(*base, "--resume", "force")
         line = one_error_line(r.stderr)
         assert r.returncode == 2 and str(last) in line and "delete it" in line
+
+
+def test_read_only_cache_with_the_file_still_works(capsys, tmp_path, read_only):
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    (folder / "x.zip").write_bytes(b"already here")
+    read_only(str(folder))
+    rc = main(["download", "http://127.0.0.1:9/x.zip", "--folder", str(folder)])
+    assert rc == 0 and capsys.readouterr().out.strip() == str(folder / "x.zip")
