@@ -480,12 +480,9 @@ def _add_kaggle_parsers(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``d2lkaggle`` argument parser."""
     from . import __version__
-    p = _Parser(prog="d2lkaggle", description=__doc__,
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="d2lkaggle", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    p.add_argument("--debug", action="store_true",
-                   help="show Python tracebacks instead of one-line errors (also: "
-                        "D2LKAGGLE_DEBUG=1); may be given anywhere on the line")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="build the built-in demo competition and run it end to end")
@@ -526,8 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "~/.cache/d2lkaggle)")
     dl.add_argument("--extract", action="store_true",
                     help="also extract the archive beside it (default: download only)")
-    _add_download_limits(dl)
     dl.set_defaults(func=cmd_download)
+    _add_download_limits(dl)
 
     m = sub.add_parser("make-demo", help="write a synthetic competition in Kaggle layout")
     m.add_argument("out", help="folder to write (train/, test/, labels and sample submission)")
@@ -605,11 +602,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with the command's one-line error format (usage stays in ``--help``)."""
+def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Give ``parser`` and all its subcommands the one-line error format (usage stays in
+    ``--help``) and the ``--debug`` flag; done here so that build_parser stays as it is."""
+    parser.add_argument("--debug", action="store_true",
+                        help="show Python tracebacks instead of one-line errors (also: "
+                             "D2LKAGGLE_DEBUG=1); may be given anywhere on the line")
+    todo = [parser]
+    while todo:
+        p = todo.pop()
 
-    def error(self, message: str):
-        self.exit(2, f"d2lkaggle: error: {self.prog}: {message} (see {self.prog} --help)\n")
+        def error(message: str, p=p):
+            p.exit(2, f"d2lkaggle: error: {p.prog}: {message} (see {p.prog} --help)\n")
+        p.error = error
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo.extend(action.choices.values())
+    return parser
 
 
 def _add_download_limits(p: argparse.ArgumentParser) -> None:
@@ -646,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("D2LKAGGLE_DEBUG", "") not in ("", "0")
-    args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    args = _one_line_errors(build_parser()).parse_args([a for a in argv if a != "--debug"])
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -116,6 +116,7 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
     size = int(image_size or comp.image_size)
     labels_path = os.path.join(data_dir, comp.labels_file)
     labels = read_csv_labels(labels_path)
+    check_settings(SimpleNamespace(valid_ratio=valid_ratio, batch_size=batch_size), image_size)
     train_folder = os.path.join(data_dir, comp.train_dir)
     images = _images_by_id(train_folder)
     _check_ids(labels, images, labels_path, train_folder)
@@ -458,8 +459,10 @@ def run_config(comp: Competition, recipe: Recipe, *, backend: str, image_size: i
     Stored in each checkpoint's metadata and in ``summary.json["config"]``; ``--resume``
     refuses a checkpoint whose configuration differs (see :func:`preflight.check_resume`).
     Every field of the :class:`Recipe` joins automatically; a new run setting that is not a
-    Recipe field is passed as a keyword (``run_config(..., mixing="cutmix")``). Settings that
-    do not change what is trained (workers, progress bars, ``retrain``, folders) stay out.
+    Recipe field is passed as a keyword (``run_config(..., augment="crop-flip")``). Settings
+    that do not change what is trained (workers, progress bars, ``retrain``, folders) stay
+    out. ``run_competition`` checks ``resume`` (False, True or ``"force"``) against it
+    before the first epoch, together with the settings and every input.
     """
     config = {"competition": comp.name, "backend": canonical_name(backend),
               "augment": comp.augment, **asdict(recipe),  # a Recipe's own augment wins

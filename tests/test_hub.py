@@ -659,3 +659,24 @@ def test_deleted_extracted_folder_is_extracted_again(server, cache, monkeypatch)
     assert hub.download_extract("y_tiny", cache) == out
     assert open(os.path.join(out, "trainLabels.csv"), "rb").read() == files[
         "kaggle_y_tiny/trainLabels.csv"]
+
+
+def test_second_extraction_waits_for_the_first(tmp_path):
+    from filelock import FileLock
+    archive = build(tmp_path / "d.tar")
+    dest = tmp_path / "out"
+    dest.mkdir()
+    held = FileLock(str(dest / ".d.tar.lock"))
+    held.acquire()  # an extraction of d.tar in progress elsewhere
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.Popen([sys.executable, "-c", "import sys; from d2lkaggle import hub; "
+                          "print(hub.extract(sys.argv[1], sys.argv[2]))", archive, str(dest)],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    assert p.poll() is None, p.communicate()  # it waits instead of racing
+    assert not (dest / "top").exists()
+    held.release()
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0 and out.strip() == str(dest), err
+    assert "waiting for another process" in err
+    assert tree(dest).get("top/a.txt") == FILES["top/a.txt"]
