@@ -109,10 +109,6 @@ class RunPredictions:
     valid_probs: np.ndarray | None
     summary: dict[str, Any]
 
-    @property
-    def name(self) -> str:
-        return self.path
-
 
 def _read_json(path: str, what: str) -> Any:
     try:
@@ -534,7 +530,7 @@ def _member_metrics(runs, ids, y, rows) -> list[dict[str, Any]]:
     for r, p in zip(runs, rows or [None] * len(runs)):
         recipe = r.summary.get("recipe") or {}
         m = {"run": r.path, "backend": r.summary.get("backend"), "model": recipe.get("model"),
-             "augment": recipe.get("augment")}
+             "augment": recipe.get("augment"), "num_valid": len(r.valid_ids)}
         if p is not None and len(ids):
             m.update(valid_acc=accuracy(p, y), valid_loss=log_loss(p, y))
         out.append(m)
@@ -626,6 +622,11 @@ def format_members(summary: dict[str, Any]) -> str:
            "bagging": "bagging, soft vote", "folds": "k-fold, mean"}.get(summary["kind"], "")
     lines.append(f"{'ensemble (' + how + ')':50s} {'':>7s} "
                  f"{f(summary.get('valid_acc')):>7s} {f(summary.get('valid_loss')):>8s}")
+    sizes = [m.get("num_valid") or 0 for m in summary["members"]]
+    if summary["kind"] == "ensemble" and n is not None and sizes and n < min(sizes):
+        lines.append(f"note: the runs share only {n} of their {min(sizes)}+ validation images "
+                     "(made with different --seed or --valid-ratio?); the figures above use "
+                     "those only")
     for k in ("oob_acc", "oof_acc"):
         if summary.get(k) is not None:
             what = "out-of-bag" if k == "oob_acc" else "out-of-fold"

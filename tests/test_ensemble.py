@@ -369,3 +369,15 @@ def test_loop_predict_and_predict_tta_agree():
     for tta in ("flip", "flip-crop", 4):
         np.testing.assert_allclose(predict(step, _loader(x, 4), tta=tta),
                                    predict_tta(step.predict_batch, _loader(x, 4), tta), atol=1e-12)
+
+
+def test_report_notes_few_shared_validation_images(demo_dir, tmp_path):
+    rng = np.random.default_rng(5)
+    ids = sorted(read_csv_labels(os.path.join(demo_dir, "trainLabels.csv")))
+    a = _fake_run(tmp_path / "a", demo_dir, _rand_probs(rng, 30, 10),
+                  valid=(ids[:20], _rand_probs(rng, 20, 10)))[0]
+    b = _fake_run(tmp_path / "b", demo_dir, _rand_probs(rng, 30, 10),
+                  valid=(ids[15:35], _rand_probs(rng, 20, 10)))[0]
+    lines = []
+    s = E.ensemble_runs([a, b], str(tmp_path / "e"), log=lines.append)
+    assert s["num_common_valid"] == 5 and "share only 5 of their 20+" in lines[0]
