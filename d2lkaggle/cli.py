@@ -28,7 +28,6 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--no-amp", action="store_true",
                    help="train in float32 (default: bf16 autocast where the backend measured it faster)")
-    _add_archive_args(p)
 
 
 def _add_archive_args(p: argparse.ArgumentParser) -> None:
@@ -204,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("competition", help="cifar10, dog-breed or demo")
     r.add_argument("--data-dir", required=True, help="folder with train/, test/ and the labels CSV")
     _add_train_args(r)
+    _add_archive_args(r)
     r.set_defaults(func=cmd_run)
 
     dl = sub.add_parser("download", help="download a DATA_HUB entry or URL (SHA-1 checked)")
