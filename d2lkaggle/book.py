@@ -172,6 +172,23 @@ class TensorLoader:
         return getattr(self.loader, name)
 
 
+def device_list(devices: Any, default: Callable[[], list]) -> list:
+    """The book's ``devices`` argument as a list: None → ``default()`` (the backend's
+    ``try_all_gpus``), one device → ``[device]``."""
+    if devices is None:
+        return list(default())
+    return list(devices) if isinstance(devices, (list, tuple)) else [devices]
+
+
+def tensor_loader(data_iter, devices: Any, default: Callable[[], list],
+                  to_tensor: Callable[..., Any], to_y: Callable[[np.ndarray, Any], Any]) -> TensorLoader:
+    """What every backend's ``tensors(data_iter, devices)`` returns: batches normalised with the
+    loader's mean/std by the backend's ``to_tensor`` and labels by ``to_y``, on ``devices[0]``."""
+    device = device_list(devices, default)[0]
+    mean, std = data_iter.mean, data_iter.std
+    return TensorLoader(data_iter, lambda x: to_tensor(x, mean, std, device), lambda y: to_y(y, device))
+
+
 def is_loader(obj: Any) -> bool:
     """True for this library's data loaders (core :class:`ImageLoader` or a TensorLoader)."""
     from .data import ImageLoader

@@ -500,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder with train/, test/ and the labels CSV, or a CIFAR python archive "
                         "(cifar-10-python.tar.gz / cifar-100-python.tar.gz, or a folder holding it)")
     _add_train_args(r)
+    _add_archive_args(r)
     r.set_defaults(func=cmd_run)
 
     e = sub.add_parser("ensemble", help="combine finished runs (any backend or model) into one "

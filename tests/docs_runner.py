@@ -10,7 +10,7 @@ Rules for pages (docs/*.md and README.md):
   ``<!-- docs-backends: torch mxnet paddle -->``; it then runs once per backend with
   ``torch_impl`` and ``get_backend("torch")`` replaced by the other backend's names.
 * Pages run in an empty temporary folder with ``D2LKAGGLE_DATA``/``TORCH_HOME`` pointing into
-  it and matplotlib on Agg, so they write nothing outside it. Keep them tiny the way the
+  it, matplotlib on Agg and one OpenMP thread, so they write nothing outside it. Keep them tiny the way the
   book does: a ``demo = True`` switch that picks the synthetic competition and few epochs.
 
 A failing block is reported with the page's file name and the line number inside the
@@ -114,6 +114,8 @@ def run_page(path: str, workdir: str, backend: str = "torch", timeout: int = 900
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""),
                D2LKAGGLE_DATA=os.path.join(workdir, "cache"),
                TORCH_HOME=os.path.join(workdir, "torch-home"), MPLBACKEND="Agg")
+    # tiny demo nets: one OpenMP thread is as fast, and far faster on a loaded machine
+    env.setdefault("OMP_NUM_THREADS", "1")
     env.update(extra_env or {})
     return subprocess.run([sys.executable, "-c", DRIVER, os.path.relpath(path, root), spec],
                           cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)

@@ -153,7 +153,9 @@ FRAMEWORK_MODULE = {"torch": "torch", "mxnet": "mxnet", "paddle": "paddle"}
 
 @pytest.mark.parametrize("backend", backend_params())
 def test_chapter_training_loop_typed_out(backend):
-    r = run_py(PRELUDE + LOOPS[backend] + REPORT, backend, timeout=600)
+    # one OpenMP thread: on this tiny net two threads only wait for each other, and on a
+    # loaded 2-core machine that waiting made the loop ~50x slower (465 s vs 8.5 s measured)
+    r = run_py(PRELUDE + LOOPS[backend] + REPORT, backend, timeout=600, env={"OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     module, shape, dtype, ydtype = out["kind"]
@@ -220,7 +222,7 @@ dog.eval(); cifar.eval()
 print(json.dumps([list(dog(x).shape), list(cifar(x).shape),
                   sum(p.requires_grad for p in dog.parameters())]))
 """
-    r = run_py(code, backend)
+    r = run_py(code, backend, env={"OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
     dog, cifar, trainable = json.loads(r.stdout.strip().splitlines()[-1])
     assert dog == [2, 120] and cifar == [2, 10]

@@ -43,9 +43,6 @@ def tensors(data_iter, devices: "Sequence[paddle.CPUPlace] | None" = None):
     loader's mean/std, X and y on ``devices[0]`` (default: the first GPU, else the CPU).
     Re-iterable (one epoch per ``for``) and ``len()`` gives the number of batches.
     """
-    from ..book import TensorLoader
+    from ..book import tensor_loader
     from .train import try_all_gpus
-    place = (list(devices) if devices else try_all_gpus())[0]
-    mean, std = data_iter.mean, data_iter.std
-    return TensorLoader(data_iter, lambda x: to_tensor(x, mean, std, place),
-                        lambda y: _soft_or_int(y, place))
+    return tensor_loader(data_iter, devices, try_all_gpus, to_tensor, _soft_or_int)

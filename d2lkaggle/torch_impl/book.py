@@ -20,9 +20,7 @@ from .train import evaluate_accuracy, try_all_gpus
 
 
 def _devices(devices: Any) -> list:
-    if devices is None:
-        return try_all_gpus()
-    return list(devices) if isinstance(devices, (list, tuple)) else [devices]
+    return _book.device_list(devices, try_all_gpus)
 
 
 def get_net(devices: Sequence[torch.device] | None = None, competition: str = "dog-breed",

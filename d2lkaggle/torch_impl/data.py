@@ -54,9 +54,9 @@ def tensors(data_iter, devices: Sequence[torch.device] | None = None):
     loader's mean/std, X and y on ``devices[0]`` (default: the first GPU, else the CPU).
     Re-iterable (one epoch per ``for``) and ``len()`` gives the number of batches.
     """
-    from ..book import TensorLoader
+    from ..book import tensor_loader
     from .train import try_all_gpus
-    device = torch.device((list(devices) if devices else try_all_gpus())[0])
-    mean, std = data_iter.mean, data_iter.std
-    return TensorLoader(data_iter, lambda x: to_tensor(x, mean, std, device, channels_last=False),
-                        lambda y: _soft_or_int(y, device))
+    # contiguous NCHW (not channels_last): what a hand-written loop's convolutions expect
+    return tensor_loader(data_iter, devices, try_all_gpus,
+                         lambda x, m, s, d: to_tensor(x, m, s, torch.device(d), channels_last=False),
+                         lambda y, d: _soft_or_int(y, torch.device(d)))
