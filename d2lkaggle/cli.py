@@ -74,7 +74,6 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     _add_recipe_args(p)
     _add_cifar_args(p)
     _add_ensemble_args(p)
-    _add_archive_args(p)
 
 
 def _add_archive_args(p: argparse.ArgumentParser) -> None:
