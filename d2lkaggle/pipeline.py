@@ -157,7 +157,7 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
                                    drop_last=len(ids) >= batch_size, seed=seed + 1, **common)
     test_iter = ImageLoader(test_source, None, transform=test_tf, **common)
     return CompetitionData(train_iter, valid_iter, train_valid_iter, test_iter, classes, t_ids,
-                           list(va_ids))
+                           valid_ids=list(va_ids))
 
 
 def augment_transforms(comp: Competition, size: int, augment: Any = None) -> tuple[Any, Any]:
