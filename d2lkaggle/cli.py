@@ -173,7 +173,13 @@ def cmd_weights_convert(a: argparse.Namespace) -> int:
 
 def cmd_parity(a: argparse.Namespace) -> int:
     from .parity import format_table, run_parity
-    print(format_table(run_parity(a.model, a.steps, a.backends or None)))
+    optimizers = a.optimizer or None
+    if optimizers or a.mixing:   # float32 and float64 runs of the optimizers (cyclic lr per step)
+        report = run_parity(a.model, a.steps, a.backends or None, tasks=("train", "train64"),
+                            optimizers=optimizers or ["sgd"], mixing=a.mixing)
+    else:
+        report = run_parity(a.model, a.steps, a.backends or None)
+    print(format_table(report))
     return 0
 
 
@@ -228,9 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
     wc.set_defaults(func=cmd_weights_convert)
 
     pa = sub.add_parser("parity", help="compare the installed backends on one neutral checkpoint")
-    pa.add_argument("--model", choices=("resnet18", "resnet34", "finetune"), default="resnet18")
+    pa.add_argument("--model", choices=("resnet18", "resnet18-tiny", "resnet34", "finetune"),
+                    default="resnet18", help="default: resnet18")
     pa.add_argument("--steps", type=int, default=10)
     pa.add_argument("--backends", nargs="*", help="default: every installed one")
+    pa.add_argument("--optimizer", action="append", choices=("sgd", "nesterov", "adam", "adamw"),
+                    help="train with this optimizer and a per-step CyclicLR instead of the "
+                         "chapters' SGD (repeatable; default: the chapters' SGD run)")
+    pa.add_argument("--mixing", action="store_true",
+                    help="train on MixUp'd float32 pixels with soft targets (default: off, int labels)")
     pa.set_defaults(func=cmd_parity)
     return p
 
