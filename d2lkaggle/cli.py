@@ -95,8 +95,12 @@ def _report(summary: dict) -> None:
           + f"{summary['examples_per_sec']:.1f} examples/s, {summary['timings']['total_s']:.1f} s")
     for k, v in summary["files"].items():
         print(f"  {k:12s} {v}")
-    for w in summary.get("warnings", []):
-        print(f"warning: {w}")
+    from .diagnostics import CAUSES
+    warnings = summary.get("warnings", [])
+    for w in warnings:  # already said in full during training: the causes once here
+        print("warning: " + w.replace(" " + CAUSES + ".", ""))
+    if warnings:
+        print(f"  {CAUSES}.")
     print(_last_line(summary))
 
 

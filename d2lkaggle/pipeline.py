@@ -395,8 +395,9 @@ def _run_outcome(valid_hist: History | None, final_hist: History | None, predict
              "best": f"the validation phase's best epoch ({out.get('best_epoch')})",
              "last": "the validation phase's last epoch"}[predict_with]
     out["submission_model"] = model
-    warnings = [w for w in (not_learning(h, num_classes) for h in (valid_hist, final_hist)
-                            if h is not None) if w]
+    warnings = [f"{phase}: {w}" for phase, w in
+                (("train/valid split", not_learning(valid_hist, num_classes) if valid_hist else None),
+                 ("retrain", not_learning(final_hist, num_classes) if final_hist else None)) if w]
     out["warnings"] = warnings
     return out
 

@@ -187,3 +187,22 @@ def test_lr_find_command(backend, demo_dir, tmp_path):
     assert rows[0] == "lr,loss,smoothed" and 5 < len(rows) <= 21
     last = r.stdout.strip().splitlines()[-1]
     assert last.startswith("suggested lr ") and f"d2lkaggle run demo --data-dir {demo_dir} --lr " in last
+
+
+def test_report_repeats_warnings_with_the_causes_once(capsys):
+    from d2lkaggle.cli import _report
+    from d2lkaggle.diagnostics import CAUSES, not_learning
+    from d2lkaggle.loop import History
+    h = History()
+    for e in (1, 2, 3):
+        h.add(epoch=e, lr=0.1, train_loss=2.5, train_acc=0.1, valid_loss=2.5, valid_acc=0.1,
+              seconds=1.0, examples_per_sec=10.0)
+    out = pipeline._run_outcome(h, h, "retrain", 10, get_competition("demo").recipe)
+    assert [w.split(":")[0] for w in out["warnings"]] == ["train/valid split", "retrain"]
+    assert out["warnings"][0].endswith(CAUSES + ".") and not_learning(h, 10) in out["warnings"][0]
+    s = dict(out, competition="demo", backend="torch", valid_acc=0.1, best_valid_acc=0.1,
+             examples_per_sec=10.0, timings={"total_s": 3.0}, files={"summary": "/r/summary.json"})
+    _report(s)
+    text = capsys.readouterr().out
+    assert text.count("Usual causes") == 1 and text.count("warning: ") == 2
+    assert text.strip().splitlines()[-1].startswith("demo · torch · valid acc best 0.1000 (epoch 1)")
