@@ -351,6 +351,8 @@ def _title(comp: Competition, backend: str, recipe: Recipe) -> str:
              if recipe.lr_period else f"lr {recipe.lr:g}")
     extra = [f"{k} {getattr(recipe, k)}" for k in ("optimizer", "schedule", "mixing")
              if getattr(recipe, k, None)]
+    if recipe.model == "finetune":
+        extra.append(f"backbone weights {os.path.basename(str(recipe.weights)) if recipe.weights else 'random'}")
     return " · ".join([comp.name, backend, recipe.model,
                        ", ".join([f"{recipe.epochs} epochs", f"batch {recipe.batch_size}", sched,
                                   f"wd {recipe.wd:g}"] + extra)])

@@ -213,3 +213,11 @@ def test_report_repeats_warnings_with_the_causes_once(capsys):
     text = capsys.readouterr().out
     assert text.count("Usual causes") == 1 and text.count("warning: ") == 2
     assert text.strip().splitlines()[-1].startswith("demo · torch · valid acc best 0.1000 (epoch 1)")
+
+
+def test_picture_title_names_competition_backend_model_and_recipe():
+    dog = get_competition("dog-breed")
+    t = pipeline._title(dog, "paddle", pipeline._recipe_for(dog, weights="none", lr=0.01))
+    parts = t.split(" · ")
+    assert parts[:3] == ["dog-breed", "paddle", "finetune"]
+    assert "lr 0.01 x" in parts[3] and "backbone weights random" in parts[3]
