@@ -4,6 +4,7 @@ import argparse
 import json
 import os
 
+import numpy as np
 import pytest
 
 from conftest import backend_params, run_cli, run_py
@@ -221,3 +222,19 @@ def test_picture_title_names_competition_backend_model_and_recipe():
     parts = t.split(" · ")
     assert parts[:3] == ["dog-breed", "paddle", "finetune"]
     assert "lr 0.01 x" in parts[3] and "backbone weights random" in parts[3]
+
+
+def test_overall_progress_leaves_out_epochs_a_resumed_run_holds(tmp_path):
+    from types import SimpleNamespace
+    from d2lkaggle.checkpoint import save_npz
+    save_npz(str(tmp_path / "checkpoints" / "valid" / "last.npz"), {"model/w": np.zeros(2)},
+             {"epoch": 2, "best": 0.5, "history": "{}"})        # epochs 1-3 done
+    data = SimpleNamespace(train_iter=[0] * 5, valid_iter=[0], train_valid_iter=[0] * 6)
+    fresh = pipeline._run_progress(True, 4, data, True)
+    resumed = pipeline._run_progress(True, 4, data, True, str(tmp_path))
+    try:
+        assert fresh.total == 4 * 5 + 4 * 6 and resumed.total == 1 * 5 + 4 * 6
+    finally:
+        fresh.close()
+        resumed.close()
+    assert pipeline._run_progress(False, 4, data, True) is None
