@@ -21,7 +21,7 @@ from mxnet import autograd, nd, npx
 from mxnet import np as mnp
 from mxnet.gluon import Block
 
-from .. import loop, lrfind
+from .. import loop
 from .data import to_labels, to_tensor
 from .weights import canonical_parameters, get_state, set_state
 
@@ -201,8 +201,9 @@ def predict(net: Block, data_iter, devices: Sequence[mx.Context] | None = None,
 def lr_find(net: Block, train_iter, start_lr: float = 1e-7, end_lr: float = 10.0,
             num_iter: int = 100, *, wd: float = 0.0, momentum: float = 0.9,
             devices: Sequence[mx.Context] | None = None, amp: Any = "auto", plot: str | None = None,
-            progress: bool = True, log: Any = None) -> lrfind.LRFinderResult:
+            progress: bool = True, log: Any = None) -> "lrfind.LRFinderResult":
     """The lr finder (fastai's range test) on ``net``; weights are restored afterwards."""
+    from .. import lrfind
     return lrfind.lr_find_net(MXNetStep, net, train_iter, start_lr, end_lr, num_iter, wd=wd,
                               momentum=momentum, devices=devices, amp=amp, plot=plot,
                               progress=progress, log=log)

@@ -6,7 +6,7 @@ import torch  # noqa: F401  (fail early, with the registry's message, when torch
 
 from .data import to_labels, to_tensor
 from .models import FineTuneNet, Residual, ResNet18, finetune_net, resnet18, resnet34
-from .train import (SUPPORTS_BF16, TorchStep as Step, evaluate_accuracy, evaluate_loss, forward, lr_find,
+from .train import (SUPPORTS_BF16, TorchStep as Step, evaluate_accuracy, evaluate_loss, forward,
                     predict, set_seed, train, try_all_gpus, try_gpu)
 from .weights import get_state, load_weights, save_weights, set_state
 
@@ -14,5 +14,10 @@ NAME = "torch"
 
 __all__ = ["NAME", "SUPPORTS_BF16", "Step", "Residual", "ResNet18", "FineTuneNet", "resnet18",
            "resnet34", "finetune_net", "train", "evaluate_accuracy", "evaluate_loss", "predict",
-           "forward", "lr_find", "try_gpu", "try_all_gpus", "set_seed", "to_tensor", "to_labels",
+           "forward", "try_gpu", "try_all_gpus", "set_seed", "to_tensor", "to_labels",
            "save_weights", "load_weights", "get_state", "set_state"]
+
+# the lr finder (issue 16): a thin wrapper over the core lrfind module
+from .train import lr_find  # noqa: E402
+
+__all__ += ["lr_find"]

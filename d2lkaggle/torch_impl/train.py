@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .. import loop, lrfind
+from .. import loop
 from .data import to_labels, to_tensor
 from .weights import _module, get_state, set_state
 
@@ -172,8 +172,9 @@ def predict(net: nn.Module, data_iter, devices: Sequence[torch.device] | None = 
 def lr_find(net: nn.Module, train_iter, start_lr: float = 1e-7, end_lr: float = 10.0,
             num_iter: int = 100, *, wd: float = 0.0, momentum: float = 0.9,
             devices: Sequence[torch.device] | None = None, amp: Any = "auto", plot: str | None = None,
-            progress: bool = True, log: Any = None) -> lrfind.LRFinderResult:
+            progress: bool = True, log: Any = None) -> "lrfind.LRFinderResult":
     """The lr finder (fastai's range test) on ``net``; weights are restored afterwards."""
+    from .. import lrfind
     return lrfind.lr_find_net(TorchStep, net, train_iter, start_lr, end_lr, num_iter, wd=wd,
                               momentum=momentum, devices=devices, amp=amp, plot=plot,
                               progress=progress, log=log)
