@@ -95,12 +95,12 @@ def test_predict_with_best_skips_the_retrain(backend, demo_dir, tmp_path):
 
 def test_run_bad_data_dir_is_a_clear_error(tmp_path):
     r = run_cli("run", "demo", "--data-dir", str(tmp_path / "nope"), "--epochs", "1")
-    assert r.returncode == 1 and "nope" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "nope" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_run_unknown_backend_lists_choices(demo_dir, tmp_path):
     r = run_cli("run", "demo", "--data-dir", demo_dir, "--backend", "jax", "--out", str(tmp_path))
-    assert r.returncode == 1 and "torch" in r.stderr and "paddle" in r.stderr
+    assert r.returncode == 2 and "torch" in r.stderr and "paddle" in r.stderr
 
 
 @pytest.mark.parametrize("backend", backend_params("torch"))
