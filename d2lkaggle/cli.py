@@ -312,6 +312,8 @@ def cmd_demo(a: argparse.Namespace) -> int:
         make_demo(data_dir, seed=0)
     if a.out is None:
         a.out = os.path.join(root, f"run-{a.backend}")
+    if not a.resume:
+        a.overwrite = True   # the demo's own run folder: a second `d2lkaggle demo` replaces it
     with _cli_words():
         s = _run_or_ensemble("demo", data_dir, a)
     (_report_ensemble if "members" in s else _report)(s)

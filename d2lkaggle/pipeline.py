@@ -20,6 +20,7 @@ from .augment import PRESETS, preset_transforms
 from .checkpoint import atomic_write_text
 from .cifar import CifarArrays, find_cifar_archive, read_cifar_archive
 from .writeups import cycle_step_size
+from .ensemble import split_digest
 from .competitions import Competition, Recipe, get_competition
 from .competitions import recipe_for
 from .recipes import check_recipe, make_mixing, make_schedule, train_kwargs
@@ -336,7 +337,8 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     preflight_submission(comp, data_dir, data)
     config = run_config(comp, recipe, backend=name, image_size=image_size, seed=seed, amp=amp,
                         num_classes=len(data.classes),
-                        num_labelled=data.train_valid_iter.labels.size)
+                        num_labelled=data.train_valid_iter.labels.size,
+                        **({"split": split_digest(split)} if split is not None else {}))
     resume = {phase: check_resume(os.path.join(out, "checkpoints", phase), config, resume, log)
               for phase in ("valid", "final")}
     bk = get_backend(name)
@@ -490,7 +492,8 @@ def _decode_all(paths: list[str], num_workers: int | None, chunk: int = 256) -> 
 
 #: files a finished run leaves; ``overwrite=True`` removes exactly these (and checkpoints/)
 RUN_FILES = ("summary.json", "submission.csv", "history.csv", "curves.png", "confusion.png",
-             "mistakes.png")
+             "mistakes.png", "test_probs.npy", "classes.json", "test_ids.json", "valid_probs.npy",
+             "valid_ids.json")
 PREDICT_WITH = ("retrain", "best", "last")
 
 
