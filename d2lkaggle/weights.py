@@ -30,6 +30,24 @@ from .checkpoint import atomic_open, atomic_path
 NEUTRAL_SUFFIXES = (".safetensors", ".npz")
 
 
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights cannot be had (offline, or no download path for this framework).
+
+    ``str(e)`` tells a Python caller what to pass (``weights='FILE'``); :meth:`for_cli`
+    says the same to a command-line user (``--weights FILE``): the text ``{arg}`` in
+    ``template`` becomes one or the other, with ``value`` as the file.
+    """
+
+    def __init__(self, template: str, value: str = "PATH"):
+        self.template, self.value = template, value
+        super().__init__(template.replace(
+            "{arg}", f"weights={value if value == 'PATH' else repr(value)}"))
+
+    def for_cli(self) -> str:
+        """The message in the command line's words."""
+        return self.template.replace("{arg}", f"--weights {self.value}")
+
+
 def is_neutral(path: str) -> bool:
     """True for a path with a neutral-format suffix."""
     return str(path).endswith(NEUTRAL_SUFFIXES)
@@ -135,11 +153,12 @@ def backbone_state(weights: str, framework: str) -> tuple[dict[str, np.ndarray],
     it raises an error saying how to make the neutral file once.
     """
     if weights == "imagenet":
-        raise RuntimeError(
+        raise WeightsUnavailableError(
             f"{framework} cannot download ResNet-34 ImageNet weights in torchvision's layout; "
             "convert torchvision's file once where torch is installed: `d2lkaggle weights "
             "convert resnet34-b627a593.pth resnet34.safetensors` (torchvision keeps it in "
-            "~/.cache/torch/hub/checkpoints/), then pass weights='resnet34.safetensors'")
+            "~/.cache/torch/hub/checkpoints/), then pass {arg} (or 'none' for a random "
+            "backbone, which trains poorly)", "resnet34.safetensors")
     return strip_classifier(read_weights(weights)), f"weights in {weights}"
 
 

@@ -1,14 +1,13 @@
 """Training, evaluation and prediction in MXNet, driven by the core loop.
 
-The optimizer is SGD with momentum in PyTorch's form, ``v = m·v + (g + wd·w); w -= lr·v``,
-for every trainable parameter (BatchNorm gamma/beta and biases included, as in torch).
-Gluon's ``Trainer``/``sgd`` is not used: it keeps ``lr`` inside the velocity
-(``v = m·v − lr·(g + wd·w); w += v``), so after a StepLR change its trajectory differs from
-torch's and Paddle's, and ``Trainer.step(batch_size)`` rescales gradients. Here the loss is
-the batch MEAN and no rescaling happens anywhere (the one place: ``train_batch`` divides the
-summed loss by the batch size before ``backward``), so ``lr``/``wd`` mean exactly what they
-mean in the torch backend (checked by the parity tests), the momentum buffers are torch's
-(``optim/<name>/momentum`` in checkpoints) and a resumed run continues exactly.
+The optimizer is the core's (``sgd``, ``nesterov``, ``adam``, ``adamw`` in torch's form,
+written in MXNet ops in :mod:`.optim`). Gluon's ``Trainer`` is not used: its optimizers
+differ from torch's (lr inside the SGD velocity, 32-bit β in Adam, ...) and
+``Trainer.step(batch_size)`` rescales gradients. Here the loss is the batch MEAN and no
+rescaling happens anywhere (the one place: ``train_batch`` divides the summed loss by the
+batch size before ``backward``), so ``lr``/``wd`` mean exactly what they mean in the torch
+backend (checked by the parity tests), the optimizer state is torch's
+(``optim/<name>/momentum``, ``exp_avg``, ... in checkpoints) and a resumed run continues exactly.
 """
 from __future__ import annotations
 
@@ -17,12 +16,15 @@ from typing import Any, Sequence
 
 import mxnet as mx
 import numpy as np
-from mxnet import autograd, nd, npx
+from mxnet import autograd, npx
 from mxnet import np as mnp
 from mxnet.gluon import Block
 
-from .. import loop
+from .. import book as _book
+from .. import loop, lrfind
+from .. import optim as core_optim
 from .data import to_labels, to_tensor
+from .optim import Optimizer
 from .weights import canonical_parameters, get_state, set_state
 
 #: capability flag: no bf16 training path for MXNet 1.9 on CPU in this library
@@ -51,13 +53,25 @@ def _log_softmax_loss(logits, y):
     return -npx.pick(npx.log_softmax(logits, axis=-1), y, axis=-1)
 
 
+def _soft_loss(logits, y):
+    # per-example cross-entropy with soft targets: −Σ y·log_softmax(z)
+    return -(y * npx.log_softmax(logits, axis=-1)).sum(axis=-1)
+
+
 class MXNetStep:
-    """The core loop's step interface for a Gluon model (SGD + momentum, mean loss)."""
+    """The core loop's step interface for a Gluon model (mean loss; the core's optimizer:
+    ``sgd``, ``nesterov``, ``adam``, ``adamw`` in torch's form; int or soft targets)."""
 
     def __init__(self, net: Block, *, lr: float = 0.0, wd: float = 0.0, momentum: float = 0.9,
                  devices: Sequence[mx.Context] | None = None,
                  mean: Sequence[float] = (0, 0, 0), std: Sequence[float] = (1, 1, 1),
-                 amp: Any = "auto", dtype: str = "float32"):
+                 amp: Any = "auto", dtype: str = "float32",
+                 optimizer: "str | core_optim.OptimizerSpec" = "sgd", nesterov: bool = False,
+                 betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
+                 wd_exclude: str | None = None):
+        self.spec = core_optim.make_spec(optimizer, lr=lr, wd=wd, momentum=momentum,
+                                         nesterov=nesterov, betas=betas, eps=eps,
+                                         wd_exclude=wd_exclude)
         self.devices = list(devices) if devices else try_all_gpus()
         self.net = net
         self.dtype = loop.check_dtype(dtype)
@@ -70,16 +84,17 @@ class MXNetStep:
             # step per call), so a net that is already hybridized keeps its graph
             self.net.hybridize(static_alloc=True)
         self.mean, self.std = tuple(mean), tuple(std)
-        self.lr, self.wd, self.momentum = float(lr), float(wd), float(momentum)
         self.params = {n: p for n, p in canonical_parameters(net).items() if p.grad_req != "null"}
-        ctx0 = self.devices[0]
-        # u = −v: torch's momentum buffer with MXNet's sign (what ``sgd_mom_update`` keeps)
-        self.neg_velocity = {n: nd.zeros(p.shape, ctx=ctx0, dtype=self.dtype)
-                             for n, p in self.params.items()}
+        self.optimizer = Optimizer(self.params, self.spec, ctx=self.devices[0], dtype=self.dtype)
 
     def set_lr(self, lr: float) -> None:
-        # lr is not inside the velocity (torch's form), so nothing else changes
-        self.lr = float(lr)
+        self.optimizer.set_lr(lr)
+
+    def _target(self, y: np.ndarray, d):
+        # int labels, or float soft targets (N×C) in the step's dtype
+        if y.ndim == 2:
+            return mnp.array(y, ctx=d, dtype=self.dtype)
+        return to_labels(y, d)
 
     def _shards(self, x: np.ndarray, y: np.ndarray | None = None):
         # the batch split across the devices (like ``gluon.utils.split_and_load`` with
@@ -87,51 +102,33 @@ class MXNetStep:
         if len(self.devices) == 1:
             d = self.devices[0]
             return [(to_tensor(x, self.mean, self.std, d, dtype=self.dtype),
-                     None if y is None else to_labels(y, d))]
+                     None if y is None else self._target(y, d))]
         parts = np.array_split(np.arange(len(x)), len(self.devices))
         return [(to_tensor(x[p], self.mean, self.std, d, dtype=self.dtype),
-                 None if y is None else to_labels(y[p], d))
+                 None if y is None else self._target(y[p], d))
                 for p, d in zip(parts, self.devices) if len(p)]
 
     def train_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
+        """One optimizer step on the batch-mean cross-entropy; ``y`` is int labels (N,) or
+        float soft targets (N, C) (−Σ y·log_softmax(z), mean). Accuracy against argmax(y)."""
         if not self.params:
             raise ValueError("the model has no trainable parameter")
-        n = len(y)
-        shards = self._shards(x, y)
+        soft, hard = core_optim.split_targets(y, len(x))
+        n = len(hard)
+        shards = self._shards(x, hard if soft is None else soft)
+        lossf = _log_softmax_loss if soft is None else _soft_loss
         with autograd.record():
             outs = [self.net(X) for X, _ in shards]
             # the ONE place the batch size enters: each shard contributes (sum of its losses)/n,
             # so the gradients add up to those of the batch MEAN; nothing rescales them later
-            losses = [_log_softmax_loss(o, Y).sum() / n for o, (_, Y) in zip(outs, shards)]
+            losses = [lossf(o, Y).sum() / n for o, (_, Y) in zip(outs, shards)]
         for loss in losses:
             loss.backward()
-        self._update()
+        self.optimizer.step()
         loss_sum = sum(float(loss) for loss in losses) * n
-        correct = sum(int((o.argmax(axis=1) == Y).sum()) for o, (_, Y) in zip(outs, shards))
+        pred = np.concatenate([o.argmax(axis=1).asnumpy() for o in outs])   # shards in order
+        correct = int((pred == hard).sum())
         return loss_sum, correct, n
-
-    def _update(self) -> None:
-        """torch's SGD step, two fused MXNet kernels per parameter (no temporaries).
-
-        ``sgd_mom_update`` with lr 1: ``u = m·u − (g + wd·w)``, i.e. ``v = m·v + (g + wd·w)``
-        for ``v = −u``; its other output (``w + u``) is not wanted and goes to the gradient's
-        buffer, which the next ``backward`` overwrites. ``sgd_update`` with wd 0 and
-        rescale −1 on ``u``: ``w = w − lr·(−1)·u = w − lr·v``. Same rounding as torch's
-        ``buf.mul_(m).add_(g + wd·w); w.add_(buf, alpha=−lr)``; ~3x less memory traffic
-        than the same update written with array expressions.
-        """
-        ctx0 = self.devices[0]
-        for name, p in self.params.items():
-            grads = p.list_grad()
-            g = grads[0] if len(grads) == 1 else sum(gr.as_in_ctx(ctx0) for gr in grads)
-            w, g, u = p.data(ctx0).as_nd_ndarray(), g.as_nd_ndarray(), self.neg_velocity[name]
-            nd.sgd_mom_update(w, g, u, lr=1.0, momentum=self.momentum, wd=self.wd,
-                              rescale_grad=1.0, out=g)
-            nd.sgd_update(w, u, lr=self.lr, wd=0.0, rescale_grad=-1.0, out=w)
-            if p.grad_req == "add":  # a user's accumulating gradient: clear the scratch output
-                p.zero_grad()
-            for other in p.list_data()[1:]:
-                p.data(ctx0).copyto(other)
 
     def _logits(self, shards):
         return [self.net(X) for X, _ in shards]
@@ -151,51 +148,69 @@ class MXNetStep:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         state = {"model/" + k: v for k, v in get_state(self.net).items()}
-        for name, u in self.neg_velocity.items():
-            state[f"optim/{name}/momentum"] = -u.asnumpy()  # torch's momentum_buffer
+        state.update(self.optimizer.state_dict())
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         set_state(self.net, {k[6:]: v for k, v in state.items() if k.startswith("model/")},
                   source="checkpoint")
-        ctx0 = self.devices[0]
-        for name, u in self.neg_velocity.items():
-            key = f"optim/{name}/momentum"
-            if key in state:
-                v = np.asarray(state[key], dtype=np.float32)
-                if v.shape != u.shape:
-                    raise ValueError(f"checkpoint: shape of {key}: model {u.shape}, file {v.shape}")
-                self.neg_velocity[name] = nd.array(-v, ctx=ctx0, dtype=self.dtype)
+        self.optimizer.load_state_dict(state)
 
 
 def train(net: Block, train_iter, valid_iter, num_epochs: int, lr: float, wd: float,
           devices: Sequence[mx.Context] | None = None, lr_period: int | None = None,
-          lr_decay: float = 1.0, *, momentum: float = 0.9, amp: Any = "auto",
-          checkpoint_dir: str | None = None, resume: bool = False, progress: bool = True,
-          plot: str | None = None, log: Any = print) -> loop.History:
-    """The chapters' ``train``: SGD(momentum, wd) with StepLR on the core loop; returns the history."""
+          lr_decay: float = 1.0, *, optimizer: "str | core_optim.OptimizerSpec" = "sgd",
+          schedule: Any = None, mixing: Any = None, momentum: float = 0.9,
+          nesterov: bool = False, betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
+          wd_exclude: str | None = None, amp: Any = "auto", checkpoint_dir: str | None = None,
+          resume: bool = False, progress: bool = True, plot: str | None = None,
+          log: Any = print, **fit_kwargs: Any) -> loop.History:
+    """The chapters' ``train`` on the core loop; returns the history.
+
+    The book's positional arguments keep their meaning (SGD + momentum, StepLR every
+    ``lr_period`` epochs by ``lr_decay``); ``optimizer`` is ``sgd``, ``nesterov``, ``adam`` or
+    ``adamw`` (torch's definitions), ``schedule`` a core schedule that overrides the StepLR,
+    ``mixing`` a core MixUp/CutMix callable, ``wd_exclude="bn_bias"`` timm's no-decay set.
+    """
     return loop.train_net(MXNetStep, net, train_iter, valid_iter, num_epochs, lr, wd, devices,
-                          lr_period, lr_decay, momentum=momentum, amp=amp,
+                          lr_period, lr_decay, optimizer=optimizer, schedule=schedule,
+                          mixing=mixing, momentum=momentum, nesterov=nesterov, betas=betas,
+                          eps=eps, wd_exclude=wd_exclude, amp=amp,
                           checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
-                          plot=plot, log=log)
+                          plot=plot, log=log, **fit_kwargs)
 
 
 def evaluate_loss(net: Block, data_iter, devices: Sequence[mx.Context] | None = None,
                   amp: Any = False) -> float:
     """Mean cross-entropy of ``net`` over ``data_iter`` (inference mode)."""
+    net, data_iter = _book.net_first(net, data_iter)  # also the Dog chapter's (data_iter, net)
     return loop.evaluate(loop.inference_step(MXNetStep, net, data_iter, devices, amp), data_iter)[0]
 
 
 def evaluate_accuracy(net: Block, data_iter, devices: Sequence[mx.Context] | None = None,
                       amp: Any = False) -> float:
     """Accuracy of ``net`` over ``data_iter`` (inference mode)."""
+    net, data_iter = _book.net_first(net, data_iter)  # the book's (data_iter, net) order too
     return loop.evaluate(loop.inference_step(MXNetStep, net, data_iter, devices, amp), data_iter)[1]
 
 
 def predict(net: Block, data_iter, devices: Sequence[mx.Context] | None = None,
-            amp: Any = False) -> np.ndarray:
-    """Class probabilities (softmax over classes) for every example of ``data_iter``."""
-    return loop.predict(loop.inference_step(MXNetStep, net, data_iter, devices, amp), data_iter)
+            amp: Any = False, tta: Any = None) -> np.ndarray:
+    """Class probabilities (softmax over classes) for every example of ``data_iter``;
+    ``tta`` ("flip", "flip-crop" or N views) averages augmented views in the core."""
+    net, data_iter = _book.net_first(net, data_iter)  # the book's (data_iter, net) order too
+    return loop.predict(loop.inference_step(MXNetStep, net, data_iter, devices, amp), data_iter,
+                        tta=tta)
+
+
+def lr_find(net: Block, train_iter, start_lr: float = 1e-7, end_lr: float = 10.0,
+            num_iter: int = 100, *, wd: float = 0.0, momentum: float = 0.9,
+            devices: Sequence[mx.Context] | None = None, amp: Any = "auto", plot: str | None = None,
+            progress: bool = True, log: Any = None) -> lrfind.LRFinderResult:
+    """The lr finder (fastai's range test) on ``net``; weights are restored afterwards."""
+    return lrfind.lr_find_net(MXNetStep, net, train_iter, start_lr, end_lr, num_iter, wd=wd,
+                              momentum=momentum, devices=devices, amp=amp, plot=plot,
+                              progress=progress, log=log)
 
 
 def forward(net: Block, x: np.ndarray) -> np.ndarray:

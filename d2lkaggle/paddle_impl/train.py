@@ -1,8 +1,9 @@
 """Training, evaluation and prediction in PaddlePaddle, driven by the core loop.
 
-``paddle.optimizer.Momentum`` with a float ``weight_decay`` adds ``wd·w`` to the gradient
-and updates ``v = m·v + g; w -= lr·v`` — PyTorch's form — and the loss is the
-batch mean, so ``lr``/``wd`` mean what they mean in the torch backend.
+The optimizer is the core's (``sgd``, ``nesterov``, ``adam``, ``adamw``), applied with
+Paddle's own ``Momentum``/``Adam``/``AdamW``, whose dense kernels compute torch's forms
+(:mod:`.optim`); the loss is the batch mean, so ``lr``/``wd`` mean what they mean in the
+torch backend.
 """
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ import paddle
 from paddle import nn
 from paddle.nn import functional as F
 
-from .. import loop
+from .. import book as _book
+from .. import loop, lrfind
+from .. import optim as core_optim
 from .data import to_labels, to_tensor
+from .optim import Optimizer
 from .weights import canonical_name_of, get_state, set_state
 
 #: capability flag: bf16 autocast measured no faster for Paddle 3.3 on this CPU
@@ -53,8 +57,15 @@ def _cross_entropy(logits: paddle.Tensor, labels: paddle.Tensor) -> paddle.Tenso
     return paddle.logsumexp(logits, axis=1) - picked
 
 
+def _soft_cross_entropy(logits: paddle.Tensor, targets: paddle.Tensor) -> paddle.Tensor:
+    """Per-example ``−Σ y·log_softmax(z) = logsumexp(z)·Σy − Σ y·z`` for soft targets
+    (the logsumexp form: Paddle's ``log_softmax`` clamps at −64 on the CPU)."""
+    return paddle.logsumexp(logits, axis=1) * targets.sum(axis=1) - (targets * logits).sum(axis=1)
+
+
 class PaddleStep:
-    """The core loop's step interface for a Paddle model (Momentum SGD, mean loss).
+    """The core loop's step interface for a Paddle model (mean loss; the core's optimizer:
+    ``sgd``, ``nesterov``, ``adam``, ``adamw``; int or soft targets).
 
     Several GPUs would need ``paddle.distributed`` processes; this step trains on the first
     device of ``devices``.
@@ -63,7 +74,13 @@ class PaddleStep:
     def __init__(self, net: nn.Layer, *, lr: float = 0.0, wd: float = 0.0, momentum: float = 0.9,
                  devices: Sequence | None = None,
                  mean: Sequence[float] = (0, 0, 0), std: Sequence[float] = (1, 1, 1),
-                 amp: Any = "auto", dtype: str = "float32"):
+                 amp: Any = "auto", dtype: str = "float32",
+                 optimizer: "str | core_optim.OptimizerSpec" = "sgd", nesterov: bool = False,
+                 betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
+                 wd_exclude: str | None = None):
+        self.spec = core_optim.make_spec(optimizer, lr=lr, wd=wd, momentum=momentum,
+                                         nesterov=nesterov, betas=betas, eps=eps,
+                                         wd_exclude=wd_exclude)
         self.devices = list(devices) if devices else try_all_gpus()
         self.device = self.devices[0]
         self.net = net
@@ -71,28 +88,33 @@ class PaddleStep:
         if self.dtype != "float32":
             self.net.to(dtype=self.dtype)
         self.mean, self.std = tuple(mean), tuple(std)
-        self.names = canonical_name_of(net)
-        params = [p for p in net.parameters() if not p.stop_gradient]
-        self.optimizer = (paddle.optimizer.Momentum(learning_rate=lr, momentum=momentum,
-                                                    parameters=params, weight_decay=wd or None)
-                          if params else None)
-        self.params = params
+        names = canonical_name_of(net)
+        params = {names[id(p)][0]: p for p in net.parameters() if not p.stop_gradient}
+        transposed = [n for n, p in params.items() if names[id(p)][1]]
+        self.optimizer = Optimizer(params, self.spec, transposed) if params else None
 
     def set_lr(self, lr: float) -> None:
         if self.optimizer is not None:
             self.optimizer.set_lr(lr)
 
     def train_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
+        """One optimizer step on the batch-mean cross-entropy; ``y`` is int labels (N,) or
+        float soft targets (N, C) (−Σ y·log_softmax(z), mean). Accuracy against argmax(y)."""
         if self.optimizer is None:
             raise ValueError("the model has no trainable parameter")
+        soft, hard = core_optim.split_targets(y, len(x))
         self.net.train()
-        X, Y = to_tensor(x, self.mean, self.std, self.device, dtype=self.dtype), to_labels(y, self.device)
+        X, Y = to_tensor(x, self.mean, self.std, self.device, dtype=self.dtype), to_labels(hard, self.device)
         out = self.net(X)
-        loss = _cross_entropy(out, Y).mean()  # batch mean
+        if soft is None:
+            loss = _cross_entropy(out, Y).mean()  # batch mean
+        else:
+            T = paddle.to_tensor(soft.astype(self.dtype), place=X.place)
+            loss = _soft_cross_entropy(out, T).mean()
         loss.backward()
         self.optimizer.step()
-        self.optimizer.clear_grad()
-        n = len(y)
+        self.optimizer.zero_grad()
+        n = len(hard)
         correct = int((out.argmax(axis=1) == Y).astype("int64").sum())
         return float(loss) * n, correct, n
 
@@ -109,67 +131,73 @@ class PaddleStep:
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
         return F.softmax(self._logits(x), axis=1).numpy()  # over the classes, not the batch
 
-    def _velocity(self, p) -> paddle.Tensor | None:
-        acc = getattr(self.optimizer, "_accumulators", {}).get("velocity", {})
-        return acc.get(p.name)
-
     def state_dict(self) -> dict[str, np.ndarray]:
         state = {"model/" + k: v for k, v in get_state(self.net).items()}
-        for p in self.params:
-            v = self._velocity(p)
-            if v is not None:
-                name, transposed = self.names[id(p)]
-                a = v.numpy().astype(np.float32)
-                state[f"optim/{name}/momentum"] = np.ascontiguousarray(a.T) if transposed else a
+        if self.optimizer is not None:
+            state.update(self.optimizer.state_dict())
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         set_state(self.net, {k[6:]: v for k, v in state.items() if k.startswith("model/")},
                   source="checkpoint")
-        if self.optimizer is None:
-            return
-        for p in self.params:
-            name, transposed = self.names[id(p)]
-            key = f"optim/{name}/momentum"
-            if key not in state:
-                continue
-            a = np.ascontiguousarray(state[key].T if transposed else state[key], dtype=np.float32)
-            v = self._velocity(p)
-            if v is None:
-                # create the accumulator the way Momentum does on its first step
-                self.optimizer._add_accumulator("velocity", p)
-                v = self._velocity(p)
-            v.set_value(a)
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state)
 
 
 def train(net: nn.Layer, train_iter, valid_iter, num_epochs: int, lr: float, wd: float,
           devices: Sequence | None = None, lr_period: int | None = None,
-          lr_decay: float = 1.0, *, momentum: float = 0.9, amp: Any = "auto",
-          checkpoint_dir: str | None = None, resume: bool = False, progress: bool = True,
-          plot: str | None = None, log: Any = print) -> loop.History:
-    """The chapters' ``train``: Momentum SGD (wd) with StepLR on the core loop; returns the history."""
+          lr_decay: float = 1.0, *, optimizer: "str | core_optim.OptimizerSpec" = "sgd",
+          schedule: Any = None, mixing: Any = None, momentum: float = 0.9,
+          nesterov: bool = False, betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
+          wd_exclude: str | None = None, amp: Any = "auto", checkpoint_dir: str | None = None,
+          resume: bool = False, progress: bool = True, plot: str | None = None,
+          log: Any = print, **fit_kwargs: Any) -> loop.History:
+    """The chapters' ``train`` on the core loop; returns the history.
+
+    The book's positional arguments keep their meaning (SGD + momentum, StepLR every
+    ``lr_period`` epochs by ``lr_decay``); ``optimizer`` is ``sgd``, ``nesterov``, ``adam`` or
+    ``adamw`` (torch's definitions), ``schedule`` a core schedule that overrides the StepLR,
+    ``mixing`` a core MixUp/CutMix callable, ``wd_exclude="bn_bias"`` timm's no-decay set.
+    """
     return loop.train_net(PaddleStep, net, train_iter, valid_iter, num_epochs, lr, wd, devices,
-                          lr_period, lr_decay, momentum=momentum, amp=amp,
+                          lr_period, lr_decay, optimizer=optimizer, schedule=schedule,
+                          mixing=mixing, momentum=momentum, nesterov=nesterov, betas=betas,
+                          eps=eps, wd_exclude=wd_exclude, amp=amp,
                           checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
-                          plot=plot, log=log)
+                          plot=plot, log=log, **fit_kwargs)
 
 
 def evaluate_loss(net: nn.Layer, data_iter, devices: Sequence | None = None,
                   amp: Any = False) -> float:
     """Mean cross-entropy of ``net`` over ``data_iter`` (inference mode)."""
+    net, data_iter = _book.net_first(net, data_iter)  # also the Dog chapter's (data_iter, net)
     return loop.evaluate(loop.inference_step(PaddleStep, net, data_iter, devices, amp), data_iter)[0]
 
 
 def evaluate_accuracy(net: nn.Layer, data_iter, devices: Sequence | None = None,
                       amp: Any = False) -> float:
     """Accuracy of ``net`` over ``data_iter`` (inference mode)."""
+    net, data_iter = _book.net_first(net, data_iter)  # the book's (data_iter, net) order too
     return loop.evaluate(loop.inference_step(PaddleStep, net, data_iter, devices, amp), data_iter)[1]
 
 
 def predict(net: nn.Layer, data_iter, devices: Sequence | None = None,
-            amp: Any = False) -> np.ndarray:
-    """Class probabilities (softmax over classes) for every example of ``data_iter``."""
-    return loop.predict(loop.inference_step(PaddleStep, net, data_iter, devices, amp), data_iter)
+            amp: Any = False, tta: Any = None) -> np.ndarray:
+    """Class probabilities (softmax over classes) for every example of ``data_iter``;
+    ``tta`` ("flip", "flip-crop" or N views) averages augmented views in the core."""
+    net, data_iter = _book.net_first(net, data_iter)  # the book's (data_iter, net) order too
+    return loop.predict(loop.inference_step(PaddleStep, net, data_iter, devices, amp), data_iter,
+                        tta=tta)
+
+
+def lr_find(net: nn.Layer, train_iter, start_lr: float = 1e-7, end_lr: float = 10.0,
+            num_iter: int = 100, *, wd: float = 0.0, momentum: float = 0.9,
+            devices: Sequence | None = None, amp: Any = "auto", plot: str | None = None,
+            progress: bool = True, log: Any = None) -> lrfind.LRFinderResult:
+    """The lr finder (fastai's range test) on ``net``; weights are restored afterwards."""
+    return lrfind.lr_find_net(PaddleStep, net, train_iter, start_lr, end_lr, num_iter, wd=wd,
+                              momentum=momentum, devices=devices, amp=amp, plot=plot,
+                              progress=progress, log=log)
 
 
 def forward(net: nn.Layer, x: np.ndarray) -> np.ndarray:

@@ -12,7 +12,8 @@ from ..augment import normalize_nchw
 def to_tensor(x: np.ndarray, mean: Sequence[float], std: Sequence[float],
               device: torch.device | str = "cpu", channels_last: bool = True,
               dtype: str = "float32") -> torch.Tensor:
-    """Convert an N×H×W×3 uint8 batch to a normalised N×3×H×W ``dtype`` tensor.
+    """Convert an N×H×W×3 batch — uint8, or float32 0..255 pixels (MixUp mixes in float)
+    — to a normalised N×3×H×W ``dtype`` tensor.
 
     With ``channels_last`` the tensor keeps NHWC memory, which oneDNN convolutions prefer.
     float32 is normalised on the device (uint8 travels: 4× fewer bytes to a GPU); float64,
@@ -21,8 +22,12 @@ def to_tensor(x: np.ndarray, mean: Sequence[float], std: Sequence[float],
     if dtype != "float32":
         t = torch.from_numpy(normalize_nchw(x, mean, std, dtype)).to(device)
         return t.contiguous(memory_format=torch.channels_last) if channels_last else t
+    x = np.asarray(x)
+    if x.dtype != np.uint8 and x.dtype != np.float32:
+        x = x.astype(np.float32)
     t = torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True)
-    t = t.permute(0, 3, 1, 2).float().div_(255.0)
+    # (not in place: a float32 batch on the CPU shares the caller's numpy memory)
+    t = t.permute(0, 3, 1, 2).float().div(255.0)
     m = torch.tensor(mean, dtype=torch.float32, device=t.device).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32, device=t.device).view(1, -1, 1, 1)
     t = (t - m) / s
@@ -32,3 +37,26 @@ def to_tensor(x: np.ndarray, mean: Sequence[float], std: Sequence[float],
 def to_labels(y: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """int64 labels on ``device``."""
     return torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
+
+
+def _soft_or_int(y: np.ndarray, device) -> torch.Tensor:
+    # soft targets (MixUp/label smoothing) stay float; class indices become int64
+    y = np.asarray(y)
+    if y.ndim == 2:
+        return torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)).to(device)
+    return to_labels(y, device)
+
+
+def tensors(data_iter, devices: Sequence[torch.device] | None = None):
+    """The loader's batches as tensors for hand-written loops (the chapters' ``for X, y in ...``).
+
+    ``for X, y in tensors(train_iter, devices)``: X float32 N×3×H×W normalised with the
+    loader's mean/std, X and y on ``devices[0]`` (default: the first GPU, else the CPU).
+    Re-iterable (one epoch per ``for``) and ``len()`` gives the number of batches.
+    """
+    from ..book import tensor_loader
+    from .train import try_all_gpus
+    # contiguous NCHW (not channels_last): what a hand-written loop's convolutions expect
+    return tensor_loader(data_iter, devices, try_all_gpus,
+                         lambda x, m, s, d: to_tensor(x, m, s, torch.device(d), channels_last=False),
+                         lambda y, d: _soft_or_int(y, torch.device(d)))

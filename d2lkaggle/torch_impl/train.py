@@ -11,8 +11,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .. import loop
+from .. import book as _book
+from .. import loop, lrfind
+from .. import optim as core_optim
 from .data import to_labels, to_tensor
+from .optim import Optimizer
 from .weights import _module, get_state, set_state
 
 #: capability flag: bf16 autocast on this machine's CPU (AVX-512 BF16 / AMX)
@@ -49,12 +52,19 @@ def _use_amp(amp: Any, device: torch.device) -> bool:
 
 
 class TorchStep:
-    """The core loop's step interface for a PyTorch model (SGD + momentum, mean loss)."""
+    """The core loop's step interface for a PyTorch model (mean loss; the core's optimizer:
+    ``sgd``, ``nesterov``, ``adam``, ``adamw`` with torch.optim; int or soft targets)."""
 
     def __init__(self, net: nn.Module, *, lr: float = 0.0, wd: float = 0.0, momentum: float = 0.9,
                  devices: Sequence[torch.device] | None = None,
                  mean: Sequence[float] = (0, 0, 0), std: Sequence[float] = (1, 1, 1),
-                 amp: Any = "auto", dtype: str = "float32"):
+                 amp: Any = "auto", dtype: str = "float32",
+                 optimizer: "str | core_optim.OptimizerSpec" = "sgd", nesterov: bool = False,
+                 betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
+                 wd_exclude: str | None = None):
+        self.spec = core_optim.make_spec(optimizer, lr=lr, wd=wd, momentum=momentum,
+                                         nesterov=nesterov, betas=betas, eps=eps,
+                                         wd_exclude=wd_exclude)
         self.devices = list(devices) if devices else try_all_gpus()
         self.device = torch.device(self.devices[0])
         self.dtype = loop.check_dtype(dtype)
@@ -70,10 +80,8 @@ class TorchStep:
         self.model = (nn.DataParallel(self.net, device_ids=self.devices)
                       if len(self.devices) > 1 and self.device.type == "cuda" else self.net)
         self.mean, self.std = tuple(mean), tuple(std)
-        self.names = {id(p): n for n, p in self.net.named_parameters()}
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        self.optimizer = (torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=wd)
-                          if params else None)
+        params = {n: p for n, p in self.net.named_parameters() if p.requires_grad}
+        self.optimizer = Optimizer(params, self.spec) if params else None
 
     def _autocast(self):
         if not self.amp:
@@ -85,22 +93,26 @@ class TorchStep:
 
     def set_lr(self, lr: float) -> None:
         if self.optimizer is not None:
-            for g in self.optimizer.param_groups:
-                g["lr"] = lr
+            self.optimizer.set_lr(lr)
 
     def train_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
+        """One optimizer step on the batch-mean cross-entropy; ``y`` is int labels (N,) or
+        float soft targets (N, C) (−Σ y·log_softmax(z), mean). Accuracy against argmax(y)."""
         if self.optimizer is None:
             raise ValueError("the model has no trainable parameter")
+        soft, hard = core_optim.split_targets(y, len(x))
         self.model.train()
-        X, Y = self._inputs(x), to_labels(y, self.device)
+        X, Y = self._inputs(x), to_labels(hard, self.device)
         with self._autocast():
             out = self.model(X)
         # batch mean: lr/wd mean the same in every backend (bf16 logits are lifted to float32)
-        loss = F.cross_entropy(out if self.dtype == "float64" else out.float(), Y)
-        self.optimizer.zero_grad(set_to_none=True)
+        logits = out if self.dtype == "float64" else out.float()
+        target = Y if soft is None else torch.from_numpy(soft).to(self.device, dtype=logits.dtype)
+        loss = F.cross_entropy(logits, target)   # probabilities: torch's soft-target form
+        self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        n = len(y)
+        n = len(hard)
         return float(loss.item()) * n, int((out.argmax(1) == Y).sum().item()), n
 
     @torch.no_grad()
@@ -120,53 +132,70 @@ class TorchStep:
     def state_dict(self) -> dict[str, np.ndarray]:
         state = {"model/" + k: v for k, v in get_state(self.net).items()}
         if self.optimizer is not None:
-            for g in self.optimizer.param_groups:
-                for p in g["params"]:
-                    buf = self.optimizer.state.get(p, {}).get("momentum_buffer")
-                    if buf is not None:
-                        state[f"optim/{self.names[id(p)]}/momentum"] = buf.detach().cpu().numpy()
+            state.update(self.optimizer.state_dict())
         return state
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         set_state(self.net, {k[6:]: v for k, v in state.items() if k.startswith("model/")},
                   source="checkpoint")
         if self.optimizer is not None:
-            for g in self.optimizer.param_groups:
-                for p in g["params"]:
-                    key = f"optim/{self.names[id(p)]}/momentum"
-                    if key in state:
-                        self.optimizer.state[p]["momentum_buffer"] = torch.from_numpy(
-                            state[key].copy()).to(p.device)
+            self.optimizer.load_state_dict(state)
 
 
 def train(net: nn.Module, train_iter, valid_iter, num_epochs: int, lr: float, wd: float,
           devices: Sequence[torch.device] | None = None, lr_period: int | None = None,
-          lr_decay: float = 1.0, *, momentum: float = 0.9, amp: Any = "auto",
-          checkpoint_dir: str | None = None, resume: bool = False, progress: bool = True,
-          plot: str | None = None, log: Any = print) -> loop.History:
-    """The chapters' ``train``: SGD(momentum, wd) with StepLR on the core loop; returns the history."""
+          lr_decay: float = 1.0, *, optimizer: "str | core_optim.OptimizerSpec" = "sgd",
+          schedule: Any = None, mixing: Any = None, momentum: float = 0.9,
+          nesterov: bool = False, betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
+          wd_exclude: str | None = None, amp: Any = "auto", checkpoint_dir: str | None = None,
+          resume: bool = False, progress: bool = True, plot: str | None = None,
+          log: Any = print, **fit_kwargs: Any) -> loop.History:
+    """The chapters' ``train`` on the core loop; returns the history.
+
+    The book's positional arguments keep their meaning (SGD + momentum, StepLR every
+    ``lr_period`` epochs by ``lr_decay``); ``optimizer`` is ``sgd``, ``nesterov``, ``adam`` or
+    ``adamw`` (torch's definitions), ``schedule`` a core schedule that overrides the StepLR,
+    ``mixing`` a core MixUp/CutMix callable, ``wd_exclude="bn_bias"`` timm's no-decay set.
+    """
     return loop.train_net(TorchStep, net, train_iter, valid_iter, num_epochs, lr, wd, devices,
-                          lr_period, lr_decay, momentum=momentum, amp=amp,
+                          lr_period, lr_decay, optimizer=optimizer, schedule=schedule,
+                          mixing=mixing, momentum=momentum, nesterov=nesterov, betas=betas,
+                          eps=eps, wd_exclude=wd_exclude, amp=amp,
                           checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
-                          plot=plot, log=log)
+                          plot=plot, log=log, **fit_kwargs)
 
 
 def evaluate_loss(net: nn.Module, data_iter, devices: Sequence[torch.device] | None = None,
                   amp: Any = False) -> float:
     """Mean cross-entropy of ``net`` over ``data_iter`` (inference mode)."""
+    net, data_iter = _book.net_first(net, data_iter)  # also the Dog chapter's (data_iter, net)
     return loop.evaluate(loop.inference_step(TorchStep, net, data_iter, devices, amp), data_iter)[0]
 
 
 def evaluate_accuracy(net: nn.Module, data_iter, devices: Sequence[torch.device] | None = None,
                       amp: Any = False) -> float:
     """Accuracy of ``net`` over ``data_iter`` (inference mode)."""
+    net, data_iter = _book.net_first(net, data_iter)  # the book's (data_iter, net) order too
     return loop.evaluate(loop.inference_step(TorchStep, net, data_iter, devices, amp), data_iter)[1]
 
 
 def predict(net: nn.Module, data_iter, devices: Sequence[torch.device] | None = None,
-            amp: Any = False) -> np.ndarray:
-    """Class probabilities (softmax over classes) for every example of ``data_iter``."""
-    return loop.predict(loop.inference_step(TorchStep, net, data_iter, devices, amp), data_iter)
+            amp: Any = False, tta: Any = None) -> np.ndarray:
+    """Class probabilities (softmax over classes) for every example of ``data_iter``;
+    ``tta`` ("flip", "flip-crop" or N views) averages augmented views in the core."""
+    net, data_iter = _book.net_first(net, data_iter)  # the book's (data_iter, net) order too
+    return loop.predict(loop.inference_step(TorchStep, net, data_iter, devices, amp), data_iter,
+                        tta=tta)
+
+
+def lr_find(net: nn.Module, train_iter, start_lr: float = 1e-7, end_lr: float = 10.0,
+            num_iter: int = 100, *, wd: float = 0.0, momentum: float = 0.9,
+            devices: Sequence[torch.device] | None = None, amp: Any = "auto", plot: str | None = None,
+            progress: bool = True, log: Any = None) -> lrfind.LRFinderResult:
+    """The lr finder (fastai's range test) on ``net``; weights are restored afterwards."""
+    return lrfind.lr_find_net(TorchStep, net, train_iter, start_lr, end_lr, num_iter, wd=wd,
+                              momentum=momentum, devices=devices, amp=amp, plot=plot,
+                              progress=progress, log=log)
 
 
 @torch.no_grad()
