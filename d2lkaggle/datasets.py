@@ -16,6 +16,8 @@ import tempfile
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .checkpoint import current_umask
+
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "hbar", "vbar", "diamond", "dots",
           "frame")
 BREEDS = ("affenpinscher", "beagle", "chihuahua", "dingo", "eskimo_dog", "french_bulldog",
@@ -35,33 +37,7 @@ def _draw(shape: str, w: int, h: int, rng: np.random.Generator) -> Image.Image:
     cx = w / 2 + rng.uniform(-0.12, 0.12) * w
     cy = h / 2 + rng.uniform(-0.12, 0.12) * h
     lw = max(1, int(round(s / 12)))
-    box = (cx - r, cy - r, cx + r, cy + r)
-    if shape == "circle":
-        d.ellipse(box, fill=fg)
-    elif shape == "square":
-        d.rectangle(box, fill=fg)
-    elif shape == "triangle":
-        d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fg)
-    elif shape == "cross":
-        d.rectangle((cx - r, cy - r / 3, cx + r, cy + r / 3), fill=fg)
-        d.rectangle((cx - r / 3, cy - r, cx + r / 3, cy + r), fill=fg)
-    elif shape == "ring":
-        d.ellipse(box, outline=fg, width=max(2, lw * 2))
-    elif shape == "hbar":
-        d.rectangle((cx - r * 1.3, cy - r / 4, cx + r * 1.3, cy + r / 4), fill=fg)
-    elif shape == "vbar":
-        d.rectangle((cx - r / 4, cy - r * 1.3, cx + r / 4, cy + r * 1.3), fill=fg)
-    elif shape == "diamond":
-        d.polygon([(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)], fill=fg)
-    elif shape == "dots":
-        q = r / 2.2
-        for dx, dy in ((-1, -1), (1, -1), (-1, 1), (1, 1)):
-            x, y = cx + dx * r * 0.6, cy + dy * r * 0.6
-            d.ellipse((x - q, y - q, x + q, y + q), fill=fg)
-    elif shape == "frame":
-        d.rectangle(box, outline=fg, width=max(2, lw * 2))
-    else:
-        raise ValueError(f"unknown shape {shape!r}")
+    _shape_on(d, shape, cx, cy, r, max(2, lw * 2), fg)
     return img
 
 
@@ -162,6 +138,7 @@ def make_demo(out_dir: str, n_train: int = 1000, n_test: int = 200, size: int = 
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".make_demo-", dir=parent)
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700
     try:
         names = SHAPES[:num_classes] if layout == "cifar10" else BREEDS[:num_classes]
         train_cls = rng.permutation(np.arange(n_train) % num_classes)

@@ -118,20 +118,40 @@ def evaluate(step: Step, data: Iterable) -> tuple[float, float]:
         loss_sum, correct, n = loss_sum + ls, correct + c, n + k
     if n == 0:
         raise ValueError("evaluation data is empty")
+    if not math.isfinite(loss_sum):
+        # NaN weights still give an argmax (class 0), so accuracy alone would look valid.
+        raise FloatingPointError(
+            f"evaluation loss is {loss_sum / n} over {n} examples: the model's outputs are not "
+            "finite (training diverged?); lower the learning rate or check the inputs")
     return loss_sum / n, correct / n
 
 
-def predict(step: Step, data: Iterable) -> np.ndarray:
-    """Class probabilities for every example of ``data``, in order (rows sum to 1)."""
+def predict(step: Step, data: Iterable, tta: Any = None) -> np.ndarray:
+    """Class probabilities for every example of ``data``, in order (rows sum to 1).
+
+    ``tta`` ("flip", "flip-crop" or a number of views) averages the probabilities of the
+    augmented views of each batch (see :mod:`d2lkaggle.tta`); rows keep their order.
+    """
+    if tta is not None:
+        from .tta import TTAStep
+        step = TTAStep(step, tta, seed=getattr(data, "seed", 0))
     out = [np.asarray(step.predict_batch(x), dtype=np.float64) for x, _ in data]
     if not out:
         raise ValueError("prediction data is empty")
-    return np.concatenate(out)
+    probs = np.concatenate(out)
+    bad = ~np.isfinite(probs).all(axis=1) if probs.ndim == 2 else ~np.isfinite(probs)
+    if bad.any():
+        raise FloatingPointError(
+            f"{int(bad.sum())} of {len(bad)} rows of predicted probabilities are not finite "
+            "(the model diverged?); no submission is written from them")
+    return probs
 
 
 def _progress(total: int, desc: str, enabled: bool):
     if not enabled:
         return None
+    if hasattr(enabled, "epoch_bar"):  # a progress.RunProgress: one overall line across phases
+        return enabled.epoch_bar(total, desc)
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
@@ -141,7 +161,7 @@ def fit(step: Step, train_data, valid_data, num_epochs: int,
         num_classes: int | None = None, checkpoint_dir: str | None = None,
         resume: bool = False, progress: bool = True, plot: str | None = None,
         devices: str = "", on_epoch: Callable[[int, History], None] | None = None,
-        log: Callable[[str], None] | None = print) -> History:
+        log: Callable[[str], None] | None = print, config: dict | None = None) -> History:
     """Train for ``num_epochs`` epochs: the chapters' ``train`` loop, once for all backends.
 
     Before batch ``b`` of epoch ``e`` it sets ``schedule(e + b / len(train_data))`` as the
@@ -179,6 +199,8 @@ def fit(step: Step, train_data, valid_data, num_epochs: int,
     if plot == "live":
         from .plotting import LivePlot
         live = LivePlot(has_valid=valid_data is not None)
+    from .diagnostics import LearningMonitor
+    monitor = LearningMonitor(train_data, num_epochs, log)
 
     # every rate of the run, before anything is trained (a plateau schedule: its current rate)
     check_schedule(schedule, num_epochs, len(train_data), start)
@@ -235,10 +257,14 @@ def fit(step: Step, train_data, valid_data, num_epochs: int,
             if valid_data is not None:
                 msg += f"  valid loss {valid_loss:.4f}  valid acc {valid_acc:.3f}"
             log(msg + f"  ({r['examples_per_sec']:.0f} ex/s)")
+        monitor.after_epoch(history)
         if checkpoint_dir:
-            improved = valid_data is not None and valid_acc > best
+            improved = (valid_data is not None and math.isfinite(valid_loss)
+                        and valid_acc > best)  # a NaN loss never becomes "best"
             best = max(best, valid_acc) if improved else best
             meta = {"epoch": epoch, "best": best, "history": history.to_json()}
+            if config is not None:  # what shaped this training: resume compares it
+                meta["config"] = config
             if hasattr(schedule, "state_dict"):
                 meta["schedule"] = schedule.state_dict()
             state = step.state_dict()

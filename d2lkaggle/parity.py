@@ -28,6 +28,7 @@ import argparse
 import hashlib
 import itertools
 import json
+import math
 import os
 import subprocess
 import sys
@@ -42,6 +43,8 @@ from .registry import BACKENDS, is_installed
 #: classes, and the spread of the BatchNorm gammas/betas drawn around 1/0
 MODELS: dict[str, dict[str, Any]] = {
     "resnet18": {"build": "B.resnet18(10, 3, 16)", "size": 32, "batch": 16, "classes": 10, "bn": 0.5},
+    # the optimizers' parity tests: the same net, narrower and on smaller images (fast)
+    "resnet18-tiny": {"build": "B.resnet18(10, 3, 8)", "size": 16, "batch": 8, "classes": 10, "bn": 0.5},
     "resnet34": {"build": "B.resnet34(1000)", "size": 64, "batch": 4, "classes": 1000, "bn": 0.2},
     "finetune": {"build": "B.finetune_net(120)", "size": 64, "batch": 4, "classes": 120, "bn": 0.2,
                  "frozen_bn": True},
@@ -49,17 +52,65 @@ MODELS: dict[str, dict[str, Any]] = {
     "cnn_elu": {"build": "B.cnn_elu(10, 3, 64, dropout=0.0)", "size": 64, "batch": 8,
                 "classes": 10, "bn": 0.5},
     "efficientnet_v2_s": {"build": "B.efficientnet_v2_s(10, stochastic_depth=0.0, dropout=0.0)",
-                          "size": 64, "batch": 2, "classes": 10, "bn": 0.1, "calibrate": 4},
+                          "size": 64, "batch": 2, "classes": 10, "bn": 0.1, "calibrate": 4,
+                          "forward_only": True},
 }
 BN_MOMENTUM = 0.1   # torch's convention: weight of the new batch statistics
 LR, LR_AFTER, LR_STEP, WD, MOMENTUM = 0.01, 0.005, 5, 5e-4, 0.9
+#: the optimizers' runs (``--optimizer``): Step keywords and the centre of the cyclic lr;
+#: timm's no-decay set is on for nesterov and adamw, so the grouping is compared too
+OPTIMIZER_RUNS: dict[str, dict[str, Any]] = {
+    "sgd": {"optimizer": "sgd", "lr": 0.01, "wd": 5e-4, "momentum": 0.9},
+    "nesterov": {"optimizer": "nesterov", "lr": 0.01, "wd": 5e-4, "momentum": 0.9,
+                 "wd_exclude": "bn_bias"},
+    "adam": {"optimizer": "adam", "lr": 1e-3, "wd": 5e-4, "betas": (0.9, 0.999), "eps": 1e-8},
+    "adamw": {"optimizer": "adamw", "lr": 1e-3, "wd": 5e-2, "betas": (0.9, 0.999), "eps": 1e-8,
+              "wd_exclude": "bn_bias"},
+}
+#: MixUp of the parity batches (numpy, seeded per batch): Beta(α, α) and a permutation
+MIX_ALPHA = 0.4
+CYCLE_STEPS = 2   # CyclicLR step_size_up (= step_size_down) in iterations
+
+
+def cyclic_lrs(lr: float, steps: int, step_size: int = CYCLE_STEPS) -> list[float]:
+    """torch's ``CyclicLR(base_lr=lr/2, max_lr=2·lr, step_size_up=step_size, mode="triangular2")``,
+    the rate of each of ``steps`` iterations (the parity runs' per-step schedule)."""
+    base, top, out = lr / 2, 2 * lr, []
+    for t in range(steps):
+        cycle = math.floor(1 + t / (2 * step_size))
+        x = abs(t / step_size - 2 * cycle + 1)
+        out.append(base + (top - base) * max(0.0, 1 - x) / 2 ** (cycle - 1))
+    return out
+
+
+def mix_batches(x: np.ndarray, y: np.ndarray, classes: int, seed: int = 11) -> tuple[np.ndarray, np.ndarray]:
+    """MixUp of every batch in numpy (float32 pixels in 0..255, float32 soft targets): the
+    same bytes for every backend, made once by :func:`prepare`."""
+    xs, ys = [], []
+    for i, (xb, yb) in enumerate(zip(x, y)):
+        rng = np.random.default_rng([seed, i])
+        lam = float(rng.beta(MIX_ALPHA, MIX_ALPHA))
+        perm = rng.permutation(len(xb))
+        onehot = np.eye(classes, dtype=np.float64)[yb]
+        xs.append((lam * xb.astype(np.float64) + (1 - lam) * xb[perm]).astype(np.float32))
+        ys.append((lam * onehot + (1 - lam) * onehot[perm]).astype(np.float32))
+    return np.stack(xs), np.stack(ys)
+
+
+def run_name(optimizer: str, mixing: bool) -> str:
+    """The file tag of one optimizer run (``adam-mix``)."""
+    return optimizer + ("-mix" if mixing else "")
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
 
 # ----------------------------------------------------------------------------- the worker
 
-def _worker(backend: str, task: str, model: str, workdir: str, steps: int) -> None:
-    """Run one task in this process, with one framework, and save its numpy results."""
+def _worker(backend: str, task: str, model: str, workdir: str, steps: int,
+            optimizers: Sequence[str] = (), mixing: bool = False) -> None:
+    """Run one task in this process, with one framework, and save its numpy results.
+
+    With ``optimizers``, ``train``/``train64`` run each of :data:`OPTIMIZER_RUNS` named there
+    (cyclic lr; MixUp'd soft targets when ``mixing``), one result file per optimizer."""
     import d2lkaggle
     from .checkpoint import save_npz
     B = d2lkaggle.get_backend(backend)  # noqa: N806 (used by the MODELS expressions)
@@ -87,6 +138,28 @@ def _worker(backend: str, task: str, model: str, workdir: str, steps: int) -> No
         net = eval(spec["build"])
         B.load_weights(net, os.path.join(workdir, "weights.safetensors"))
         out["logits"] = B.forward(net, np.load(os.path.join(workdir, "input.npy")))
+    elif task in ("train", "train64") and optimizers:
+        # the optimizers' runs: a cyclic lr per step, int or mixed soft targets
+        with np.load(os.path.join(workdir, "batches.npz")) as z:
+            xs, ys = (z["xm"], z["ym"]) if mixing else (z["x"], z["y"])
+        for opt in optimizers:
+            net = eval(spec["build"])
+            B.load_weights(net, os.path.join(workdir, "weights.safetensors"))
+            kw = dict(OPTIMIZER_RUNS[opt])
+            step = B.Step(net, amp=False, mean=MEAN, std=STD,
+                          dtype="float64" if task == "train64" else "float32", **kw)
+            res: dict[str, np.ndarray] = {}
+            losses = []
+            for i, lr in enumerate(cyclic_lrs(kw["lr"], steps)):
+                step.set_lr(lr)
+                ls, _, n = step.train_batch(xs[i % len(xs)], ys[i % len(ys)])
+                losses.append(ls / n)
+                if i == 0:
+                    res.update({"step1/" + k: np.array(v, np.float64) for k, v in step.state_dict().items()})
+            res.update({"final/" + k: np.array(v, np.float64) for k, v in step.state_dict().items()})
+            res["losses"] = np.array(losses)
+            save_npz(os.path.join(workdir, f"{backend}-{task}-{run_name(opt, mixing)}.npz"), res)
+        return
     elif task in ("train", "train64"):
         net = eval(spec["build"])
         B.load_weights(net, os.path.join(workdir, "weights.safetensors"))
@@ -124,15 +197,22 @@ def _worker(backend: str, task: str, model: str, workdir: str, steps: int) -> No
 
 
 def run_worker(backend: str, task: str, model: str, workdir: str, steps: int = 10,
-               timeout: int = 900) -> dict[str, np.ndarray]:
-    """Run :func:`_worker` in a fresh interpreter and load what it saved."""
+               timeout: int = 900, optimizers: Sequence[str] = (), mixing: bool = False) -> Any:
+    """Run :func:`_worker` in a fresh interpreter and load what it saved (with
+    ``optimizers``: ``{optimizer: results}``, all of them trained in that one process)."""
     from .checkpoint import load_npz
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    extra = (["--optimizers", ",".join(optimizers)] + (["--mixing"] if mixing else [])
+             if optimizers and task in ("train", "train64") else [])
     r = subprocess.run([sys.executable, "-m", "d2lkaggle.parity", "--worker", backend, task, model,
-                        workdir, str(steps)], capture_output=True, text=True, env=env, timeout=timeout)
+                        workdir, str(steps)] + extra, capture_output=True, text=True, env=env,
+                       timeout=timeout)
     if r.returncode != 0:
         raise RuntimeError(f"{backend} parity worker ({task}, {model}) failed:\n{r.stderr[-3000:]}")
+    if extra:
+        return {o: load_npz(os.path.join(workdir, f"{backend}-{task}-{run_name(o, mixing)}.npz"))[0]
+                for o in optimizers}
     return load_npz(os.path.join(workdir, f"{backend}-{task}.npz"))[0]
 
 
@@ -156,9 +236,10 @@ def prepare(workdir: str, model: str, steps: int, reference: str, seed: int = 0)
     s, b = spec["size"], spec["batch"]
     np.save(os.path.join(workdir, "input.npy"), rng.normal(0, 1, (b, 3, s, s)).astype(np.float32))
     n = max(1, min(steps, 10))
-    np.savez(os.path.join(workdir, "batches.npz"),
-             x=rng.integers(0, 256, (n, b, s, s, 3), dtype=np.uint8),
-             y=rng.integers(0, spec["classes"], (n, b)).astype(np.int64))
+    x = rng.integers(0, 256, (n, b, s, s, 3), dtype=np.uint8)
+    y = rng.integers(0, spec["classes"], (n, b)).astype(np.int64)
+    xm, ym = mix_batches(x, y, spec["classes"])
+    np.savez(os.path.join(workdir, "batches.npz"), x=x, y=y, xm=xm, ym=ym)
     return state
 
 
@@ -176,7 +257,7 @@ def bn_examples(model: str, name: str, size: int, batch: int) -> int:
     if model not in MODELS or model.startswith("efficientnet"):
         raise ValueError(f"no BatchNorm sizes for {model!r} (compare its forward pass only)")
     layer = next((int(p[5:]) for p in name.split(".") if p.startswith("layer")), 0)
-    if model == "resnet18":
+    if model.startswith("resnet18"):
         side = size >> max(0, layer - 1)
     else:   # torchvision ResNet-34: stride-2 stem, max-pool, then stages at /4 … /32
         side = size // 2 if layer == 0 else size // 4 >> max(0, layer - 1)
@@ -212,9 +293,19 @@ def compare_states(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[s
         raise ValueError(f"the runs saved different names: {sorted(set(a) ^ set(b))[:5]}")
     diff = np.sqrt(sum(float(((a[k] - b[k]) ** 2).sum()) for k in params))
     norm = np.sqrt(sum(float((b[k] ** 2).sum()) for k in params))
+    # an optimizer-state tensor that is pure rounding — the moments of a conv bias before a
+    # BatchNorm (exact gradient 0) when no weight decay reaches it (timm's no-decay set) —
+    # is measured against 1e-6 of the largest tensor of its kind, not against its own noise
+    top: dict[str, float] = {}
+    for k in moms:
+        slot = k.rsplit("/", 1)[1]
+        top[slot] = max(top.get(slot, 0.0), float(np.abs(b[k]).max()))
+    mom_rel = max((float(np.abs(a[k] - b[k]).max()) /
+                   max(float(np.abs(b[k]).max()), 1e-6 * top[k.rsplit("/", 1)[1]], 1e-12)
+                   for k in moms), default=0.0)
     return {"params_rel": max(_rel(a[k], b[k]) for k in params),
             "params_l2_rel": diff / max(norm, 1e-12),
-            "momentum_rel": max((_rel(a[k], b[k]) for k in moms), default=0.0),
+            "momentum_rel": mom_rel,
             "bn_stats_rel": max((_rel(a[k], b[k]) for k in stats), default=0.0)}
 
 
@@ -246,17 +337,28 @@ def compare_train(ra: dict, rb: dict, backend_a: str, backend_b: str,
 
 def run_parity(model: str = "resnet18", steps: int = 10, backends: Sequence[str] | None = None,
                workdir: str | None = None,
-               tasks: Sequence[str] = ("forward", "train", "train64", "data")) -> dict:
+               tasks: Sequence[str] = ("forward", "train", "train64", "data"),
+               optimizers: Sequence[str] | None = None, mixing: bool = False) -> dict:
     """Run every installed backend on the same inputs and return the pairwise differences.
 
     ``train`` trains in float32 (what users run), ``train64`` the same steps in float64: the
     conventions, without float32 rounding. ``report["rounding"]`` compares each backend's
     float32 run with its own float64 run: how far float32 alone moves the same training.
+
+    ``optimizers`` (names of :data:`OPTIMIZER_RUNS`) trains with each of them instead of the
+    chapters' SGD with one lr change: a triangular2 cyclic lr per step and, with ``mixing``,
+    MixUp'd float32 pixels with soft targets; ``report["rows"]`` then has one row per pair
+    and optimizer (``row["optimizer"]``).
     """
+    if optimizers is not None or mixing:
+        return _run_optimizers(model, steps, backends, workdir, tasks,
+                               list(optimizers or ["sgd"]), mixing)
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if MODELS[model].get("forward_only"):   # (training at batch 2 would compare BatchNorm noise)
+        tasks = tuple(t for t in tasks if t in ("forward", "data"))
     names = [b for b in (backends or BACKENDS) if is_installed(b)]
     if len(names) < 2:
         raise RuntimeError(f"parity needs two installed backends, found {names or 'none'}")
@@ -289,6 +391,48 @@ def run_parity(model: str = "resnet18", steps: int = 10, backends: Sequence[str]
             "rounding": rounding, "workdir": workdir}
 
 
+def _run_optimizers(model: str, steps: int, backends: Sequence[str] | None, workdir: str | None,
+                    tasks: Sequence[str], optimizers: list[str], mixing: bool) -> dict:
+    """:func:`run_parity` for the optimizers' runs (all optimizers in one process per backend)."""
+    bad = [o for o in optimizers if o not in OPTIMIZER_RUNS]
+    if bad:
+        raise ValueError(f"unknown optimizer {bad[0]!r}; choose from {', '.join(OPTIMIZER_RUNS)}")
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    tasks = [t for t in tasks if t in ("train", "train64")] or ["train64"]
+    names = [b for b in (backends or BACKENDS) if is_installed(b)]
+    if len(names) < 2:
+        raise RuntimeError(f"parity needs two installed backends, found {names or 'none'}")
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="d2lkaggle-parity-") as tmp:
+            return {**_run_optimizers(model, steps, backends, tmp, tasks, optimizers, mixing),
+                    "workdir": None}
+    os.makedirs(workdir, exist_ok=True)
+    initial = prepare(workdir, model, steps, names[0])
+    results = {t: {b: run_worker(b, t, model, workdir, steps, optimizers=optimizers, mixing=mixing)
+                   for b in names} for t in tasks}
+    rows, rounding = [], []
+    for opt in optimizers:
+        for x, y in itertools.combinations(names, 2):
+            row: dict[str, Any] = {"pair": f"{x} vs {y}", "optimizer": opt}
+            for task, prefix in (("train", ""), ("train64", "f64_")):
+                if task in results:
+                    d = compare_train(results[task][x][opt], results[task][y][opt], x, y, initial,
+                                      model, steps)
+                    row.update({prefix + k: v for k, v in d.items()})
+            rows.append(row)
+        if "train" in results and "train64" in results:
+            for b in names:
+                d = compare_train(results["train"][b][opt], results["train64"][b][opt], b, b,
+                                  initial, model, steps)
+                rounding.append({"pair": f"{b} f32 vs f64", "optimizer": opt, **d})
+    return {"model": model, "steps": steps, "backends": names, "rows": rows, "rounding": rounding,
+            "workdir": workdir, "optimizers": optimizers, "mixing": mixing,
+            "lrs": {o: cyclic_lrs(OPTIMIZER_RUNS[o]["lr"], steps) for o in optimizers}}
+
+
 COLUMNS = ("forward_abs",
            "step1_params_rel", "step1_momentum_rel", "step1_bn_rel", "final_params_rel",
            "final_params_l2_rel", "final_momentum_rel", "final_bn_rel", "loss_abs", "loss_rel",
@@ -303,11 +447,19 @@ def format_table(report: dict) -> str:
     cols = report["rows"] + report.get("rounding", [])
     measures = [m for m in COLUMNS if any(m in c for c in cols)]
     cell = lambda v: "-" if v is None else f"{v:.1e}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = [["max difference"] + [c["pair"] for c in cols]]
+    lines = [["max difference"] + [c["pair"] + (f" {c['optimizer']}" if "optimizer" in c else "")
+                                   for c in cols]]
     lines += [[m] + [cell(c.get(m)) for c in cols] for m in measures]
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     text = "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines)
     spec = MODELS[report["model"]]
+    if report.get("optimizers"):
+        runs = "; ".join(f"{o} " + ", ".join(f"{k} {v}" for k, v in OPTIMIZER_RUNS[o].items()
+                                             if k != "optimizer") for o in report["optimizers"])
+        return (f"model {report['model']} ({spec['size']}×{spec['size']}, batch {spec['batch']}), "
+                f"{report['steps']} steps, CyclicLR triangular2 per step (lr/2 … 2·lr, step size "
+                f"{CYCLE_STEPS}), {'MixUp α=' + str(MIX_ALPHA) + ' soft targets' if report['mixing'] else 'int labels'}"
+                f"; {runs}; float32 unless f64_:\n{text}")
     return (f"model {report['model']} ({spec['size']}×{spec['size']}, batch {spec['batch']}), "
             f"{report['steps']} SGD steps (momentum {MOMENTUM}, wd {WD}, lr {LR} then {LR_AFTER} "
             f"from step {LR_STEP + 1}); float32 unless f64_:\n{text}")
@@ -319,12 +471,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="resnet18", choices=list(MODELS))
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--backends", nargs="*", help="default: every installed one")
+    p.add_argument("--optimizers", help="comma-separated optimizer runs (default: the chapters' SGD)")
+    p.add_argument("--mixing", action="store_true", help="MixUp'd soft targets")
     a = p.parse_args(argv)
+    opts = a.optimizers.split(",") if a.optimizers else None
     if a.worker:
         backend, task, model, workdir, steps = a.worker
-        _worker(backend, task, model, workdir, int(steps))
+        _worker(backend, task, model, workdir, int(steps), tuple(opts or ()), a.mixing)
         return 0
-    report = run_parity(a.model, a.steps, a.backends or None)
+    report = run_parity(a.model, a.steps, a.backends or None, optimizers=opts, mixing=a.mixing)
     print(format_table(report))
     return 0
 

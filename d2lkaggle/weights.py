@@ -9,6 +9,10 @@ canonical names, in PyTorch's layouts:
 * The book's ResNet-18: ``conv1``/``bn1`` (stem), ``layer{1..4}.{0,1}.{conv1,bn1,conv2,bn2}``
   and, for the first block of layers 2–4, the 1×1 shortcut ``conv3``; ``fc`` for the output.
 * The fine-tune head: ``head.0`` (Linear 512→hidden) and ``head.2`` (Linear hidden→classes).
+* EfficientNetV2-S/M/L: torchvision's ``efficientnet_v2_*`` state_dict names
+  (``features.{i}.{j}.block.{k}.0.weight``, ``...block.2.fc1.bias`` for squeeze-excitation,
+  ``classifier.1.weight``); the ``finetune_net(arch="efficientnet_v2_*")`` net is that model.
+* ``cnn_elu``: the write-up's ``layer.{0,2,3,5,7,9}`` and ``fc_layer.{0,3,4}``.
 
 Linear weights are ``[out, in]`` and convolutions ``[out, in, kh, kw]``; a backend whose
 layout differs (Paddle's Linear is ``[in, out]``) transposes when it maps names.
@@ -24,6 +28,24 @@ import numpy as np
 from .checkpoint import atomic_open, atomic_path
 
 NEUTRAL_SUFFIXES = (".safetensors", ".npz")
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights cannot be had (offline, or no download path for this framework).
+
+    ``str(e)`` tells a Python caller what to pass (``weights='FILE'``); :meth:`for_cli`
+    says the same to a command-line user (``--weights FILE``): the text ``{arg}`` in
+    ``template`` becomes one or the other, with ``value`` as the file.
+    """
+
+    def __init__(self, template: str, value: str = "PATH"):
+        self.template, self.value = template, value
+        super().__init__(template.replace(
+            "{arg}", f"weights={value if value == 'PATH' else repr(value)}"))
+
+    def for_cli(self) -> str:
+        """The message in the command line's words."""
+        return self.template.replace("{arg}", f"--weights {self.value}")
 
 
 def is_neutral(path: str) -> bool:
@@ -131,11 +153,12 @@ def backbone_state(weights: str, framework: str) -> tuple[dict[str, np.ndarray],
     it raises an error saying how to make the neutral file once.
     """
     if weights == "imagenet":
-        raise RuntimeError(
+        raise WeightsUnavailableError(
             f"{framework} cannot download ResNet-34 ImageNet weights in torchvision's layout; "
             "convert torchvision's file once where torch is installed: `d2lkaggle weights "
             "convert resnet34-b627a593.pth resnet34.safetensors` (torchvision keeps it in "
-            "~/.cache/torch/hub/checkpoints/), then pass weights='resnet34.safetensors'")
+            "~/.cache/torch/hub/checkpoints/), then pass {arg} (or 'none' for a random "
+            "backbone, which trains poorly)", "resnet34.safetensors")
     return strip_classifier(read_weights(weights)), f"weights in {weights}"
 
 

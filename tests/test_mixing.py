@@ -141,3 +141,22 @@ def test_fit_mixes_each_training_batch_with_its_own_generator(blobs):
     assert any(xs.dtype == np.float32 for xs, _ in step.train_seen)  # some batch was MixUp'd
     assert all(ys.ndim == 1 and ys.dtype == np.int64 for ys in step.eval_seen)  # never mixed
     assert h.last["valid_acc"] >= 0.9
+
+
+def test_resumed_mixed_run_equals_the_uninterrupted_one(blobs, tmp_path):
+    x, y = blobs
+
+    def loaders():
+        return (ImageLoader(ArraySource(x[:128]), y[:128], 16, shuffle=True, drop_last=True, seed=1),
+                ImageLoader(ArraySource(x[128:]), y[128:], 16))
+
+    m = Mixup(mixup_alpha=0.4, cutmix_alpha=1.0, label_smoothing=0.1, num_classes=4)
+    full = SoftStep(192, 4)
+    loop.fit(full, *loaders(), 4, step_lr(0.3), mixing=m, progress=False, log=None,
+             checkpoint_dir=str(tmp_path / "a"))
+    loop.fit(SoftStep(192, 4), *loaders(), 2, step_lr(0.3), mixing=m, progress=False, log=None,
+             checkpoint_dir=str(tmp_path / "b"))
+    second = SoftStep(192, 4, seed=7)
+    loop.fit(second, *loaders(), 4, step_lr(0.3), mixing=m, progress=False, log=None,
+             checkpoint_dir=str(tmp_path / "b"), resume=True)
+    np.testing.assert_array_equal(second.w, full.w)

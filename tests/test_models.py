@@ -223,6 +223,12 @@ out["head_warnings"] = msgs
 a, b = B.get_state(src), B.get_state(net)
 out["head_shape"] = list(b["classifier.1.weight"].shape)
 out["body_equal"] = all(np.array_equal(a[k], b[k]) for k in a if not k.startswith("classifier."))
+if name == "torch":   # a torchvision-style .pth, converted once to a neutral file, loads back
+    from d2lkaggle.weights import convert
+    B.save_weights(src, os.path.join(tmp, "e5.pth"))
+    convert(os.path.join(tmp, "e5.pth"), os.path.join(tmp, "e5c.npz"))
+    back = B.efficientnet_v2_s(5, weights=os.path.join(tmp, "e5c.npz"))
+    out["converted_equal"] = all(np.array_equal(a[k], v) for k, v in B.get_state(back).items())
 lap("head")
 
 # "imagenet": torchvision's download (torch) or torch's cache folder (the others)
@@ -289,7 +295,9 @@ def test_models_in_backend(backend, tmp_path, torch_models):
     assert res["head_shape"] == [3, 1280] and res["body_equal"]
     err = res["imagenet_error"]
     assert err and "efficientnet_v2_s-dd5fe13b.pth" in err and "checkpoints" in err
-    if backend != "torch":
+    if backend == "torch":
+        assert res["converted_equal"]
+    else:
         assert res["imagenet_cache_loaded"]
         # one neutral checkpoint fits every backend: the same names and (torch) shapes
         assert res["effnet_names"] == torch_models["effnet_names"]
@@ -324,3 +332,15 @@ print(json.dumps(out))
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert all(res.values()), res
+
+
+@pytest.mark.parametrize("backend", backend_params("torch"))
+def test_run_with_model_flag(backend, demo_dir, tmp_path):
+    # --model replaces the recipe's model; summary.json records it
+    out = tmp_path / "run"
+    r = run_cli("run", "demo", "--data-dir", demo_dir, "--backend", backend, "--model", "cnn_elu",
+                "--epochs", "1", "--no-retrain", "--quiet", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["recipe"]["model"] == "cnn_elu"
+    assert (out / "submission.csv").exists()

@@ -88,7 +88,7 @@ class Optimizer:
                     continue
                 v = self._acc(_PADDLE_SLOT[slot], p)
                 if v is not None:
-                    out[core.state_key(name, slot)] = self._canon(name, v.numpy())
+                    out[core.state_key(name, slot)] = self._canon(name, np.array(v.numpy()))
         return out
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:

@@ -57,7 +57,7 @@ class Optimizer:
                 v = st.get(_SLOTS[slot])
                 if v is not None:
                     out[core.state_key(name, slot)] = (np.array(float(v)) if slot == "step"
-                                                      else v.detach().cpu().numpy())
+                                                      else v.detach().cpu().numpy().copy())
         return out
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:

@@ -69,10 +69,10 @@ def imagenet_state(arch: str = "resnet34") -> dict[str, np.ndarray]:
     try:
         sd = w.get_state_dict(progress=True, check_hash=True)
     except Exception as e:  # urllib raises several types when there is no network
-        raise RuntimeError(
+        raise neutral.WeightsUnavailableError(
             f"cannot get the ImageNet {arch} weights ({e}); place {fname} "
             f"(from {w.url}) at {os.path.join(folder, fname)} to use it offline, "
-            "or pass weights=PATH to a .pth / .safetensors file") from e
+            "or pass {arg} to a .pth / .safetensors file") from e
     return {k: v.float().numpy() for k, v in sd.items() if not k.endswith("num_batches_tracked")}
 
 
