@@ -225,8 +225,12 @@ def _report(summary: dict) -> None:
         print(f"  test accuracy {summary['test_acc']:.4f} (the archive's labelled test split)")
     for k, v in summary["files"].items():
         print(f"  {k:12s} {v}")
-    for w in summary.get("warnings", []):
-        print(f"warning: {w}")
+    from .diagnostics import CAUSES
+    warnings = summary.get("warnings", [])
+    for w in warnings:  # already said in full during training: the causes once here
+        print("warning: " + w.replace(" " + CAUSES + ".", ""))
+    if warnings:
+        print(f"  {CAUSES}.")
     print(_last_line(summary))
 
 
@@ -308,6 +312,8 @@ def cmd_demo(a: argparse.Namespace) -> int:
         make_demo(data_dir, seed=0)
     if a.out is None:
         a.out = os.path.join(root, f"run-{a.backend}")
+    if not a.resume:
+        a.overwrite = True   # the demo's own run folder: a second `d2lkaggle demo` replaces it
     with _cli_words():
         s = _run_or_ensemble("demo", data_dir, a)
     (_report_ensemble if "members" in s else _report)(s)
@@ -465,7 +471,7 @@ def _add_kaggle_parsers(sub) -> None:
     kd.add_argument("--path", help="destination folder (default: $D2LKAGGLE_DATA/<competition>, "
                                    "i.e. ~/.cache/d2lkaggle/<competition>)")
     kd.add_argument("--no-extract", action="store_true", help="keep the archives packed (default: unpack)")
-    kd.add_argument("--force", action="store_true", help="download again even if the files exist")
+    kd.add_argument("--force", action="store_true", help="download again even if the files exist (default: keep them)")
     kd.set_defaults(func=cmd_kaggle_download)
     ks = ksub.add_parser("submit", help="check RUN_DIR/submission.csv against the sample file, then upload it")
     ks.add_argument("run_dir", help="a run folder (with submission.csv and summary.json) or a CSV file")

@@ -171,7 +171,8 @@ def fit(step: Step, train_data, valid_data, num_epochs: int,
     (the training loss without validation data) to ``schedule.observe`` if it has one.
     ``mixing`` (e.g. :class:`d2lkaggle.mixing.Mixup`) is applied to every training batch with
     the batch's own generator ``default_rng([loader seed, epoch, b, MIX_TAG])``; training
-    accuracy is then counted against the argmax of the soft targets. With ``checkpoint_dir`` it writes ``last.npz`` after every
+    accuracy is then counted against the argmax of the soft targets.
+    With ``checkpoint_dir`` it writes ``last.npz`` after every
     epoch and ``best.npz`` when valid accuracy improves (both atomically); ``resume=True``
     continues from ``last.npz`` and ends with the weights an uninterrupted run would have.
     ``plot`` is a PNG path for the curves (redrawn each epoch) or ``"live"`` for Jupyter.

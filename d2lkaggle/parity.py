@@ -456,10 +456,10 @@ def format_table(report: dict) -> str:
     if report.get("optimizers"):
         runs = "; ".join(f"{o} " + ", ".join(f"{k} {v}" for k, v in OPTIMIZER_RUNS[o].items()
                                              if k != "optimizer") for o in report["optimizers"])
+        targets = f"MixUp α={MIX_ALPHA} soft targets" if report["mixing"] else "int labels"
         return (f"model {report['model']} ({spec['size']}×{spec['size']}, batch {spec['batch']}), "
                 f"{report['steps']} steps, CyclicLR triangular2 per step (lr/2 … 2·lr, step size "
-                f"{CYCLE_STEPS}), {'MixUp α=' + str(MIX_ALPHA) + ' soft targets' if report['mixing'] else 'int labels'}"
-                f"; {runs}; float32 unless f64_:\n{text}")
+                f"{CYCLE_STEPS}), {targets}; {runs}; float32 unless f64_:\n{text}")
     return (f"model {report['model']} ({spec['size']}×{spec['size']}, batch {spec['batch']}), "
             f"{report['steps']} SGD steps (momentum {MOMENTUM}, wd {WD}, lr {LR} then {LR_AFTER} "
             f"from step {LR_STEP + 1}); float32 unless f64_:\n{text}")

@@ -20,6 +20,7 @@ from .augment import PRESETS, preset_transforms
 from .checkpoint import atomic_write_text
 from .cifar import CifarArrays, find_cifar_archive, read_cifar_archive
 from .writeups import cycle_step_size
+from .ensemble import split_digest
 from .competitions import Competition, Recipe, get_competition
 from .competitions import recipe_for
 from .recipes import check_recipe, make_mixing, make_schedule, train_kwargs
@@ -336,11 +337,12 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     preflight_submission(comp, data_dir, data)
     config = run_config(comp, recipe, backend=name, image_size=image_size, seed=seed, amp=amp,
                         num_classes=len(data.classes),
-                        num_labelled=data.train_valid_iter.labels.size)
+                        num_labelled=data.train_valid_iter.labels.size,
+                        **({"split": split_digest(split)} if split is not None else {}))
     resume = {phase: check_resume(os.path.join(out, "checkpoints", phase), config, resume, log)
               for phase in ("valid", "final")}
     bk = get_backend(name)
-    run_bar = _run_progress(progress, recipe.epochs, data, retrain)
+    run_bar = _run_progress(progress, recipe.epochs, data, retrain, out if resume else None)
     train_kw = dict(lr_period=recipe.lr_period, lr_decay=recipe.lr_decay, progress=progress, log=log,
                     amp=amp, config=config)
     if run_bar is not None:
@@ -490,7 +492,8 @@ def _decode_all(paths: list[str], num_workers: int | None, chunk: int = 256) -> 
 
 #: files a finished run leaves; ``overwrite=True`` removes exactly these (and checkpoints/)
 RUN_FILES = ("summary.json", "submission.csv", "history.csv", "curves.png", "confusion.png",
-             "mistakes.png")
+             "mistakes.png", "test_probs.npy", "classes.json", "test_ids.json", "valid_probs.npy",
+             "valid_ids.json")
 PREDICT_WITH = ("retrain", "best", "last")
 
 
@@ -561,15 +564,31 @@ def _header(comp: Competition, data: CompetitionData, backend: str, recipe: Reci
     return head
 
 
-def _run_progress(progress: Any, epochs: int, data: CompetitionData, retrain: bool):
-    """One overall progress line over every phase's batches (``None`` when progress is off)."""
+def _run_progress(progress: Any, epochs: int, data: CompetitionData, retrain: bool,
+                  resume_from: str | None = None):
+    """One overall progress line over every phase's batches (``None`` when progress is off);
+    with ``resume_from`` (the run folder) the epochs its checkpoints already hold are left out."""
     if progress is not True:
         return None
     from .progress import RunProgress
-    phases = [(epochs, len(data.train_iter))] if data.valid_iter is not None else []
+    phases = [("valid", len(data.train_iter))] if data.valid_iter is not None else []
     if retrain or data.valid_iter is None:
-        phases.append((epochs, len(data.train_valid_iter)))
-    return RunProgress(RunProgress.plan(*phases))
+        phases.append(("final", len(data.train_valid_iter)))
+    done = {ph: _epochs_done(os.path.join(resume_from, "checkpoints", ph, "last.npz"))
+            if resume_from else 0 for ph, _ in phases}
+    return RunProgress(RunProgress.plan(*((max(0, epochs - done[ph]), n) for ph, n in phases)))
+
+
+def _epochs_done(last_npz: str) -> int:
+    """Epochs a ``last.npz`` checkpoint holds (0 when there is none); reads only its metadata."""
+    from .checkpoint import _META_KEY
+    if not os.path.exists(last_npz):
+        return 0
+    try:
+        with np.load(last_npz, allow_pickle=False) as z:   # lazy: the arrays are not read
+            return int(json.loads(str(z[_META_KEY])).get("epoch", -1)) + 1
+    except (OSError, ValueError, KeyError):
+        return 0
 
 
 def _title(comp: Competition, backend: str, recipe: Recipe) -> str:
@@ -578,6 +597,8 @@ def _title(comp: Competition, backend: str, recipe: Recipe) -> str:
              if recipe.lr_period else f"lr {recipe.lr:g}")
     extra = [f"{k} {getattr(recipe, k)}" for k in ("optimizer", "schedule", "mixing")
              if getattr(recipe, k, None)]
+    if recipe.model == "finetune":
+        extra.append(f"backbone weights {os.path.basename(str(recipe.weights)) if recipe.weights else 'random'}")
     return " · ".join([comp.name, backend, recipe.model,
                        ", ".join([f"{recipe.epochs} epochs", f"batch {recipe.batch_size}", sched,
                                   f"wd {recipe.wd:g}"] + extra)])
@@ -622,8 +643,9 @@ def _run_outcome(valid_hist: History | None, final_hist: History | None, predict
              "best": f"the validation phase's best epoch ({out.get('best_epoch')})",
              "last": "the validation phase's last epoch"}[predict_with]
     out["submission_model"] = model
-    warnings = [w for w in (not_learning(h, num_classes) for h in (valid_hist, final_hist)
-                            if h is not None) if w]
+    warnings = [f"{phase}: {w}" for phase, w in
+                (("train/valid split", not_learning(valid_hist, num_classes) if valid_hist else None),
+                 ("retrain", not_learning(final_hist, num_classes) if final_hist else None)) if w]
     out["warnings"] = warnings
     return out
 

@@ -4,6 +4,7 @@ import argparse
 import json
 import os
 
+import numpy as np
 import pytest
 
 from conftest import backend_params, run_cli, run_py
@@ -40,11 +41,14 @@ def test_run_help_shows_each_recipe_value(capsys, monkeypatch):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "learning rate (SGD, batch-mean loss) (recipe default: cifar10 0.02, dog-breed 0.005, demo 0.05)" in out
-    assert "dog-breed 10" in out and "dog-breed imagenet" in out and "'none' (random initialisation" in out
-    for name, comp in COMPETITIONS.items():
+    lrs = ", ".join(f"{n} {c.recipe.lr:g}" for n, c in COMPETITIONS.items() if c.recipe)
+    assert f"(recipe default: {lrs})" in out
+    epochs = ", ".join(f"{n} {c.recipe.epochs}" for n, c in COMPETITIONS.items() if c.recipe)
+    assert f"epochs of each phase (recipe default: {epochs})" in out
+    assert "dog-breed imagenet" in out and "'none' (random initialisation" in out
+    for name, comp in COMPETITIONS.items():   # listed from the table, with their state
         assert name in out
-    assert "cifar100 (not runnable yet" in out
+        assert (f"{name} (not runnable yet" in out) == (comp.recipe is None)
     assert "--predict-with" in out and "(default: retrain)" in out and "--overwrite" in out
 
 
@@ -54,8 +58,12 @@ def test_version(capsys):
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"d2lkaggle {__version__}"
 
 
-def test_competitions_without_recipe_or_unknown_fail_upfront(capsys, tmp_path):
-    for name, words in (("cifar100", "cifar100 has no training recipe yet"),
+def test_competitions_without_recipe_or_unknown_fail_upfront(capsys, tmp_path, monkeypatch):
+    from dataclasses import replace
+    # a competition of the table without a recipe (cifar100 until it gets one)
+    monkeypatch.setitem(COMPETITIONS, "cifar100", replace(COMPETITIONS["cifar100"], recipe=None,
+                                                          notes="data layout only"))
+    for name, words in (("cifar100", "cifar100 has no training recipe yet (data layout only)"),
                         ("mnist", "unknown competition 'mnist'")):
         with pytest.raises(SystemExit) as e:
             main(["run", name, "--data-dir", str(tmp_path)])
@@ -187,3 +195,46 @@ def test_lr_find_command(backend, demo_dir, tmp_path):
     assert rows[0] == "lr,loss,smoothed" and 5 < len(rows) <= 21
     last = r.stdout.strip().splitlines()[-1]
     assert last.startswith("suggested lr ") and f"d2lkaggle run demo --data-dir {demo_dir} --lr " in last
+
+
+def test_report_repeats_warnings_with_the_causes_once(capsys):
+    from d2lkaggle.cli import _report
+    from d2lkaggle.diagnostics import CAUSES, not_learning
+    from d2lkaggle.loop import History
+    h = History()
+    for e in (1, 2, 3):
+        h.add(epoch=e, lr=0.1, train_loss=2.5, train_acc=0.1, valid_loss=2.5, valid_acc=0.1,
+              seconds=1.0, examples_per_sec=10.0)
+    out = pipeline._run_outcome(h, h, "retrain", 10, get_competition("demo").recipe)
+    assert [w.split(":")[0] for w in out["warnings"]] == ["train/valid split", "retrain"]
+    assert out["warnings"][0].endswith(CAUSES + ".") and not_learning(h, 10) in out["warnings"][0]
+    s = dict(out, competition="demo", backend="torch", valid_acc=0.1, best_valid_acc=0.1,
+             examples_per_sec=10.0, timings={"total_s": 3.0}, files={"summary": "/r/summary.json"})
+    _report(s)
+    text = capsys.readouterr().out
+    assert text.count("Usual causes") == 1 and text.count("warning: ") == 2
+    assert text.strip().splitlines()[-1].startswith("demo · torch · valid acc best 0.1000 (epoch 1)")
+
+
+def test_picture_title_names_competition_backend_model_and_recipe():
+    dog = get_competition("dog-breed")
+    t = pipeline._title(dog, "paddle", pipeline._recipe_for(dog, weights="none", lr=0.01))
+    parts = t.split(" · ")
+    assert parts[:3] == ["dog-breed", "paddle", "finetune"]
+    assert "lr 0.01 x" in parts[3] and "backbone weights random" in parts[3]
+
+
+def test_overall_progress_leaves_out_epochs_a_resumed_run_holds(tmp_path):
+    from types import SimpleNamespace
+    from d2lkaggle.checkpoint import save_npz
+    save_npz(str(tmp_path / "checkpoints" / "valid" / "last.npz"), {"model/w": np.zeros(2)},
+             {"epoch": 2, "best": 0.5, "history": "{}"})        # epochs 1-3 done
+    data = SimpleNamespace(train_iter=[0] * 5, valid_iter=[0], train_valid_iter=[0] * 6)
+    fresh = pipeline._run_progress(True, 4, data, True)
+    resumed = pipeline._run_progress(True, 4, data, True, str(tmp_path))
+    try:
+        assert fresh.total == 4 * 5 + 4 * 6 and resumed.total == 1 * 5 + 4 * 6
+    finally:
+        fresh.close()
+        resumed.close()
+    assert pipeline._run_progress(False, 4, data, True) is None

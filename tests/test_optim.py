@@ -99,8 +99,10 @@ def test_reference_is_torch_optim(name):
     rng = np.random.default_rng(0)
     p = torch.nn.Parameter(torch.tensor(rng.normal(size=(4, 3))))
     kw = dict(weight_decay=0.05)
-    opt = (torch.optim.SGD([p], lr=0.1, momentum=0.9, nesterov=spec.nesterov, **kw) if name in ("sgd", "nesterov")
-           else (torch.optim.Adam if name == "adam" else torch.optim.AdamW)([p], lr=0.1, eps=1e-6, **kw))
+    if name in ("sgd", "nesterov"):
+        opt = torch.optim.SGD([p], lr=0.1, momentum=0.9, nesterov=spec.nesterov, **kw)
+    else:
+        opt = (torch.optim.Adam if name == "adam" else torch.optim.AdamW)([p], lr=0.1, eps=1e-6, **kw)
     for lr, w in zip(lrs, ws):
         for g in opt.param_groups:
             g["lr"] = lr
@@ -132,3 +134,36 @@ def test_checkpoint_state_checked():
         optim.check_state_shape("optim/fc.weight/step", np.array(-1.0), (2, 3))
     assert optim.steps_in({"optim/a/step": np.array(3.0)}, ["a", "b"]) == {"a": 3, "b": 0}
     assert math.isclose(float(optim.check_state_shape("optim/a/step", np.array(7.0), (2,))), 7.0)
+
+
+def test_parity_cli_flags(capsys):
+    from d2lkaggle.cli import build_parser
+    a = build_parser().parse_args(["parity", "--optimizer", "adam", "--optimizer", "adamw", "--mixing"])
+    assert a.optimizer == ["adam", "adamw"] and a.mixing and a.model == "resnet18"
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["parity", "--optimizer", "rmsprop"])
+    assert e.value.code == 2 and "adamw" in capsys.readouterr().err
+
+
+def test_parity_inputs_cyclic_and_mixing():
+    from d2lkaggle.parity import cyclic_lrs, mix_batches
+    lrs = cyclic_lrs(0.01, 10)
+    if importlib.util.find_spec("torch") is not None:   # the same rates as torch's CyclicLR
+        import torch
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+        sched = torch.optim.lr_scheduler.CyclicLR(opt, 0.005, 0.02, step_size_up=2,
+                                                  mode="triangular2", cycle_momentum=False)
+        ref = []
+        for _ in range(10):
+            ref.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        assert np.allclose(lrs, ref, rtol=1e-12)
+    assert lrs[:3] == pytest.approx([0.005, 0.0125, 0.02])
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (2, 4, 8, 8, 3), dtype=np.uint8)
+    y = rng.integers(0, 5, (2, 4))
+    xm, ym = mix_batches(x, y, 5)
+    xm2, ym2 = mix_batches(x, y, 5)
+    assert xm.dtype == np.float32 and ym.shape == (2, 4, 5) and np.array_equal(xm, xm2)
+    assert np.allclose(ym.sum(-1), 1) and not np.array_equal(xm, x.astype(np.float32))

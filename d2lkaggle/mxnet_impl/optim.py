@@ -5,8 +5,9 @@ difference), so every update is written here:
 
 * ``sgd`` keeps the fused kernels (``sgd_mom_update`` with lr 1, then ``sgd_update``) in
   torch's form ``v = m·v + g + wd·w; w -= lr·v``; Gluon's ``sgd`` keeps lr inside the velocity.
-* ``nesterov``: Gluon's ``NAG`` leaves ``wd·w`` out of the look-ahead term; torch's
-  ``w -= lr·(g + wd·w + m·v)`` is written with array ops.
+* ``nesterov``: Gluon's ``NAG`` keeps lr inside the momentum too, and its
+  ``nag_mom_update(..., out=weight)`` reads the already updated weight for ``wd·w`` on the
+  CPU; torch's ``v = m·v + g + wd·w; w -= lr·(g + wd·w + m·v)`` is written with array ops.
 * ``adam`` / ``adamw``: ``adam_update`` takes β1, β2 and eps as 32-bit floats, so ``1 − β2``
   is 0.000999987 instead of 0.001 (1.3e-5 relative in the second moment, in float32 AND
   float64), puts eps next to the *uncorrected* √v, and ``contrib.adamw_update`` also skips the
