@@ -91,7 +91,7 @@ COMPETITIONS: dict[str, Competition] = {
         (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "cifar", True,
         # cifar10's default (ours: the chapter's ResNet-18 with one-cycle) for 100 classes;
         # --recipe book gives the chapter's values, --recipe writeup-cifar100-effnetv2 the write-up's
-        Recipe("resnet18", epochs=20, batch_size=128, lr=0.05, wd=5e-4, lr_period=4,
+        Recipe("resnet18", epochs=20, batch_size=128, lr=0.1, wd=5e-4, lr_period=4,
                lr_decay=0.9, sched="onecycle"),
         url="https://www.cs.toronto.edu/~kriz/cifar.html",
         notes="Kaggle CIFAR-10 layout with 100 classes, or cifar-100-python.tar.gz"),

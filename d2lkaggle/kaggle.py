@@ -138,6 +138,9 @@ def extract_archives(data_dir: str, log: Callable[[str], Any] | None = print) ->
 def archive_hint(comp: Competition, data_dir: str) -> str | None:
     """When ``comp``'s image folders are missing from ``data_dir`` but archives are there,
     the sentence saying how to unpack them (for ``run``'s error), else None."""
+    from .cifar import find_cifar_archive
+    if find_cifar_archive(data_dir) is not None:
+        return None   # a CIFAR python archive is read as it is, never unpacked (d2lkaggle.cifar)
     missing = [d for d in (comp.train_dir, comp.test_dir)
                if not os.path.isdir(os.path.join(data_dir, d))]
     archives = find_archives(data_dir)

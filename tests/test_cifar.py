@@ -268,3 +268,44 @@ def test_demo_archives_are_learnable_shapes(tmp_path):
     assert len(fine.classes) == 20 and len(coarse.classes) == 10
     assert all(fine.classes[f].split("_")[0] == coarse.classes[c]
                for f, c in zip(fine.train_y, coarse.train_y))
+
+
+def test_data_hub_has_the_official_archives_with_their_published_md5():
+    from d2lkaggle import hub
+    assert hub.DATA_HUB["cifar10_python"] == (
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "md5:c58f30108f718f92721af3b95e74349a")
+    assert hub.DATA_HUB["cifar100_python"] == (
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "md5:eb9058c3a382ffc7106e4002c42a8d85")
+
+
+@pytest.mark.skipif(not hasattr(__import__("d2lkaggle.hub").hub, "HASHES"),
+                    reason="md5: hashes in DATA_HUB need branch rel's hub verification")
+def test_download_an_archive_by_md5_from_a_local_server_and_read_it(tmp_path, monkeypatch):
+    import hashlib
+    import threading
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+    from d2lkaggle import hub
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    srv = tmp_path / "srv"
+    srv.mkdir()
+    path = write_cifar10(str(srv))
+    md5 = hashlib.md5(open(path, "rb").read()).hexdigest()
+    handler = partial(SimpleHTTPRequestHandler, directory=str(srv))
+    handler.log_message = lambda *a: None
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_port}/cifar-10-python.tar.gz"
+        monkeypatch.setitem(hub.DATA_HUB, "cifar10_python", (url, "md5:" + md5))
+        got = hub.download("cifar10_python", str(tmp_path / "cache"))
+        assert read_cifar_archive(got).train_x.shape == (50, 32, 32, 3)
+        monkeypatch.setitem(hub.DATA_HUB, "cifar10_python", (url, "md5:" + "0" * 32))
+        with pytest.raises(hub.DownloadError):
+            hub.download("cifar10_python", str(tmp_path / "cache2"))
+        assert not (tmp_path / "cache2" / "cifar-10-python.tar.gz").exists()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
