@@ -42,17 +42,33 @@ class Compose:
         return "Compose(" + ", ".join(repr(t) for t in self.transforms) + ")"
 
 
+#: resize filters by name (torchvision's InterpolationMode names)
+INTERPOLATIONS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+
+
+def _filter(interpolation: str) -> int:
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation {interpolation!r}; choose from {', '.join(INTERPOLATIONS)}")
+    return INTERPOLATIONS[interpolation]
+
+
 def _resize(img: np.ndarray, width: int, height: int,
-            box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+            box: tuple[float, float, float, float] | None = None,
+            interpolation: str = "bilinear") -> np.ndarray:
     pil = Image.fromarray(img)
-    return np.asarray(pil.resize((int(width), int(height)), Image.BILINEAR, box=box))
+    return np.asarray(pil.resize((int(width), int(height)), _filter(interpolation), box=box))
 
 
 class Resize:
-    """Resize the shorter side to ``size`` keeping the aspect ratio (torchvision's Resize(int))."""
+    """Resize the shorter side to ``size`` keeping the aspect ratio (torchvision's Resize(int)).
 
-    def __init__(self, size: int):
+    ``interpolation`` is ``nearest``, ``bilinear`` (the default, as in torchvision) or ``bicubic``.
+    """
+
+    def __init__(self, size: int, interpolation: str = "bilinear"):
         self.size = int(size)
+        self.interpolation = interpolation
+        _filter(interpolation)
 
     def __call__(self, img, rng=None):
         h, w = img.shape[:2]
@@ -62,10 +78,10 @@ class Resize:
             nh, nw = self.size, int(round(self.size * w / h))
         else:
             nh, nw = int(round(self.size * h / w)), self.size
-        return _resize(img, nw, nh)
+        return _resize(img, nw, nh, interpolation=self.interpolation)
 
     def __repr__(self):
-        return f"Resize({self.size})"
+        return f"Resize({self.size}, {self.interpolation!r})"
 
 
 class CenterCrop:
@@ -93,8 +109,11 @@ class RandomResizedCrop:
     Same sampling rule as torchvision (10 tries, then a clamped central crop).
     """
 
-    def __init__(self, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    def __init__(self, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                 interpolation: str = "bilinear"):
         self.size, self.scale, self.ratio = int(size), tuple(scale), tuple(ratio)
+        self.interpolation = interpolation
+        _filter(interpolation)
 
     def box(self, h: int, w: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
         area = h * w
@@ -119,7 +138,8 @@ class RandomResizedCrop:
 
     def __call__(self, img, rng):
         top, left, ch, cw = self.box(img.shape[0], img.shape[1], rng)
-        return _resize(img, self.size, self.size, box=(left, top, left + cw, top + ch))
+        return _resize(img, self.size, self.size, box=(left, top, left + cw, top + ch),
+                       interpolation=self.interpolation)
 
     def __repr__(self):
         return f"RandomResizedCrop({self.size}, scale={self.scale}, ratio={self.ratio})"
@@ -186,6 +206,161 @@ class Lighting:
         return f"Lighting({self.alphastd})"
 
 
+def _pad_widths(padding) -> tuple[int, int, int, int]:
+    """torchvision's padding forms: int, (left/right, top/bottom) or (left, top, right, bottom)."""
+    p = (padding,) if isinstance(padding, (int, np.integer)) else tuple(padding)
+    if len(p) == 1:
+        p = p * 4
+    elif len(p) == 2:
+        p = (p[0], p[1], p[0], p[1])
+    if len(p) != 4 or any(int(v) != v or v < 0 for v in p):
+        raise ValueError(f"padding must be an int >= 0 or 2 or 4 of them, got {padding!r}")
+    return tuple(int(v) for v in p)  # type: ignore[return-value]
+
+
+PADDING_MODES = ("constant", "reflect", "edge", "symmetric")
+
+
+def pad(img: np.ndarray, padding, padding_mode: str = "constant", fill=0) -> np.ndarray:
+    """torchvision's ``Pad`` in numpy (``reflect`` leaves the edge pixel out, ``symmetric`` repeats it)."""
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"unknown padding_mode {padding_mode!r}; choose from {', '.join(PADDING_MODES)}")
+    left, top, right, bottom = _pad_widths(padding)
+    if not (left or top or right or bottom):
+        return img
+    widths = ((top, bottom), (left, right), (0, 0))
+    if padding_mode == "constant":
+        out = np.empty((img.shape[0] + top + bottom, img.shape[1] + left + right, img.shape[2]), img.dtype)
+        out[...] = np.asarray(fill, dtype=img.dtype)
+        out[top:top + img.shape[0], left:left + img.shape[1]] = img
+        return out
+    return np.pad(img, widths, mode=padding_mode)
+
+
+class RandomCrop:
+    """torchvision's ``RandomCrop(size, padding, pad_if_needed, fill, padding_mode)``.
+
+    Pads (``constant`` with ``fill``, ``reflect``, ``edge`` or ``symmetric``), then crops a
+    ``size``×``size`` window at a uniformly drawn position (top first, then left).
+    """
+
+    def __init__(self, size: int, padding=0, padding_mode: str = "constant", fill=0,
+                 pad_if_needed: bool = False):
+        self.size, self.padding = int(size), padding
+        self.padding_mode, self.fill, self.pad_if_needed = padding_mode, fill, bool(pad_if_needed)
+        _pad_widths(padding)
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"unknown padding_mode {padding_mode!r}; choose from {', '.join(PADDING_MODES)}")
+
+    def __call__(self, img, rng):
+        img = pad(img, self.padding, self.padding_mode, self.fill)
+        h, w = img.shape[:2]
+        s = self.size
+        if self.pad_if_needed and (h < s or w < s):
+            img = pad(img, (max(0, s - w), max(0, s - h)), self.padding_mode, self.fill)
+            h, w = img.shape[:2]
+        if h < s or w < s:
+            raise ValueError(f"RandomCrop({s}) of a {h}x{w} image: resize first or pass pad_if_needed=True")
+        top = int(rng.integers(0, h - s + 1))
+        left = int(rng.integers(0, w - s + 1))
+        return img[top:top + s, left:left + s]
+
+    def __repr__(self):
+        return f"RandomCrop({self.size}, padding={self.padding!r}, padding_mode={self.padding_mode!r})"
+
+
+class RandomRotation:
+    """torchvision's ``RandomRotation(degrees, interpolation, expand, fill)`` with Pillow.
+
+    The angle is uniform in ``[-degrees, degrees]`` (or the given ``(min, max)``), counter-
+    clockwise like torchvision; corners outside the image get ``fill``.
+    """
+
+    def __init__(self, degrees, fill=0, interpolation: str = "nearest", expand: bool = False):
+        d = (-float(degrees), float(degrees)) if np.isscalar(degrees) else tuple(float(v) for v in degrees)
+        if len(d) != 2 or d[0] > d[1]:
+            raise ValueError(f"degrees must be a number >= 0 or (min, max), got {degrees!r}")
+        self.degrees, self.fill, self.interpolation, self.expand = d, fill, interpolation, bool(expand)
+        _filter(interpolation)
+
+    def __call__(self, img, rng):
+        angle = float(rng.uniform(self.degrees[0], self.degrees[1]))
+        fill = tuple(int(v) for v in np.broadcast_to(np.asarray(self.fill), (img.shape[2],)))
+        out = Image.fromarray(img).rotate(angle, resample=_filter(self.interpolation),
+                                          expand=self.expand, fillcolor=fill)
+        return np.asarray(out)
+
+    def __repr__(self):
+        return f"RandomRotation({self.degrees}, fill={self.fill!r})"
+
+
+def _fill_box(img: np.ndarray, top: int, left: int, h: int, w: int, value, rng) -> np.ndarray:
+    out = img.copy()
+    if isinstance(value, str):  # "random": fresh noise pixels, torchvision's value="random"
+        out[top:top + h, left:left + w] = rng.integers(0, 256, (h, w, img.shape[2]), dtype=np.uint8)
+    else:
+        out[top:top + h, left:left + w] = np.asarray(value, dtype=img.dtype)
+    return out
+
+
+class RandomErasing:
+    """torchvision's ``RandomErasing(p, scale, ratio, value)`` on uint8 pixels.
+
+    With probability ``p`` a rectangle of area fraction in ``scale`` and aspect in ``ratio``
+    (10 tries, else nothing) is set to ``value``: a pixel value (0 = black) or ``"random"``.
+    """
+
+    def __init__(self, p: float = 0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=0):
+        if not 0 <= p <= 1:
+            raise ValueError(f"RandomErasing: p must be in [0, 1], got {p!r}")
+        if isinstance(value, str) and value != "random":
+            raise ValueError(f"RandomErasing: value must be a pixel value or 'random', got {value!r}")
+        self.p, self.scale, self.ratio, self.value = float(p), tuple(scale), tuple(ratio), value
+
+    def __call__(self, img, rng):
+        if rng.random() >= self.p:
+            return img
+        h, w = img.shape[:2]
+        log_r = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(10):
+            area = h * w * rng.uniform(self.scale[0], self.scale[1])
+            aspect = math.exp(rng.uniform(*log_r))
+            eh, ew = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+            if eh < h and ew < w:
+                top, left = int(rng.integers(0, h - eh + 1)), int(rng.integers(0, w - ew + 1))
+                return _fill_box(img, top, left, eh, ew, self.value, rng)
+        return img
+
+    def __repr__(self):
+        return f"RandomErasing({self.p}, scale={self.scale}, ratio={self.ratio}, value={self.value!r})"
+
+
+class Cutout:
+    """Cutout (DeVries & Taylor 2017): ``n_holes`` squares of side ``size`` set to ``fill``.
+
+    Each centre is uniform over the image and the square is clipped at the border.
+    """
+
+    def __init__(self, size: int, n_holes: int = 1, p: float = 1.0, fill=0):
+        if int(size) < 1 or int(n_holes) < 1 or not 0 <= p <= 1:
+            raise ValueError(f"Cutout needs size >= 1, n_holes >= 1, p in [0, 1]; got {size}, {n_holes}, {p}")
+        self.size, self.n_holes, self.p, self.fill = int(size), int(n_holes), float(p), fill
+
+    def __call__(self, img, rng):
+        if rng.random() >= self.p:
+            return img
+        h, w = img.shape[:2]
+        for _ in range(self.n_holes):
+            cy, cx = int(rng.integers(0, h)), int(rng.integers(0, w))
+            top, left = max(0, cy - self.size // 2), max(0, cx - self.size // 2)
+            bottom, right = min(h, cy + self.size - self.size // 2), min(w, cx + self.size - self.size // 2)
+            img = _fill_box(img, top, left, bottom - top, right - left, self.fill, rng)
+        return img
+
+    def __repr__(self):
+        return f"Cutout({self.size}, n_holes={self.n_holes}, p={self.p})"
+
+
 def cifar_train(size: int = 32) -> Compose:
     """CIFAR-10 chapter, training: Resize 40 → RandomResizedCrop 32 (0.64–1, ratio 1) → flip."""
     return Compose([Resize(int(round(size * 40 / 32))),
@@ -223,6 +398,37 @@ def get_transforms(name: str, size: int) -> tuple[Compose, Compose]:
         raise ValueError(f"unknown augmentation recipe {name!r}; choose from {sorted(RECIPES)}")
     train, test = RECIPES[name]
     return train(size), test(size)
+
+
+#: named augmentation presets (``--augment``); "book" is each chapter's own recipe
+PRESETS = ("book", "crop-flip", "crop-flip-rotate", "none")
+
+
+def preset_transforms(preset: str, size: int, book: str = "cifar",
+                      interpolation: str = "bilinear") -> tuple[Compose, Compose]:
+    """(train, test) transforms of an augmentation preset at image size ``size``.
+
+    ``book`` is the chapter recipe (``cifar``/``dog``) whose transforms ``"book"`` returns and
+    whose test transform every preset keeps. ``crop-flip`` is the 004 write-up's
+    RandomCrop(size, padding size/8) + flip; ``crop-flip-rotate`` the 003 write-up's
+    reflect-padded crop + flip + rotation (±15°); ``none`` trains on the test transform.
+    Images are first resized (shorter side to ``size``, with ``interpolation``).
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown augmentation preset {preset!r}; choose from {', '.join(PRESETS)}")
+    book_train, book_test = get_transforms(book, size)
+    if preset == "book":
+        return book_train, book_test
+    pad_px = max(1, int(round(size / 8)))
+    first = [Resize(size, interpolation)]
+    if preset == "none":
+        return Compose(first + [CenterCrop(size)]), book_test
+    if preset == "crop-flip":
+        rest = [RandomCrop(size, pad_px), RandomHorizontalFlip()]
+    else:
+        rest = [RandomCrop(size, pad_px, padding_mode="reflect"), RandomHorizontalFlip(),
+                RandomRotation(15)]
+    return Compose(first + rest), book_test
 
 
 def normalize_nchw(x: np.ndarray, mean: Sequence[float], std: Sequence[float],

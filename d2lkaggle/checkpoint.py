@@ -16,6 +16,31 @@ import numpy as np
 _META_KEY = "__meta__"
 
 
+def current_umask() -> int:
+    """The process's umask (read without changing it for longer than two calls)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def file_lock(path: str, what: str):
+    """Take an inter-process lock on ``path`` (a hidden lock file that stays; the OS releases
+    the lock when its holder exits, even by ``kill -9``) and return it; call ``release()``.
+
+    A second process says on stderr what it is waiting for, then waits.
+    """
+    import sys
+
+    from filelock import FileLock, Timeout
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"waiting for another process that {what} (lock {path})", file=sys.stderr)
+        lock.acquire()
+    return lock
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
     """Yield a temporary path beside ``path``; rename it over ``path`` when the block succeeds.
@@ -28,6 +53,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=folder)
     os.close(fd)
     try:
+        # mkstemp creates 0600; the file gets the mode a plain open() would give it.
+        os.chmod(tmp, 0o666 & ~current_umask())
         yield tmp
         os.replace(tmp, path)
     except BaseException:
@@ -63,11 +90,22 @@ def save_npz(path: str, arrays: dict[str, np.ndarray], meta: dict[str, Any] | No
 
 
 def load_npz(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Load ``(arrays, meta)`` written by :func:`save_npz`."""
+    """Load ``(arrays, meta)`` written by :func:`save_npz`.
+
+    A missing file raises :class:`FileNotFoundError`; an empty, truncated or damaged one
+    (zip CRC errors included) :class:`ValueError` naming the file and what to do.
+    """
+    import zipfile
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files if k != _META_KEY}
             meta = json.loads(str(z[_META_KEY])) if _META_KEY in z.files else {}
-    except (OSError, ValueError) as e:
-        raise ValueError(f"cannot read checkpoint {path}: {e}") from e
+        if not isinstance(meta, dict):
+            raise ValueError("its metadata is not a JSON object")
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise ValueError(f"cannot read checkpoint {path}: damaged or truncated "
+                         f"({type(e).__name__}: {e}); delete it (or drop --resume) to start "
+                         f"over") from e
     return arrays, meta

@@ -16,6 +16,8 @@ import tempfile
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .checkpoint import current_umask
+
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "hbar", "vbar", "diamond", "dots",
           "frame")
 BREEDS = ("affenpinscher", "beagle", "chihuahua", "dingo", "eskimo_dog", "french_bulldog",
@@ -35,6 +37,48 @@ def _draw(shape: str, w: int, h: int, rng: np.random.Generator) -> Image.Image:
     cx = w / 2 + rng.uniform(-0.12, 0.12) * w
     cy = h / 2 + rng.uniform(-0.12, 0.12) * h
     lw = max(1, int(round(s / 12)))
+    _shape_on(d, shape, cx, cy, r, max(2, lw * 2), fg)
+    return img
+
+
+def _draw_hard(shape: str, w: int, h: int, rng: np.random.Generator) -> Image.Image:
+    """The harder demo: random colours, low contrast, heavy noise, clutter, rotation, scale."""
+    # background: two random colours in random blotches, not a clean gradient
+    c0, c1 = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    k = max(2, min(w, h) // 8)
+    blot = np.asarray(Image.fromarray(rng.integers(0, 256, (k, k), dtype=np.uint8)).resize(
+        (w, h), Image.BILINEAR), dtype=np.float64)[..., None] / 255.0
+    bg = c0 * (1 - blot) + c1 * blot
+    # foreground: any colour at least a little away from the background mean
+    fg = rng.integers(0, 256, 3)
+    while np.abs(fg - bg.mean((0, 1))).sum() < 150:
+        fg = rng.integers(0, 256, 3)
+    # the shape as a soft mask drawn at twice the size (anti-aliased when scaled down)
+    mask = Image.new("L", (w * 2, h * 2), 0)
+    s = min(w, h) * 2
+    r = s * rng.uniform(0.22, 0.36)
+    cx = w + rng.uniform(-0.15, 0.15) * w * 2
+    cy = h + rng.uniform(-0.15, 0.15) * h * 2
+    d = ImageDraw.Draw(mask)
+    _shape_on(d, shape, cx, cy, r, max(2, int(round(s / 12))) * 2, 255)
+    mask = mask.rotate(float(rng.uniform(-15, 15)), resample=Image.BILINEAR, center=(cx, cy))
+    m = np.asarray(mask.resize((w, h), Image.BILINEAR), dtype=np.float64)[..., None] / 255.0
+    img = bg * (1 - m) + fg * m
+    # clutter: a few small blobs of random colours, then strong pixel noise
+    for _ in range(int(rng.integers(0, 3))):
+        y0, x0 = int(rng.integers(0, h)), int(rng.integers(0, w))
+        q = max(1, int(min(w, h) * rng.uniform(0.03, 0.07)))
+        img[max(0, y0 - q):y0 + q, max(0, x0 - q):x0 + q] = rng.integers(0, 256, 3)
+    img = img + rng.normal(0, 20, (h, w, 3))
+    # colour randomisation: channels permuted and sometimes inverted, per image
+    img = np.clip(img, 0, 255)[..., rng.permutation(3)]
+    if rng.random() < 0.3:
+        img = 255 - img
+    return Image.fromarray(img.astype(np.uint8))
+
+
+def _shape_on(d: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, lw: int,
+              fg) -> None:
     box = (cx - r, cy - r, cx + r, cy + r)
     if shape == "circle":
         d.ellipse(box, fill=fg)
@@ -46,7 +90,7 @@ def _draw(shape: str, w: int, h: int, rng: np.random.Generator) -> Image.Image:
         d.rectangle((cx - r, cy - r / 3, cx + r, cy + r / 3), fill=fg)
         d.rectangle((cx - r / 3, cy - r, cx + r / 3, cy + r), fill=fg)
     elif shape == "ring":
-        d.ellipse(box, outline=fg, width=max(2, lw * 2))
+        d.ellipse(box, outline=fg, width=lw)
     elif shape == "hbar":
         d.rectangle((cx - r * 1.3, cy - r / 4, cx + r * 1.3, cy + r / 4), fill=fg)
     elif shape == "vbar":
@@ -59,10 +103,9 @@ def _draw(shape: str, w: int, h: int, rng: np.random.Generator) -> Image.Image:
             x, y = cx + dx * r * 0.6, cy + dy * r * 0.6
             d.ellipse((x - q, y - q, x + q, y + q), fill=fg)
     elif shape == "frame":
-        d.rectangle(box, outline=fg, width=max(2, lw * 2))
+        d.rectangle(box, outline=fg, width=lw)
     else:
         raise ValueError(f"unknown shape {shape!r}")
-    return img
 
 
 def _write_csv(path: str, header: list[str], rows) -> None:
@@ -73,13 +116,16 @@ def _write_csv(path: str, header: list[str], rows) -> None:
 
 
 def make_demo(out_dir: str, n_train: int = 1000, n_test: int = 200, size: int = 32,
-              seed: int = 0, layout: str = "cifar10", num_classes: int = 10) -> str:
+              seed: int = 0, layout: str = "cifar10", num_classes: int = 10,
+              hard: bool = False) -> str:
     """Write a synthetic competition to ``out_dir`` and return ``out_dir``.
 
     Classes are balanced (``n_train // num_classes`` each, the remainder spread over the
     first classes) and shuffled over ids. The folder is built beside ``out_dir`` and renamed
     into place, so an interrupted call never leaves a half-written competition; an existing
-    ``out_dir`` is replaced.
+    ``out_dir`` is replaced. ``hard=True`` draws the harder demo of docs/recipes.md (random
+    colours and blotchy backgrounds, low contrast, strong noise, clutter, rotated and scaled
+    shapes, channels permuted or inverted per image) on which the book's recipe learns slowly.
     """
     if layout not in ("cifar10", "dog"):
         raise ValueError(f"unknown layout {layout!r}; choose 'cifar10' or 'dog'")
@@ -92,6 +138,7 @@ def make_demo(out_dir: str, n_train: int = 1000, n_test: int = 200, size: int = 
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".make_demo-", dir=parent)
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700
     try:
         names = SHAPES[:num_classes] if layout == "cifar10" else BREEDS[:num_classes]
         train_cls = rng.permutation(np.arange(n_train) % num_classes)
@@ -108,11 +155,12 @@ def make_demo(out_dir: str, n_train: int = 1000, n_test: int = 200, size: int = 
             train_ids, test_ids = ids[:n_train], ids[n_train:n_train + n_test]
         for split, ids, classes in (("train", train_ids, train_cls), ("test", test_ids, test_cls)):
             for i, c in zip(ids, classes):
+                draw = _draw_hard if hard else _draw
                 if layout == "cifar10":
-                    _draw(SHAPES[c], size, size, rng).save(os.path.join(tmp, split, f"{i}.png"))
+                    draw(SHAPES[c], size, size, rng).save(os.path.join(tmp, split, f"{i}.png"))
                 else:
                     w, h = (int(v) for v in rng.integers(int(size * 0.8), int(size * 1.6) + 1, 2))
-                    _draw(SHAPES[c], w, h, rng).save(os.path.join(tmp, split, f"{i}.jpg"), quality=90)
+                    draw(SHAPES[c], w, h, rng).save(os.path.join(tmp, split, f"{i}.jpg"), quality=90)
         if layout == "cifar10":
             _write_csv(os.path.join(tmp, "trainLabels.csv"), ["id", "label"],
                        ((i, names[c]) for i, c in zip(train_ids, train_cls)))

@@ -4,43 +4,60 @@ Step 1 of both Kaggle chapters ("Obtaining and Organizing the Dataset"): fetch t
 sample archives (``cifar10_tiny``, ``dog_tiny``) from the d2l mirror, check their SHA-1 and
 unpack them. Compared with the book's helpers, these ones also
 
-* stream into ``<file>.part`` and only move the file into place once its SHA-1 matches,
-  so an interrupted or corrupted download is never mistaken for a good one;
+* stream into a temporary file unique to the process, under a lock file, and only move the
+  file into place once the hash of what is on disk matches (SHA-1, or ``md5:``/``sha256:``),
+  so an interrupted, corrupted or concurrent download is never mistaken for a good one;
+* save the raw bytes whatever ``Content-Encoding`` the server claims, and give up on a
+  stalled (``stall_timeout``) or too slow (``deadline``) server;
 * raise :class:`DownloadError` with an "offline" hint instead of a bare ``requests`` error;
 * unpack ``.7z`` (the full competitions ship ``train.7z``/``test.7z``) and the tar flavours;
 * refuse archives whose members would land outside the destination
-  (:class:`UnsafeArchiveError`) and unpack each archive only once (a marker file).
+  (:class:`UnsafeArchiveError`), or whose declared size is a zip bomb's, and unpack each
+  archive only once (a marker file listing what it wrote); never delete or overwrite a path
+  the extraction did not create.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import lzma
 import os
 import re
 import shutil
+import socket
 import sys
 import tarfile
 import tempfile
+import time
 import zipfile
 import zlib
-from typing import NamedTuple
+from typing import IO, NamedTuple
 from urllib.parse import unquote, urlparse
 
 import py7zr
 import py7zr.exceptions
 import py7zr.io
 import requests
+import urllib3
+
+from .checkpoint import atomic_open, current_umask, file_lock
 from tqdm import tqdm
 
 DATA_URL = "http://d2l-data.s3-accelerate.amazonaws.com/"
 
-#: dataset name -> (url, sha1), as in the book
+#: dataset name -> (url, hash), as in the book; the hash is SHA-1 hex or "md5:<hex>"/"sha256:<hex>"
 DATA_HUB: dict[str, tuple[str, str]] = {
     "cifar10_tiny": (DATA_URL + "kaggle_cifar10_tiny.zip",
                      "2068874e4b9a9f0fb07ebe0ad2b29754449ccacd"),
     "dog_tiny": (DATA_URL + "kaggle_dog_tiny.zip",
                  "0cb91d09b814ecdc07b50f31f8dcad3e81d6a86d"),
+    # The CIFAR python archives (d2lkaggle.cifar reads them without unpacking) with the MD5
+    # sums their authors publish on https://www.cs.toronto.edu/~kriz/cifar.html.
+    "cifar10_python": ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                       "md5:c58f30108f718f92721af3b95e74349a"),
+    "cifar100_python": ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                        "md5:eb9058c3a382ffc7106e4002c42a8d85"),
 }
 
 #: requests timeout: (connect, read between two chunks) in seconds
@@ -76,11 +93,7 @@ def default_data_dir() -> str:
 
 def sha1(path: str) -> str:
     """SHA-1 hex digest of a file, read in chunks (the book's cache check in ``download``)."""
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_hash(path, "sha1")
 
 
 # --------------------------------------------------------------------------- download
@@ -95,74 +108,150 @@ def _resolve_source(name_or_url: str, sha1_hash: str | None) -> tuple[str, str |
                      f"({', '.join(sorted(DATA_HUB))})")
 
 
+#: hash algorithms a DATA_HUB entry may name, with their hex digest lengths
+HASHES = {"sha1": 40, "md5": 32, "sha256": 64}
+
+
+def parse_hash(spec: str | None) -> tuple[str, str] | None:
+    """``(algorithm, hex digest)`` of a DATA_HUB hash: plain SHA-1 hex (the book's form),
+    ``"md5:<hex>"`` or ``"sha256:<hex>"``; ``None`` when no hash is known."""
+    if spec is None or spec == "":
+        return None
+    algo, sep, hexd = spec.strip().partition(":")
+    if not sep:
+        algo, hexd = "sha1", algo
+    algo, hexd = algo.lower(), hexd.lower()
+    if algo not in HASHES or len(hexd) != HASHES[algo] or not re.fullmatch(r"[0-9a-f]+", hexd):
+        raise ValueError(f"bad hash {spec!r}: expected {HASHES['sha1']} hex digits (SHA-1) or "
+                         f"'md5:<{HASHES['md5']} hex>' / 'sha256:<{HASHES['sha256']} hex>'")
+    return algo, hexd
+
+
+def file_hash(path: str, algo: str = "sha1") -> str:
+    """Hex digest of a file with ``algo`` (``sha1``, ``md5`` or ``sha256``), read in chunks."""
+    digest = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _remove_stale_parts(folder: str, fname: str) -> None:
+    """Delete temporary files of downloads of ``fname`` that died (called under the lock:
+    only the lock holder writes one, so every other one is stale)."""
+    for entry in os.listdir(folder):
+        if entry == fname + ".part" or (entry.startswith(f".{fname}.") and entry.endswith(".part")):
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(folder, entry))
+
+
 def download(name_or_url: str, folder: str | None = None,
-             sha1_hash: str | None = None) -> str:
+             sha1_hash: str | None = None, *, deadline: float | None = None,
+             stall_timeout: float | None = None) -> str:
     """Download a ``DATA_HUB`` entry or a URL into ``folder`` and return the local file path.
 
     The book's ``d2l.download`` (step 1 of both Kaggle chapters). An existing file is reused
-    when its SHA-1 matches (or when no hash is known); a file with the wrong hash is fetched
-    again. Raises :class:`DownloadError` on any failure, leaving no file at the final path.
+    when its hash matches (or when no hash is known); a file with the wrong hash is fetched
+    again. ``sha1_hash`` is SHA-1 hex or ``"md5:<hex>"`` / ``"sha256:<hex>"``.
+
+    Safe with several processes at once: the download holds a lock file
+    (``.<file>.lock``), streams into a temporary file unique to the process, hashes that
+    file as it is on disk and only then renames it into place; a second process waits
+    for the lock and then finds the verified file. The raw bytes are saved even when the
+    server sends them with ``Content-Encoding: gzip``. ``stall_timeout`` (seconds without
+    a byte, default ``TIMEOUT[1]``) and ``deadline`` (seconds for the whole download,
+    default none) bound a slow server. Raises :class:`DownloadError` on any failure,
+    leaving no file at the final path.
     """
     url, expected = _resolve_source(name_or_url, sha1_hash)
+    want = parse_hash(expected)
     fname = unquote(os.path.basename(urlparse(url).path))
     if not fname:
         raise ValueError(f"cannot derive a file name from URL {url!r}")
     folder = os.path.abspath(folder or default_data_dir())
-    os.makedirs(folder, exist_ok=True)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise NotADirectoryError(f"download folder {folder} is a file, not a folder")
     path = os.path.join(folder, fname)
 
-    if os.path.exists(path):
-        if expected is None or sha1(path) == expected.lower():
-            return path
-        # Removed up front so that a failed re-download cannot leave the bad copy behind,
-        # where a later call without a hash would trust it.
-        print(f"{path} does not match its SHA-1; downloading it again", file=sys.stderr)
-        os.remove(path)
+    def verified() -> bool:
+        return os.path.isfile(path) and (want is None or file_hash(path, want[0]) == want[1])
 
-    part = path + ".part"
-    offline_hint = f"place {fname} at {path} to use it offline"
-    print(f"Downloading {fname} from {url}...", file=sys.stderr)
+    if verified():  # no lock needed to read: the file only ever appears by a rename
+        return path
+    os.makedirs(folder, exist_ok=True)
+    lock = file_lock(os.path.join(folder, f".{fname}.lock"), f"is downloading {fname}")
     try:
-        actual = _stream(url, part, fname, offline_hint)
-        if expected is not None and actual != expected.lower():
-            raise DownloadError(f"SHA-1 mismatch for {url}: expected {expected.lower()}, "
-                                f"got {actual}")
-        os.replace(part, path)
-    except BaseException:
-        if os.path.exists(part):
-            os.remove(part)
-        raise
+        _remove_stale_parts(folder, fname)
+        if os.path.exists(path):
+            if verified():  # another process finished it while we waited
+                return path
+            # Removed up front so that a failed re-download cannot leave the bad copy behind,
+            # where a later call without a hash would trust it.
+            print(f"{path} does not match its {want[0].upper()}; downloading it again",
+                  file=sys.stderr)
+            os.remove(path)
+        offline_hint = f"place {fname} at {path} to use it offline"
+        print(f"Downloading {fname} from {url}...", file=sys.stderr)
+        fd, part = tempfile.mkstemp(prefix=f".{fname}.", suffix=".part", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                _stream(url, f, fname, offline_hint, deadline,
+                        TIMEOUT[1] if stall_timeout is None else stall_timeout)
+                f.flush()
+                os.fsync(f.fileno())
+            if want is not None:
+                # The hash of the bytes on disk, not of the stream: what is renamed is checked.
+                actual = file_hash(part, want[0])
+                if actual != want[1]:
+                    raise DownloadError(f"{want[0].upper()} mismatch for {url}: expected "
+                                        f"{want[1]}, got {actual}")
+            os.chmod(part, 0o666 & ~current_umask())  # mkstemp makes 0600; honour the umask
+            os.replace(part, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(part)
+            raise
+    finally:
+        lock.release()
     return path
 
 
-def _stream(url: str, part: str, fname: str, offline_hint: str) -> str:
-    """Write ``url`` to ``part``; return the SHA-1 of what was written."""
-    digest = hashlib.sha1()
+def _stream(url: str, f: IO[bytes], fname: str, offline_hint: str,
+            deadline: float | None, stall: float) -> None:
+    """Write the raw body of ``url`` to ``f`` (no content decoding), within the time limits."""
+    end = None if deadline is None else time.monotonic() + deadline
     written = 0
     try:
-        with requests.get(url, stream=True, timeout=TIMEOUT) as r:
+        # identity: ask for the file itself; read raw: never let requests un-gzip it.
+        with requests.get(url, stream=True, timeout=(TIMEOUT[0], stall),
+                          headers={"Accept-Encoding": "identity"}) as r:
             if r.status_code != 200:
                 raise DownloadError(f"downloading {url} failed: HTTP {r.status_code} "
                                     f"{r.reason}; {offline_hint}")
             total = int(r.headers.get("Content-Length") or 0) or None
-            with open(part, "wb") as f, tqdm(total=total, unit="B", unit_scale=True,
-                                             unit_divisor=1024, desc=fname,
-                                             disable=None) as bar:
-                for chunk in r.iter_content(_CHUNK):
+            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=fname,
+                      disable=None) as bar:
+                while True:
+                    if end is not None and time.monotonic() > end:
+                        raise DownloadError(f"downloading {url} exceeded the deadline of "
+                                            f"{deadline:g} s after {written} bytes; "
+                                            f"{offline_hint}")
+                    # read1 returns what has arrived, so a trickle still reaches the check.
+                    chunk = r.raw.read1(_CHUNK, decode_content=False)
+                    if not chunk:
+                        break
                     f.write(chunk)
-                    digest.update(chunk)
                     written += len(chunk)
                     bar.update(len(chunk))
-            # Without a known hash, the length is the only check against a cut connection;
-            # it only holds when the body was not content-encoded on the way.
-            if (total is not None and "Content-Encoding" not in r.headers
-                    and written != total):
+            if total is not None and written != total:
                 raise DownloadError(f"downloading {url} stopped after {written} of {total} "
                                     f"bytes; {offline_hint}")
-    except requests.RequestException as e:
-        raise DownloadError(f"could not download {url} ({type(e).__name__}: {e}); "
-                            f"{offline_hint}") from e
-    return digest.hexdigest()
+    except (requests.RequestException, urllib3.exceptions.HTTPError, socket.timeout,
+            ConnectionError) as e:
+        why = (f"no data for {stall:g} s (stall timeout)"
+               if isinstance(e, (urllib3.exceptions.ReadTimeoutError, socket.timeout,
+                                 requests.ReadTimeout)) else f"{type(e).__name__}: {e}")
+        raise DownloadError(f"could not download {url} ({why}); {offline_hint}") from e
 
 
 # --------------------------------------------------------------------------- extract
@@ -171,6 +260,7 @@ class _Member(NamedTuple):
     name: str
     kind: str  # "file", "dir", "symlink", "hardlink" or "special"
     link: str = ""
+    size: int = 0  # declared uncompressed size in bytes
 
 
 def _archive_suffix(archive: str) -> str:
@@ -244,7 +334,8 @@ def _list_zip(archive: str) -> list[_Member]:
     with zipfile.ZipFile(archive) as zf:
         # zipfile writes symlink entries as plain files holding the target text, so zip
         # members are only ever files or folders here.
-        return [_Member(i.filename, "dir" if i.is_dir() else "file") for i in zf.infolist()]
+        return [_Member(i.filename, "dir" if i.is_dir() else "file", size=i.file_size)
+                for i in zf.infolist()]
 
 
 def _list_tar(archive: str) -> list[_Member]:
@@ -261,7 +352,7 @@ def _list_tar(archive: str) -> list[_Member]:
                 kind = "hardlink"
             else:
                 kind = "special"
-            members.append(_Member(m.name, kind, m.linkname))
+            members.append(_Member(m.name, kind, m.linkname, m.size if m.isreg() else 0))
     return members
 
 
@@ -279,7 +370,7 @@ def _list_7z(archive: str) -> list[_Member]:
                 symlinks.append(f.filename)
             else:
                 kind = "file"
-            members.append(_Member(f.filename, kind))
+            members.append(_Member(f.filename, kind, size=int(f.uncompressed or 0)))
     if not symlinks:
         return members
     # py7zr keeps a symlink's target in the member's data: read those into memory.
@@ -323,19 +414,79 @@ def _is_format_error(e: BaseException) -> bool:
                           lzma.LZMAError, py7zr.exceptions.ArchiveError, UnicodeDecodeError))
 
 
+def _walk(root: str) -> list[tuple[str, bool]]:
+    """``(relative path, is a real folder)`` of everything under ``root``, parents first."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        rel = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        real_dirs = []
+        for d in sorted(dirnames):
+            if os.path.islink(os.path.join(dirpath, d)):
+                out.append((rel + d, False))  # a link to a folder is a file-like entry
+            else:
+                real_dirs.append(d)
+                out.append((rel + d, True))
+        dirnames[:] = real_dirs
+        out.extend((rel + f, False) for f in sorted(filenames))
+    return out
+
+
+def _collisions(tmp: str, dest: str, ours: set[str]) -> list[str]:
+    """Paths of ``dest`` that moving ``tmp`` in would overwrite or delete and that an earlier
+    extraction of the same archive did not create (``ours``: its manifest)."""
+    bad, new_dirs = [], []
+    for rel, is_dir in _walk(tmp):
+        if any(rel.startswith(d) for d in new_dirs):
+            continue  # inside a folder that does not exist yet in dest: moved as a whole
+        dst = os.path.join(dest, *rel.split("/"))
+        if not os.path.lexists(dst):
+            if is_dir:
+                new_dirs.append(rel + "/")
+            continue
+        dst_dir = os.path.isdir(dst) and not os.path.islink(dst)
+        if is_dir and dst_dir:
+            continue  # folders merge; their contents are checked one by one
+        if dst_dir or rel not in ours:
+            bad.append(dst)
+    return bad
+
+
 def _move_into(src: str, dst: str) -> None:
-    """Move ``src`` to ``dst``, merging folders and replacing whatever else is there."""
+    """Move ``src`` to ``dst``, merging folders (collisions were refused beforehand)."""
     if os.path.isdir(src) and not os.path.islink(src) and os.path.isdir(dst) \
             and not os.path.islink(dst):
         for entry in os.listdir(src):
             _move_into(os.path.join(src, entry), os.path.join(dst, entry))
         os.rmdir(src)
         return
-    if os.path.isdir(dst) and not os.path.islink(dst):
-        shutil.rmtree(dst)
-    elif os.path.lexists(dst):
+    if os.path.lexists(dst):  # a file an earlier extraction of this archive wrote
         os.remove(dst)
     os.replace(src, dst)
+
+
+#: the default limit of :func:`extract` is this many times the archive's size ...
+MAX_EXTRACT_RATIO = 20
+#: ... but never less than this many bytes (small archives of text compress well)
+MIN_EXTRACT_LIMIT = 256 << 20
+
+
+def extract_limit(archive: str) -> int:
+    """Default largest total declared size (bytes) :func:`extract` unpacks from ``archive``."""
+    return max(MAX_EXTRACT_RATIO * os.path.getsize(archive), MIN_EXTRACT_LIMIT)
+
+
+def _tmp_prefix(archive: str) -> str:
+    return f".{os.path.basename(archive)}."
+
+
+def _remove_stale_tmp(archive: str, dest: str) -> None:
+    """Delete temporary folders of extractions of ``archive`` that died (called under the
+    lock, so no live extraction owns one)."""
+    prefix = _tmp_prefix(archive)
+    for entry in os.listdir(dest):
+        if entry.startswith(prefix) and entry.endswith(".tmp"):
+            shutil.rmtree(os.path.join(dest, entry), ignore_errors=True)
 
 
 def _marker_path(archive: str, dest: str) -> str:
@@ -362,17 +513,44 @@ def _top_folder(members: list[_Member]) -> str | None:
     return tops.pop() if len(tops) == 1 and nested else None
 
 
-def _extract(archive: str, dest: str | None) -> tuple[str, dict]:
+def _record_intact(record: dict | None, digest: str, dest: str) -> bool:
+    """The marker matches the archive and what it created at the top level still exists."""
+    if record is None or record.get("sha1") != digest:
+        return False
+    tops = record.get("entries")
+    if tops is None:  # a marker of an earlier version: only the top folder is known
+        tops = [record["top_folder"]] if record.get("top_folder") else []
+    return all(os.path.lexists(os.path.join(dest, t)) for t in tops)
+
+
+def _extract(archive: str, dest: str | None, max_size: int | None = None) -> tuple[str, dict]:
     """Extract once; return dest and the marker record (which names the top folder)."""
     archive = os.path.abspath(archive)
     suffix = _archive_suffix(archive)
     dest = os.path.abspath(dest or os.path.dirname(archive))
+    if os.path.exists(dest) and not os.path.isdir(dest):
+        raise NotADirectoryError(f"cannot extract {archive} into {dest}: it is a file")
     marker = _marker_path(archive, dest)
     digest = sha1(archive)
     record = _read_marker(marker)
-    if record is not None and record.get("sha1") == digest:
+    if _record_intact(record, digest, dest):  # read-only check: no lock needed
         return dest, record
+    members = _checked_members(archive, suffix, max_size)  # refused before writing anything
+    os.makedirs(dest, exist_ok=True)
+    lock = file_lock(os.path.join(dest, f".{os.path.basename(archive)}.lock"),
+                     f"is extracting {os.path.basename(archive)}")
+    try:
+        record = _read_marker(marker)  # another process may have finished while we waited
+        if _record_intact(record, digest, dest):
+            return dest, record
+        _remove_stale_tmp(archive, dest)
+        return dest, _extract_locked(archive, suffix, dest, marker, digest, record, members)
+    finally:
+        lock.release()
 
+
+def _checked_members(archive: str, suffix: str, max_size: int | None) -> list[_Member]:
+    """The archive's members, after the safety and size checks."""
     listing = {".zip": _list_zip, ".7z": _list_7z}.get(suffix, _list_tar)
     try:
         members = listing(archive)
@@ -382,11 +560,29 @@ def _extract(archive: str, dest: str | None) -> tuple[str, dict]:
                                       f"archive ({type(e).__name__}: {e})") from e
         raise
     _check_members(archive, members)
+    limit = extract_limit(archive) if max_size is None else int(max_size)
+    declared = sum(m.size for m in members)
+    if declared > limit:
+        raise UnsafeArchiveError(
+            f"refusing to extract {archive}: its {len(members)} members declare "
+            f"{declared / 1e6:.1f} MB, more than the limit of {limit / 1e6:.1f} MB "
+            f"({MAX_EXTRACT_RATIO}x the archive, at least {MIN_EXTRACT_LIMIT >> 20} MiB); "
+            f"pass max_size= (CLI: --max-extract-gb) if you trust it")
+    reserved = {f".{os.path.basename(archive)}.extracted", f".{os.path.basename(archive)}.lock"}
+    for m in members:
+        if _split(m.name) and _split(m.name)[0] in reserved:
+            raise UnsafeArchiveError(f"refusing to extract {archive}: member {m.name!r} "
+                                     f"would replace the extraction's own bookkeeping file")
+    return members
 
-    os.makedirs(dest, exist_ok=True)
+
+def _extract_locked(archive: str, suffix: str, dest: str, marker: str, digest: str,
+                    old: dict | None, members: list[_Member]) -> dict:
+
+    ours = set((old or {}).get("files") or [])
     # Unpacking next to the final place (same file system, so moves are renames) and moving
     # in only once everything is out means a failure never leaves a half-written tree.
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(archive)}.", suffix=".tmp", dir=dest)
+    tmp = tempfile.mkdtemp(prefix=_tmp_prefix(archive), suffix=".tmp", dir=dest)
     try:
         try:
             _extract_all(archive, suffix, tmp)
@@ -395,42 +591,65 @@ def _extract(archive: str, dest: str | None) -> tuple[str, dict]:
                 raise CorruptArchiveError(f"cannot extract {archive}: truncated or corrupt "
                                           f"archive ({type(e).__name__}: {e})") from e
             raise
-        for entry in os.listdir(tmp):
+        entries = sorted(os.listdir(tmp))
+        files = [rel for rel, is_dir in _walk(tmp) if not is_dir]
+        bad = _collisions(tmp, dest, ours)
+        if bad:
+            raise FileExistsError(
+                f"refusing to extract {archive}: it would overwrite {len(bad)} path(s) that "
+                f"it did not create, e.g. {bad[0]}" + (f", {bad[1]}" if len(bad) > 1 else "")
+                + "; move them away or extract into another folder")
+        for entry in entries:
             _move_into(os.path.join(tmp, entry), os.path.join(dest, entry))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    # What the previous extraction wrote and this archive no longer has: not left stale.
+    for rel in sorted(ours - set(files)):
+        p = os.path.join(dest, *rel.split("/"))
+        if os.path.islink(p) or os.path.isfile(p):
+            with contextlib.suppress(OSError):
+                os.remove(p)
 
     record = {"archive": os.path.basename(archive), "sha1": digest,
-              "top_folder": _top_folder(members)}
-    with open(marker + ".part", "w", encoding="utf-8") as f:
+              "top_folder": _top_folder(members), "entries": entries, "files": files}
+    with atomic_open(marker, "w", encoding="utf-8") as f:
         json.dump(record, f)
-    os.replace(marker + ".part", marker)
-    return dest, record
+    return record
 
 
-def extract(archive: str, dest: str | None = None) -> str:
+def extract(archive: str, dest: str | None = None, *, max_size: int | None = None) -> str:
     """Unpack ``archive`` into ``dest`` (default: the archive's folder) and return ``dest``.
 
     The unpacking half of the book's ``d2l.download_extract``; also used for the full
     competition's ``train.7z``/``test.7z``. Supports .zip, .tar, .tar.gz/.tgz,
     .tar.bz2/.tbz2, .tar.xz/.txz and .7z. Runs once per archive content: the marker file
     ``dest/.<archive name>.extracted`` holds the archive's SHA-1 and makes later calls
-    no-ops. Raises :class:`UnsafeArchiveError` (before writing anything) for members that
-    would escape ``dest`` and :class:`CorruptArchiveError` for unreadable archives.
+    no-ops (unless what it created at the top level was deleted: then it runs again).
+
+    Never deletes or overwrites what it did not create: the marker lists the files written,
+    and an archive that would replace any other existing path raises
+    :class:`FileExistsError` naming it, before anything is moved. Raises
+    :class:`UnsafeArchiveError` (before writing anything) for members that would escape
+    ``dest`` and for archives whose declared size exceeds ``max_size`` bytes (default
+    :func:`extract_limit`: 20x the archive, at least 256 MiB — a zip bomb),
+    :class:`CorruptArchiveError` for unreadable archives. Concurrent extractions of one
+    archive take turns (a lock file); temporary folders of dead ones are removed.
     """
-    return _extract(archive, dest)[0]
+    return _extract(archive, dest, max_size)[0]
 
 
-def download_extract(name_or_url: str, folder: str | None = None) -> str:
+def download_extract(name_or_url: str, folder: str | None = None, *,
+                     max_size: int | None = None, **download_kw) -> str:
     """Download and unpack a dataset next to its archive; return the data folder.
 
     The book's ``d2l.download_extract`` (step 1 of both Kaggle chapters), e.g.
     ``download_extract('cifar10_tiny')`` -> ``<data dir>/kaggle_cifar10_tiny``. Unlike the
     book, ``folder`` is the download folder (as in :func:`download`), not a sub-folder to
     return. When the archive holds a single top-level folder its path is returned,
-    otherwise the folder the archive was unpacked into.
+    otherwise the folder the archive was unpacked into. ``max_size`` goes to :func:`extract`,
+    other keywords (``deadline``, ``stall_timeout``) to :func:`download`.
     """
-    archive = download(name_or_url, folder)
-    dest, record = _extract(archive, None)
+    archive = download(name_or_url, folder, **download_kw)
+    dest, record = _extract(archive, None, max_size)
     top = record.get("top_folder")
     return os.path.join(dest, top) if top else dest

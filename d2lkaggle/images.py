@@ -24,12 +24,75 @@ from PIL import Image
 from .checkpoint import atomic_open
 from .reorg import _list_files
 
-__all__ = ["read_image", "read_images", "load_image_array", "list_images", "CACHE_DIR_NAME"]
+__all__ = ["read_image", "read_images", "load_image_array", "list_images", "image_size",
+           "check_images", "CACHE_DIR_NAME", "MAX_IMAGE_PIXELS"]
 
 #: name of the cache folder :func:`load_image_array` creates next to the data
 CACHE_DIR_NAME = ".d2lkaggle_cache"
 _CACHE_VERSION = 1
 _CHUNK = 4096  # images decoded per read_images call when building a cache
+
+#: largest image (width × height) read_image decodes: Pillow's own "decompression bomb"
+#: threshold; a larger file raises ValueError naming it before any pixel is allocated
+MAX_IMAGE_PIXELS = 89_478_485
+
+
+def _check_pixels(name: str, size: tuple[int, int]) -> None:
+    w, h = size
+    if w * h > MAX_IMAGE_PIXELS:
+        raise ValueError(f"image {name} is {w}x{h} pixels ({w * h / 1e6:.1f} MP), more than "
+                         f"the limit of {MAX_IMAGE_PIXELS / 1e6:.1f} MP "
+                         f"(d2lkaggle.images.MAX_IMAGE_PIXELS); shrink or remove it")
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(width, height)`` of an image file from its header (no pixels decoded).
+
+    Raises :class:`ValueError` naming the file when it is not an image or larger than
+    :data:`MAX_IMAGE_PIXELS`.
+    """
+    name = os.fspath(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(name) as im:
+                size = im.size
+    except FileNotFoundError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"image {name} is too large to decode: {e}") from e
+    except Exception as e:
+        raise ValueError(f"cannot read image {name}: {e}") from e
+    _check_pixels(name, size)
+    return size
+
+
+def check_images(paths: Sequence[str | os.PathLike], same_size: bool = False,
+                 num_workers: int | None = None) -> tuple[int, int] | None:
+    """Check from their headers that every file is an image within :data:`MAX_IMAGE_PIXELS`;
+    with ``same_size``, that all have the size most of them have (returned, as (w, h)).
+
+    Every input of a run is checked this way before the first epoch; a problem raises
+    :class:`ValueError` naming the file.
+    """
+    paths = [os.fspath(p) for p in paths]
+    workers = _default_workers() if num_workers is None else max(1, int(num_workers))
+    if workers <= 1 or len(paths) < 64:
+        sizes = [image_size(p) for p in paths]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as ex:
+            sizes = list(ex.map(image_size, paths, chunksize=64))
+    if not same_size or not sizes:
+        return None
+    from collections import Counter
+    (common, count), = Counter(sizes).most_common(1)
+    for p, s in zip(paths, sizes):
+        if s != common:
+            raise ValueError(f"images differ in size: {p} is {(s[1], s[0], 3)}, but {count} "
+                             f"of {len(paths)} images are {(common[1], common[0], 3)}; "
+                             f"same-sized images are needed here (decode them one by one "
+                             f"with read_image instead)")
+    return common
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -56,10 +119,17 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """
     name = os.fspath(path)
     try:
-        with Image.open(name) as im:
-            arr = np.array(_to_rgb(im), dtype=np.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(name) as im:
+                _check_pixels(name, im.size)  # before the pixels are allocated
+                arr = np.array(_to_rgb(im), dtype=np.uint8)
     except (FileNotFoundError, MemoryError):
         raise
+    except ValueError as e:
+        if str(e).startswith(f"image {name} is "):
+            raise
+        raise ValueError(f"cannot read image {name}: {e}") from e
     except Exception as e:  # Pillow raises OSError, SyntaxError, EOFError, struct.error ...
         raise ValueError(f"cannot read image {name}: {e}") from e
     if arr.ndim != 3 or arr.shape[2] != 3:  # defensive: never hand out another layout
@@ -146,16 +216,20 @@ def load_image_array(paths: Sequence[str | os.PathLike],
     arr = _try_load(cache, len(paths))
     if arr is not None:
         return arr
-
     out: np.ndarray | None = None
     first = None
     for start in range(0, len(paths), _CHUNK):
         chunk = paths[start:start + _CHUNK]
-        for k, img in enumerate(read_images(chunk)):
-            if out is None:
-                first = (paths[0], img.shape)
-                out = np.empty((len(paths),) + img.shape, dtype=np.uint8)
-            elif img.shape != out.shape[1:]:
+        images = read_images(chunk)  # read_image refuses a file above MAX_IMAGE_PIXELS
+        if out is None:
+            # The shape most of the first chunk has, not the first file's: one odd file (a
+            # large photo) is named below instead of sizing an array that cannot be allocated.
+            from collections import Counter
+            common = Counter(im.shape for im in images).most_common(1)[0][0]
+            first = (next(p for p, im in zip(chunk, images) if im.shape == common), common)
+            out = np.empty((len(paths),) + common, dtype=np.uint8)
+        for k, img in enumerate(images):
+            if img.shape != out.shape[1:]:
                 raise ValueError(
                     f"images differ in size: {chunk[k]} is {img.shape}, but {first[0]} is "
                     f"{first[1]}; load_image_array needs same-sized images (decode them one "

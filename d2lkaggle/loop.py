@@ -16,8 +16,10 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 import numpy as np
 
 from .checkpoint import load_npz, save_npz
+from .mixing import batch_rng
+from .schedules import check_lr, check_schedule
 
-HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "valid_loss", "valid_acc",
+HISTORY_COLUMNS = ("epoch", "lr", "lr_last", "train_loss", "train_acc", "valid_loss", "valid_acc",
                    "seconds", "examples_per_sec")
 
 
@@ -85,7 +87,8 @@ class History:
     @classmethod
     def from_json(cls, text: str) -> "History":
         d = json.loads(text)
-        return cls(rows=[{k: (math.nan if v is None else v) for k, v in r.items()}
+        # columns added later (lr_last) read as NaN from older checkpoints
+        return cls(rows=[{k: (math.nan if r.get(k) is None else r[k]) for k in HISTORY_COLUMNS}
                          for r in d["rows"]], devices=d.get("devices", ""))
 
     def to_csv(self, path: str, extra: dict[str, Any] | None = None) -> str:
@@ -115,34 +118,60 @@ def evaluate(step: Step, data: Iterable) -> tuple[float, float]:
         loss_sum, correct, n = loss_sum + ls, correct + c, n + k
     if n == 0:
         raise ValueError("evaluation data is empty")
+    if not math.isfinite(loss_sum):
+        # NaN weights still give an argmax (class 0), so accuracy alone would look valid.
+        raise FloatingPointError(
+            f"evaluation loss is {loss_sum / n} over {n} examples: the model's outputs are not "
+            "finite (training diverged?); lower the learning rate or check the inputs")
     return loss_sum / n, correct / n
 
 
-def predict(step: Step, data: Iterable) -> np.ndarray:
-    """Class probabilities for every example of ``data``, in order (rows sum to 1)."""
+def predict(step: Step, data: Iterable, tta: Any = None) -> np.ndarray:
+    """Class probabilities for every example of ``data``, in order (rows sum to 1).
+
+    ``tta`` ("flip", "flip-crop" or a number of views) averages the probabilities of the
+    augmented views of each batch (see :mod:`d2lkaggle.tta`); rows keep their order.
+    """
+    if tta is not None:
+        from .tta import TTAStep
+        step = TTAStep(step, tta, seed=getattr(data, "seed", 0))
     out = [np.asarray(step.predict_batch(x), dtype=np.float64) for x, _ in data]
     if not out:
         raise ValueError("prediction data is empty")
-    return np.concatenate(out)
+    probs = np.concatenate(out)
+    bad = ~np.isfinite(probs).all(axis=1) if probs.ndim == 2 else ~np.isfinite(probs)
+    if bad.any():
+        raise FloatingPointError(
+            f"{int(bad.sum())} of {len(bad)} rows of predicted probabilities are not finite "
+            "(the model diverged?); no submission is written from them")
+    return probs
 
 
 def _progress(total: int, desc: str, enabled: bool):
     if not enabled:
         return None
+    if hasattr(enabled, "epoch_bar"):  # a progress.RunProgress: one overall line across phases
+        return enabled.epoch_bar(total, desc)
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 
 def fit(step: Step, train_data, valid_data, num_epochs: int,
-        schedule: Callable[[int], float], *, checkpoint_dir: str | None = None,
+        schedule: Callable[[float], float], *, mixing: Callable | None = None,
+        num_classes: int | None = None, checkpoint_dir: str | None = None,
         resume: bool = False, progress: bool = True, plot: str | None = None,
         devices: str = "", on_epoch: Callable[[int, History], None] | None = None,
-        log: Callable[[str], None] | None = print) -> History:
+        log: Callable[[str], None] | None = print, config: dict | None = None) -> History:
     """Train for ``num_epochs`` epochs: the chapters' ``train`` loop, once for all backends.
 
-    Each epoch sets ``schedule(epoch)`` as the learning rate, trains on every batch of
-    ``train_data`` (metrics accumulated from the per-batch loss sums), then evaluates on
-    ``valid_data`` when given. With ``checkpoint_dir`` it writes ``last.npz`` after every
+    Before batch ``b`` of epoch ``e`` it sets ``schedule(e + b / len(train_data))`` as the
+    learning rate (see :mod:`d2lkaggle.schedules`; every rate is checked before training
+    starts), trains on every batch of ``train_data`` (metrics accumulated from the per-batch
+    loss sums), then evaluates on ``valid_data`` when given and passes the validation loss
+    (the training loss without validation data) to ``schedule.observe`` if it has one.
+    ``mixing`` (e.g. :class:`d2lkaggle.mixing.Mixup`) is applied to every training batch with
+    the batch's own generator ``default_rng([loader seed, epoch, b, MIX_TAG])``; training
+    accuracy is then counted against the argmax of the soft targets. With ``checkpoint_dir`` it writes ``last.npz`` after every
     epoch and ``best.npz`` when valid accuracy improves (both atomically); ``resume=True``
     continues from ``last.npz`` and ends with the weights an uninterrupted run would have.
     ``plot`` is a PNG path for the curves (redrawn each epoch) or ``"live"`` for Jupyter.
@@ -162,23 +191,40 @@ def fit(step: Step, train_data, valid_data, num_epochs: int,
             history = History.from_json(meta["history"])
             history.devices = devices
             start, best = int(meta["epoch"]) + 1, float(meta["best"])
+            if meta.get("schedule") is not None and hasattr(schedule, "load_state_dict"):
+                schedule.load_state_dict(meta["schedule"])  # plateau counters
             if log:
                 log(f"resumed from {last_path} after epoch {start}")
     live = None
     if plot == "live":
         from .plotting import LivePlot
         live = LivePlot(has_valid=valid_data is not None)
+    from .diagnostics import LearningMonitor
+    monitor = LearningMonitor(train_data, num_epochs, log)
 
+    # every rate of the run, before anything is trained (a plateau schedule: its current rate)
+    check_schedule(schedule, num_epochs, len(train_data), start)
+    if mixing is not None:
+        num_classes = num_classes or getattr(mixing, "num_classes", None) or _num_classes(train_data)
+    mix_seed = int(getattr(train_data, "seed", 0))
+    lr = None
     for epoch in range(start, num_epochs):
-        lr = float(schedule(epoch))
-        step.set_lr(lr)
         for d in (train_data, valid_data):
             if hasattr(d, "set_epoch"):
                 d.set_epoch(epoch)
         bar = _progress(len(train_data), f"epoch {epoch + 1}/{num_epochs}", progress)
         loss_sum, correct, n, seconds = 0.0, 0, 0, 0.0
         t0 = time.perf_counter()
+        nb = max(1, len(train_data))
+        lr_first = None
         for b, (x, y) in enumerate(train_data):
+            new_lr = check_lr(schedule, epoch + b / nb)
+            if new_lr != lr:  # setting the same rate again would be a no-op
+                step.set_lr(new_lr)
+                lr = new_lr
+            lr_first = lr if lr_first is None else lr_first
+            if mixing is not None:
+                x, y = mixing(x, y, batch_rng(mix_seed, epoch, b), num_classes)
             ls, c, k = step.train_batch(x, y)
             if not math.isfinite(ls):
                 if bar is not None:
@@ -199,20 +245,28 @@ def fit(step: Step, train_data, valid_data, num_epochs: int,
         valid_loss = valid_acc = math.nan
         if valid_data is not None:
             valid_loss, valid_acc = evaluate(step, valid_data)
-        history.add(epoch=epoch + 1, lr=lr, train_loss=loss_sum / n, train_acc=correct / n,
+        if hasattr(schedule, "observe"):
+            schedule.observe(valid_loss if valid_data is not None else loss_sum / n)
+        history.add(epoch=epoch + 1, lr=lr_first, lr_last=lr, train_loss=loss_sum / n, train_acc=correct / n,
                     valid_loss=valid_loss, valid_acc=valid_acc, seconds=seconds,
                     examples_per_sec=n / seconds if seconds > 0 else math.nan)
         if log:
             r = history.last
-            msg = (f"epoch {epoch + 1}/{num_epochs}  lr {lr:.3g}  train loss {r['train_loss']:.4f}"
+            msg = (f"epoch {epoch + 1}/{num_epochs}  lr {lr_first:.3g}  train loss {r['train_loss']:.4f}"
                    f"  train acc {r['train_acc']:.3f}")
             if valid_data is not None:
                 msg += f"  valid loss {valid_loss:.4f}  valid acc {valid_acc:.3f}"
             log(msg + f"  ({r['examples_per_sec']:.0f} ex/s)")
+        monitor.after_epoch(history)
         if checkpoint_dir:
-            improved = valid_data is not None and valid_acc > best
+            improved = (valid_data is not None and math.isfinite(valid_loss)
+                        and valid_acc > best)  # a NaN loss never becomes "best"
             best = max(best, valid_acc) if improved else best
             meta = {"epoch": epoch, "best": best, "history": history.to_json()}
+            if config is not None:  # what shaped this training: resume compares it
+                meta["config"] = config
+            if hasattr(schedule, "state_dict"):
+                meta["schedule"] = schedule.state_dict()
             state = step.state_dict()
             save_npz(last_path, state, meta)
             if improved:
@@ -227,6 +281,13 @@ def fit(step: Step, train_data, valid_data, num_epochs: int,
     if start >= num_epochs and checkpoint_dir and log:
         log(f"{last_path} already holds all {num_epochs} epochs; nothing to train")
     return history
+
+
+def _num_classes(data) -> int:
+    labels = getattr(data, "labels", None)
+    if labels is None:
+        raise ValueError("mixing needs num_classes: give fit(..., num_classes=C) or Mixup(num_classes=C)")
+    return int(np.max(labels)) + 1
 
 
 def loader_norm(data_iter) -> dict[str, tuple[float, ...]]:

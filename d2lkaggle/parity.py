@@ -48,6 +48,12 @@ MODELS: dict[str, dict[str, Any]] = {
     "resnet34": {"build": "B.resnet34(1000)", "size": 64, "batch": 4, "classes": 1000, "bn": 0.2},
     "finetune": {"build": "B.finetune_net(120)", "size": 64, "batch": 4, "classes": 120, "bn": 0.2,
                  "frozen_bn": True},
+    # the write-ups' models; no dropout (its masks are each framework's own random numbers)
+    "cnn_elu": {"build": "B.cnn_elu(10, 3, 64, dropout=0.0)", "size": 64, "batch": 8,
+                "classes": 10, "bn": 0.5},
+    "efficientnet_v2_s": {"build": "B.efficientnet_v2_s(10, stochastic_depth=0.0, dropout=0.0)",
+                          "size": 64, "batch": 2, "classes": 10, "bn": 0.1, "calibrate": 4,
+                          "forward_only": True},
 }
 BN_MOMENTUM = 0.1   # torch's convention: weight of the new batch statistics
 LR, LR_AFTER, LR_STEP, WD, MOMENTUM = 0.01, 0.005, 5, 5e-4, 0.9
@@ -121,7 +127,7 @@ def _worker(backend: str, task: str, model: str, workdir: str, steps: int,
         step = B.Step(net, lr=0.0, amp=False)
         rng = np.random.default_rng(1)
         s, b = spec["size"], spec["batch"]
-        for _ in range(30):
+        for _ in range(spec.get("calibrate", 30)):   # (fewer for a slow, big model)
             step.train_batch(rng.integers(0, 256, (b, s, s, 3), dtype=np.uint8),
                              rng.integers(0, 10, b))
         state = B.get_state(net)
@@ -241,6 +247,15 @@ def prepare(workdir: str, model: str, steps: int, reference: str, seed: int = 0)
 
 def bn_examples(model: str, name: str, size: int, batch: int) -> int:
     """How many values a BatchNorm layer averages over per channel (batch × its H × W)."""
+    if model == "cnn_elu":   # layer.{i}: halved by each max-pool before it; fc_layer: per example
+        from .models import CNN_ELU
+        if not name.startswith("layer."):
+            return batch
+        pos = int(name.split(".")[1])
+        pools = sum(1 for kind, p, _ in CNN_ELU.layer_names() if kind == "pool" and p < pos)
+        return batch * (size >> pools) ** 2
+    if model not in MODELS or model.startswith("efficientnet"):
+        raise ValueError(f"no BatchNorm sizes for {model!r} (compare its forward pass only)")
     layer = next((int(p[5:]) for p in name.split(".") if p.startswith("layer")), 0)
     if model.startswith("resnet18"):
         side = size >> max(0, layer - 1)
@@ -342,6 +357,8 @@ def run_parity(model: str = "resnet18", steps: int = 10, backends: Sequence[str]
         raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    if MODELS[model].get("forward_only"):   # (training at batch 2 would compare BatchNorm noise)
+        tasks = tuple(t for t in tasks if t in ("forward", "data"))
     names = [b for b in (backends or BACKENDS) if is_installed(b)]
     if len(names) < 2:
         raise RuntimeError(f"parity needs two installed backends, found {names or 'none'}")

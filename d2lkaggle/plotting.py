@@ -1,42 +1,223 @@
-"""Training curves: a PNG in scripts, a live figure in Jupyter (the book's Animator)."""
+"""Pictures of a run: curves, confusion matrix, worst mistakes, lr finder (the book's Animator and more).
+
+Every function here draws with matplotlib only (no framework), saves a PNG atomically and
+returns the closed :class:`matplotlib.figure.Figure`, so callers and tests can look at the
+axes, labels and data that went into the file.
+"""
 from __future__ import annotations
 
 import math
+import textwrap
+from typing import Sequence
+
+import numpy as np
 
 from .checkpoint import atomic_path
 
+#: how the pipeline names the two phases of a chapter, and how the curves label them
+PHASE_LABELS = {"valid": "train/valid split", "train_valid": "retrain on train+valid"}
 
-def _figure(history):
+
+def _plt():
     import matplotlib
     if not _in_notebook():
         matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path: str, dpi: int = 100):
+    plt = _plt()
+    try:
+        with atomic_path(path, ".png") as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
+    finally:
+        plt.close(fig)
+    return fig
+
+
+def _col(history, name: str) -> list[float]:
+    # columns added by later branches (e.g. ``lr_last``) may be missing from older rows
+    return [float(r.get(name, math.nan)) for r in history.rows]
+
+
+def _has(ys: Sequence[float]) -> bool:
+    return bool(ys) and not all(math.isnan(v) for v in ys)
+
+
+def _figure(phases, title: str | None = None):
+    """Loss, accuracy and learning-rate panels for one or more ``(phase, History)`` pairs."""
+    plt = _plt()
+    from matplotlib.ticker import MaxNLocator
     # losses and accuracies on separate axes: early valid-loss spikes would flatten the rest
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(8, 3.2))
-    epochs = history.column("epoch")
-    for ax, keys in ((ax_loss, ("train_loss", "valid_loss")), (ax_acc, ("train_acc", "valid_acc"))):
-        for key, style in zip(keys, ("-", "--")):
-            ys = history.column(key)
-            if ys and not all(math.isnan(v) for v in ys):
-                ax.plot(epochs, ys, style, marker=".", label=key.replace("_", " "))
+    fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(12, 3.8))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    many = len(phases) > 1
+    for k, (phase, h) in enumerate(phases):
+        color = colors[k % len(colors)]
+        suffix = f" ({PHASE_LABELS.get(phase, phase)})" if many else ""
+        epochs = _col(h, "epoch")
+        for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
+            for split, style in (("train", "-"), ("valid", "--")):
+                ys = _col(h, f"{split}_{key}")
+                if _has(ys):
+                    ax.plot(epochs, ys, style, color=color, marker=".", label=f"{split}{suffix}")
+        lr, lr_last = _col(h, "lr"), _col(h, "lr_last")
+        if _has(lr):
+            ax_lr.plot(epochs, lr, "-", color=color, marker=".", label=f"lr at epoch start{suffix}")
+        if _has(lr_last):
+            ax_lr.plot(epochs, lr_last, ":", color=color, marker="x", label=f"lr at epoch end{suffix}")
+    for ax, ylabel in ((ax_loss, "cross-entropy loss (batch mean)"), (ax_acc, "accuracy"),
+                       (ax_lr, "learning rate")):
         ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
-        ax.legend()
-    ax_loss.set_yscale("log")
+        if ax.lines:
+            ax.legend(fontsize=7)
+    ax_loss.set_title("loss")
+    ax_acc.set_title("accuracy")
+    ax_lr.set_title("learning rate")
+    # log scale only when the values span more than a decade (else its ticks say little)
+    losses = [v for line in ax_loss.lines for v in line.get_ydata() if math.isfinite(v)]
+    if losses and min(losses) > 0 and max(losses) / min(losses) > 10:
+        ax_loss.set_yscale("log")
     ax_acc.set_ylim(0, 1.02)
+    lrs = [v for line in ax_lr.lines for v in line.get_ydata() if math.isfinite(v)]
+    if lrs and min(lrs) > 0 and max(lrs) / min(lrs) > 20:
+        ax_lr.set_yscale("log")
+    elif lrs:
+        ax_lr.set_ylim(0, 1.1 * max(lrs) or 1.0)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig, plt
 
 
-def plot_history(history, path: str) -> str:
-    """Draw train loss/acc and valid loss/acc per epoch into a PNG at ``path`` (atomically)."""
-    fig, plt = _figure(history)
-    try:
-        with atomic_path(path, ".png") as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
-    finally:
-        plt.close(fig)
+def plot_history(history, path: str, title: str | None = None) -> str:
+    """Draw train loss/acc, valid loss/acc and the lr per epoch into a PNG at ``path`` (atomically)."""
+    fig, _ = _figure([("", history)], title)
+    _save(fig, path)
     return path
+
+
+def plot_run(phases, path: str, title: str | None = None):
+    """The curves of a whole chapter run: ``phases`` is ``[(phase, History), ...]`` in order
+    (``"valid"``: the train/valid split, ``"train_valid"``: the retrain on all labels)."""
+    fig, _ = _figure([(p, h) for p, h in phases if len(h)], title)
+    return _save(fig, path)
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts ``m[t, p]`` of examples of true class ``t`` predicted as ``p``."""
+    m = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(m, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
+    return m
+
+
+def plot_confusion(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str], path: str,
+                   title: str | None = None):
+    """The validation confusion matrix (rows: true class, columns: predicted), row-normalised
+    colours with the counts written in when there are few classes."""
+    plt = _plt()
+    c = len(classes)
+    m = confusion_matrix(y_true, np.asarray(probs).argmax(axis=1), c)
+    rows = m.sum(axis=1, keepdims=True)
+    frac = np.divide(m, rows, out=np.zeros(m.shape, dtype=np.float64), where=rows > 0)
+    side = min(16.0, max(5.0, 0.3 * c + 2.5))
+    fig, ax = plt.subplots(figsize=(side + 1.2, side))
+    im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    fs = max(3.0, min(9.0, 300.0 / max(c, 1)))
+    ax.set_xticks(range(c))
+    ax.set_yticks(range(c))
+    ax.set_xticklabels(classes, rotation=90, fontsize=fs)
+    ax.set_yticklabels(classes, fontsize=fs)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if c <= 20:
+        for t in range(c):
+            for p in range(c):
+                if m[t, p]:
+                    ax.text(p, t, str(m[t, p]), ha="center", va="center", fontsize=fs,
+                            color="white" if frac[t, p] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    acc = np.trace(m) / max(1, m.sum())
+    off = m * (1 - np.eye(c, dtype=np.int64))
+    top = [divmod(int(k), c) for k in np.argsort(-off, axis=None, kind="stable")[:3]]
+    pairs = ", ".join(f"{_short(classes[t])} → {_short(classes[q])} ({off[t, q]})"
+                      for t, q in top if off[t, q])
+    ax.set_title((title + "\n" if title else "") + f"validation: {m.sum()} images, accuracy {acc:.3f}"
+                 + (f"\nmost confused (true → predicted): {pairs}" if pairs else ""), fontsize=9)
+    fig.tight_layout()
+    # many classes: tiny tick labels, so more pixels to read them when zooming in
+    return _save(fig, path, dpi=150 if c > 40 else 100)
+
+
+def worst_mistakes(y_true: np.ndarray, probs: np.ndarray, k: int = 16) -> np.ndarray:
+    """Indices of the ``k`` wrong predictions with the highest predicted probability, worst first."""
+    probs = np.asarray(probs)
+    pred = probs.argmax(axis=1)
+    wrong = np.flatnonzero(pred != np.asarray(y_true))
+    conf = probs[wrong, pred[wrong]]
+    return wrong[np.argsort(-conf, kind="stable")[:k]]
+
+
+def plot_mistakes(images, y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str], path: str,
+                  k: int = 16, title: str | None = None):
+    """A grid of the most confidently wrong validation images, each with true and predicted
+    label. ``images[i]`` is the i-th validation image (H×W×3 uint8, any size)."""
+    plt = _plt()
+    idx = worst_mistakes(y_true, probs, k)
+    probs = np.asarray(probs)
+    cols = 4 if len(idx) > 4 else max(1, len(idx))
+    nrows = max(1, math.ceil(len(idx) / cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(2.3 * cols, 2.6 * nrows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, idx):
+        p = int(probs[i].argmax())
+        t = int(y_true[i])
+        ax.imshow(np.asarray(images[int(i)]), interpolation="nearest")
+        ax.set_title(f"true: {_short(classes[t])} ({probs[i, t]:.2f})\n"
+                     f"pred: {_short(classes[p])} ({probs[i, p]:.2f})", fontsize=7, color="darkred")
+    n_wrong = int((probs.argmax(axis=1) != np.asarray(y_true)).sum())
+    head = (f"no mistakes on {len(y_true)} validation images" if not len(idx) else
+            f"{len(idx)} most confident of {n_wrong} mistakes on {len(y_true)} validation images "
+            "(probabilities in brackets)")
+    fig.suptitle((title + "\n" if title else "") + head, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _short(name: str, width: int = 22) -> str:
+    return textwrap.shorten(str(name).replace("_", " "), width, placeholder="…")
+
+
+def plot_lr_find(result, path: str, title: str | None = None):
+    """The lr finder's loss against the learning rate (log scale), with the suggestions marked."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.plot(result.lrs, result.losses, color="0.75", lw=0.8, label="loss per batch")
+    ax.plot(result.lrs, result.smoothed, color="C0", label="smoothed loss")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss (batch mean)")
+    for lr, name, color in ((result.steepest, "steepest descent", "C3"),
+                            (result.min_lr / 10, "minimum / 10", "C2")):
+        if lr and math.isfinite(lr):
+            chosen = " (suggested)" if name == result.rule else ""
+            ax.axvline(lr, color=color, ls="-" if chosen else "--", lw=1.5 if chosen else 1,
+                       label=f"{name}: {lr:.2g}{chosen}")
+    finite = [v for v in result.smoothed if math.isfinite(v)]
+    if finite:
+        lo, first = min(finite), finite[0]
+        ax.set_ylim(lo - 0.1 * abs(lo), max(first, lo) * 1.5 + 1e-3)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title((title + "\n" if title else "") + f"lr finder: {len(result.lrs)} batches, "
+                 f"stopped: {result.stopped}", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def _in_notebook() -> bool:
@@ -58,7 +239,7 @@ class LivePlot:
         if not _in_notebook():
             return
         from IPython import display
-        fig, plt = _figure(history)
+        fig, plt = _figure([("", history)])
         display.clear_output(wait=True)
         display.display(fig)
         plt.close(fig)

@@ -17,9 +17,16 @@ back to copies when the file system refuses links (another device, FAT/exFAT). E
 builds the folders under a hidden temporary folder next to them and then swaps them in: a
 re-run leaves exactly the new split (no stale files from an earlier one), and an interrupted
 run never leaves a half-filled folder under the final names.
+
+Nothing of the user's is ever deleted: ``data_dir/.train_valid_test.manifest.json`` lists
+every file and folder reorg placed; a re-run replaces a folder only when the manifest says
+reorg wrote it and it holds nothing else (a file the user added there, a folder reorg did not
+write → :class:`FileExistsError` naming it, before anything changes). Two reorgs of one
+folder at once take turns (the lock file ``data_dir/.train_valid_test.lock``).
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -35,8 +42,9 @@ __all__ = ["n_valid_per_label", "split_train_valid", "reorg_train_valid", "reorg
 #: ways of placing a file into the layout
 MODES = ("link", "symlink", "copy")
 TRAIN_VALID_TEST = "train_valid_test"
-_TMP_PREFIX = ".tmp-"
-_OLD_PREFIX = ".old-"
+_TMP_PREFIX = ".reorg-tmp-"
+_OLD_PREFIX = ".reorg-old-"
+_OWNED = ".reorg-owned"  # a file inside every temporary folder reorg makes
 
 
 # --------------------------------------------------------------------------- the split
@@ -154,12 +162,80 @@ def _placer(mode: str) -> Callable[[str, str], None]:
     raise ValueError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
 
 
+def _manifest_path(data_dir: str) -> str:
+    return os.path.join(data_dir, f".{TRAIN_VALID_TEST}.manifest.json")
+
+
+def _read_manifest(data_dir: str) -> dict[str, list[str]]:
+    """``{part: [relative entries, folders ending in '/']}`` of what earlier reorgs placed."""
+    path = _manifest_path(data_dir)
+    try:
+        with open(path, encoding="utf-8") as f:
+            parts = json.load(f)["parts"]
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"cannot read the reorg manifest {path} ({e}); delete it and the "
+                         f"{TRAIN_VALID_TEST} folders reorg made, then re-run") from e
+    return {k: list(v) for k, v in parts.items()}
+
+
+def _write_manifest(data_dir: str, parts: dict[str, list[str]]) -> None:
+    from .checkpoint import atomic_write_text
+    atomic_write_text(_manifest_path(data_dir), json.dumps({"version": 1, "parts": parts}) + "\n")
+
+
+def _entries(folder: str) -> list[str]:
+    """Every file and folder under ``folder``, relative, folders ending in ``/``."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        rel = os.path.relpath(dirpath, folder)
+        rel = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        out.extend(rel + d + "/" for d in dirnames if not os.path.islink(os.path.join(dirpath, d)))
+        out.extend(rel + d for d in dirnames if os.path.islink(os.path.join(dirpath, d)))
+        out.extend(rel + f for f in filenames)
+    return sorted(out)
+
+
+def _check_replaceable(root: str, names: tuple[str, ...], manifest: dict[str, list[str]]) -> None:
+    """Refuse to replace a folder reorg did not write, or one holding files it did not place."""
+    for name in names:
+        target = os.path.join(root, name)
+        if not os.path.lexists(target):
+            continue
+        if name not in manifest or not os.path.isdir(target) or os.path.islink(target):
+            raise FileExistsError(
+                f"{target} exists but reorg did not write it (it is not in "
+                f"{_manifest_path(os.path.dirname(root))}); move it away or delete it "
+                f"yourself, then re-run reorg")
+        foreign = sorted(set(_entries(target)) - set(manifest[name]))
+        if foreign:
+            raise FileExistsError(
+                f"{target} holds {len(foreign)} file(s) reorg did not put there: "
+                f"{_listing(foreign, 5)}; move them out of {target} (reorg replaces that "
+                f"folder), then re-run reorg")
+
+
 def _clean_leftovers(root: str) -> None:
-    """Remove temporary folders an interrupted earlier run left in ``root``."""
+    """Remove temporary folders an interrupted earlier reorg left in ``root`` (called under
+    the lock; only folders carrying reorg's own mark, never a user's ``.tmp-*``)."""
     with os.scandir(root) as it:
-        stale = [e.path for e in it if e.name.startswith((_TMP_PREFIX, _OLD_PREFIX)) and e.is_dir()]
+        stale = [e.path for e in it if e.name.startswith((_TMP_PREFIX, _OLD_PREFIX))
+                 and e.is_dir(follow_symlinks=False) and os.path.exists(os.path.join(e.path, _OWNED))]
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _own_tmpdir(prefix: str, root: str) -> str:
+    tmp = tempfile.mkdtemp(prefix=prefix, dir=root)
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+    open(os.path.join(tmp, _OWNED), "wb").close()
+    return tmp
+
+
+def _umask() -> int:
+    from .checkpoint import current_umask
+    return current_umask()
 
 
 def _build_and_swap(data_dir: str, names: tuple[str, ...],
@@ -168,24 +244,43 @@ def _build_and_swap(data_dir: str, names: tuple[str, ...],
 
     Old folders are first all moved aside, then the new ones moved in (renames within one
     folder), so a crash leaves either the old tree, the new tree, or a tree with folders
-    missing — never a half-filled folder under its final name.
+    missing — never a half-filled folder under its final name. Holds the reorg lock, refuses
+    to replace what reorg did not write, and keeps the manifest a superset of what reorg
+    placed at every moment.
     """
+    from .checkpoint import file_lock
     root = os.path.join(data_dir, TRAIN_VALID_TEST)
+    if os.path.lexists(root) and not os.path.isdir(root):
+        raise NotADirectoryError(f"{root} is a file; reorg needs it to be a folder")
     os.makedirs(root, exist_ok=True)
-    _clean_leftovers(root)
-    tmp = tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=root)
+    lock = file_lock(os.path.join(data_dir, f".{TRAIN_VALID_TEST}.lock"),
+                     f"reorganizes {data_dir}")
     try:
-        build(tmp)
-        old = tempfile.mkdtemp(prefix=_OLD_PREFIX, dir=root)
-        for name in names:
-            target = os.path.join(root, name)
-            if os.path.lexists(target):
-                os.rename(target, os.path.join(old, name))
-        for name in names:
-            os.rename(os.path.join(tmp, name), os.path.join(root, name))
+        manifest = _read_manifest(data_dir)
+        _check_replaceable(root, names, manifest)
+        _clean_leftovers(root)
+        tmp = _own_tmpdir(_TMP_PREFIX, root)
+        old = None
+        try:
+            build(tmp)
+            new = {name: _entries(os.path.join(tmp, name)) for name in names}
+            # Before the swap the manifest lists both trees, after it only the new one.
+            _write_manifest(data_dir, {**manifest, **{n: sorted(set(manifest.get(n, [])) | set(new[n]))
+                                                      for n in names}})
+            old = _own_tmpdir(_OLD_PREFIX, root)
+            for name in names:
+                target = os.path.join(root, name)
+                if os.path.lexists(target):
+                    os.rename(target, os.path.join(old, name))
+            for name in names:
+                os.rename(os.path.join(tmp, name), os.path.join(root, name))
+            _write_manifest(data_dir, {**manifest, **new})
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(old, ignore_errors=True)
+        lock.release()
 
 
 # --------------------------------------------------------------------------- public API

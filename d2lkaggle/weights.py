@@ -9,6 +9,10 @@ canonical names, in PyTorch's layouts:
 * The book's ResNet-18: ``conv1``/``bn1`` (stem), ``layer{1..4}.{0,1}.{conv1,bn1,conv2,bn2}``
   and, for the first block of layers 2–4, the 1×1 shortcut ``conv3``; ``fc`` for the output.
 * The fine-tune head: ``head.0`` (Linear 512→hidden) and ``head.2`` (Linear hidden→classes).
+* EfficientNetV2-S/M/L: torchvision's ``efficientnet_v2_*`` state_dict names
+  (``features.{i}.{j}.block.{k}.0.weight``, ``...block.2.fc1.bias`` for squeeze-excitation,
+  ``classifier.1.weight``); the ``finetune_net(arch="efficientnet_v2_*")`` net is that model.
+* ``cnn_elu``: the write-up's ``layer.{0,2,3,5,7,9}`` and ``fc_layer.{0,3,4}``.
 
 Linear weights are ``[out, in]`` and convolutions ``[out, in, kh, kw]``; a backend whose
 layout differs (Paddle's Linear is ``[in, out]``) transposes when it maps names.
@@ -17,13 +21,31 @@ Files are ``.safetensors`` (via ``safetensors.numpy``) or ``.npz``.
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from .checkpoint import atomic_open, atomic_path
 
 NEUTRAL_SUFFIXES = (".safetensors", ".npz")
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights cannot be had (offline, or no download path for this framework).
+
+    ``str(e)`` tells a Python caller what to pass (``weights='FILE'``); :meth:`for_cli`
+    says the same to a command-line user (``--weights FILE``): the text ``{arg}`` in
+    ``template`` becomes one or the other, with ``value`` as the file.
+    """
+
+    def __init__(self, template: str, value: str = "PATH"):
+        self.template, self.value = template, value
+        super().__init__(template.replace(
+            "{arg}", f"weights={value if value == 'PATH' else repr(value)}"))
+
+    def for_cli(self) -> str:
+        """The message in the command line's words."""
+        return self.template.replace("{arg}", f"--weights {self.value}")
 
 
 def is_neutral(path: str) -> bool:
@@ -131,9 +153,81 @@ def backbone_state(weights: str, framework: str) -> tuple[dict[str, np.ndarray],
     it raises an error saying how to make the neutral file once.
     """
     if weights == "imagenet":
-        raise RuntimeError(
+        raise WeightsUnavailableError(
             f"{framework} cannot download ResNet-34 ImageNet weights in torchvision's layout; "
             "convert torchvision's file once where torch is installed: `d2lkaggle weights "
             "convert resnet34-b627a593.pth resnet34.safetensors` (torchvision keeps it in "
-            "~/.cache/torch/hub/checkpoints/), then pass weights='resnet34.safetensors'")
+            "~/.cache/torch/hub/checkpoints/), then pass {arg} (or 'none' for a random "
+            "backbone, which trains poorly)", "resnet34.safetensors")
     return strip_classifier(read_weights(weights)), f"weights in {weights}"
+
+
+def torch_hub_checkpoints() -> str:
+    """torch's download cache for model files (``$TORCH_HOME/hub/checkpoints``), without torch."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "torch")
+    return os.path.join(home, "hub", "checkpoints")
+
+
+def imagenet_file(arch: str, framework: str) -> str:
+    """The local ImageNet weight file of ``arch`` for a backend without torchvision's download:
+    a converted ``<name>.safetensors`` in torch's cache, else torchvision's ``.pth`` there.
+
+    When neither exists, the error names the file, its URL and the folder, and the command
+    that converts it once.
+    """
+    from .models import IMAGENET_WEIGHTS
+    if arch not in IMAGENET_WEIGHTS:
+        raise ValueError(f"no ImageNet weights for {arch!r}; known: {', '.join(IMAGENET_WEIGHTS)}")
+    url = IMAGENET_WEIGHTS[arch]["url"]
+    fname = os.path.basename(url)
+    folder = torch_hub_checkpoints()
+    converted = os.path.join(folder, os.path.splitext(fname)[0] + ".safetensors")
+    for path in (converted, os.path.join(folder, fname)):
+        if os.path.exists(path):
+            return path
+    raise RuntimeError(
+        f"{framework}: the ImageNet {arch} weights are not on this machine; place torchvision's "
+        f"{fname} (from {url}) in {folder} (or run `d2lkaggle weights convert {fname} "
+        f"{os.path.basename(converted)}` there), or pass weights=PATH to a .pth/.safetensors file")
+
+
+def fit_classifier(state: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]],
+                   head: str, source: str) -> tuple[dict[str, np.ndarray], str | None]:
+    """Drop the classifier (names starting with ``head``) from ``state`` when its shapes do
+    not fit the model's (another number of classes): ``(state, message)``; the message says
+    the head was replaced, or is ``None`` when the file's head fits (or it has none)."""
+    names = [k for k in state if k.startswith(head)]
+    if not names or all(k in expected and tuple(expected[k]) == tuple(state[k].shape) for k in names):
+        return dict(state), None
+    weight = next((k for k in names if k.endswith("weight")), names[0])
+    file_shape = tuple(state[weight].shape)
+    model_shape = tuple(expected.get(weight, ()))
+    msg = (f"{source}: classifier {weight} is {file_shape} in the file, {model_shape} in the "
+           f"model (another number of classes); the head is replaced by a new, randomly "
+           "initialised one")
+    return {k: v for k, v in state.items() if not k.startswith(head)}, msg
+
+
+def load_pretrained(net: Any, weights: str, arch: str, head: str, *, framework: str,
+                    get_state: Callable[[Any], dict[str, np.ndarray]],
+                    set_state: Callable[..., None],
+                    imagenet_state: Callable[[str], dict[str, np.ndarray]] | None = None) -> None:
+    """Load ``weights`` (``"imagenet"`` or a file) into a whole model with a backend's
+    ``get_state``/``set_state``; a classifier (names starting with ``head``) for another
+    number of classes is left new, and a warning says so once.
+
+    ``imagenet_state(arch)``: the backend's own ImageNet download (torch); without it the file
+    comes from torch's cache (:func:`imagenet_file`).
+    """
+    import warnings
+    if weights == "imagenet":
+        source = f"ImageNet {arch} weights"
+        state = imagenet_state(arch) if imagenet_state else read_weights(imagenet_file(arch, framework))
+    else:
+        state, source = read_weights(weights), f"weights in {weights}"
+    expected = {k: tuple(v.shape) for k, v in get_state(net).items()}
+    state, replaced = fit_classifier(state, expected, head, source)
+    if replaced:
+        warnings.warn(replaced, stacklevel=4)
+    set_state(net, state, source=source, allow_missing=(head,) if replaced else ())

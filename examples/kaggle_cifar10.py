@@ -9,6 +9,7 @@ import os
 import d2lkaggle
 from d2lkaggle.competitions import get_competition
 from d2lkaggle.datasets import make_demo
+from d2lkaggle.hub import default_data_dir  # $D2LKAGGLE_DATA or ~/.cache/d2lkaggle: nothing lands in the repo
 from d2lkaggle.pipeline import load_data, write_submission
 
 
@@ -18,12 +19,13 @@ def main() -> None:
     p.add_argument("--demo", action="store_true", help="use the built-in synthetic competition")
     p.add_argument("--data-dir", default=os.path.join("..", "data", "cifar-10"))
     p.add_argument("--epochs", type=int)
-    p.add_argument("--out", default="submission.csv")
+    p.add_argument("--out", default=os.path.join(default_data_dir(), "examples", "kaggle_cifar10", "submission.csv"),
+                   help="where submission.csv goes (default: %(default)s)")
     args = p.parse_args()
 
     # Obtaining and organising the dataset (the demo is drawn locally: no download needed).
     comp = get_competition("demo" if args.demo else "cifar10")
-    data_dir = make_demo(os.path.join("data", "demo_cifar10")) if args.demo else args.data_dir
+    data_dir = make_demo(os.path.join(default_data_dir(), "demo_cifar10")) if args.demo else args.data_dir
     labels = d2lkaggle.read_csv_labels(os.path.join(data_dir, comp.labels_file))
     print("# training examples:", len(labels), " # classes:", len(set(labels.values())))
 
@@ -45,6 +47,7 @@ def main() -> None:
     bk.train(net, data.train_valid_iter, None, r.epochs, r.lr, r.wd, devices, r.lr_period,
              r.lr_decay)
     probs = bk.predict(net, data.test_iter, devices)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     print("wrote", write_submission(comp, data_dir, probs, data, args.out))
 
 

@@ -9,6 +9,7 @@ import os
 import d2lkaggle
 from d2lkaggle.competitions import get_competition
 from d2lkaggle.datasets import make_demo
+from d2lkaggle.hub import default_data_dir  # $D2LKAGGLE_DATA or ~/.cache/d2lkaggle: nothing lands in the repo
 from d2lkaggle.pipeline import load_data, write_submission
 
 
@@ -21,12 +22,13 @@ def main() -> None:
                    help="'imagenet', a .pth state_dict or a .safetensors/.npz neutral file; 'none' = random")
     p.add_argument("--image-size", type=int, help="224 in the chapter; 64 or 96 keep CPU runs short")
     p.add_argument("--epochs", type=int)
-    p.add_argument("--out", default="submission.csv")
+    p.add_argument("--out", default=os.path.join(default_data_dir(), "examples", "kaggle_dog", "submission.csv"),
+                   help="where submission.csv goes (default: %(default)s)")
     args = p.parse_args()
 
     comp = get_competition("dog-breed")
     if args.demo:
-        data_dir = make_demo(os.path.join("data", "demo_dog"), n_train=200, n_test=40, size=64,
+        data_dir = make_demo(os.path.join(default_data_dir(), "demo_dog"), n_train=200, n_test=40, size=64,
                              layout="dog")
     else:
         data_dir = args.data_dir
@@ -53,6 +55,7 @@ def main() -> None:
     bk.train(net, data.train_valid_iter, None, r.epochs, r.lr, r.wd, devices, r.lr_period,
              r.lr_decay)
     probs = bk.predict(net, data.test_iter, devices)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     print("wrote", write_submission(comp, data_dir, probs, data, args.out))
 
 

@@ -50,6 +50,21 @@ def test_same_file_names():
     files = {b: sorted(f for f in os.listdir(os.path.join(ROOT, "d2lkaggle", f"{b}_impl"))
                        if f.endswith(".py"))
              for b in ("torch", "mxnet", "paddle")}
-    assert files["torch"] == ["__init__.py", "data.py", "models.py", "optim.py", "train.py",
-                               "weights.py"]
+    assert {"__init__.py", "book.py", "data.py", "models.py", "optim.py", "train.py",
+            "weights.py"} <= set(files["torch"])
     assert files["mxnet"] == files["torch"] == files["paddle"]
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_model_table_is_the_cores(backend):
+    # every backend's list_models() is the core's one list, and each name builds through
+    # create_model (checked without building: the builder each name maps to exists)
+    from d2lkaggle.models import BUILDERS, MODEL_NAMES
+    r = run_py("import json, sys, d2lkaggle; from d2lkaggle.models import BUILDERS\n"
+               "b = d2lkaggle.get_backend(sys.argv[1]); m = sys.modules[b.__name__ + '.models']\n"
+               "print(json.dumps([b.list_models(), [n for n, f in BUILDERS.items() "
+               "if not callable(getattr(m, f, None))]]))", backend)
+    assert r.returncode == 0, r.stderr[-2000:]
+    names, missing = json.loads(r.stdout.strip().splitlines()[-1])
+    assert names == list(MODEL_NAMES) and missing == []
+    assert set(BUILDERS) == set(MODEL_NAMES)

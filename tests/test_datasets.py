@@ -58,9 +58,30 @@ def test_competition_specs():
     d = get_competition("dog-breed")
     assert (d.labels_file, d.label_column, d.sample_file, d.submission, d.image_size) == (
         "labels.csv", "breed", "sample_submission.csv", "proba", 224)
-    assert d.recipe.model == "finetune" and c.recipe.lr == 0.02
+    assert d.recipe.model == "finetune" and c.recipe.lr == 0.05 and c.recipe.sched == "onecycle"
     assert get_competition("cifar100").recipe is None
     with pytest.raises(ValueError, match="cifar10, dog-breed"):
         get_competition("mnist")
     r = c.recipe.with_overrides(epochs=3, lr=None)
-    assert r.epochs == 3 and r.lr == 0.02
+    assert r.epochs == 3 and r.lr == 0.05
+
+
+def test_hard_demo_is_seeded_noisier_and_in_the_same_layout(tmp_path):
+    import numpy as np
+    from PIL import Image
+    easy = make_demo(str(tmp_path / "easy"), n_train=40, n_test=5, seed=3)
+    hard = make_demo(str(tmp_path / "hard"), n_train=40, n_test=5, seed=3, hard=True)
+    again = make_demo(str(tmp_path / "again"), n_train=40, n_test=5, seed=3, hard=True)
+    assert open(os.path.join(hard, "trainLabels.csv")).read() == open(
+        os.path.join(easy, "trainLabels.csv")).read()
+
+    def pixels(d, i):
+        return np.asarray(Image.open(os.path.join(d, "train", f"{i}.png")), dtype=np.float64)
+
+    assert all(np.array_equal(pixels(hard, i), pixels(again, i)) for i in range(1, 41))
+
+    def roughness(d):  # mean absolute difference of neighbouring pixels: the noise level
+        return np.mean([np.abs(np.diff(pixels(d, i), axis=1)).mean() for i in range(1, 41)])
+
+    assert roughness(hard) > 1.5 * roughness(easy)
+    assert pixels(hard, 1).shape == (32, 32, 3)

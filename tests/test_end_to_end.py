@@ -48,6 +48,18 @@ def test_cifar10_layout_run(backend, demo_dir, tmp_path):
     assert os.path.getsize(out / "curves.png") > 1000
     assert os.path.exists(out / "checkpoints" / "valid" / "last.npz")
     assert os.path.exists(out / "checkpoints" / "final" / "last.npz")
+    # pictures of the validation set, and a last line that answers the obvious questions
+    from PIL import Image
+    for name in ("confusion.png", "mistakes.png"):
+        with Image.open(out / name) as im:
+            assert min(im.size) > 300, (name, im.size)
+        assert s["files"][name[:-4]] == str(out / name)
+    assert s["predict_with"] == "retrain" and s["best_epoch"] in (1, 2)
+    lines = r.stdout.strip().splitlines()
+    assert "180 train (160 per epoch after drop_last) / 20 valid / 30 test images" in lines[0]
+    assert lines[-1].startswith(f"demo · {backend} · valid acc best ")
+    assert f"submission.csv from the model retrained on train+valid (2 epochs) · files in {out}" in lines[-1]
+    assert "No ccache found" not in r.stderr and "UserWarning" not in r.stderr
 
 
 @pytest.mark.parametrize("backend", backend_params())
@@ -68,14 +80,27 @@ def test_dog_layout_run_with_checkpoint(backend, dog_dir, tiny_resnet34, tmp_pat
     assert s["recipe"]["model"] == "finetune" and s["valid_loss"] > 0
 
 
+@pytest.mark.parametrize("backend", backend_params("torch"))
+def test_predict_with_best_skips_the_retrain(backend, demo_dir, tmp_path):
+    out = tmp_path / "run"
+    r = run_cli("run", "demo", "--data-dir", demo_dir, "--backend", backend, "--out", str(out),
+                *FAST, "--predict-with", "best")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    s = json.load(open(out / "summary.json"))
+    assert s["predict_with"] == "best" and "best epoch" in s["submission_model"]
+    assert not os.path.exists(out / "checkpoints" / "final")
+    assert {h[0] for h in read_rows(out / "history.csv")[1:]} == {"valid"}
+    assert "submission.csv from the validation phase's best epoch" in r.stdout.strip().splitlines()[-1]
+
+
 def test_run_bad_data_dir_is_a_clear_error(tmp_path):
     r = run_cli("run", "demo", "--data-dir", str(tmp_path / "nope"), "--epochs", "1")
-    assert r.returncode == 1 and "nope" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "nope" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_run_unknown_backend_lists_choices(demo_dir, tmp_path):
     r = run_cli("run", "demo", "--data-dir", demo_dir, "--backend", "jax", "--out", str(tmp_path))
-    assert r.returncode == 1 and "torch" in r.stderr and "paddle" in r.stderr
+    assert r.returncode == 2 and "torch" in r.stderr and "paddle" in r.stderr
 
 
 @pytest.mark.parametrize("backend", backend_params("torch"))

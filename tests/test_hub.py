@@ -1,6 +1,7 @@
 """hub: download (against a local HTTP server, never the internet) and safe extraction."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -51,18 +52,32 @@ def server(tmp_path):
         def log_message(self, *args):
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    with serving(ThreadingHTTPServer, Handler) as url:
+        yield SimpleNamespace(root=root, url=url, hits=hits)
+
+
+@contextlib.contextmanager
+def serving(server_cls, handler):
+    """Run ``server_cls`` with ``handler`` on 127.0.0.1 in a thread; yield its base URL."""
+    httpd = server_cls(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    yield SimpleNamespace(root=root, url=f"http://127.0.0.1:{httpd.server_port}/", hits=hits)
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}/"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
 
 
 @pytest.fixture
 def cache(tmp_path):
     return str(tmp_path / "cache")
+
+
+def left_behind(folder) -> list[str]:
+    """What a download left in ``folder`` besides its lock files."""
+    return sorted(p for p in os.listdir(folder) if not p.endswith(".lock"))
 
 
 def free_port() -> int:
@@ -138,14 +153,14 @@ def test_wrong_sha1_raises_and_leaves_nothing(server, cache):
     with pytest.raises(DownloadError) as err:
         hub.download(server.url + "f.bin", cache, wrong)
     assert wrong in str(err.value) and digest(PAYLOAD) in str(err.value)
-    assert os.listdir(cache) == []  # neither f.bin nor f.bin.part
+    assert left_behind(cache) == []  # neither f.bin nor f.bin.part
 
 
 def test_http_404_raises(server, cache):
     with pytest.raises(DownloadError) as err:
         hub.download(server.url + "missing.zip", cache, "0" * 40)
     assert "404" in str(err.value) and server.url + "missing.zip" in str(err.value)
-    assert os.listdir(cache) == []
+    assert left_behind(cache) == []
 
 
 def test_connection_refused_says_how_to_work_offline(cache):
@@ -154,7 +169,7 @@ def test_connection_refused_says_how_to_work_offline(cache):
         hub.download(url, cache, "0" * 40)
     final = os.path.join(os.path.abspath(cache), "kaggle_x.zip")
     assert f"place kaggle_x.zip at {final} to use it offline" in str(err.value)
-    assert os.listdir(cache) == []
+    assert left_behind(cache) == []
 
 
 def test_corrupted_cached_file_is_downloaded_again(server, cache):
@@ -174,7 +189,7 @@ def test_corrupted_cached_file_is_removed_when_refetch_fails(cache):
         f.write(b"garbage")
     with pytest.raises(DownloadError):
         hub.download(f"http://127.0.0.1:{free_port()}/f.bin", cache, digest(PAYLOAD))
-    assert os.listdir(cache) == []
+    assert left_behind(cache) == []
 
 
 def test_unknown_name_is_a_value_error(cache):
@@ -219,6 +234,8 @@ def tree(folder) -> dict[str, bytes]:
     out = {}
     for dirpath, _, names in os.walk(folder):
         for n in names:
+            if n.endswith(".lock"):  # the extraction's lock file
+                continue
             p = os.path.join(dirpath, n)
             out[os.path.relpath(p, folder).replace(os.sep, "/")] = open(p, "rb").read()
     return out
@@ -342,7 +359,7 @@ def test_truncated_archive_is_a_clear_error_and_retried_later(tmp_path, suffix):
     with pytest.raises(CorruptArchiveError) as err:
         hub.extract(str(archive), str(dest))
     assert str(archive) in str(err.value)
-    assert not dest.exists() or os.listdir(dest) == []  # no marker, no temp folder
+    assert not dest.exists() or left_behind(dest) == []  # no marker, no temp folder
 
     archive.write_bytes(good)
     hub.extract(str(archive), str(dest))
@@ -370,3 +387,296 @@ def test_download_extract_without_top_folder_returns_the_extraction_folder(serve
     out = hub.download_extract(server.url + "flat.tar.gz", cache)
     assert out == os.path.abspath(cache)
     assert open(os.path.join(out, "b", "c.txt"), "rb").read() == b"c"
+
+
+# --------------------------------------------------------------------------- issue 12: downloads
+
+import gzip  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from http.server import BaseHTTPRequestHandler  # noqa: E402
+from urllib.parse import parse_qs, urlsplit  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def tricky(tmp_path):
+    """A local server whose files can trickle (``?rate=B/s``), stall (``?stall=s``) or come
+    with ``Content-Encoding: gzip`` (``?gzip=1``, the file's own bytes as the body)."""
+    root = tmp_path / "tricky"
+    root.mkdir()
+    hits: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            u = urlsplit(self.path)
+            q = {k: float(v[0]) for k, v in parse_qs(u.query).items()}
+            hits.append(u.path)
+            f = root / u.path.lstrip("/")
+            if not f.is_file():
+                self.send_error(404)
+                return
+            body = f.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            if q.get("gzip"):
+                self.send_header("Content-Encoding", "gzip")
+            self.end_headers()
+            try:
+                if "stall" in q:
+                    self.wfile.write(body[:10])
+                    self.wfile.flush()
+                    time.sleep(q["stall"])
+                    return
+                step = int(q.get("rate", 0) / 10) or len(body)
+                for i in range(0, len(body), step):
+                    self.wfile.write(body[i:i + step])
+                    self.wfile.flush()
+                    if "rate" in q:
+                        time.sleep(0.1)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        block_on_close = False
+
+    with serving(Server, Handler) as url:
+        yield SimpleNamespace(root=root, url=url, hits=hits)
+
+
+def downloader(url, folder, sha) -> subprocess.Popen:
+    """``hub.download`` in a separate process (what a second notebook or terminal is)."""
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               NO_PROXY="127.0.0.1,localhost")
+    code = ("import sys; from d2lkaggle import hub; "
+            "print(hub.download(sys.argv[1], sys.argv[2], sys.argv[3]))")
+    return subprocess.Popen([sys.executable, "-c", code, url, folder, sha], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(cond, timeout=60.0, what="condition"):
+    t = time.monotonic()
+    while not cond():
+        if time.monotonic() - t > timeout:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def parts(folder) -> list[str]:
+    return [p for p in os.listdir(folder) if p.endswith(".part")] if os.path.isdir(folder) else []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_concurrent_downloader_never_yields_a_bad_file(tricky, cache, sig):
+    data = os.urandom(300_000)
+    (tricky.root / "f.bin").write_bytes(data)
+    a = downloader(tricky.url + "f.bin?rate=30000", cache, digest(data))  # ~10 s
+    wait_for(lambda: any(os.path.getsize(os.path.join(cache, p)) > 0 for p in parts(cache)),
+             what="the first download to start writing")
+    b = downloader(tricky.url + "f.bin", cache, digest(data))  # fast, but must wait for A
+    time.sleep(1.0)
+    assert b.poll() is None, b.communicate()  # B waits for A's lock instead of racing it
+    a.send_signal(sig)
+    a.wait(30)
+    out, err = b.communicate(timeout=120)
+    assert b.returncode == 0, err
+    final = os.path.join(os.path.abspath(cache), "f.bin")
+    assert out.strip() == final
+    assert hub.sha1(final) == digest(data)
+    assert left_behind(cache) == ["f.bin"]  # A's temporary file is gone too
+
+
+def test_two_concurrent_downloads_fetch_once_and_both_succeed(tricky, cache):
+    data = os.urandom(100_000)
+    (tricky.root / "f.bin").write_bytes(data)
+    a = downloader(tricky.url + "f.bin?rate=50000", cache, digest(data))  # ~2 s
+    wait_for(lambda: parts(cache), what="the first download to start")
+    b = downloader(tricky.url + "f.bin", cache, digest(data))
+    outs = [p.communicate(timeout=120) for p in (a, b)]
+    assert (a.returncode, b.returncode) == (0, 0), outs
+    final = os.path.join(os.path.abspath(cache), "f.bin")
+    assert [o.strip() for o, _ in outs] == [final, final]
+    assert tricky.hits == ["/f.bin"]  # the second process found A's verified file
+    assert hub.sha1(final) == digest(data) and left_behind(cache) == ["f.bin"]
+
+
+def test_stale_part_of_a_dead_download_is_removed(tricky, cache):
+    (tricky.root / "f.bin").write_bytes(PAYLOAD)
+    os.makedirs(cache)
+    for stale in (".f.bin.abc123.part", "f.bin.part"):  # this version's and the old name
+        with open(os.path.join(cache, stale), "wb") as f:
+            f.write(b"x" * 1000)
+    hub.download(tricky.url + "f.bin", cache, digest(PAYLOAD))
+    assert left_behind(cache) == ["f.bin"]
+
+
+def test_content_encoding_gzip_keeps_the_raw_bytes(tricky, cache):
+    raw = gzip.compress(PAYLOAD)  # a .tar.gz that a server labels Content-Encoding: gzip
+    (tricky.root / "d.tar.gz").write_bytes(raw)
+    path = hub.download(tricky.url + "d.tar.gz?gzip=1", cache, digest(raw))
+    assert open(path, "rb").read() == raw
+    # and without a hash the saved file is still the archive, not its decompressed body
+    os.remove(path)
+    path = hub.download(tricky.url + "d.tar.gz?gzip=1", cache)
+    assert open(path, "rb").read() == raw
+
+
+@pytest.mark.parametrize("algo", ["md5", "sha256"])
+def test_data_hub_hash_may_be_md5_or_sha256(server, cache, monkeypatch, algo):
+    (server.root / "f.bin").write_bytes(PAYLOAD)
+    good = f"{algo}:" + hashlib.new(algo, PAYLOAD).hexdigest()
+    monkeypatch.setitem(hub.DATA_HUB, "h", (server.url + "f.bin", good))
+    assert open(hub.download("h", cache), "rb").read() == PAYLOAD
+    bad = f"{algo}:" + "0" * len(hashlib.new(algo, b"").hexdigest())
+    monkeypatch.setitem(hub.DATA_HUB, "h", (server.url + "f.bin", bad))
+    os.remove(os.path.join(cache, "f.bin"))
+    with pytest.raises(DownloadError, match=f"{algo.upper()} mismatch"):
+        hub.download("h", cache)
+    with pytest.raises(ValueError, match="bad hash"):
+        hub.download(server.url + "f.bin", cache, "crc32:1234")
+
+
+def test_trickle_download_hits_the_deadline(tricky, cache):
+    (tricky.root / "f.bin").write_bytes(os.urandom(100_000))
+    t = time.monotonic()
+    with pytest.raises(DownloadError, match="deadline of 1 s"):
+        hub.download(tricky.url + "f.bin?rate=1000", cache, deadline=1)  # would take 100 s
+    assert time.monotonic() - t < 10
+    assert left_behind(cache) == []
+
+
+def test_stalled_download_hits_the_stall_timeout(tricky, cache):
+    (tricky.root / "f.bin").write_bytes(PAYLOAD)
+    t = time.monotonic()
+    with pytest.raises(DownloadError, match="stall timeout"):
+        hub.download(tricky.url + "f.bin?stall=5", cache, stall_timeout=0.5)
+    assert time.monotonic() - t < 4
+    assert left_behind(cache) == []
+
+
+def test_downloaded_file_honours_the_umask(server, cache):
+    (server.root / "f.bin").write_bytes(PAYLOAD)
+    old = os.umask(0o022)
+    try:
+        path = hub.download(server.url + "f.bin", cache, digest(PAYLOAD))
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o644
+
+
+# --------------------------------------------------------------------------- issue 12: extraction
+
+def test_extract_never_deletes_a_users_folder(tmp_path):
+    dest = tmp_path / "data"
+    (dest / "train").mkdir(parents=True)
+    (dest / "train" / "mine.png").write_bytes(b"user image")
+    archive = build(tmp_path / "a.zip", {"train": b"a file named train", "other.txt": b"o"})
+    with pytest.raises(FileExistsError) as err:
+        hub.extract(archive, str(dest))
+    assert str(dest / "train") in str(err.value)
+    assert (dest / "train" / "mine.png").read_bytes() == b"user image"
+    assert not (dest / "other.txt").exists()  # refused before anything was moved in
+
+
+def test_extract_never_overwrites_a_users_file_or_the_archive(tmp_path):
+    dest = tmp_path / "data"
+    (dest / "top").mkdir(parents=True)
+    (dest / "top" / "a.txt").write_bytes(b"user's notes")
+    archive = build(tmp_path / "a.zip")  # holds top/a.txt
+    with pytest.raises(FileExistsError, match="a.txt"):
+        hub.extract(archive, str(dest))
+    assert (dest / "top" / "a.txt").read_bytes() == b"user's notes"
+    # a member named like the archive itself, extracted next to it
+    archive = build(tmp_path / "b.zip", {"b.zip": b"not the archive", "x.txt": b"x"})
+    original = open(archive, "rb").read()
+    with pytest.raises(FileExistsError, match="b.zip"):
+        hub.extract(archive)
+    assert open(archive, "rb").read() == original
+    # a folder the user made merges when nothing in it collides
+    (dest / "sub").mkdir()
+    (dest / "sub" / "keep.txt").write_bytes(b"k")
+    hub.extract(build(tmp_path / "c.zip", {"sub/new.txt": b"n"}), str(dest))
+    assert (dest / "sub" / "keep.txt").read_bytes() == b"k"
+    assert (dest / "sub" / "new.txt").read_bytes() == b"n"
+
+
+def test_reextraction_replaces_only_its_own_files(tmp_path):
+    archive = build(tmp_path / "d.tar", {"top/a.txt": b"v1", "top/old.txt": b"old"})
+    dest = tmp_path / "out"
+    hub.extract(archive, str(dest))
+    (dest / "top" / "user.txt").write_bytes(b"user")
+    build(archive, {"top/a.txt": b"v2"})
+    hub.extract(archive, str(dest))
+    assert (dest / "top" / "a.txt").read_bytes() == b"v2"
+    assert not (dest / "top" / "old.txt").exists()  # its own stale file is removed
+    assert (dest / "top" / "user.txt").read_bytes() == b"user"
+
+
+def test_zip_bomb_is_refused_unless_allowed(tmp_path):
+    archive = str(tmp_path / "bomb.zip")
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("zeros.bin", "w") as f:
+            for _ in range(300):
+                f.write(bytes(1 << 20))  # 300 MiB of zeros in a ~300 KB archive
+    assert os.path.getsize(archive) < 2_000_000
+    dest = tmp_path / "out"
+    with pytest.raises(UnsafeArchiveError, match="more than the limit"):
+        hub.extract(archive, str(dest))
+    assert not dest.exists()
+    small = build(tmp_path / "s.zip")
+    with pytest.raises(UnsafeArchiveError, match="max_size"):
+        hub.extract(small, str(dest), max_size=100)
+    hub.extract(small, str(dest), max_size=10_000)
+    assert (dest / "top" / "a.txt").exists()
+
+
+def test_stale_temp_folder_of_a_dead_extraction_is_removed(tmp_path):
+    archive = build(tmp_path / "d.zip")
+    dest = tmp_path / "out"
+    dead = dest / ".d.zip.k2j3h4.tmp"  # what a killed extraction leaves behind
+    (dead / "top").mkdir(parents=True)
+    (dead / "top" / "big.bin").write_bytes(b"x" * 100_000)
+    (dest / ".my.tmp").mkdir()  # the user's: not ours to remove
+    hub.extract(archive, str(dest))
+    assert not dead.exists() and (dest / ".my.tmp").is_dir()
+
+
+def test_deleted_extracted_folder_is_extracted_again(server, cache, monkeypatch):
+    files = {"kaggle_y_tiny/trainLabels.csv": b"id,label\n1,cat\n"}
+    archive = build(server.root / "kaggle_y_tiny.zip", files)
+    monkeypatch.setitem(hub.DATA_HUB, "y_tiny", (server.url + "kaggle_y_tiny.zip",
+                                                  hub.sha1(archive)))
+    out = hub.download_extract("y_tiny", cache)
+    import shutil
+    shutil.rmtree(out)  # the marker file stays behind
+    assert hub.download_extract("y_tiny", cache) == out
+    assert open(os.path.join(out, "trainLabels.csv"), "rb").read() == files[
+        "kaggle_y_tiny/trainLabels.csv"]
+
+
+def test_second_extraction_waits_for_the_first(tmp_path):
+    from filelock import FileLock
+    archive = build(tmp_path / "d.tar")
+    dest = tmp_path / "out"
+    dest.mkdir()
+    held = FileLock(str(dest / ".d.tar.lock"))
+    held.acquire()  # an extraction of d.tar in progress elsewhere
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.Popen([sys.executable, "-c", "import sys; from d2lkaggle import hub; "
+                          "print(hub.extract(sys.argv[1], sys.argv[2]))", archive, str(dest)],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    assert p.poll() is None, p.communicate()  # it waits instead of racing
+    assert not (dest / "top").exists()
+    held.release()
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0 and out.strip() == str(dest), err
+    assert "waiting for another process" in err
+    assert tree(dest).get("top/a.txt") == FILES["top/a.txt"]

@@ -192,3 +192,41 @@ def test_list_images_natural_order_and_hidden(tmp_path):
     names = [os.path.basename(p) for p in list_images(tmp_path)]
     assert names == ["1.png", "2.png", "10.png", "a10.png", "a2.png", "b.jpg"]
     assert list_images(tmp_path)[0] == os.path.join(str(tmp_path), "1.png")
+
+
+# ----------------------------------------------------------------------------- issue 12
+
+def test_huge_image_is_named_before_anything_is_allocated(tmp_path):
+    from PIL import Image
+
+    from d2lkaggle.images import check_images, image_size, read_image
+    (tmp_path / "train").mkdir()
+    paths = [save_png(tmp_path / "train" / f"{i}.png", rgb(i, 8, 8)) for i in range(1, 6)]
+    huge = str(tmp_path / "train" / "0.png")
+    Image.new("1", (12000, 12000)).save(huge)  # 18 MB of bits; 432 MB as RGB
+    with pytest.raises(ValueError) as e:
+        load_image_array([huge] + paths)  # the huge one first: it would set the shape
+    assert huge in str(e.value) and "12000x12000" in str(e.value)
+    with pytest.raises(ValueError, match="12000x12000"):
+        read_image(huge)
+    with pytest.raises(ValueError, match="0.png"):
+        image_size(huge)
+    assert check_images(paths, same_size=True) == (8, 8)
+
+
+def test_check_images_names_a_file_that_is_not_an_image(tmp_path):
+    from d2lkaggle.images import check_images
+    good = save_png(tmp_path / "a.png", rgb(0, 6, 6))
+    bad = tmp_path / "b.jpg"
+    bad.write_bytes(b"this is not a jpeg")
+    with pytest.raises(ValueError, match="b.jpg"):
+        check_images([good, str(bad)])
+
+
+def test_odd_sized_first_image_is_the_one_named(tmp_path):
+    (tmp_path / "train").mkdir()
+    paths = [save_png(tmp_path / "train" / f"{i}.png", rgb(i, 8, 8)) for i in range(1, 6)]
+    big = save_png(tmp_path / "train" / "0.png", rgb(0, 3000, 2000))  # under the pixel limit
+    with pytest.raises(ValueError) as e:
+        load_image_array([big] + paths)
+    assert str(e.value).startswith(f"images differ in size: {big} is (3000, 2000, 3)")

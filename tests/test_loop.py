@@ -25,8 +25,8 @@ def test_fit_learns_and_records_history(blobs, tmp_path):
     plot = str(tmp_path / "curves.png")
     h = loop.fit(step, tr, va, 6, step_lr(0.5, 2, 0.5), progress=False, log=None, plot=plot)
     assert len(h) == 6
-    assert step.lrs == [0.5, 0.5, 0.25, 0.25, 0.125, 0.125]
-    assert h.column("lr") == step.lrs
+    assert step.lrs == [0.5, 0.25, 0.125]  # set before every batch, passed on when it changes
+    assert h.column("lr") == h.column("lr_last") == [0.5, 0.5, 0.25, 0.25, 0.125, 0.125]
     assert h.last["valid_acc"] >= 0.9
     assert h.column("train_loss")[-1] < h.column("train_loss")[0]
     assert all(r["examples_per_sec"] > 0 for r in h.rows)
@@ -130,3 +130,83 @@ def test_step_lr_matches_the_chapters():
     assert [round(f(e), 10) for e in range(9)] == [0.02] * 4 + [0.018] * 4 + [round(0.02 * 0.81, 10)]
     with pytest.raises(ValueError):
         step_lr(0.1, 0, 0.5)
+
+
+# ----------------------------------------------------------------------------- issue 12
+
+class DivergingStep(NumpyStep):
+    """Its first update blows the weights up to NaN while reporting a finite batch loss, as
+    ``--lr 1e38`` with one batch per epoch does."""
+
+    def train_batch(self, x, y):
+        out = super().train_batch(x, y)
+        self.w[:] = np.nan
+        return out
+
+
+def test_diverged_model_raises_in_evaluate_and_is_never_best(blobs, tmp_path):
+    x, y = blobs
+    tr = ImageLoader(ArraySource(x[:16]), y[:16], 16, shuffle=True, drop_last=True)
+    va = ImageLoader(ArraySource(x[128:]), y[128:], 16)
+    with pytest.raises(FloatingPointError, match="not finite"):
+        loop.fit(DivergingStep(192, 4), tr, va, 1, step_lr(0.1), progress=False, log=None,
+                 checkpoint_dir=str(tmp_path))
+    assert not (tmp_path / "best.npz").exists()
+    with pytest.raises(FloatingPointError, match="not finite"):
+        loop.evaluate(_nan_step(), va)
+
+
+def _nan_step():
+    s = NumpyStep(192, 4)
+    s.w[:] = np.nan
+    return s
+
+
+def test_predict_refuses_non_finite_probabilities(blobs):
+    x, _ = blobs
+    with pytest.raises(FloatingPointError, match="2 of 4 rows|not finite"):
+        loop.predict(_nan_step(), ImageLoader(ArraySource(x[:4]), None, 2))
+
+
+def test_best_ignores_a_nan_valid_loss(blobs, tmp_path):
+    x, y = blobs
+    tr, va = loaders(x, y)
+
+    class NanLossEval(NumpyStep):  # finite logits, but the reported valid loss is NaN
+        def eval_batch(self, xb, yb):
+            ls, c, k = super().eval_batch(xb, yb)
+            return math.nan, c, k
+
+    with pytest.raises(FloatingPointError):
+        loop.fit(NanLossEval(192, 4), tr, va, 1, step_lr(0.3), progress=False, log=None,
+                 checkpoint_dir=str(tmp_path))
+    assert not (tmp_path / "best.npz").exists()
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "bitflip"])
+def test_damaged_checkpoint_names_the_file_and_what_to_do(blobs, tmp_path, damage):
+    x, y = blobs
+    tr, va = loaders(x, y)
+    loop.fit(NumpyStep(192, 4), tr, va, 1, step_lr(0.3), progress=False, log=None,
+             checkpoint_dir=str(tmp_path))
+    path = tmp_path / "last.npz"
+    data = bytearray(path.read_bytes())
+    if damage == "empty":
+        data = b""
+    elif damage == "truncated":
+        data = data[:len(data) // 2]
+    else:
+        data[200] ^= 0xFF  # inside the first array's bytes
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError) as e:
+        loop.fit(NumpyStep(192, 4), tr, va, 2, step_lr(0.3), progress=False, log=None,
+                 checkpoint_dir=str(tmp_path), resume=True)
+    assert str(path) in str(e.value) and "delete it" in str(e.value)
+
+
+def test_checkpoint_meta_records_the_run_config(blobs, tmp_path):
+    x, y = blobs
+    tr, va = loaders(x, y)
+    loop.fit(NumpyStep(192, 4), tr, va, 1, step_lr(0.3), progress=False, log=None,
+             checkpoint_dir=str(tmp_path), config={"seed": 3, "lr": 0.3})
+    assert load_npz(str(tmp_path / "last.npz"))[1]["config"] == {"seed": 3, "lr": 0.3}

@@ -243,10 +243,16 @@ def test_crash_mid_build_keeps_previous_tree(tmp_path, monkeypatch):
 def test_leftover_temp_folders_are_cleaned(tmp_path):
     labels = sized_labels({"a": 4})
     make_train(tmp_path, labels)
-    stale = tmp_path / "train_valid_test" / ".tmp-crashed" / "train" / "a"
-    stale.mkdir(parents=True)
+    stale = tmp_path / "train_valid_test" / ".reorg-tmp-crashed"  # as a killed reorg leaves it
+    (stale / "train" / "a").mkdir(parents=True)
+    (stale / ".reorg-owned").write_bytes(b"")
+    mine = tmp_path / "train_valid_test" / ".tmp-mine"  # the user's: not reorg's to delete
+    mine.mkdir()
+    (mine / "notes.txt").write_bytes(b"mine")
     reorg_train_valid(tmp_path, labels, 0.25)
-    assert sorted(os.listdir(tmp_path / "train_valid_test")) == ["train", "train_valid", "valid"]
+    assert sorted(os.listdir(tmp_path / "train_valid_test")) == [
+        ".tmp-mine", "train", "train_valid", "valid"]
+    assert (mine / "notes.txt").read_bytes() == b"mine"
 
 
 def test_duplicate_stems_and_bad_label_names(tmp_path):
@@ -296,3 +302,81 @@ def test_missing_folders(tmp_path):
         reorg_train_valid(tmp_path, {"1": "a"}, 0.1)
     with pytest.raises(FileNotFoundError, match="test"):
         reorg_test(tmp_path)
+
+
+# ----------------------------------------------------------------------------- issue 12
+
+def test_rerun_never_deletes_files_the_user_put_in_the_tree(tmp_path):
+    labels = sized_labels({"a": 5, "b": 5})
+    make_train(tmp_path, labels)
+    reorg_train_valid(tmp_path, labels, 0.2)
+    tvt = tmp_path / "train_valid_test"
+    (tvt / "train" / "my_model.pth").write_bytes(b"weights")
+    (tvt / "train" / "a" / "extra.png").write_bytes(b"extra")
+    before = tree(tvt)
+    with pytest.raises(FileExistsError) as e:
+        reorg_train_valid(tmp_path, labels, 0.2, seed=1)
+    assert "'my_model.pth'" in str(e.value) and "'a/extra.png'" in str(e.value)
+    assert str(tvt / "train") in str(e.value)
+    assert tree(tvt) == before  # nothing changed
+    os.remove(tvt / "train" / "my_model.pth")
+    os.remove(tvt / "train" / "a" / "extra.png")
+    reorg_train_valid(tmp_path, labels, 0.2, seed=1)  # reorg's own files it replaces
+    assert split_from_tree(tmp_path)[1] == set(split_train_valid(labels, 0.2, seed=1)[1])
+
+
+def test_refuses_to_replace_a_tree_it_did_not_write(tmp_path):
+    labels = sized_labels({"a": 4})
+    make_train(tmp_path, labels)
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "1.png").write_bytes(b"t")
+    mine = tmp_path / "train_valid_test" / "valid" / "a"
+    mine.mkdir(parents=True)
+    (mine / "hand_made.png").write_bytes(b"mine")
+    with pytest.raises(FileExistsError, match="reorg did not write it"):
+        reorg_train_valid(tmp_path, labels, 0.25)
+    assert (mine / "hand_made.png").read_bytes() == b"mine"
+    assert not (tmp_path / "train_valid_test" / "train").exists()
+    (tmp_path / "train_valid_test" / "test").write_bytes(b"a file named test")
+    with pytest.raises(FileExistsError, match="reorg did not write it"):
+        reorg_test(tmp_path)
+    assert (tmp_path / "train_valid_test" / "test").read_bytes() == b"a file named test"
+
+
+REORG = ("import sys; from d2lkaggle.labels import read_csv_labels; "
+         "from d2lkaggle.reorg import reorg_train_valid; "
+         "print(reorg_train_valid(sys.argv[1], read_csv_labels(sys.argv[2]), 0.2))")
+
+
+def start_reorg(data_dir, labels_csv):
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen([sys.executable, "-c", REORG, str(data_dir), str(labels_csv)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_second_reorg_waits_for_the_first(tmp_path):
+    import time
+
+    from filelock import FileLock
+    labels = sized_labels({"a": 30, "b": 30})
+    make_train(tmp_path, labels)
+    csv = tmp_path / "labels.csv"
+    csv.write_text("id,label\n" + "".join(f"{k},{v}\n" for k, v in labels.items()))
+    held = FileLock(str(tmp_path / ".train_valid_test.lock"))
+    held.acquire()  # a reorg in progress elsewhere
+    p = start_reorg(tmp_path, csv)
+    time.sleep(3)
+    assert p.poll() is None, p.communicate()  # it waits instead of racing
+    held.release()
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0 and out.strip() == "6", err
+    assert "waiting for another process" in err
+    # two real ones at once: both finish, and the tree is one whole split
+    ps = [start_reorg(tmp_path, csv) for _ in range(2)]
+    results = [q.communicate(timeout=120) for q in ps]
+    assert [q.returncode for q in ps] == [0, 0], results
+    train, valid = split_from_tree(tmp_path)
+    assert (train, valid) == tuple(map(set, split_train_valid(labels, 0.2)))

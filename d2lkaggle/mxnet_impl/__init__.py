@@ -46,14 +46,31 @@ from mxnet import npx  # noqa: E402
 npx.set_np()
 
 from .data import to_labels, to_tensor  # noqa: E402
-from .models import FineTuneNet, Residual, ResNet18, finetune_net, resnet18, resnet34  # noqa: E402
+from .models import (CnnElu, EfficientNetV2, FineTuneNet, Residual, ResNet18, cnn_elu,  # noqa: E402
+                     create_model, efficientnet_v2_l, efficientnet_v2_m, efficientnet_v2_s,
+                     finetune_net, list_models, resnet18, resnet34)
 from .train import (SUPPORTS_BF16, MXNetStep as Step, evaluate_accuracy, evaluate_loss,  # noqa: E402
-                    forward, predict, set_seed, train, try_all_gpus, try_gpu)
+                    forward, lr_find, predict, set_seed, train, try_all_gpus, try_gpu)
 from .weights import get_state, load_weights, save_weights, set_state  # noqa: E402
 
 NAME = "mxnet"
 
 __all__ = ["NAME", "SUPPORTS_BF16", "Step", "Residual", "ResNet18", "FineTuneNet", "resnet18",
            "resnet34", "finetune_net", "train", "evaluate_accuracy", "evaluate_loss", "predict",
-           "forward", "try_gpu", "try_all_gpus", "set_seed", "to_tensor", "to_labels",
-           "save_weights", "load_weights", "get_state", "set_state"]
+           "forward", "lr_find", "try_gpu", "try_all_gpus", "set_seed", "to_tensor", "to_labels",
+           "save_weights", "load_weights", "get_state", "set_state",
+           "CnnElu", "EfficientNetV2", "cnn_elu", "efficientnet_v2_s", "efficientnet_v2_m",
+           "efficientnet_v2_l", "list_models", "create_model"]
+
+
+# the d2l names the two Kaggle chapters call (docs/from-the-book.md) and loaders as tensors
+from .book import (DATA_HUB, DATA_URL, Accumulator, Animator, Timer, download,  # noqa: E402
+                   download_extract, evaluate_accuracy_gpu, evaluate_accuracy_gpus, extract,
+                   get_net, read_csv_labels, reorg_test, reorg_train_valid, split_batch,
+                   train_batch_ch13)
+from .data import tensors  # noqa: E402
+
+__all__ += ["DATA_HUB", "DATA_URL", "Accumulator", "Animator", "Timer", "download",
+            "download_extract", "evaluate_accuracy_gpu", "evaluate_accuracy_gpus", "extract",
+            "get_net", "read_csv_labels", "reorg_test", "reorg_train_valid", "split_batch",
+            "train_batch_ch13", "tensors"]

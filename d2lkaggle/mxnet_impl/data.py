@@ -27,3 +27,23 @@ def to_labels(y: np.ndarray, device: "mx.Context | str" = "cpu") -> "mnp.ndarray
     """int64 labels on ``device``."""
     ctx = mx.cpu() if device in (None, "cpu") else device
     return mnp.array(np.asarray(y, dtype=np.int64), ctx=ctx, dtype=np.int64)
+
+
+def _soft_or_int(y: np.ndarray, ctx) -> "mnp.ndarray":
+    # soft targets (MixUp/label smoothing) stay float; class indices become int64
+    y = np.asarray(y)
+    if y.ndim == 2:
+        return mnp.array(y, ctx=ctx, dtype=np.float32)
+    return to_labels(y, ctx)
+
+
+def tensors(data_iter, devices: "Sequence[mx.Context] | None" = None):
+    """The loader's batches as arrays for hand-written loops (the chapters' ``for X, y in ...``).
+
+    ``for X, y in tensors(train_iter, devices)``: X float32 N×3×H×W normalised with the
+    loader's mean/std, X and y on ``devices[0]`` (default: the first GPU, else the CPU).
+    Re-iterable (one epoch per ``for``) and ``len()`` gives the number of batches.
+    """
+    from ..book import tensor_loader
+    from .train import try_all_gpus
+    return tensor_loader(data_iter, devices, try_all_gpus, to_tensor, _soft_or_int)

@@ -1,27 +1,50 @@
-"""Models of the two chapters in MXNet Gluon: the book's ResNet-18, ResNet-34 (torchvision's
-v1 architecture, not Gluon's ``resnet34_v2``) and the fine-tune net.
+"""Models in MXNet Gluon: the book's ResNet-18, ResNet-34 (torchvision's v1 architecture,
+not Gluon's ``resnet34_v2``), the fine-tune net, the write-ups' ELU CNN and EfficientNetV2
+(torchvision's architecture and parameter names, built from the core table), and the model
+table (``create_model``).
 
 Every Conv/BatchNorm/Dense is given its input size, so parameters exist right after
 ``initialize`` (with deferred shapes BatchNorm skips its first running-statistics update).
-BatchNorm momentum 0.9 here is torch's 0.1; epsilon 1e-5 in both.
+BatchNorm momentum 0.9 here is torch's 0.1 (Gluon's momentum is the weight of the OLD
+statistics: 1 − torch's); epsilon 1e-5, EfficientNetV2's 1e-3.
 """
 from __future__ import annotations
+
+import math
+from typing import Any
 
 import mxnet as mx
 import numpy as np
 from mxnet import autograd, init
 from mxnet.gluon import nn
 
+from .. import models as table
 
-def _bn(c: int) -> nn.BatchNorm:
-    return nn.BatchNorm(momentum=0.9, epsilon=1e-5, in_channels=c)
+
+def _bn(c: int, eps: float = 1e-5, torch_momentum: float = 0.1) -> nn.BatchNorm:
+    return nn.BatchNorm(momentum=1.0 - torch_momentum, epsilon=eps, in_channels=c)
+
+
+class StochasticDepth(nn.HybridBlock):
+    """torchvision's ``StochasticDepth(p, "row")`` for NCHW inputs: in training each example is
+    zeroed with probability ``p`` and the kept ones scaled by ``1/(1-p)``; identity in
+    inference mode (MXNet's Dropout with one mask value per example: ``axes=(1, 2, 3)``)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = float(p)
+
+    def hybrid_forward(self, F, x):
+        if self.p == 0.0:
+            return x
+        return F.npx.dropout(x, p=self.p, axes=(1, 2, 3))
 
 
 class Residual(nn.HybridBlock):
     """The book's residual block: two 3×3 conv+BN, optional 1×1 conv shortcut (``conv3``)."""
 
     def __init__(self, in_channels: int, num_channels: int, use_1x1conv: bool = False,
-                 strides: int = 1):
+                 strides: int = 1, drop_path: float = 0.0):
         super().__init__()
         self.conv1 = nn.Conv2D(num_channels, 3, strides, 1, in_channels=in_channels)
         self.bn1 = _bn(num_channels)
@@ -29,10 +52,13 @@ class Residual(nn.HybridBlock):
         self.bn2 = _bn(num_channels)
         self.conv3 = (nn.Conv2D(num_channels, 1, strides, in_channels=in_channels)
                       if use_1x1conv else None)
+        self.drop_path = StochasticDepth(drop_path) if drop_path > 0 else None
 
     def hybrid_forward(self, F, x):
         y = F.npx.relu(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
+        if self.drop_path is not None:
+            y = self.drop_path(y)
         if self.conv3 is not None:
             x = self.conv3(x)
         return F.npx.relu(y + x)
@@ -41,17 +67,18 @@ class Residual(nn.HybridBlock):
 class ResNet18(nn.HybridBlock):
     """The CIFAR-10 chapter's ResNet-18: 3×3 stride-1 stem, no max-pool, 4 stages of 2 blocks."""
 
-    def __init__(self, num_classes: int, in_channels: int = 3, width: int = 64):
+    def __init__(self, num_classes: int, in_channels: int = 3, width: int = 64,
+                 drop_path: float = 0.0):
         super().__init__()
         self.conv1 = nn.Conv2D(width, 3, 1, 1, in_channels=in_channels)
         self.bn1 = _bn(width)
-        prev = width
-        for i, c in enumerate([width, width * 2, width * 4, width * 8]):
-            stage = nn.HybridSequential()
-            stage.add(Residual(prev, c) if i == 0 else Residual(prev, c, True, 2), Residual(c, c))
+        stages = [nn.HybridSequential() for _ in table.RESNET18_STAGES]
+        for b in table.resnet18_blocks(width, drop_path):
+            stages[b.stage].add(Residual(b.in_channels, b.out_channels, b.shortcut, b.stride,
+                                         b.drop_path))
+        for i, stage in enumerate(stages):
             setattr(self, f"layer{i + 1}", stage)
-            prev = c
-        self.fc = nn.Dense(num_classes, in_units=prev)
+        self.fc = nn.Dense(num_classes, in_units=width * table.RESNET18_STAGES[-1].channels)
 
     def hybrid_forward(self, F, x):
         x = F.npx.relu(self.bn1(self.conv1(x)))
@@ -62,7 +89,7 @@ class ResNet18(nn.HybridBlock):
 class BasicBlock(nn.HybridBlock):
     """torchvision's BasicBlock: conv-bn-relu-conv-bn (no biases) + identity or 1×1 downsample."""
 
-    def __init__(self, in_channels: int, channels: int, stride: int = 1):
+    def __init__(self, in_channels: int, channels: int, stride: int = 1, drop_path: float = 0.0):
         super().__init__()
         self.conv1 = nn.Conv2D(channels, 3, stride, 1, use_bias=False, in_channels=in_channels)
         self.bn1 = _bn(channels)
@@ -73,10 +100,13 @@ class BasicBlock(nn.HybridBlock):
             self.downsample = nn.HybridSequential()
             self.downsample.add(nn.Conv2D(channels, 1, stride, use_bias=False, in_channels=in_channels),
                                 _bn(channels))
+        self.stochastic_depth = StochasticDepth(drop_path) if drop_path > 0 else None
 
     def hybrid_forward(self, F, x):
         y = F.npx.relu(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
+        if self.stochastic_depth is not None:
+            y = self.stochastic_depth(y)
         if self.downsample is not None:
             x = self.downsample(x)
         return F.npx.relu(y + x)
@@ -85,17 +115,15 @@ class BasicBlock(nn.HybridBlock):
 class ResNet34Features(nn.HybridBlock):
     """torchvision's ResNet-34 up to the pooled 512 features; ``fc`` when ``num_classes``."""
 
-    def __init__(self, num_classes: int | None = None):
+    def __init__(self, num_classes: int | None = None, drop_path: float = 0.0):
         super().__init__()
         self.conv1 = nn.Conv2D(64, 7, 2, 3, use_bias=False, in_channels=3)
         self.bn1 = _bn(64)
         self.maxpool = nn.MaxPool2D(3, 2, 1)
-        prev = 64
-        for i, (c, n) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3))):
-            stage = nn.HybridSequential()
-            for j in range(n):
-                stage.add(BasicBlock(prev, c, 2 if (j == 0 and i > 0) else 1))
-                prev = c
+        stages = [nn.HybridSequential() for _ in table.RESNET34_STAGES]
+        for b in table.resnet34_blocks(drop_path):
+            stages[b.stage].add(BasicBlock(b.in_channels, b.out_channels, b.stride, b.drop_path))
+        for i, stage in enumerate(stages):
             setattr(self, f"layer{i + 1}", stage)
         self.fc = nn.Dense(num_classes, in_units=512) if num_classes else None
 
@@ -128,14 +156,20 @@ def _blocks(block: nn.Block):
         yield from _blocks(child)
 
 
-def resnet18(num_classes: int, in_channels: int = 3, width: int = 64) -> ResNet18:
-    """The book's ResNet-18 (``width`` = channels of the first stage; 64 in the book)."""
-    return _ready(ResNet18(num_classes, in_channels, width))
+def resnet18(num_classes: int, in_channels: int = 3, width: int = 64,
+             drop_path: float = 0.0) -> ResNet18:
+    """The book's ResNet-18 (``width`` = channels of the first stage; 64 in the book).
+
+    ``drop_path``: stochastic depth (torchvision's "row" mode; block ``i`` of
+    8 drops its residual branch with probability ``drop_path·i/8``); 0 is the book's network.
+    """
+    return _ready(ResNet18(num_classes, in_channels, width, drop_path))
 
 
-def resnet34(num_classes: int = 1000) -> ResNet34Features:
-    """torchvision's ResNet-34 (v1) architecture, randomly initialised."""
-    return _ready(ResNet34Features(num_classes))
+def resnet34(num_classes: int = 1000, drop_path: float = 0.0) -> ResNet34Features:
+    """torchvision's ResNet-34 (v1), randomly initialised; ``drop_path`` as in :func:`resnet18`
+    (over its 16 blocks)."""
+    return _ready(ResNet34Features(num_classes, drop_path))
 
 
 class FineTuneNet(nn.Block):
@@ -180,12 +214,19 @@ class FineTuneNet(nn.Block):
 
 
 def finetune_net(num_classes: int, weights: str | None = None, hidden: int = 256,
-                 freeze: bool = True) -> FineTuneNet:
-    """The Dog Breed chapter's net: pretrained ResNet-34 features + a small trainable head.
+                 freeze: bool = True, arch: str = "resnet34") -> nn.Block:
+    """The Dog Breed chapter's net: pretrained features + a new trainable head.
 
-    ``weights``: ``None`` (random backbone), ``"imagenet"`` or a path to a neutral weight file
-    (``.safetensors``/``.npz``) or a torch ``.pth`` state_dict (read with torch when installed).
+    ``arch="resnet34"``: ResNet-34 features + Dense→ReLU→Dense (``hidden`` units).
+    ``arch="efficientnet_v2_s|m|l"``: EfficientNetV2 with a new ``num_classes`` classifier
+    (``hidden`` unused). ``freeze=True`` trains only the head (the chapter); ``False`` trains
+    everything (the EfficientNetV2 write-up's full fine-tuning).
+    ``weights``: ``None`` (random backbone), ``"imagenet"`` (torchvision's file from torch's
+    cache) or a path to a neutral weight file (``.safetensors``/``.npz``) or a torch ``.pth``
+    state_dict (read with torch when installed).
     """
+    if table.check_finetune_arch(arch) != "resnet34":
+        return _efficientnet(arch, num_classes, None, None, weights, freeze)
     from .weights import load_backbone
     net = _ready(FineTuneNet(num_classes, hidden=hidden, freeze=False))
     if weights is not None:
@@ -193,3 +234,197 @@ def finetune_net(num_classes: int, weights: str | None = None, hidden: int = 256
     if freeze:
         net.freeze()
     return net
+
+
+class CnnElu(nn.HybridBlock):
+    """The CIFAR-10 MixUp write-up's CNN (:data:`d2lkaggle.models.CNN_ELU`): conv 16-32-pool-
+    64-pool, each conv → ELU → BatchNorm; FC → ELU → Dropout → BatchNorm1d → classes.
+
+    Returns logits and flattens each example (the write-up's two bugs are not copied).
+    """
+
+    def __init__(self, num_classes: int, in_channels: int = 3, image_size: int = 32,
+                 dropout: float = 0.5):
+        super().__init__()
+        spec = table.CNN_ELU
+        self.layer = nn.HybridSequential()
+        prev = in_channels
+        for kind, _, c in spec.layer_names():
+            if kind == "conv":
+                self.layer.add(nn.Conv2D(c, spec.kernel, 1, spec.kernel // 2, in_channels=prev))
+                prev = c
+            elif kind == "elu":
+                self.layer.add(nn.ELU(spec.elu_alpha))
+            elif kind == "bn":
+                self.layer.add(_bn(c))
+            else:
+                self.layer.add(nn.MaxPool2D(2, 2))
+        self.fc_layer = nn.HybridSequential()
+        self.fc_layer.add(nn.Dense(spec.hidden, in_units=spec.flat_features(image_size)),
+                          nn.ELU(spec.elu_alpha), nn.Dropout(dropout), _bn(spec.hidden),
+                          nn.Dense(num_classes, in_units=spec.hidden))
+
+    def hybrid_forward(self, F, x):
+        return self.fc_layer(F.npx.batch_flatten(self.layer(x)))
+
+
+def cnn_elu(num_classes: int, in_channels: int = 3, image_size: int = 32,
+            dropout: float = 0.5) -> CnnElu:
+    """The MixUp write-up's ELU + BatchNorm CNN (He init); ``image_size`` sets the first FC
+    layer's inputs (64·(size/4)²: 4096 at the write-up's 32 px)."""
+    net = CnnElu(num_classes, in_channels, image_size, dropout)
+    # He (Kaiming-normal, fan-in, gain √2) weights; Gluon's biases start at zero
+    net.initialize(init.MSRAPrelu(factor_type="in", slope=0.0), ctx=mx.cpu())
+    return net
+
+
+class SiLU(nn.HybridBlock):
+    """``x · sigmoid(x)`` (torch's ``nn.SiLU``)."""
+
+    def hybrid_forward(self, F, x):
+        return x * F.npx.sigmoid(x)
+
+
+def _conv_bn_act(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1,
+                 act: bool = True) -> nn.HybridSequential:
+    """torchvision's ``Conv2dNormActivation`` (conv without bias, BatchNorm, SiLU)."""
+    seq = nn.HybridSequential()
+    seq.add(nn.Conv2D(cout, k, stride, (k - 1) // 2, groups=groups, use_bias=False, in_channels=cin),
+            _bn(cout, table.EFFNET_BN_EPS, table.EFFNET_BN_MOMENTUM))
+    if act:
+        seq.add(SiLU())
+    return seq
+
+
+class SqueezeExcitation(nn.HybridBlock):
+    """torchvision's ``SqueezeExcitation``: pool → 1×1 conv ``fc1`` → SiLU → ``fc2`` → sigmoid."""
+
+    def __init__(self, channels: int, squeeze: int):
+        super().__init__()
+        self.fc1 = nn.Conv2D(squeeze, 1, in_channels=channels)
+        self.fc2 = nn.Conv2D(channels, 1, in_channels=squeeze)
+
+    def hybrid_forward(self, F, x):
+        s = self.fc1(F.np.mean(x, axis=(2, 3), keepdims=True))
+        return F.npx.sigmoid(self.fc2(s * F.npx.sigmoid(s))) * x
+
+
+class MBConv(nn.HybridBlock):
+    """One EfficientNetV2 block from a core :class:`d2lkaggle.models.MBBlock` row (fused or not)."""
+
+    def __init__(self, b: table.MBBlock):
+        super().__init__()
+        self.block = nn.HybridSequential()
+        if b.fused:
+            if b.expanded != b.in_channels:
+                self.block.add(_conv_bn_act(b.in_channels, b.expanded, b.kernel, b.stride),
+                               _conv_bn_act(b.expanded, b.out_channels, 1, act=False))
+            else:
+                self.block.add(_conv_bn_act(b.in_channels, b.out_channels, b.kernel, b.stride))
+        else:
+            if b.expanded != b.in_channels:
+                self.block.add(_conv_bn_act(b.in_channels, b.expanded, 1))
+            self.block.add(_conv_bn_act(b.expanded, b.expanded, b.kernel, b.stride, groups=b.expanded),
+                           SqueezeExcitation(b.expanded, b.squeeze),
+                           _conv_bn_act(b.expanded, b.out_channels, 1, act=False))
+        self.residual = b.residual
+        self.stochastic_depth = StochasticDepth(b.drop_path)
+
+    def hybrid_forward(self, F, x):
+        y = self.block(x)
+        return self.stochastic_depth(y) + x if self.residual else y
+
+
+class EfficientNetV2(nn.Block):
+    """EfficientNetV2-S/M/L with torchvision's modules and parameter names (``features``,
+    ``classifier``), built from :func:`d2lkaggle.models.efficientnet_v2_blocks`.
+
+    ``features`` and ``classifier`` are hybridized separately. When frozen, ``features`` has
+    ``grad_req='null'`` and always runs in inference mode; only ``classifier`` trains.
+    """
+
+    def __init__(self, arch: str, num_classes: int = 1000, stochastic_depth: float = 0.2,
+                 dropout: float | None = None):
+        super().__init__()
+        stem, last_in, last_out = table.efficientnet_v2_head(arch)
+        stages = [nn.HybridSequential() for _ in table.EFFICIENTNET_V2[arch]["stages"]]
+        for b in table.efficientnet_v2_blocks(arch, stochastic_depth):
+            stages[b.stage - 1].add(MBConv(b))
+        self.features = nn.HybridSequential()
+        self.features.add(_conv_bn_act(3, stem, 3, 2), *stages, _conv_bn_act(last_in, last_out, 1))
+        p = table.EFFICIENTNET_V2[arch]["dropout"] if dropout is None else dropout
+        self.classifier = nn.HybridSequential()
+        # torchvision's Linear init: uniform ±1/√out, zero bias
+        self.classifier.add(nn.Dropout(p), nn.Dense(num_classes, in_units=last_out,
+                                                    weight_initializer=init.Uniform(1 / math.sqrt(num_classes))))
+        self.arch, self.frozen = arch, False
+
+    def freeze(self) -> None:
+        self.frozen = True
+        self.features.collect_params().setattr("grad_req", "null")
+
+    def hybridize(self, active: bool = True, **kwargs) -> None:
+        self.features.hybridize(active, **kwargs)
+        self.classifier.hybridize(active, **kwargs)
+
+    @property
+    def _active(self) -> bool:
+        return self.features._active and self.classifier._active
+
+    def forward(self, x):
+        if self.frozen:
+            with autograd.predict_mode():
+                feats = self.features(x)
+            feats = feats.detach()
+        else:
+            feats = self.features(x)
+        return self.classifier(feats.mean(axis=(2, 3)))
+
+
+def _efficientnet(arch: str, num_classes: int, stochastic_depth: float | None,
+                  dropout: float | None, weights: str | None, freeze: bool) -> EfficientNetV2:
+    from .weights import load_pretrained
+    net = EfficientNetV2(arch, num_classes, 0.2 if stochastic_depth is None else stochastic_depth,
+                         dropout)
+    # torchvision's conv init: Kaiming-normal with fan-out (gain √2); biases zero
+    net.initialize(init.MSRAPrelu(factor_type="out", slope=0.0), ctx=mx.cpu())
+    if weights is not None:
+        load_pretrained(net, weights, arch, head="classifier.")
+    if freeze:
+        net.freeze()
+    return net
+
+
+def efficientnet_v2_s(num_classes: int = 1000, stochastic_depth: float = 0.2,
+                      dropout: float | None = None, weights: str | None = None,
+                      freeze: bool = False) -> EfficientNetV2:
+    """EfficientNetV2-S (torchvision's; the CIFAR-100 write-up's model). ``stochastic_depth``:
+    drop rate growing linearly over the blocks ("row" mode); ``dropout`` before the classifier
+    (``None``: torchvision's 0.2); ``weights``: ``None``, ``"imagenet"`` or a file (another
+    number of classes → a new classifier); ``freeze``: train only the classifier."""
+    return _efficientnet("efficientnet_v2_s", num_classes, stochastic_depth, dropout, weights, freeze)
+
+
+def efficientnet_v2_m(num_classes: int = 1000, stochastic_depth: float = 0.2,
+                      dropout: float | None = None, weights: str | None = None,
+                      freeze: bool = False) -> EfficientNetV2:
+    """EfficientNetV2-M (torchvision's; dropout default 0.3); arguments as ``efficientnet_v2_s``."""
+    return _efficientnet("efficientnet_v2_m", num_classes, stochastic_depth, dropout, weights, freeze)
+
+
+def efficientnet_v2_l(num_classes: int = 1000, stochastic_depth: float = 0.2,
+                      dropout: float | None = None, weights: str | None = None,
+                      freeze: bool = False) -> EfficientNetV2:
+    """EfficientNetV2-L (torchvision's; dropout default 0.4); arguments as ``efficientnet_v2_s``."""
+    return _efficientnet("efficientnet_v2_l", num_classes, stochastic_depth, dropout, weights, freeze)
+
+
+def list_models() -> list[str]:
+    """Names ``create_model`` accepts (the core's :data:`d2lkaggle.models.MODEL_NAMES`)."""
+    return list(table.MODEL_NAMES)
+
+
+def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Block:
+    """Model ``name`` of the table with ``num_classes`` outputs (``kwargs`` go to its builder);
+    an unknown name or keyword raises ``ValueError`` listing the valid ones."""
+    return table.create(globals(), name, num_classes, **kwargs)

@@ -78,3 +78,11 @@ def load_backbone(net: Block, weights: str) -> None:
     """Load a ResNet-34 backbone (and the head, when the file has one) into a fine-tune net."""
     state, source = neutral.backbone_state(weights, "MXNet")
     set_state(net, state, source=source, allow_missing=("head.",))
+
+
+def load_pretrained(net: Block, weights: str, arch: str, head: str) -> None:
+    """Load ``"imagenet"`` (torchvision's file from torch's cache) or a weight file into a whole
+    model (EfficientNetV2); another number of classes in the file's classifier → the model
+    keeps its new one (said once)."""
+    neutral.load_pretrained(net, weights, arch, head, framework="MXNet", get_state=get_state,
+                            set_state=set_state)

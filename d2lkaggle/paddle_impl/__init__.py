@@ -18,7 +18,8 @@ A static program (``paddle.jit.to_static``) with oneDNN kernels was measured too
 than eager here (11.7 vs 18.5 examples/s) and it crashed on the fine-tune net, so the step
 stays eager.
 
-Nothing else global is changed: no warning filters, no signal handlers.
+Nothing else global is changed but two warning filters for Paddle's own known, harmless
+messages (see ``_quiet_known_warnings``): no blanket filter, no signal handlers.
 """
 import os as _os
 import sys as _sys
@@ -55,6 +56,22 @@ _threads_unset = "OMP_NUM_THREADS" not in _os.environ and "paddle" not in _sys.m
 if FAST and "MKL_DEBUG_CPU_TYPE" not in _os.environ and _is_amd():
     _os.environ["MKL_DEBUG_CPU_TYPE"] = "5"
 
+
+def _quiet_known_warnings() -> None:
+    """Silence two messages Paddle prints on every run, and only those (matched by text and
+    module): "No ccache found" (at import, from its C++-extension builder, which this
+    library never uses) and BatchNorm's "When training, we now always track global mean
+    and variance." (every training forward; it describes Paddle's normal behaviour and
+    lands inside the progress bars). Paddle reads no variable to turn either off."""
+    import warnings
+    warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning,
+                            module=r"paddle\.utils\.cpp_extension")
+    warnings.filterwarnings("ignore", message="When training, we now always track global mean",
+                            category=UserWarning, module=r"paddle\.nn\.layer\.norm")
+
+
+_quiet_known_warnings()
+
 import paddle  # noqa: E402  (fail early, with the registry's message, when paddle is missing)
 
 
@@ -76,14 +93,31 @@ if FAST and _threads_unset and _os.environ.get("OMP_NUM_THREADS") == "1":
 THREADS = _set_threads()
 
 from .data import to_labels, to_tensor  # noqa: E402
-from .models import FineTuneNet, Residual, ResNet18, finetune_net, resnet18, resnet34  # noqa: E402
+from .models import (CnnElu, EfficientNetV2, FineTuneNet, Residual, ResNet18, cnn_elu,  # noqa: E402
+                     create_model, efficientnet_v2_l, efficientnet_v2_m, efficientnet_v2_s,
+                     finetune_net, list_models, resnet18, resnet34)
 from .train import (SUPPORTS_BF16, PaddleStep as Step, evaluate_accuracy, evaluate_loss,  # noqa: E402
-                    forward, predict, set_seed, train, try_all_gpus, try_gpu)
+                    forward, lr_find, predict, set_seed, train, try_all_gpus, try_gpu)
 from .weights import get_state, load_weights, save_weights, set_state  # noqa: E402
 
 NAME = "paddle"
 
 __all__ = ["NAME", "SUPPORTS_BF16", "Step", "Residual", "ResNet18", "FineTuneNet", "resnet18",
            "resnet34", "finetune_net", "train", "evaluate_accuracy", "evaluate_loss", "predict",
-           "forward", "try_gpu", "try_all_gpus", "set_seed", "to_tensor", "to_labels",
-           "save_weights", "load_weights", "get_state", "set_state"]
+           "forward", "lr_find", "try_gpu", "try_all_gpus", "set_seed", "to_tensor", "to_labels",
+           "save_weights", "load_weights", "get_state", "set_state",
+           "CnnElu", "EfficientNetV2", "cnn_elu", "efficientnet_v2_s", "efficientnet_v2_m",
+           "efficientnet_v2_l", "list_models", "create_model"]
+
+
+# the d2l names the two Kaggle chapters call (docs/from-the-book.md) and loaders as tensors
+from .book import (DATA_HUB, DATA_URL, Accumulator, Animator, Timer, download,  # noqa: E402
+                   download_extract, evaluate_accuracy_gpu, evaluate_accuracy_gpus, extract,
+                   get_net, read_csv_labels, reorg_test, reorg_train_valid, split_batch,
+                   train_batch_ch13)
+from .data import tensors  # noqa: E402
+
+__all__ += ["DATA_HUB", "DATA_URL", "Accumulator", "Animator", "Timer", "download",
+            "download_extract", "evaluate_accuracy_gpu", "evaluate_accuracy_gpus", "extract",
+            "get_net", "read_csv_labels", "reorg_test", "reorg_train_valid", "split_batch",
+            "train_batch_ch13", "tensors"]

@@ -26,3 +26,23 @@ def to_labels(y: np.ndarray, device: "paddle.CPUPlace | str" = "cpu") -> paddle.
     """int64 labels on ``device``."""
     place = paddle.CPUPlace() if device in (None, "cpu") else device
     return paddle.to_tensor(np.asarray(y, dtype=np.int64), place=place)
+
+
+def _soft_or_int(y: np.ndarray, place) -> paddle.Tensor:
+    # soft targets (MixUp/label smoothing) stay float; class indices become int64
+    y = np.asarray(y)
+    if y.ndim == 2:
+        return paddle.to_tensor(np.ascontiguousarray(y, dtype=np.float32), place=place)
+    return to_labels(y, place)
+
+
+def tensors(data_iter, devices: "Sequence[paddle.CPUPlace] | None" = None):
+    """The loader's batches as tensors for hand-written loops (the chapters' ``for X, y in ...``).
+
+    ``for X, y in tensors(train_iter, devices)``: X float32 N×3×H×W normalised with the
+    loader's mean/std, X and y on ``devices[0]`` (default: the first GPU, else the CPU).
+    Re-iterable (one epoch per ``for``) and ``len()`` gives the number of batches.
+    """
+    from ..book import tensor_loader
+    from .train import try_all_gpus
+    return tensor_loader(data_iter, devices, try_all_gpus, to_tensor, _soft_or_int)

@@ -5,8 +5,10 @@ Only framework code lives here; the loop, data, schedules and submissions are in
 import torch  # noqa: F401  (fail early, with the registry's message, when torch is missing)
 
 from .data import to_labels, to_tensor
-from .models import FineTuneNet, Residual, ResNet18, finetune_net, resnet18, resnet34
-from .train import (SUPPORTS_BF16, TorchStep as Step, evaluate_accuracy, evaluate_loss, forward,
+from .models import (CnnElu, EfficientNetV2, FineTuneNet, Residual, ResNet18, cnn_elu, create_model,
+                     efficientnet_v2_l, efficientnet_v2_m, efficientnet_v2_s, finetune_net,
+                     list_models, resnet18, resnet34)
+from .train import (SUPPORTS_BF16, TorchStep as Step, evaluate_accuracy, evaluate_loss, forward, lr_find,
                     predict, set_seed, train, try_all_gpus, try_gpu)
 from .weights import get_state, load_weights, save_weights, set_state
 
@@ -14,5 +16,20 @@ NAME = "torch"
 
 __all__ = ["NAME", "SUPPORTS_BF16", "Step", "Residual", "ResNet18", "FineTuneNet", "resnet18",
            "resnet34", "finetune_net", "train", "evaluate_accuracy", "evaluate_loss", "predict",
-           "forward", "try_gpu", "try_all_gpus", "set_seed", "to_tensor", "to_labels",
-           "save_weights", "load_weights", "get_state", "set_state"]
+           "forward", "lr_find", "try_gpu", "try_all_gpus", "set_seed", "to_tensor", "to_labels",
+           "save_weights", "load_weights", "get_state", "set_state",
+           "CnnElu", "EfficientNetV2", "cnn_elu", "efficientnet_v2_s", "efficientnet_v2_m",
+           "efficientnet_v2_l", "list_models", "create_model"]
+
+
+# the d2l names the two Kaggle chapters call (docs/from-the-book.md) and loaders as tensors
+from .book import (DATA_HUB, DATA_URL, Accumulator, Animator, Timer, download,
+                   download_extract, evaluate_accuracy_gpu, evaluate_accuracy_gpus, extract,
+                   get_net, read_csv_labels, reorg_test, reorg_train_valid, split_batch,
+                   train_batch_ch13)
+from .data import tensors
+
+__all__ += ["DATA_HUB", "DATA_URL", "Accumulator", "Animator", "Timer", "download",
+            "download_extract", "evaluate_accuracy_gpu", "evaluate_accuracy_gpus", "extract",
+            "get_net", "read_csv_labels", "reorg_test", "reorg_train_valid", "split_batch",
+            "train_batch_ch13", "tensors"]

@@ -37,3 +37,26 @@ def to_tensor(x: np.ndarray, mean: Sequence[float], std: Sequence[float],
 def to_labels(y: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """int64 labels on ``device``."""
     return torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
+
+
+def _soft_or_int(y: np.ndarray, device) -> torch.Tensor:
+    # soft targets (MixUp/label smoothing) stay float; class indices become int64
+    y = np.asarray(y)
+    if y.ndim == 2:
+        return torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)).to(device)
+    return to_labels(y, device)
+
+
+def tensors(data_iter, devices: Sequence[torch.device] | None = None):
+    """The loader's batches as tensors for hand-written loops (the chapters' ``for X, y in ...``).
+
+    ``for X, y in tensors(train_iter, devices)``: X float32 N×3×H×W normalised with the
+    loader's mean/std, X and y on ``devices[0]`` (default: the first GPU, else the CPU).
+    Re-iterable (one epoch per ``for``) and ``len()`` gives the number of batches.
+    """
+    from ..book import tensor_loader
+    from .train import try_all_gpus
+    # contiguous NCHW (not channels_last): what a hand-written loop's convolutions expect
+    return tensor_loader(data_iter, devices, try_all_gpus,
+                         lambda x, m, s, d: to_tensor(x, m, s, torch.device(d), channels_last=False),
+                         lambda y, d: _soft_or_int(y, torch.device(d)))

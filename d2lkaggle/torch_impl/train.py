@@ -11,7 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .. import loop
+from .. import book as _book
+from .. import loop, lrfind
 from .. import optim as core_optim
 from .data import to_labels, to_tensor
 from .optim import Optimizer
@@ -167,19 +168,34 @@ def train(net: nn.Module, train_iter, valid_iter, num_epochs: int, lr: float, wd
 def evaluate_loss(net: nn.Module, data_iter, devices: Sequence[torch.device] | None = None,
                   amp: Any = False) -> float:
     """Mean cross-entropy of ``net`` over ``data_iter`` (inference mode)."""
+    net, data_iter = _book.net_first(net, data_iter)  # also the Dog chapter's (data_iter, net)
     return loop.evaluate(loop.inference_step(TorchStep, net, data_iter, devices, amp), data_iter)[0]
 
 
 def evaluate_accuracy(net: nn.Module, data_iter, devices: Sequence[torch.device] | None = None,
                       amp: Any = False) -> float:
     """Accuracy of ``net`` over ``data_iter`` (inference mode)."""
+    net, data_iter = _book.net_first(net, data_iter)  # the book's (data_iter, net) order too
     return loop.evaluate(loop.inference_step(TorchStep, net, data_iter, devices, amp), data_iter)[1]
 
 
 def predict(net: nn.Module, data_iter, devices: Sequence[torch.device] | None = None,
-            amp: Any = False) -> np.ndarray:
-    """Class probabilities (softmax over classes) for every example of ``data_iter``."""
-    return loop.predict(loop.inference_step(TorchStep, net, data_iter, devices, amp), data_iter)
+            amp: Any = False, tta: Any = None) -> np.ndarray:
+    """Class probabilities (softmax over classes) for every example of ``data_iter``;
+    ``tta`` ("flip", "flip-crop" or N views) averages augmented views in the core."""
+    net, data_iter = _book.net_first(net, data_iter)  # the book's (data_iter, net) order too
+    return loop.predict(loop.inference_step(TorchStep, net, data_iter, devices, amp), data_iter,
+                        tta=tta)
+
+
+def lr_find(net: nn.Module, train_iter, start_lr: float = 1e-7, end_lr: float = 10.0,
+            num_iter: int = 100, *, wd: float = 0.0, momentum: float = 0.9,
+            devices: Sequence[torch.device] | None = None, amp: Any = "auto", plot: str | None = None,
+            progress: bool = True, log: Any = None) -> lrfind.LRFinderResult:
+    """The lr finder (fastai's range test) on ``net``; weights are restored afterwards."""
+    return lrfind.lr_find_net(TorchStep, net, train_iter, start_lr, end_lr, num_iter, wd=wd,
+                              momentum=momentum, devices=devices, amp=amp, plot=plot,
+                              progress=progress, log=log)
 
 
 @torch.no_grad()

@@ -54,23 +54,38 @@ def load_weights(net: nn.Module, path: str) -> nn.Module:
     return net
 
 
-def imagenet_resnet34_state() -> dict[str, np.ndarray]:
-    """torchvision's ResNet-34 ImageNet weights through torch's hub cache.
+def imagenet_state(arch: str = "resnet34") -> dict[str, np.ndarray]:
+    """torchvision's ImageNet weights of ``arch`` (a key of ``d2lkaggle.models.IMAGENET_WEIGHTS``)
+    through torch's hub cache.
 
     Offline, the error names the file and the folder to place it in.
     """
     import torchvision
-    w = torchvision.models.ResNet34_Weights[IMAGENET_RESNET34]
+    from ..models import IMAGENET_WEIGHTS
+    spec = IMAGENET_WEIGHTS[arch]
+    w = getattr(torchvision.models, spec["enum"])[spec["tag"]]
     fname = os.path.basename(w.url)
     folder = os.path.join(torch.hub.get_dir(), "checkpoints")
     try:
         sd = w.get_state_dict(progress=True, check_hash=True)
     except Exception as e:  # urllib raises several types when there is no network
-        raise RuntimeError(
-            f"cannot get the ImageNet ResNet-34 weights ({e}); place {fname} "
+        raise neutral.WeightsUnavailableError(
+            f"cannot get the ImageNet {arch} weights ({e}); place {fname} "
             f"(from {w.url}) at {os.path.join(folder, fname)} to use it offline, "
-            "or pass weights=PATH to a .pth / .safetensors file") from e
-    return {k: v.float().numpy() for k, v in sd.items()}
+            "or pass {arg} to a .pth / .safetensors file") from e
+    return {k: v.float().numpy() for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+
+
+def imagenet_resnet34_state() -> dict[str, np.ndarray]:
+    """torchvision's ResNet-34 ImageNet weights through torch's hub cache."""
+    return imagenet_state("resnet34")
+
+
+def load_pretrained(net: nn.Module, weights: str, arch: str, head: str) -> None:
+    """Load ``"imagenet"`` or a weight file into a whole model (EfficientNetV2); another
+    number of classes in the file's classifier → the model keeps its new one (said once)."""
+    neutral.load_pretrained(net, weights, arch, head, framework="PyTorch", get_state=get_state,
+                            set_state=set_state, imagenet_state=imagenet_state)
 
 
 def load_backbone(net: nn.Module, weights: str) -> None:

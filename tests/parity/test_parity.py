@@ -78,3 +78,24 @@ def test_finetune_forward_and_ten_float32_steps(tmp_path):
         assert row["final_params_rel"] <= 1e-3 and row["final_momentum_rel"] <= 1e-3, row
         assert row["final_bn_rel"] == 0.0, row   # frozen statistics never move
         assert row["loss_rel"] <= 1e-4, row   # (the head's loss spikes to ~1500 at step 3)
+
+
+def test_cnn_elu_forward_and_float64_steps(tmp_path):
+    # the MixUp write-up's ELU CNN (dropout off: its masks are each framework's own random
+    # numbers) at 64 px; six float64 steps with an lr change after five
+    report = run_parity("cnn_elu", 6, workdir=str(tmp_path), tasks=("forward", "train64"))
+    for row in report["rows"]:
+        assert row["forward_abs"] <= 1e-4, row
+        assert row["f64_step1_params_rel"] <= 1e-6, row
+        # this net (He init, 16384-wide FC, lr 0.01) amplifies even float64 rounding ~10x per
+        # step (docs/models.md): the conventions agree, the tail is chaos
+        assert row["f64_final_params_l2_rel"] <= 1e-6 and row["f64_final_params_rel"] <= 1e-5, row
+        assert row["f64_final_bn_rel"] <= 1e-5 and row["f64_loss_abs"] <= 1e-5, row
+
+
+def test_efficientnet_v2_s_saved_by_torch_forward(tmp_path):
+    # one neutral checkpoint of torchvision's EfficientNetV2-S loads into every backend
+    report = run_parity("efficientnet_v2_s", 1, workdir=str(tmp_path), tasks=("forward",))
+    assert len(report["rows"]) == len(INSTALLED) * (len(INSTALLED) - 1) // 2
+    for row in report["rows"]:
+        assert row["forward_abs"] <= 1e-4, row

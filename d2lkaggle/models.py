@@ -1,0 +1,335 @@
+"""The model table and every architecture as data (framework-free).
+
+One list of names (:data:`MODEL_NAMES`) is what every backend's ``list_models()`` returns and
+``create_model(name, ...)`` accepts (a contract test checks it). The architectures are
+described here, once, as rows; each backend only turns rows into its own layers, so the three
+wings cannot disagree about a channel count, a stride or a stochastic-depth rate:
+
+* the CIFAR-10 chapter's ResNet-18 and torchvision's ResNet-34: :data:`RESNET18_STAGES`,
+  :data:`RESNET34_STAGES` → :func:`resnet_blocks`;
+* the ELU + BatchNorm CNN of the CIFAR-10 MixUp write-up: :data:`CNN_ELU`;
+* EfficientNetV2-S/M/L: :data:`EFFICIENTNET_V2` holds torchvision's ``FusedMBConvConfig`` /
+  ``MBConvConfig`` rows → :func:`efficientnet_v2_blocks`, one row per block with the channel
+  counts, squeeze-excitation width and stochastic-depth rate torchvision computes.
+
+Stochastic depth ("drop path") follows torchvision's ``StochasticDepth(p, "row")``: in
+training, each example's residual branch is dropped with probability ``p`` and kept ones are
+scaled by ``1/(1-p)``; in evaluation it is the identity. The rate grows linearly with the
+block index: block ``i`` of ``n`` gets ``rate·i/n`` (:func:`stochastic_depth_rates`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+#: every model name a backend's ``create_model`` accepts, in the order ``list_models`` gives
+MODEL_NAMES: tuple[str, ...] = (
+    "resnet18",           # the CIFAR-10 chapter's ResNet-18 (3×3 stem, no max-pool)
+    "resnet34",           # torchvision's ResNet-34 (v1)
+    "finetune",           # the Dog Breed chapter's frozen backbone + new head
+    "cnn_elu",            # the CIFAR-10 MixUp write-up's ELU + BatchNorm CNN
+    "efficientnet_v2_s",
+    "efficientnet_v2_m",
+    "efficientnet_v2_l",
+)
+
+#: architectures ``finetune_net(arch=...)`` can put under a new head
+FINETUNE_ARCHS: tuple[str, ...] = ("resnet34", "efficientnet_v2_s", "efficientnet_v2_m",
+                                   "efficientnet_v2_l")
+
+
+def check_model_name(name: str) -> str:
+    """``name`` when it is in the table, else ``ValueError`` listing the valid names."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+    return name
+
+
+def check_finetune_arch(arch: str) -> str:
+    """``arch`` when ``finetune_net`` can fine-tune it, else ``ValueError`` listing them."""
+    if arch not in FINETUNE_ARCHS:
+        raise ValueError(f"finetune_net cannot fine-tune {arch!r}; choose from "
+                         f"{', '.join(FINETUNE_ARCHS)}")
+    return arch
+
+
+def stochastic_depth_rates(rate: float, n: int) -> list[float]:
+    """Drop probability of each of ``n`` residual blocks: ``rate·i/n`` (torchvision's rule).
+
+    The first block is never dropped; the last gets ``rate·(n-1)/n``.
+    """
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"a stochastic-depth / drop-path rate must be in [0, 1), got {rate}")
+    return [rate * i / n for i in range(n)]
+
+
+# ----------------------------------------------------------------------------- ResNets
+
+class Stage(NamedTuple):
+    """One ResNet stage: output channels (× ``width`` for the book's net), blocks, stride."""
+
+    channels: int
+    blocks: int
+    stride: int
+
+
+#: the CIFAR-10 chapter's ResNet-18: channels are multiples of ``width`` (64 in the book)
+RESNET18_STAGES = (Stage(1, 2, 1), Stage(2, 2, 2), Stage(4, 2, 2), Stage(8, 2, 2))
+#: torchvision's ResNet-34 (BasicBlock, 7×7 stride-2 stem, max-pool)
+RESNET34_STAGES = (Stage(64, 3, 1), Stage(128, 4, 2), Stage(256, 6, 2), Stage(512, 3, 2))
+
+
+class ResBlock(NamedTuple):
+    """One residual block: where it sits, its channels, stride, shortcut and drop rate."""
+
+    stage: int            # 0-based stage index (module ``layer{stage+1}``)
+    index: int            # block index inside the stage
+    in_channels: int
+    out_channels: int
+    stride: int
+    shortcut: bool        # a 1×1 convolution on the shortcut
+    drop_path: float      # stochastic-depth probability of this block's residual branch
+
+
+def resnet_blocks(stages: tuple[Stage, ...], in_channels: int, drop_path: float = 0.0,
+                  width: int = 1) -> list[ResBlock]:
+    """The blocks of a ResNet, in order (channels of each stage multiplied by ``width``)."""
+    n = sum(s.blocks for s in stages)
+    rates = stochastic_depth_rates(drop_path, n)
+    out, prev, k = [], in_channels, 0
+    for i, s in enumerate(stages):
+        c = s.channels * width
+        for j in range(s.blocks):
+            stride = s.stride if j == 0 else 1
+            out.append(ResBlock(i, j, prev, c, stride, stride != 1 or prev != c, rates[k]))
+            prev, k = c, k + 1
+    return out
+
+
+def resnet18_blocks(width: int = 64, drop_path: float = 0.0) -> list[ResBlock]:
+    """The book's ResNet-18 (the first stage keeps its channels, no shortcut conv there)."""
+    return resnet_blocks(RESNET18_STAGES, width, drop_path, width)
+
+
+def resnet34_blocks(drop_path: float = 0.0) -> list[ResBlock]:
+    """torchvision's ResNet-34 after its 64-channel stem."""
+    return resnet_blocks(RESNET34_STAGES, 64, drop_path)
+
+
+# ----------------------------------------------------------------------------- cnn_elu
+
+@dataclass(frozen=True)
+class CnnEluSpec:
+    """The write-up's CNN: each conv (3×3, padding 1) → ELU → BatchNorm, max-pool 2 where
+    ``pool_after`` says, then FC (flattened 64 × (size/4)²) → ELU → Dropout → BatchNorm1d → classes.
+
+    The module names are the write-up's ``layer.{i}`` and ``fc_layer.{i}`` (torch Sequential
+    positions, activations and pools included), so its checkpoints keep their names.
+    """
+
+    convs: tuple[int, ...] = (16, 32, 64)
+    pool_after: tuple[bool, ...] = (False, True, True)
+    kernel: int = 3
+    hidden: int = 100
+    elu_alpha: float = 1.0
+    dropout: float = 0.5
+
+    def layer_names(self) -> list[tuple[str, int, int | None]]:
+        """``(kind, position, channels)`` of the feature layers, in torch Sequential order."""
+        rows, pos = [], 0
+        for c, pool in zip(self.convs, self.pool_after):
+            rows += [("conv", pos, c), ("elu", pos + 1, None), ("bn", pos + 2, c)]
+            pos += 3
+            if pool:
+                rows.append(("pool", pos, None))
+                pos += 1
+        return rows
+
+    def flat_features(self, image_size: int) -> int:
+        """Inputs of the first FC layer for square images of ``image_size`` pixels."""
+        side = image_size
+        for pool in self.pool_after:
+            if pool:
+                if side % 2:
+                    raise ValueError(f"cnn_elu needs an image size divisible by "
+                                     f"{2 ** sum(self.pool_after)}, got {image_size}")
+                side //= 2
+        return self.convs[-1] * side * side
+
+
+CNN_ELU = CnnEluSpec()
+
+
+# ----------------------------------------------------------------------------- EfficientNetV2
+
+class MBConvRow(NamedTuple):
+    """A torchvision ``FusedMBConvConfig`` / ``MBConvConfig`` row (one stage)."""
+
+    fused: bool
+    expand_ratio: float
+    kernel: int
+    stride: int
+    input_channels: int
+    out_channels: int
+    num_layers: int
+
+
+def _fused(e, k, s, i, o, n) -> MBConvRow:
+    return MBConvRow(True, e, k, s, i, o, n)
+
+
+def _mb(e, k, s, i, o, n) -> MBConvRow:
+    return MBConvRow(False, e, k, s, i, o, n)
+
+
+#: torchvision's ``_efficientnet_conf`` for the V2 models: stage rows, last channels, default
+#: classifier dropout. BatchNorm everywhere: eps 1e-3, torch momentum 0.1.
+EFFICIENTNET_V2: dict[str, dict[str, Any]] = {
+    "efficientnet_v2_s": {"stages": (
+        _fused(1, 3, 1, 24, 24, 2), _fused(4, 3, 2, 24, 48, 4), _fused(4, 3, 2, 48, 64, 4),
+        _mb(4, 3, 2, 64, 128, 6), _mb(6, 3, 1, 128, 160, 9), _mb(6, 3, 2, 160, 256, 15)),
+        "last_channel": 1280, "dropout": 0.2},
+    "efficientnet_v2_m": {"stages": (
+        _fused(1, 3, 1, 24, 24, 3), _fused(4, 3, 2, 24, 48, 5), _fused(4, 3, 2, 48, 80, 5),
+        _mb(4, 3, 2, 80, 160, 7), _mb(6, 3, 1, 160, 176, 14), _mb(6, 3, 2, 176, 304, 18),
+        _mb(6, 3, 1, 304, 512, 5)),
+        "last_channel": 1280, "dropout": 0.3},
+    "efficientnet_v2_l": {"stages": (
+        _fused(1, 3, 1, 32, 32, 4), _fused(4, 3, 2, 32, 64, 7), _fused(4, 3, 2, 64, 96, 7),
+        _mb(4, 3, 2, 96, 192, 10), _mb(6, 3, 1, 192, 224, 19), _mb(6, 3, 2, 224, 384, 25),
+        _mb(6, 3, 1, 384, 640, 7)),
+        "last_channel": 1280, "dropout": 0.4},
+}
+EFFNET_BN_EPS = 1e-3
+EFFNET_BN_MOMENTUM = 0.1   # torch's convention (weight of the batch); MXNet/Paddle: 1 − this
+
+
+def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """torchvision's ``_make_divisible``: round channels to a multiple of ``divisor``."""
+    min_value = divisor if min_value is None else min_value
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if new_v < 0.9 * v:   # never round down by more than 10 %
+        new_v += divisor
+    return new_v
+
+
+class MBBlock(NamedTuple):
+    """One EfficientNetV2 block as torchvision builds it (module ``features.{stage}.{index}``).
+
+    ``fused``: FusedMBConv (``block.0`` k×k expand conv, ``block.1`` 1×1 project; or a single
+    k×k conv when ``expanded == in_channels``). Otherwise MBConv: ``block.0`` 1×1 expand (when
+    expanded != in), then the depthwise k×k, squeeze-excitation (``fc1``/``fc2``, 1×1 convs
+    with biases, ``squeeze`` channels) and the 1×1 project.
+    """
+
+    stage: int            # position in ``features`` (1-based: ``features.0`` is the stem)
+    index: int
+    fused: bool
+    in_channels: int
+    out_channels: int
+    expanded: int
+    kernel: int
+    stride: int
+    squeeze: int          # squeeze-excitation channels (MBConv only; 0 for fused)
+    residual: bool        # stride 1 and in == out: the branch is added to the input
+    drop_path: float      # its stochastic-depth probability
+
+
+def efficientnet_v2_blocks(arch: str, stochastic_depth: float = 0.2) -> list[MBBlock]:
+    """Every block of EfficientNetV2-S/M/L with torchvision's channels and drop rates."""
+    if arch not in EFFICIENTNET_V2:
+        raise ValueError(f"unknown EfficientNetV2 {arch!r}; choose from {', '.join(EFFICIENTNET_V2)}")
+    rows = EFFICIENTNET_V2[arch]["stages"]
+    rates = stochastic_depth_rates(stochastic_depth, sum(r.num_layers for r in rows))
+    out, k = [], 0
+    for s, r in enumerate(rows):
+        for j in range(r.num_layers):
+            cin = r.input_channels if j == 0 else r.out_channels
+            stride = r.stride if j == 0 else 1
+            expanded = make_divisible(cin * r.expand_ratio)
+            squeeze = 0 if r.fused else max(1, cin // 4)
+            out.append(MBBlock(s + 1, j, r.fused, cin, r.out_channels, expanded, r.kernel, stride,
+                               squeeze, stride == 1 and cin == r.out_channels, rates[k]))
+            k += 1
+    return out
+
+
+def efficientnet_v2_head(arch: str) -> tuple[int, int, int]:
+    """``(stem channels, last-conv input channels, last-conv output channels)``."""
+    rows = EFFICIENTNET_V2[arch]["stages"]
+    return rows[0].input_channels, rows[-1].out_channels, EFFICIENTNET_V2[arch]["last_channel"]
+
+
+# ----------------------------------------------------------------------------- weights as data
+
+#: torchvision's ImageNet files (weights described by data: file, URL, classes)
+IMAGENET_WEIGHTS: dict[str, dict[str, Any]] = {
+    "resnet34": {"enum": "ResNet34_Weights", "tag": "IMAGENET1K_V1",
+                 "url": "https://download.pytorch.org/models/resnet34-b627a593.pth"},
+    "efficientnet_v2_s": {"enum": "EfficientNet_V2_S_Weights", "tag": "IMAGENET1K_V1",
+                          "url": "https://download.pytorch.org/models/efficientnet_v2_s-dd5fe13b.pth"},
+    "efficientnet_v2_m": {"enum": "EfficientNet_V2_M_Weights", "tag": "IMAGENET1K_V1",
+                          "url": "https://download.pytorch.org/models/efficientnet_v2_m-dc08266a.pth"},
+    "efficientnet_v2_l": {"enum": "EfficientNet_V2_L_Weights", "tag": "IMAGENET1K_V1",
+                          "url": "https://download.pytorch.org/models/efficientnet_v2_l-59c71312.pth"},
+}
+
+
+def recipe_kwargs(recipe: Any, image_size: int | None = None) -> dict[str, Any]:
+    """Keyword arguments of ``create_model(recipe.model, ...)`` taken from a competition recipe.
+
+    Optional recipe fields (``drop_path``, ``stochastic_depth``, ``dropout``, ``freeze``) are
+    used when the recipe has them and they are set.
+    """
+    name = check_model_name(recipe.model)
+    opt = lambda k: getattr(recipe, k, None)  # noqa: E731
+    kw: dict[str, Any] = {}
+    if name == "resnet18":
+        kw = {"in_channels": 3, "width": recipe.width}
+        if opt("drop_path"):
+            kw["drop_path"] = opt("drop_path")
+    elif name == "resnet34":
+        if opt("drop_path"):
+            kw["drop_path"] = opt("drop_path")
+    elif name == "finetune":
+        kw = {"weights": recipe.weights, "hidden": recipe.hidden}
+        for k in ("arch", "freeze"):
+            if opt(k) is not None:
+                kw[k] = opt(k)
+    elif name == "cnn_elu":
+        if image_size:
+            kw["image_size"] = int(image_size)
+        if opt("dropout") is not None:
+            kw["dropout"] = opt("dropout")
+    else:   # EfficientNetV2
+        kw = {"weights": recipe.weights}
+        for k in ("stochastic_depth", "dropout"):
+            if opt(k) is not None:
+                kw[k] = opt(k)
+    return kw
+
+
+# ----------------------------------------------------------------------------- the table
+
+#: model name → the builder function every backend's models.py defines under that name
+BUILDERS: dict[str, str] = {
+    "resnet18": "resnet18", "resnet34": "resnet34", "finetune": "finetune_net",
+    "cnn_elu": "cnn_elu", "efficientnet_v2_s": "efficientnet_v2_s",
+    "efficientnet_v2_m": "efficientnet_v2_m", "efficientnet_v2_l": "efficientnet_v2_l",
+}
+
+
+def create(namespace: dict[str, Any], name: str, num_classes: int, **kw: Any) -> Any:
+    """Build table model ``name`` from a backend's ``namespace`` (its models module's globals).
+
+    Unknown names and keywords raise ``ValueError`` listing what exists.
+    """
+    import inspect
+    fn = namespace[BUILDERS[check_model_name(name)]]
+    params = inspect.signature(fn).parameters
+    bad = [k for k in kw if k not in params or k == "num_classes"]
+    if bad:
+        valid = [p for p in params if p != "num_classes"]
+        raise ValueError(f"model {name!r} takes no argument {', '.join(map(repr, bad))}; "
+                         f"its arguments: {', '.join(valid)}")
+    return fn(num_classes, **kw)

@@ -1,0 +1,63 @@
+"""The d2l calls of the two Kaggle chapters, in Paddle (``from d2lkaggle import paddle_impl as d2l``).
+
+Framework-free helpers (``Timer``, ``Accumulator``, ``Animator``, the hub and reorg functions)
+come from the core; only what touches tensors is here. Mapping table: docs/from-the-book.md.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any, Sequence
+
+import paddle
+from paddle import nn
+
+from .. import book as _book
+from ..book import Accumulator, Animator, Timer  # noqa: F401  (the book's d2l.* names)
+from ..hub import DATA_HUB, DATA_URL, download, download_extract, extract  # noqa: F401
+from ..labels import read_csv_labels  # noqa: F401
+from ..reorg import reorg_test, reorg_train_valid  # noqa: F401
+from .train import evaluate_accuracy, try_all_gpus
+
+
+def _devices(devices: Any) -> list:
+    return _book.device_list(devices, try_all_gpus)
+
+
+def get_net(devices: Sequence | None = None, competition: str = "dog-breed",
+            num_classes: int | None = None, weights: str | None = "recipe") -> nn.Layer:
+    """The chapters' ``get_net(devices)``: the recipe's model (Paddle places it on its device).
+
+    Default: the Dog chapter's frozen ResNet-34 + head, 120 classes, ImageNet weights;
+    ``competition="cifar10"`` gives the CIFAR-10 chapter's ``resnet18(10, 3)``.
+    """
+    return _book.get_net(sys.modules[__package__], competition, num_classes, weights)
+
+
+def split_batch(X: paddle.Tensor, y: paddle.Tensor, devices: Sequence):
+    """The book's ``d2l.split_batch``; this backend trains on one device, so one shard each."""
+    return [X], [y]
+
+
+def train_batch_ch13(net: nn.Layer, X: paddle.Tensor, y: paddle.Tensor, loss, trainer,
+                     devices: Sequence | None = None, split_f=None):
+    """The book's ``d2l.train_batch_ch13``: one optimizer step; returns (loss sum, correct).
+
+    As in the book, ``loss`` has ``reduction="none"`` and the SUM is back-propagated.
+    """
+    net.train()
+    trainer.clear_grad()
+    pred = net(X)
+    l = loss(pred, y)
+    l.sum().backward()
+    trainer.step()
+    return float(l.sum()), float((pred.argmax(axis=1) == y.reshape([-1])).astype("float32").sum())
+
+
+def evaluate_accuracy_gpu(net: nn.Layer, data_iter, device=None) -> float:
+    """The book's ``d2l.evaluate_accuracy_gpu(net, data_iter, device)`` (inference mode)."""
+    return evaluate_accuracy(net, data_iter, None if device is None else _devices(device))
+
+
+def evaluate_accuracy_gpus(net: nn.Layer, data_iter, split_f=None) -> float:
+    """The MXNet tab's ``d2l.evaluate_accuracy_gpus(net, data_iter, split_f)`` (all devices)."""
+    return evaluate_accuracy(net, data_iter, None)

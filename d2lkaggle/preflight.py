@@ -1,0 +1,124 @@
+"""Checks made before a run writes anything or trains an epoch (issue 12).
+
+Every setting and every input is checked first, so a mistake costs seconds, not a night of
+training, and a failure never leaves a file a later run would trust: the numbers of a run
+(:func:`check_settings`), the run folder (:func:`prepare_out`), whether ``--resume`` may
+continue a checkpoint trained with another configuration (:func:`check_resume`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from typing import Any, Callable
+
+__all__ = ["check_settings", "prepare_out", "config_diff", "check_resume", "normalize_config"]
+
+
+def _number(name: str, value: Any) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return v
+
+
+def check_settings(recipe: Any, image_size: int | None = None) -> None:
+    """Refuse settings that would train nothing or something else than asked, before any
+    file is written: ``epochs < 1`` (a submission from an untrained net), a validation ratio
+    outside [0, 1) or NaN (silently no validation), ``image_size < 1`` (silently the
+    default), a non-positive batch size, a non-finite learning rate or weight decay."""
+    epochs = getattr(recipe, "epochs", 1)
+    if isinstance(epochs, bool) or int(epochs) != epochs or epochs < 1:
+        raise ValueError(f"--epochs must be an integer >= 1, got {epochs!r} (a run trains "
+                         f"at least one epoch before it writes a submission)")
+    ratio = _number("--valid-ratio", getattr(recipe, "valid_ratio", 0.0))
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"--valid-ratio must be in [0, 1) (0: no validation), got "
+                         f"{getattr(recipe, 'valid_ratio')!r}")
+    if image_size is not None and (isinstance(image_size, bool) or int(image_size) != image_size
+                                   or image_size < 1):
+        raise ValueError(f"--image-size must be a positive integer, got {image_size!r}")
+    bs = getattr(recipe, "batch_size", 1)
+    if isinstance(bs, bool) or int(bs) != bs or bs < 1:
+        raise ValueError(f"--batch-size must be an integer >= 1, got {bs!r}")
+    if _number("--lr", getattr(recipe, "lr", 1.0)) <= 0:
+        raise ValueError(f"--lr must be > 0, got {getattr(recipe, 'lr')!r}")
+    if _number("--wd", getattr(recipe, "wd", 0.0)) < 0:
+        raise ValueError(f"--wd must be >= 0, got {getattr(recipe, 'wd')!r}")
+    decay = getattr(recipe, "lr_decay", 1.0)
+    if decay is not None and _number("--lr-decay", decay) <= 0:
+        raise ValueError(f"--lr-decay must be > 0, got {decay!r}")
+    period = getattr(recipe, "lr_period", None)
+    if period is not None and (int(period) != period or period < 1):
+        raise ValueError(f"--lr-period must be an integer >= 1, got {period!r}")
+
+
+def prepare_out(out: str) -> str:
+    """Create the run folder ``out`` (mode per the umask) or say in one line why it cannot be."""
+    out = os.path.abspath(out)
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise NotADirectoryError(f"--out {out} is a file, not a folder; choose another --out")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as e:
+        raise type(e)(f"cannot create the run folder {out}: {e.strerror or e}; choose "
+                      f"another --out") from e
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write into the run folder {out}: permission denied; "
+                              f"choose another --out")
+    return out
+
+
+def normalize_config(config: dict) -> dict:
+    """``config`` as it reads back from JSON (tuples become lists), for comparisons."""
+    return json.loads(json.dumps(config, default=str))
+
+
+def config_diff(old: dict, new: dict) -> list[str]:
+    """``"key: old -> new"`` for every key whose value differs (missing keys included)."""
+    old, new = normalize_config(old), normalize_config(new)
+    missing = object()
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, missing), new.get(k, missing)
+        if a != b:
+            fmt = lambda v: "(not recorded)" if v is missing else json.dumps(v)  # noqa: E731
+            out.append(f"{k}: {fmt(a)} -> {fmt(b)}")
+    return out
+
+
+def check_resume(checkpoint_dir: str, config: dict, resume: bool | str,
+                 log: Callable[[str], Any] | None = print) -> bool:
+    """Whether training may continue from ``checkpoint_dir/last.npz``.
+
+    ``resume`` is False, True or ``"force"``. With True, a checkpoint trained with another
+    configuration (see ``pipeline.run_config``) raises :class:`ValueError` listing every
+    differing key; ``"force"`` continues anyway and says so loudly. A damaged checkpoint
+    raises :class:`ValueError` naming it.
+    """
+    if resume not in (False, True, "force"):
+        raise ValueError(f"resume must be False, True or 'force', got {resume!r}")
+    last = os.path.join(checkpoint_dir, "last.npz")
+    if not resume or not os.path.exists(last):
+        return bool(resume)
+    from .checkpoint import load_npz
+    _, meta = load_npz(last)
+    old = meta.get("config")
+    diff = (["the checkpoint records no configuration (written by an older version)"]
+            if old is None else config_diff(old, config))
+    if not diff:
+        return True
+    if resume == "force":
+        msg = (f"WARNING: --resume force: continuing {last} although its configuration "
+               f"differs: " + "; ".join(diff))
+        print(msg, file=sys.stderr)
+        if log is not None and log is not print:
+            log(msg)
+        return True
+    raise ValueError(f"--resume: {last} was trained with another configuration ("
+                     + "; ".join(diff) + "); drop --resume or choose another --out to start "
+                     "over, or pass --resume force to continue it anyway")

@@ -1,0 +1,157 @@
+"""A :class:`~d2lkaggle.competitions.Recipe`'s tricks turned into training objects.
+
+The pipeline and the CLI call :func:`check_recipe` before anything is written, then, per
+training phase (its own steps per epoch), :func:`make_schedule` and :func:`make_mixing`, and
+give the backend's ``train`` the keywords of :func:`train_kwargs`. No framework is imported.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from . import schedules as S
+from .augment import PRESETS
+from .competitions import Recipe
+from .mixing import Mixup
+from .optim import OPTIMIZERS
+
+WD_EXCLUDE = (None, "bn_bias")
+
+Log = Callable[[str], Any]
+
+
+def _finite(name: str, v: float | None, low: float = 0.0, low_ok: bool = True,
+            high: float | None = None, high_ok: bool = True) -> None:
+    if v is None:
+        return
+    ok = isinstance(v, (int, float)) and math.isfinite(v) and (v >= low if low_ok else v > low)
+    if ok and high is not None:
+        ok = v <= high if high_ok else v < high
+    if not ok:
+        rng = ("[" if low_ok else "(") + f"{low:g}, " + (f"{high:g}" + ("]" if high_ok else ")")
+                                                         if high is not None else "inf)")
+        raise ValueError(f"{name} must be in {rng}, got {v!r}")
+
+
+def check_recipe(r: Recipe) -> None:
+    """Every trick of ``r`` checked, with one clear message naming the flag (before training)."""
+    if r.optimizer not in OPTIMIZERS:
+        raise ValueError(f"--optimizer {r.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+    if r.sched not in S.SCHEDULES:
+        raise ValueError(f"--sched {r.sched!r} is not one of {', '.join(S.SCHEDULES)}")
+    if r.augment not in PRESETS:
+        raise ValueError(f"--augment {r.augment!r} is not one of {', '.join(PRESETS)}")
+    if r.wd_exclude not in WD_EXCLUDE:
+        raise ValueError(f"wd_exclude must be None or 'bn_bias', got {r.wd_exclude!r}")
+    if int(r.epochs) < 0:
+        raise ValueError(f"--epochs must be >= 0, got {r.epochs}")
+    if int(r.batch_size) < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {r.batch_size}")
+    _finite("--lr", r.lr, low_ok=False)
+    _finite("--wd", r.wd)
+    _finite("--mixup", r.mixup)
+    _finite("--cutmix", r.cutmix)
+    _finite("--mix-prob", r.mix_prob, high=1.0)
+    _finite("--switch-prob", r.switch_prob, high=1.0)
+    _finite("--label-smoothing", r.label_smoothing, high=1.0, high_ok=False)
+    if r.mix_prob is not None and r.mixup == 0 and r.cutmix == 0:
+        raise ValueError(f"--mix-prob {r.mix_prob:g} mixes nothing: MixUp and CutMix are off "
+                         "(give --mixup ALPHA or --cutmix ALPHA > 0, or drop --mix-prob)")
+    only = {"warmup": ("cosine", "onecycle"), "base_lr": ("cyclic",), "step_size": ("cyclic",),
+            "cycle_mode": ("cyclic",), "milestones": ("multistep",),
+            "max_lr": ("cyclic", "onecycle")}
+    for field, scheds in only.items():
+        if getattr(r, field) is not None and r.sched not in scheds:
+            flag = "--" + field.replace("_", "-")
+            raise ValueError(f"{flag} applies to --sched {' or '.join(scheds)}, not {r.sched!r}")
+    _finite("--warmup", r.warmup)
+    if r.warmup is not None and r.epochs > 0 and r.warmup >= r.epochs:
+        raise ValueError(f"--warmup {r.warmup:g} must be shorter than the run ({r.epochs} epochs)")
+    _finite("--base-lr", r.base_lr)
+    _finite("--max-lr", r.max_lr, low_ok=False)
+    if r.step_size is not None and int(r.step_size) < 1:
+        raise ValueError(f"--step-size must be >= 1 iteration, got {r.step_size}")
+    if r.cycle_mode is not None and r.cycle_mode not in S.CYCLE_MODES:
+        raise ValueError(f"--cycle-mode {r.cycle_mode!r} is not one of {', '.join(S.CYCLE_MODES)}")
+    if r.sched == "step" and r.lr_period is not None and int(r.lr_period) < 1:
+        raise ValueError(f"--lr-period must be >= 1, got {r.lr_period}")
+    if r.sched in ("step", "multistep", "plateau"):
+        _finite("--lr-decay", r.lr_decay, low_ok=False)
+    if r.milestones is not None and (not r.milestones or any(
+            int(m) != m or not 1 <= m < max(2, r.epochs) for m in r.milestones)):
+        raise ValueError(f"--milestones must be epochs in 1..{r.epochs - 1}, got "
+                         + ",".join(str(m) for m in r.milestones))
+    # a dry run of the schedule (a guess of 10 batches per epoch) catches bad rates early
+    if r.epochs > 0:
+        sched = make_schedule(r, r.epochs, 10)
+        S.check_schedule(sched, r.epochs, 10)
+
+
+def make_schedule(r: Recipe, num_epochs: int, steps_per_epoch: int,
+                  log: Log | None = None) -> S.Schedule:
+    """The recipe's learning-rate schedule for a run of ``num_epochs`` × ``steps_per_epoch``.
+
+    ``--lr-decay``/``--lr-period`` are StepLR's factor and period, multistep's factor, and
+    plateau's factor and patience. Defaults that depend on ``--lr`` are said through ``log``.
+    """
+    say = log or (lambda *_: None)
+    if r.sched == "step":
+        return S.step_lr(r.lr, r.lr_period, r.lr_decay)
+    if r.sched == "multistep":
+        ms = r.milestones or tuple(sorted({max(1, num_epochs // 2), max(1, num_epochs * 3 // 4)}))
+        return S.multistep(r.lr, ms, r.lr_decay)
+    if r.sched == "cyclic":
+        base = r.base_lr if r.base_lr is not None else r.lr / 2
+        peak = r.max_lr if r.max_lr is not None else 2 * r.lr
+        size = r.step_size or 2 * steps_per_epoch
+        if r.max_lr is None or r.base_lr is None or r.step_size is None:
+            say(f"cyclic schedule: base lr {base:g}, max lr {peak:g} (defaults: lr/2 and 2*lr), "
+                f"{size} iterations up and down (default: 2 epochs)")
+        if base > peak:
+            raise ValueError(f"--base-lr {base:g} is above the max lr {peak:g}")
+        return S.cyclic(base, peak, steps_per_epoch, size, None, r.cycle_mode or "triangular")
+    if r.sched == "onecycle":
+        pct = 0.3 if r.warmup is None else r.warmup / max(1, num_epochs)
+        return S.onecycle(r.max_lr or r.lr, max(1, num_epochs), steps_per_epoch,
+                          pct_start=min(max(pct, 1e-3), 0.99))
+    if r.sched == "cosine":
+        return S.cosine(r.lr, num_epochs, warmup=r.warmup or 0.0)
+    if r.sched == "plateau":
+        return S.plateau(r.lr, factor=r.lr_decay if r.lr_decay < 1 else 0.1,
+                         patience=r.lr_period if r.lr_period is not None else 10)
+    raise ValueError(f"--sched {r.sched!r} is not one of {', '.join(S.SCHEDULES)}")
+
+
+def make_mixing(r: Recipe, num_classes: int) -> Mixup | None:
+    """The recipe's MixUp/CutMix/label smoothing, or None when all are off."""
+    if r.mixup == 0 and r.cutmix == 0 and r.label_smoothing == 0:
+        return None
+    return Mixup(mixup_alpha=r.mixup, cutmix_alpha=r.cutmix,
+                 prob=1.0 if r.mix_prob is None else r.mix_prob, switch_prob=r.switch_prob,
+                 label_smoothing=r.label_smoothing, num_classes=num_classes)
+
+
+def train_kwargs(r: Recipe, schedule: S.Schedule | None, mixing: Mixup | None) -> dict[str, Any]:
+    """Keywords for a backend's ``train(...)``: only those that differ from its defaults.
+
+    (Passing only non-defaults keeps the book's plain SGD + StepLR call unchanged.)
+    """
+    kw: dict[str, Any] = {}
+    if r.sched != "step" and schedule is not None:
+        kw["schedule"] = schedule
+    if mixing is not None:
+        kw["mixing"] = mixing
+    if r.optimizer == "nesterov":
+        kw["optimizer"], kw["nesterov"] = "sgd", True
+    elif r.optimizer != "sgd":
+        kw["optimizer"] = r.optimizer
+    if r.wd_exclude is not None:
+        kw["wd_exclude"] = r.wd_exclude
+    return kw
+
+
+def describe(r: Recipe, schedule: S.Schedule | None, mixing: Mixup | None) -> dict[str, Any]:
+    """What summary.json records about the tricks of a run."""
+    return {"optimizer": r.optimizer, "wd_exclude": r.wd_exclude,
+            "schedule": schedule.describe() if hasattr(schedule, "describe") else repr(schedule),
+            "mixing": mixing.describe() if mixing is not None else None, "augment": r.augment}

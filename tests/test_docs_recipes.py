@@ -1,0 +1,30 @@
+"""docs/recipes.md: its Python blocks run, in order, in one fresh interpreter."""
+import importlib.util
+import os
+import re
+
+import pytest
+
+from conftest import ROOT, run_py
+
+
+def blocks() -> list[str]:
+    text = open(os.path.join(ROOT, "docs", "recipes.md"), encoding="utf-8").read()
+    return re.findall(r"```python\n(.*?)```", text, re.S)
+
+
+def test_docs_have_the_calls():
+    code = "\n".join(blocks())
+    for call in ("schedules.onecycle", "schedules.cyclic", "Mixup(", "preset_transforms",
+                 "optimizer=", "schedule=", "mixing=", "run_competition("):
+        assert call in code, call
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="the training block uses torch")
+def test_python_blocks_run(tmp_path):
+    code = "\n".join(blocks())
+    r = run_py(code, timeout=600, env={"D2LKAGGLE_DATA": str(tmp_path)})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    out = r.stdout.splitlines()
+    assert out[0] == "[0.002, 0.05, 0.0]" and out[1] == "0.01 0.04 0.01 0.025"
+    assert out[-1] == "onecycle 0.4"
