@@ -31,6 +31,22 @@ from .. import optim as core
 _PADDLE_SLOT = {"momentum": "velocity", "exp_avg": "moment1", "exp_avg_sq": "moment2"}
 
 
+_POWERS: dict = {}
+
+
+def _beta_power(beta: float, t: int, dtype) -> float:
+    """``beta1_pow_acc`` after ``t`` updates, bit for bit as Paddle's kernel builds it: it starts
+    at β and is multiplied by β in the accumulator's dtype after every update. (The exact
+    power differs in the last bits, and Adam turns any such difference into O(lr) moves of
+    the parameters whose gradient is pure rounding, so a resumed run would not be exact.)"""
+    key = (float(beta), np.dtype(dtype).str)
+    powers = _POWERS.setdefault(key, [np.asarray(beta, dtype)])
+    b = np.asarray(beta, dtype)
+    while len(powers) <= t:
+        powers.append(np.asarray(b * powers[-1], dtype))
+    return powers[t]
+
+
 class Optimizer:
     """One optimizer over ``params`` (``{canonical name: parameter}``, trainable only);
     ``transposed`` names parameters stored as the transpose of the canonical layout
@@ -114,7 +130,8 @@ class Optimizer:
                     for acc, beta in (("beta1_pow_acc", self.spec.betas[0]),
                                       ("beta2_pow_acc", self.spec.betas[1])):
                         pw = self._acc(acc, p)
-                        pw.set_value(np.full(pw.shape, beta ** (t + 1), dtype=pw.numpy().dtype))
+                        dt = pw.numpy().dtype
+                        pw.set_value(np.full(pw.shape, _beta_power(beta, t, dt), dtype=dt))
                 else:
                     acc = self._acc(_PADDLE_SLOT[slot], p)
                     a = a.T if name in self.transposed else a

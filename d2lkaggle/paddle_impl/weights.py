@@ -57,7 +57,8 @@ def set_state(net: nn.Layer, state: dict[str, np.ndarray], source: str = "weight
                         ignore_extra=ignore_extra)
     for n, (t, transposed) in tensors.items():
         if n in state:
-            a = np.asarray(state[n], dtype=np.float32)
+            # in the tensor's own dtype: a float64 step (parity) loads float32 files too
+            a = np.asarray(state[n], dtype=np.float64 if t.dtype == paddle.float64 else np.float32)
             t.set_value(np.ascontiguousarray(a.T) if transposed else a)
 
 
