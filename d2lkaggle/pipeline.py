@@ -314,7 +314,8 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
         recipe = recipe.with_overrides(model=check_model_name(model))
     check_recipe(recipe)  # every trick checked before anything is written
     check_keep(recipe)
-    image_size = image_size or recipe.image_size   # a write-up recipe's size (003: 224 px)
+    if image_size is None:   # a write-up recipe's size (003: 224 px); 0 stays an error
+        image_size = recipe.image_size
     comp = normalized(comp, recipe)                # 003: ImageNet statistics for its weights
     check_settings(recipe, image_size)
     recipe = _random_init(recipe)

@@ -289,18 +289,18 @@ def test_ensemble_bad_input_leaves_nothing(demo_dir, tmp_path, capsys):
              ([a, b, "--weights", "1,2,3"], "3 weights for 2 runs"),
              ([a, b, "--vote", "hard", "--geometric"], "geometric")]
     for args, msg in cases:
-        assert main(["ensemble", *args, "--out", str(out)]) == 1, args
+        assert main(["ensemble", *args, "--out", str(out)]) == 2, args
         err = capsys.readouterr().err
-        assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+        assert err.startswith("d2lkaggle: error: ") and len(err.strip().splitlines()) == 1
         import re
         assert re.search(msg, err), (msg, err)
         assert not out.exists() or not os.listdir(out), args
     # --out may not be a member, nor a training run's folder
-    assert main(["ensemble", a, b, "--out", a]) == 1
+    assert main(["ensemble", a, b, "--out", a]) == 2
     assert "one of the runs" in capsys.readouterr().err
     os.makedirs(tmp_path / "train" / "checkpoints")
     open(tmp_path / "train" / "summary.json", "w").write('{"backend": "torch"}')
-    assert main(["ensemble", a, b, "--out", str(tmp_path / "train")]) == 1
+    assert main(["ensemble", a, b, "--out", str(tmp_path / "train")]) == 2
     assert "holds a training run" in capsys.readouterr().err
 
 

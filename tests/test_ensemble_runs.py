@@ -127,7 +127,7 @@ def test_run_flags_bad_input(demo_dir, tmp_path):
                       (["--ensemble", "1"], "--ensemble must be an integer >= 2"),
                       (["--bagging"], "--bagging needs --ensemble"),
                       (["--ensemble", "2", "--folds", "2"], "choose one"),
-                      (["--ensemble", "2", "--members-vary", "model"], "members-vary model"),
+                      (["--members-vary", "model"], "need --ensemble K"),
                       (["--tta", "spin"], "unknown TTA")):
         r = run_cli("run", "demo", "--data-dir", demo_dir, "--out", str(out), *args)
         assert r.returncode != 0 and msg in r.stderr, (args, r.stderr)

@@ -253,7 +253,7 @@ def test_update_is_torch_form_and_state_is_torch_momentum():
             p.grad()[:] = mx.np.array(g)
             v[name] = 0.9 * v[name] + g + 0.01 * w[name]
             w[name] = w[name] - lr * v[name]
-        step._update()
+        step.optimizer.step()
     state, got = step.state_dict(), M.get_state(net)
     assert sorted(k for k in state if k.startswith("optim/")) == \
         sorted(f"optim/{k}/momentum" for k in step.params)

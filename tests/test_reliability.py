@@ -13,6 +13,7 @@ import pytest
 
 from conftest import run_cli
 from d2lkaggle.cli import main
+from d2lkaggle.competitions import get_competition
 from d2lkaggle.datasets import make_demo
 from d2lkaggle.registry import is_installed
 
@@ -72,8 +73,8 @@ def read_only():
     (["--valid-ratio", "-0.5"], "--valid-ratio must be in [0, 1)"),
     (["--valid-ratio", "nan"], "--valid-ratio must be a finite number"),
     (["--image-size", "0"], "--image-size must be a positive integer"),
-    (["--batch-size", "0"], "--batch-size must be an integer >= 1"),
-    (["--lr", "nan"], "--lr must be a finite number"),
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--lr", "nan"], "--lr must be in (0, inf), got nan"),
 ])
 def test_bad_settings_are_one_line_before_anything_is_written(capsys, tiny, tmp_path, flags,
                                                                words):
@@ -235,13 +236,14 @@ def test_resume_refuses_another_configuration_and_damaged_checkpoints(tiny, tmp_
         assert stat.S_IMODE(os.stat(out / f).st_mode) == 0o644, f
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o755
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["config"]["seed"] == 0 and summary["config"]["lr"] == 0.05
+    lr0 = get_competition("demo").recipe.lr
+    assert summary["config"]["seed"] == 0 and summary["config"]["lr"] == lr0
     before = (out / "summary.json").read_bytes()
 
     r = run_cli(*base, "--resume", "--seed", "1", "--lr", "0.1", "--valid-ratio", "0.3")
     line = one_error_line(r.stderr)
     assert r.returncode == 2 and "--resume force" in line
-    for key in ("seed: 0 -> 1", "lr: 0.05 -> 0.1", "valid_ratio: 0.1 -> 0.3"):
+    for key in ("seed: 0 -> 1", f"lr: {lr0:g} -> 0.1", "valid_ratio: 0.1 -> 0.3"):
         assert key in line
     assert (out / "summary.json").read_bytes() == before  # no summary that lies
 

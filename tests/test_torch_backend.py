@@ -49,7 +49,7 @@ def test_frozen_backbone_unchanged_and_head_trains(tmp_path):
     assert changed and all(k.startswith("head.") for k in changed)
     assert {"head.0.weight", "head.2.weight"} <= set(changed)
     step = T.Step(net, lr=0.1)
-    assert {id(p) for g in step.optimizer.param_groups for p in g["params"]} == \
+    assert {id(p) for g in step.optimizer.opt.param_groups for p in g["params"]} == \
         {id(p) for p in net.head.parameters()}
     net.train()
     assert not net.layer1.training and not net.bn1.training and net.head.training
