@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -159,6 +159,26 @@ def weight_decay_of(shapes: Mapping[str, Sequence[int]], spec: OptimizerSpec) ->
 def state_key(name: str, slot: str) -> str:
     """The neutral checkpoint key of one optimizer state tensor."""
     return f"optim/{name}/{slot}"
+
+
+def saved_slots(state: Mapping[str, np.ndarray], spec: "OptimizerSpec",
+                shapes: Mapping[str, Sequence[int]]) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+    """``(name, {slot: array})`` for every parameter whose optimizer state ``state`` holds.
+
+    What each wing's ``load_state_dict`` reads, checked once here: a parameter with none of
+    its slots is skipped (its state stays empty), one with only some of them is an error.
+    """
+    for name, shape in shapes.items():
+        keys = {slot: state_key(name, slot) for slot in spec.slots}
+        if not any(k in state for k in keys.values()):
+            continue
+        arrays = {}
+        for slot, key in keys.items():
+            if key not in state:
+                raise ValueError(f"checkpoint: {key} is missing (the other {spec.label} "
+                                 f"state of {name} is there)")
+            arrays[slot] = check_state_shape(key, state[key], shape)
+        yield name, arrays
 
 
 def check_state_shape(key: str, value: np.ndarray, shape: Sequence[int]) -> np.ndarray:

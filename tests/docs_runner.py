@@ -83,6 +83,7 @@ def needed_backends(code: str) -> set[str]:
     """Frameworks a page's code imports (to skip it where one is not installed)."""
     found = set(re.findall(r"\b(torch|mxnet|paddle)_impl\b", code))
     found |= set(re.findall(r"get_backend\(\s*['\"](torch|mxnet|paddle)['\"]", code))
+    found |= set(re.findall(r"\bbackend\s*=\s*['\"](torch|mxnet|paddle)['\"]", code))
     found |= {m for m in re.findall(r"^\s*(?:import|from)\s+(torch|mxnet|paddle)\b", code, re.M)}
     return found
 

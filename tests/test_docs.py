@@ -72,3 +72,4 @@ def test_backend_substitution():
                                            'bk = d2lkaggle.get_backend("paddle")\n')
     assert needed_backends(code) == {"torch"}
     assert needed_backends("import mxnet as mx\n") == {"mxnet"}
+    assert needed_backends('run_competition("demo", d, backend="paddle")\n') == {"paddle"}

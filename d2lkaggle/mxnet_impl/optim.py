@@ -124,16 +124,7 @@ class Optimizer:
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
         """Restore what :meth:`state_dict` (of any backend) saved; missing slots stay empty."""
-        for name in self.params:
-            keys = {slot: core.state_key(name, slot) for slot in self.spec.slots}
-            if not any(k in state for k in keys.values()):
-                continue
-            arrays = {}
-            for slot, key in keys.items():
-                if key not in state:
-                    raise ValueError(f"checkpoint: {key} is missing (the other {self.spec.label} "
-                                     f"state of {name} is there)")
-                arrays[slot] = core.check_state_shape(key, state[key], self.shapes[name])
+        for name, arrays in core.saved_slots(state, self.spec, self.shapes):
             s = self.state[name] = {}
             for slot, a in arrays.items():
                 if slot == "step":

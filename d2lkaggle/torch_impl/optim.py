@@ -62,17 +62,10 @@ class Optimizer:
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
         """Restore what :meth:`state_dict` (of any backend) saved; missing slots stay empty."""
-        for name, p in self.params.items():
-            keys = {slot: core.state_key(name, slot) for slot in self.spec.slots}
-            if not any(k in state for k in keys.values()):
-                continue
-            st = {}
-            for slot, key in keys.items():
-                if key not in state:
-                    raise ValueError(f"checkpoint: {key} is missing (the other {self.spec.label} "
-                                     f"state of {name} is there)")
-                a = core.check_state_shape(key, state[key], self.shapes[name])
-                st[_SLOTS[slot]] = (torch.tensor(float(a.reshape(-1)[0]), dtype=torch.float32)
-                                    if slot == "step" else
-                                    torch.from_numpy(np.array(a)).to(p.device, dtype=p.dtype))
-            self.opt.state[p] = st
+        for name, arrays in core.saved_slots(state, self.spec, self.shapes):
+            p = self.params[name]
+            self.opt.state[p] = {
+                _SLOTS[slot]: (torch.tensor(float(a.reshape(-1)[0]), dtype=torch.float32)
+                               if slot == "step" else
+                               torch.from_numpy(np.array(a)).to(p.device, dtype=p.dtype))
+                for slot, a in arrays.items()}
