@@ -115,6 +115,17 @@ def shard_batch(idx: np.ndarray, env: DistEnv) -> np.ndarray:
     return np.array_split(idx, env.world_size)[env.rank]
 
 
+def shard(loader: Any, env: DistEnv) -> Any:
+    """A copy of a core loader that yields this rank's shard of each global batch (the same
+    as building it with ``ImageLoader(..., dist=env)``)."""
+    if not env.enabled:
+        return loader
+    check_batch_size(loader.batch_size, env)
+    part = copy.copy(loader)
+    part.dist = env
+    return part
+
+
 def unsharded(loader: Any) -> Any:
     """A copy of a sharded loader that yields whole batches (prediction on the main rank)."""
     if getattr(loader, "dist", None) is None:

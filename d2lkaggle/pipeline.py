@@ -277,7 +277,8 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                     label_kind: str | None = None, model: str | None = None,
                     recipe: str | Recipe = "default", tta: Any = None,
                     split: tuple[Any, Any] | None = None, predict_with: str | None = None,
-                    overwrite: bool = False, **tricks: Any) -> dict[str, Any]:
+                    overwrite: bool = False, distributed: Any = None,
+                    **tricks: Any) -> dict[str, Any]:
     """Run a whole chapter and write ``out/{submission.csv, history.csv, curves.png,
     confusion.png, mistakes.png, summary.json, checkpoints/}``; returns the summary.
 
@@ -296,6 +297,11 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     ``milestones``, ``mixup``, ``cutmix``, ``mix_prob``, ``switch_prob``, ``label_smoothing``,
     ``augment``, ``wd_exclude``; see docs/recipes.md). ``augment`` may also be a
     ``(train_transform, test_transform)`` pair.
+
+    ``distributed`` (data parallel, docs/scale.md): ``None`` follows the launcher (torchrun
+    ...), ``True`` requires one, ``False`` ignores it, or a
+    :class:`d2lkaggle.distributed.DistEnv`. Every rank trains its shard of each global
+    batch; rank 0 alone predicts and writes the run folder while the others wait for it.
     """
     # Ensembles (d2lkaggle.ensemble): the run also keeps test_probs.npy, classes.json,
     # test_ids.json, valid_probs.npy, valid_ids.json; ``tta`` averages test-time augmented
@@ -324,22 +330,29 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     predict_with = _predict_with(predict_with, retrain, recipe.valid_ratio > 0)
     retrain = predict_with == "retrain"
     name = canonical_name(backend)
+    dist = _dist_env(distributed, recipe.batch_size)  # (batch size checked: nothing written yet)
     out = os.path.abspath(out or os.path.join("runs", f"{comp.name}-{name}"))
-    _check_run_folder(out, overwrite=overwrite, resume=resume)
-    out = prepare_out(out)
+    if dist.is_main or not overwrite:   # (rank 0 alone removes a finished run's files)
+        _check_run_folder(out, overwrite=overwrite, resume=resume)
+    out = prepare_out(out) if dist.is_main else out
+    if not dist.is_main:  # the main rank prints and shows progress
+        log, progress = None, False
+    _dist_start(name, dist)
     say = log or (lambda *_: None)
     t_start = time.perf_counter()
     data = load_data(comp, data_dir, batch_size=recipe.batch_size, valid_ratio=recipe.valid_ratio,
                      image_size=image_size, seed=seed, num_workers=num_workers,
                      augment=aug_pair or recipe.augment, label_kind=label_kind,
                      split=split)
+    data = _shard_data(data, dist)
     t_data = time.perf_counter() - t_start
     say(_header(comp, data, name, recipe))
     preflight_submission(comp, data_dir, data)
     config = run_config(comp, recipe, backend=name, image_size=image_size, seed=seed, amp=amp,
                         num_classes=len(data.classes),
                         num_labelled=data.train_valid_iter.labels.size,
-                        **({"split": split_digest(split)} if split is not None else {}))
+                        **({"split": split_digest(split)} if split is not None else {}),
+                        **({"world_size": dist.world_size} if dist.enabled else {}))
     resume = {phase: check_resume(os.path.join(out, "checkpoints", phase), config, resume, log)
               for phase in ("valid", "final")}
     bk = get_backend(name)
@@ -367,8 +380,9 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
         histories.append(("valid", valid_hist))
         if predict_with == "best":
             _load_best(bk, net, os.path.join(out, "checkpoints", "valid", "best.npz"))
-        valid_probs = valid_predictions(bk, net, data, amp, tta=tta)
-        pictures = _valid_pictures(out, data, valid_probs, _title(comp, name, recipe))
+        valid_probs = valid_predictions(bk, net, data, amp, tta=tta) if dist.is_main else None
+        pictures = (_valid_pictures(out, data, valid_probs, _title(comp, name, recipe))
+                    if dist.is_main else {})
     final_hist = None
     if retrain or data.valid_iter is None:
         # The chapters' last step: a fresh model trained on all labelled data.
@@ -387,6 +401,8 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
         histories.append(("train_valid", final_hist))
     if run_bar is not None:
         run_bar.close()
+    if not dist.is_main:   # rank 0 predicts everything and writes; the others wait for it
+        return _dist_done(name, dist, out)
     t0 = time.perf_counter()
     probs = bk.predict(net, data.test_iter, amp=amp, tta=tta)
     sub = write_submission(comp, data_dir, probs, data, os.path.join(out, "submission.csv"))
@@ -420,8 +436,9 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                                         tta=tta, split=split, files=summary["files"]))
     summary.update(_run_outcome(valid_hist, final_hist, predict_with, len(data.classes), recipe))
     summary["files"].update(pictures if valid_hist is not None else {})
+    summary["world_size"] = dist.world_size
     atomic_write_text(summary["files"]["summary"], json.dumps(summary, indent=2) + "\n")
-    return summary
+    return _dist_done(name, dist, out, summary)
 
 
 def tricks_for(recipe: Recipe, train_iter, num_classes: int,
@@ -615,7 +632,8 @@ def _load_best(bk, net, path: str) -> None:
 
 def valid_predictions(bk, net, data: CompetitionData, amp: Any = "auto", tta: Any = None) -> np.ndarray:
     """Class probabilities of ``net`` on the validation images, in ``data.valid_iter`` order."""
-    return bk.predict(net, data.valid_iter, amp=amp, tta=tta)
+    from .distributed import unsharded   # every image, also when training was data parallel
+    return bk.predict(net, unsharded(data.valid_iter), amp=amp, tta=tta)
 
 
 def _valid_pictures(out: str, data: CompetitionData, probs: np.ndarray, title: str) -> dict[str, str]:
@@ -657,3 +675,51 @@ def plot_run(histories: list[tuple[str, History]], path: str, title: str) -> str
     if histories:
         _plot(histories, path, title)
     return path
+
+
+# ---- data parallel (issue 15; d2lkaggle.distributed) -------------------------------------
+
+def _dist_env(distributed: Any, batch_size: int):
+    """The run's :class:`~d2lkaggle.distributed.DistEnv`, its global batch size checked."""
+    from . import distributed as D
+    if isinstance(distributed, D.DistEnv):
+        env = distributed
+    elif distributed is False:
+        env = D.DistEnv()
+    else:
+        env = D.detect()
+        if distributed is True and not env.enabled:
+            raise ValueError("distributed=True but no launcher started this process (no "
+                             "RANK/WORLD_SIZE in the environment); start it with torchrun "
+                             "--nproc_per_node N -m d2lkaggle.cli run ... (docs/scale.md)")
+    D.check_batch_size(int(batch_size), env)
+    return env
+
+
+def _dist_start(backend: str, env) -> None:
+    """Join the backend's process group; rank 0 has created the run folder when it returns."""
+    from . import distributed as D
+    D.setup(backend, env)
+    D.barrier(backend, env)
+
+
+def _shard_data(data: CompetitionData, env) -> CompetitionData:
+    """The training and validation loaders sharded over the ranks (the test loader stays
+    whole: rank 0 predicts every test image)."""
+    if not env.enabled:
+        return data
+    from .distributed import shard
+    return replace(data, train_iter=shard(data.train_iter, env),
+                   valid_iter=shard(data.valid_iter, env) if data.valid_iter is not None else None,
+                   train_valid_iter=shard(data.train_valid_iter, env))
+
+
+def _dist_done(backend: str, env, out: str, summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every rank waits until rank 0 has written the run; the others return a short summary
+    (``is_main`` False) that the CLI does not print."""
+    from . import distributed as D
+    D.barrier(backend, env)
+    if summary is not None:
+        return summary
+    return {"is_main": False, "rank": env.rank, "world_size": env.world_size,
+            "files": {"summary": os.path.join(out, "summary.json")}}
