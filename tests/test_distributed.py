@@ -242,16 +242,29 @@ def test_ddp_two_processes_match_one(tmp_path):
     assert res["files"] == ["best.npz", "last.npz"]
 
 
+def _cli(args, tmp_path, timeout=180):
+    e = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+             OMP_NUM_THREADS="1", D2LKAGGLE_DATA=str(tmp_path / "data"),
+             TORCH_HOME=str(tmp_path / "torch"))
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):   # outside any launcher
+        e.pop(k, None)
+    return subprocess.run([sys.executable, "-m", "d2lkaggle.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=e, cwd=str(tmp_path))
+
+
 @needs_torch
-def test_cli_under_torchrun_writes_one_run(tmp_path):
+def test_cli_distributed_starts_torchrun_and_writes_one_run(tmp_path):
+    # `d2lkaggle run ... --distributed` outside a launcher runs
+    # `torchrun --standalone --nproc_per_node=2 -m d2lkaggle.cli run ... --distributed`
     from d2lkaggle.datasets import make_demo
     data = make_demo(str(tmp_path / "comp"), n_train=40, n_test=10, size=16, seed=1)
     out = tmp_path / "run"
-    r = _torchrun(["-m", "d2lkaggle.cli", "run", "demo", "--data-dir", data, "--out", str(out),
-                   "--epochs", "1", "--batch-size", "10", "--image-size", "16", "--model",
-                   "cnn_elu", "--quiet", "--no-amp", "--valid-ratio", "0.25", "--workers", "1"],
-                  tmp_path, timeout=180)
+    r = _cli(["run", "demo", "--data-dir", data, "--out", str(out), "--distributed",
+              "--nproc-per-node", "2", "--epochs", "1", "--batch-size", "10", "--image-size",
+              "16", "--model", "cnn_elu", "--quiet", "--no-amp", "--valid-ratio", "0.25",
+              "--workers", "1"], tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "torch.distributed.run --standalone --nproc_per_node=2 -m d2lkaggle.cli" in r.stdout
     assert r.stdout.count("submission.csv from") == 1      # one rank reports
     runs = [p for p in tmp_path.iterdir() if p.is_dir() and p.name not in ("comp", "data")]
     assert runs == [out]
@@ -260,6 +273,16 @@ def test_cli_under_torchrun_writes_one_run(tmp_path):
     import pandas as pd
     sub = pd.read_csv(out / "submission.csv", dtype=str)
     assert len(sub) == 10 and set(sub.columns) == {"id", "label"}
+
+
+@needs_torch
+def test_cli_distributed_indivisible_batch_is_one_line(tmp_path):
+    r = _cli(["run", "demo", "--data-dir", str(tmp_path), "--distributed", "--nproc-per-node",
+              "4", "--batch-size", "30"], tmp_path, timeout=60)
+    assert r.returncode == 2 and "starting" not in r.stdout
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--batch-size 30 (the global batch) does not divide over 4 " \
+        "processes; choose a multiple of 4 such as 28 or 32" in lines[0], r.stderr
 
 
 # ---- torch: what a GPU would run, checked without one --------------------------------------
