@@ -334,5 +334,20 @@ assert any("torchrun --nproc_per_node 2" in str(x.message) for x in w)
 assert s.amp_dtype == (bf16 if T.SUPPORTS_BF16 else None) and s.scaler is None
 assert T.TorchStep(nn.Linear(3, 2), amp=False).amp_dtype is None
 assert "DataParallel(" not in open(T.__file__).read().replace("DistributedDataParallel(", "")
+# the fp16 path (a pre-Ampere GPU) through this CPU's fp16 autocast: the scaled loss is
+# unscaled before the update, so one step moves the weights as float32 does (not 1024x more)
+import numpy as np
+def one_step(fp16):
+    torch.manual_seed(0)
+    st = T.TorchStep(nn.Sequential(nn.Flatten(), nn.Linear(12, 3)), lr=0.1, amp=False)
+    if fp16:
+        st.amp_dtype, st.amp = fp16, True
+        st.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    w0 = st.net[1].weight.detach().clone()
+    x = np.random.default_rng(0).integers(0, 255, (4, 2, 2, 3)).astype(np.uint8)
+    st.train_batch(x, np.array([0, 1, 2, 0]))
+    return st.net[1].weight.detach() - w0
+d32, d16 = one_step(None), one_step(fp16)
+assert d32.abs().max() > 1e-3 and (d16 - d32).abs().max() < 1e-2 * d32.abs().max(), (d16, d32)
 print("ok")
 '''
