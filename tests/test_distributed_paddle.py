@@ -62,14 +62,14 @@ assert type(step.model).__name__ == "DataParallel", type(step.model)
 if env.is_main:
     ref, h1 = train(None)                   # one process, the same global batches
     alone, _ = train(None, shards=env)       # rank 0's shards without the gradient average
-    weights = lambda s: {k: v for k, v in s.state_dict().items() if k.startswith("model/")}
+    # the parameters themselves, in float64 (state_dict exports float32)
+    weights = lambda s: {k: p.numpy() for k, p in s.net.named_parameters()}
     dist_to = lambda a, b: max(float(np.abs(a[k] - b[k]).max()) for k in b)
     w, w1 = weights(step), weights(ref)
-    w0 = {k: v for k, v in PaddleStep(net(), dtype="float64").state_dict().items()
-          if k.startswith("model/")}
+    w0 = weights(PaddleStep(net(), dtype="float64"))
     json.dump({"diff": dist_to(w, w1), "unsynced": dist_to(weights(alone), w1),
                "moved": dist_to(w1, w0), "world": env.world_size,
-               "dtype": str(next(iter(step.net.parameters())).dtype),
+               "dtype": str(next(iter(w.values())).dtype),
                "hist": [h.column(c) for c in ("train_loss", "train_acc", "valid_loss", "valid_acc")],
                "hist1": [h1.column(c) for c in ("train_loss", "train_acc", "valid_loss", "valid_acc")],
                "files": sorted(os.listdir(os.path.join(out, "ck")))},
