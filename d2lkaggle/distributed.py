@@ -193,10 +193,15 @@ def launch_command(backend: str, nproc: int, argv: Sequence[str]) -> list[str]:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone",
                 f"--nproc_per_node={int(nproc)}", "-m", "d2lkaggle.cli", *argv]
     if name == "paddle":
+        # (Paddle's launcher has no -m: a non-.py entry point runs as a command, so the
+        # interpreter comes first; measured with Paddle 3.3.1)
         return [sys.executable, "-m", "paddle.distributed.launch", f"--nproc_per_node={int(nproc)}",
+                sys.executable, "-m", "d2lkaggle.cli", *argv]
+    if name == "mxnet":   # ps-lite scheduler + server + workers (d2lkaggle.pslaunch)
+        return [sys.executable, "-m", "d2lkaggle.pslaunch", f"--nproc_per_node={int(nproc)}",
                 "-m", "d2lkaggle.cli", *argv]
     raise ValueError(f"--distributed with backend {name!r}: no launcher is wired up for it "
-                     "(see docs/scale.md); use --backend torch or paddle")
+                     "(see docs/scale.md); use --backend torch, paddle or mxnet")
 
 
 def default_nproc(backend: str) -> int:
