@@ -316,7 +316,8 @@ assert a("cpu", True, cpu_bf16=False) is bf16 and a("cpu", False, cpu_bf16=True)
 # copies: pinned + asynchronous to a GPU, plain on the CPU
 assert TD2.copy_settings("cuda") == (True, True) and TD2.copy_settings("cpu") == (False, False)
 # several devices: DDP under a launcher, never nn.DataParallel
-assert T.parallel_mode(["cuda", "cuda"], 2) == "ddp" and T.parallel_mode(["cuda", "cuda"], 1) == "single"
+assert T.parallel_mode(1, 2) == "ddp" and T.parallel_mode(4, 1) == "first"
+assert T.parallel_mode(1, 1) == "single"
 assert TD.process_group_backend("cuda") == "nccl" and TD.process_group_backend("cpu") == "gloo"
 assert str(TD.rank_device(DistEnv(1, 2, 1), cuda_count=2)) == "cuda:1"
 assert str(TD.rank_device(DistEnv(1, 2, 1), cuda_count=0)) == "cpu"

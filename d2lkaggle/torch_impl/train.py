@@ -75,18 +75,15 @@ def needs_grad_scaler(dtype: torch.dtype | None) -> bool:
     return dtype == torch.float16
 
 
-def parallel_mode(device_types: Sequence[str], world_size: int = 1) -> str:
-    """How a step spreads over devices: ``"ddp"`` (one process per device, torch's
-    ``DistributedDataParallel``) under a launcher, else ``"single"`` — never
-    ``nn.DataParallel``, which torch advises against (one process, GIL-bound, scatter/gather
-    through device 0); several GPUs in one process train on the first one."""
+def parallel_mode(num_devices: int, world_size: int = 1) -> str:
+    """How a step spreads over devices: ``"ddp"`` under a launcher (one process per device,
+    torch's ``DistributedDataParallel``), ``"single"`` for one device, and ``"first"`` for
+    several devices handed to one process — it trains on the first and says how to use all
+    of them. Never ``nn.DataParallel``, which torch advises against (one process, GIL-bound,
+    every batch scattered and gathered through device 0)."""
     if world_size > 1:
         return "ddp"
-    return "single"
-
-
-def _use_amp(amp: Any, device: torch.device) -> bool:
-    return autocast_dtype(device.type, amp, SUPPORTS_BF16, _cuda_bf16()) is not None
+    return "first" if num_devices > 1 else "single"
 
 
 def _warn_one_device(devices: Sequence[Any]) -> None:
@@ -118,9 +115,8 @@ class TorchStep:
         else:
             self.devices = list(devices) if devices else try_all_gpus()
         self.device = torch.device(self.devices[0])
-        mode = parallel_mode([torch.device(d).type for d in self.devices],
-                             self.dist.world_size if self.dist else 1)
-        if mode == "single" and len(self.devices) > 1:
+        mode = parallel_mode(len(self.devices), self.dist.world_size if self.dist else 1)
+        if mode == "first":
             _warn_one_device(self.devices)
             self.devices = self.devices[:1]
         self.dtype = loop.check_dtype(dtype)
