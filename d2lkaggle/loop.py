@@ -28,6 +28,10 @@ class Step(Protocol):
 
     Losses are means over the batch for the gradient; ``train_batch`` and ``eval_batch``
     return the *sum* of per-example losses so the loop can average over an epoch exactly.
+    A data-parallel step (``Step(..., dist=DistEnv)``, see :mod:`d2lkaggle.distributed`) also
+    has ``dist``, ``all_reduce_sum(values) -> values summed over ranks`` and ``barrier()``:
+    :func:`fit` and :func:`evaluate` then sum their metrics over the ranks and only rank 0
+    writes checkpoints.
     """
 
     def set_lr(self, lr: float) -> None: ...

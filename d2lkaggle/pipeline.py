@@ -691,7 +691,7 @@ def _dist_env(distributed: Any, batch_size: int):
         env = D.DistEnv()
     else:
         env = D.detect()
-        if distributed is True and not env.enabled:
+        if distributed is True and env.launcher is None:   # (a launcher of 1 process is fine)
             raise ValueError("distributed=True but no launcher started this process (no "
                              "RANK/WORLD_SIZE in the environment); start it with torchrun "
                              "--nproc_per_node N -m d2lkaggle.cli run ... (docs/scale.md)")

@@ -155,6 +155,11 @@ def test_run_refuses_an_indivisible_batch_before_writing(tmp_path, monkeypatch):
         run_competition("demo", str(tmp_path / "nodata"), distributed=True,
                         out=str(tmp_path / "run2"))
     assert not os.path.exists(tmp_path / "run2")
+    monkeypatch.setenv("RANK", "0")            # torchrun --nproc_per_node 1: a launcher, fine
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(FileNotFoundError, match="nodata"):
+        run_competition("demo", str(tmp_path / "nodata"), distributed=True,
+                        out=str(tmp_path / "run3"))
 
 
 # ---- torch: DDP under torchrun gives the one-process weights -------------------------------
