@@ -82,14 +82,17 @@ def launch(target: Sequence[str], *, nproc: int = 2, num_servers: int = 1,
                for i in range(nproc)]
     t0, rc = time.monotonic(), 0
     try:
-        while any(w.poll() is None for w in workers):
+        # (poll every process each round: ``any(...)`` would stop at the first running one)
+        while [w.poll() for w in workers].count(None):
             failed = [w.returncode for w in workers if w.returncode not in (None, 0)]
             if failed or (timeout is not None and time.monotonic() - t0 > timeout):
                 rc = failed[0] if failed else 124
                 break
-            if any(n.poll() not in (None, 0) for n in nodes):
-                rc = next(n.returncode for n in nodes if n.returncode not in (None, 0))
-                print(f"pslaunch: a scheduler/server exited with {rc}", file=sys.stderr)
+            dead = [code for code in (n.poll() for n in nodes) if code not in (None, 0)]
+            if dead:
+                rc = dead[0]
+                print(f"pslaunch: a scheduler/server exited with {rc} (is mxnet installed for "
+                      f"{sys.executable}?)", file=sys.stderr)
                 break
             time.sleep(0.2)
         else:

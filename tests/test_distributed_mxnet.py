@@ -111,11 +111,13 @@ def test_node_environments_describe_one_job():
         "-m", "d2lkaggle.pslaunch", "--nproc_per_node=2", "-m", "d2lkaggle.cli", "run", "demo"]
 
 
+@needs_mxnet
 def test_a_failing_worker_stops_the_job(tmp_path):
-    # no mxnet needed: the workers fail before any kvstore exists; the scheduler/server nodes
-    # (python -c "import mxnet") are killed with the job instead of waiting forever
+    # worker 1 fails before any kvstore exists; worker 0 would wait forever (here: sleeps),
+    # and the scheduler/server nodes too: the launcher stops them all and returns its code
     script = tmp_path / "fail.py"
-    script.write_text("import os, sys\nsys.exit(3 if os.environ['DMLC_WORKER_ID'] == '1' else 0)\n")
+    script.write_text("import os, sys, time\nif os.environ['DMLC_WORKER_ID'] == '1':\n"
+                      "    sys.exit(3)\ntime.sleep(600)\n")
     r = _pslaunch([str(script)], tmp_path, timeout=90)
     assert r.returncode == 3, r.stderr[-2000:]
 
