@@ -333,6 +333,8 @@ def train_net(step_cls: Callable[..., Step], net: Any, train_iter, valid_iter, n
                     optimizer=optimizer, nesterov=nesterov, betas=betas, eps=eps,
                     wd_exclude=wd_exclude, **loader_norm(train_iter), **dist_kw)
     names = ", ".join(str(d) for d in getattr(step, "devices", []))
+    if dist_kw:   # e.g. "cpu x 2 processes (data parallel)"
+        names += f" x {dist.world_size} processes (data parallel)"
     if mixing is not None:   # (a fit without mixing support is never handed the keyword)
         fit_kwargs["mixing"] = mixing
     history = fit(step, train_iter, valid_iter, num_epochs,

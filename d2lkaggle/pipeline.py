@@ -347,6 +347,9 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     data = _shard_data(data, dist)
     t_data = time.perf_counter() - t_start
     say(_header(comp, data, name, recipe))
+    if dist.enabled:
+        say(f"data parallel: {dist.world_size} processes ({dist.launcher}), each trains "
+            f"{recipe.batch_size // dist.world_size} of every batch of {recipe.batch_size}")
     preflight_submission(comp, data_dir, data)
     config = run_config(comp, recipe, backend=name, image_size=image_size, seed=seed, amp=amp,
                         num_classes=len(data.classes),

@@ -242,16 +242,29 @@ def test_ddp_two_processes_match_one(tmp_path):
     assert res["files"] == ["best.npz", "last.npz"]
 
 
+def _cli(args, tmp_path, timeout=180):
+    e = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+             OMP_NUM_THREADS="1", D2LKAGGLE_DATA=str(tmp_path / "data"),
+             TORCH_HOME=str(tmp_path / "torch"))
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):   # outside any launcher
+        e.pop(k, None)
+    return subprocess.run([sys.executable, "-m", "d2lkaggle.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=e, cwd=str(tmp_path))
+
+
 @needs_torch
-def test_cli_under_torchrun_writes_one_run(tmp_path):
+def test_cli_distributed_starts_torchrun_and_writes_one_run(tmp_path):
+    # `d2lkaggle run ... --distributed` outside a launcher runs
+    # `torchrun --standalone --nproc_per_node=2 -m d2lkaggle.cli run ... --distributed`
     from d2lkaggle.datasets import make_demo
     data = make_demo(str(tmp_path / "comp"), n_train=40, n_test=10, size=16, seed=1)
     out = tmp_path / "run"
-    r = _torchrun(["-m", "d2lkaggle.cli", "run", "demo", "--data-dir", data, "--out", str(out),
-                   "--epochs", "1", "--batch-size", "10", "--image-size", "16", "--model",
-                   "cnn_elu", "--quiet", "--no-amp", "--valid-ratio", "0.25", "--workers", "1"],
-                  tmp_path, timeout=180)
+    r = _cli(["run", "demo", "--data-dir", data, "--out", str(out), "--distributed",
+              "--nproc-per-node", "2", "--epochs", "1", "--batch-size", "10", "--image-size",
+              "16", "--model", "cnn_elu", "--quiet", "--no-amp", "--valid-ratio", "0.25",
+              "--workers", "1"], tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "torch.distributed.run --standalone --nproc_per_node=2 -m d2lkaggle.cli" in r.stdout
     assert r.stdout.count("submission.csv from") == 1      # one rank reports
     runs = [p for p in tmp_path.iterdir() if p.is_dir() and p.name not in ("comp", "data")]
     assert runs == [out]
@@ -260,6 +273,16 @@ def test_cli_under_torchrun_writes_one_run(tmp_path):
     import pandas as pd
     sub = pd.read_csv(out / "submission.csv", dtype=str)
     assert len(sub) == 10 and set(sub.columns) == {"id", "label"}
+
+
+@needs_torch
+def test_cli_distributed_indivisible_batch_is_one_line(tmp_path):
+    r = _cli(["run", "demo", "--data-dir", str(tmp_path), "--distributed", "--nproc-per-node",
+              "4", "--batch-size", "30"], tmp_path, timeout=60)
+    assert r.returncode == 2 and "starting" not in r.stdout
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--batch-size 30 (the global batch) does not divide over 4 " \
+        "processes; choose a multiple of 4 such as 28 or 32" in lines[0], r.stderr
 
 
 # ---- torch: what a GPU would run, checked without one --------------------------------------
@@ -311,5 +334,20 @@ assert any("torchrun --nproc_per_node 2" in str(x.message) for x in w)
 assert s.amp_dtype == (bf16 if T.SUPPORTS_BF16 else None) and s.scaler is None
 assert T.TorchStep(nn.Linear(3, 2), amp=False).amp_dtype is None
 assert "DataParallel(" not in open(T.__file__).read().replace("DistributedDataParallel(", "")
+# the fp16 path (a pre-Ampere GPU) through this CPU's fp16 autocast: the scaled loss is
+# unscaled before the update, so one step moves the weights as float32 does (not 1024x more)
+import numpy as np
+def one_step(fp16):
+    torch.manual_seed(0)
+    st = T.TorchStep(nn.Sequential(nn.Flatten(), nn.Linear(12, 3)), lr=0.1, amp=False)
+    if fp16:
+        st.amp_dtype, st.amp = fp16, True
+        st.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    w0 = st.net[1].weight.detach().clone()
+    x = np.random.default_rng(0).integers(0, 255, (4, 2, 2, 3)).astype(np.uint8)
+    st.train_batch(x, np.array([0, 1, 2, 0]))
+    return st.net[1].weight.detach() - w0
+d32, d16 = one_step(None), one_step(fp16)
+assert d32.abs().max() > 1e-3 and (d16 - d32).abs().max() < 1e-2 * d32.abs().max(), (d16, d32)
 print("ok")
 '''
