@@ -13,7 +13,8 @@ the scheduler and leaves it running (measured with mxnet 1.9.1). This module is 
 launcher's ``local`` mode and nothing more; the kvstore, its sums and its barriers are
 MXNet's. It also gives each worker ``DMLC_WORKER_ID`` (0..N-1), which
 :func:`d2lkaggle.distributed.detect` reads as the rank (ps-lite assigns its own ranks only
-when the kvstore connects, too late to decide which process writes the run folder).
+when the kvstore connects, too late to decide which process writes the run folder), and
+``DMLC_LOCAL_RANK`` (its GPU on this machine).
 
 Usage (the launched command is what ``torchrun`` would get)::
 
@@ -52,8 +53,9 @@ def node_env(role: str, *, num_workers: int, num_servers: int, host: str, port: 
     # one-machine job off the network interfaces)
     env.setdefault("DMLC_NODE_HOST", host)
     env.pop("DMLC_WORKER_ID", None)
-    if role == "worker":
-        env["DMLC_WORKER_ID"] = str(worker_id if worker_id is not None else 0)
+    env.pop("DMLC_LOCAL_RANK", None)
+    if role == "worker":   # one machine: the rank is also the device index
+        env["DMLC_WORKER_ID"] = env["DMLC_LOCAL_RANK"] = str(worker_id or 0)
     return env
 
 

@@ -60,7 +60,8 @@ def _pslaunch(args, tmp_path, timeout=150):
 
 
 def test_node_environments_describe_one_job():
-    kw = dict(num_workers=2, num_servers=1, host="127.0.0.1", port=9999, base={"DMLC_WORKER_ID": "7"})
+    kw = dict(num_workers=2, num_servers=1, host="127.0.0.1", port=9999,
+              base={"DMLC_WORKER_ID": "7", "DMLC_LOCAL_RANK": "7"})
     sched, server = pslaunch.node_env("scheduler", **kw), pslaunch.node_env("server", **kw)
     workers = [pslaunch.node_env("worker", worker_id=i, **kw) for i in range(2)]
     assert sched["DMLC_ROLE"] == "scheduler" and "DMLC_WORKER_ID" not in sched
@@ -71,6 +72,10 @@ def test_node_environments_describe_one_job():
     # the core reads each worker's rank from what the launcher set
     assert [D.detect(w) for w in workers] == [D.DistEnv(0, 2, 0, "mxnet"), D.DistEnv(1, 2, 1, "mxnet")]
     assert D.detect(server) == D.DistEnv()      # a server is no training rank
+    assert "DMLC_LOCAL_RANK" not in server
+    # several machines: worker 5 of 8 is the second GPU of its machine
+    other = dict(workers[0], DMLC_NUM_WORKER="8", DMLC_WORKER_ID="5", DMLC_LOCAL_RANK="1")
+    assert D.detect(other) == D.DistEnv(5, 8, 1, "mxnet")
     with pytest.raises(ValueError, match="role"):
         pslaunch.node_env("boss", **kw)
     assert pslaunch.commands(["-x"], module=False)[1:] == ["-x"]
@@ -118,3 +123,16 @@ def test_cli_under_pslaunch_writes_one_run(tmp_path):
     import pandas as pd
     sub = pd.read_csv(out / "submission.csv", dtype=str)
     assert len(sub) == 10 and set(sub.columns) == {"id", "label"}
+
+
+@needs_mxnet
+def test_a_worker_without_its_rank_is_one_clear_error():
+    # started by hand (or by a tracker) without DMLC_WORKER_ID, every worker would read rank 0
+    # and write the run folder: init refuses before connecting to any kvstore
+    from conftest import run_py
+    r = run_py("from d2lkaggle import distributed as D\nD.setup('mxnet')\n", timeout=120,
+               env={"DMLC_ROLE": "worker", "DMLC_NUM_WORKER": "2", "DMLC_NUM_SERVER": "1",
+                    "DMLC_PS_ROOT_URI": "127.0.0.1", "DMLC_PS_ROOT_PORT": "9", "DMLC_WORKER_ID": ""})
+    assert r.returncode != 0
+    assert "RuntimeError: MXNet data parallel needs a ps-lite job" in r.stderr
+    assert "python -m d2lkaggle.pslaunch --nproc_per_node N" in r.stderr

@@ -33,7 +33,7 @@ def init(env: DistEnv) -> None:
     global _KV
     if not env.enabled:
         return
-    if os.environ.get("DMLC_ROLE") != "worker" or "DMLC_WORKER_ID" not in os.environ:
+    if os.environ.get("DMLC_ROLE") != "worker" or not os.environ.get("DMLC_WORKER_ID"):
         raise RuntimeError("MXNet data parallel needs a ps-lite job: DMLC_ROLE=worker, "
                            "DMLC_WORKER_ID (0..N-1, the rank) and the DMLC_PS_ROOT_URI/PORT, "
                            "DMLC_NUM_SERVER/WORKER of a running scheduler; start the run with "
