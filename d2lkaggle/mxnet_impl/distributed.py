@@ -79,16 +79,18 @@ class GradientSync:
         if _KV is None:
             init(env)
         self.env = env
-        step = next(_STEPS)
-        self.keys = [f"d2lkaggle/{step}/{n}" for n in names]
+        self.prefix = f"d2lkaggle/{next(_STEPS)}/"
+        self.keys = [self.prefix + n for n in names]
 
-    def broadcast(self, arrays: Sequence[mx.nd.NDArray]) -> None:
-        """Every worker gets rank 0's values: rank 0 pushes them, the others zeros (a sum
-        with zeros is exact), so a differently initialised rank cannot drift."""
+    def broadcast(self, names: Sequence[str], arrays: Sequence[mx.nd.NDArray]) -> None:
+        """Every worker gets rank 0's values of ``names`` (all parameters, frozen ones and
+        BatchNorm statistics too, as torch's DDP broadcasts them): rank 0 pushes them, the
+        others zeros (a sum with zeros is exact), so a differently initialised rank cannot
+        drift."""
         if not self.env.is_main:
             for a in arrays:
                 a[:] = 0
-        _sum([k + "/init" for k in self.keys], arrays)
+        _sum([self.prefix + "init/" + n for n in names], arrays)
 
     def average(self, grads: Sequence[mx.nd.NDArray]) -> None:
         """Each gradient becomes its mean over the workers (in place)."""
