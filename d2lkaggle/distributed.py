@@ -86,8 +86,9 @@ def detect(environ: Mapping[str, str] = os.environ) -> DistEnv:
                        launcher="paddle")
     if environ.get("DMLC_ROLE") == "worker" and "DMLC_NUM_WORKER" in environ:
         rank = _int(environ, "DMLC_WORKER_ID", 0)
+        # (DMLC_LOCAL_RANK: the worker's device on its machine, set by d2lkaggle.pslaunch)
         return DistEnv(rank=rank, world_size=_int(environ, "DMLC_NUM_WORKER"),
-                       local_rank=rank, launcher="mxnet")
+                       local_rank=_int(environ, "DMLC_LOCAL_RANK", rank), launcher="mxnet")
     return DistEnv()
 
 

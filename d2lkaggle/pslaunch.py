@@ -13,7 +13,8 @@ the scheduler and leaves it running (measured with mxnet 1.9.1). This module is 
 launcher's ``local`` mode and nothing more; the kvstore, its sums and its barriers are
 MXNet's. It also gives each worker ``DMLC_WORKER_ID`` (0..N-1), which
 :func:`d2lkaggle.distributed.detect` reads as the rank (ps-lite assigns its own ranks only
-when the kvstore connects, too late to decide which process writes the run folder).
+when the kvstore connects, too late to decide which process writes the run folder), and
+``DMLC_LOCAL_RANK`` (its GPU on this machine).
 
 Usage (the launched command is what ``torchrun`` would get)::
 
@@ -52,8 +53,9 @@ def node_env(role: str, *, num_workers: int, num_servers: int, host: str, port: 
     # one-machine job off the network interfaces)
     env.setdefault("DMLC_NODE_HOST", host)
     env.pop("DMLC_WORKER_ID", None)
-    if role == "worker":
-        env["DMLC_WORKER_ID"] = str(worker_id if worker_id is not None else 0)
+    env.pop("DMLC_LOCAL_RANK", None)
+    if role == "worker":   # one machine: the rank is also the device index
+        env["DMLC_WORKER_ID"] = env["DMLC_LOCAL_RANK"] = str(worker_id or 0)
     return env
 
 
@@ -82,14 +84,17 @@ def launch(target: Sequence[str], *, nproc: int = 2, num_servers: int = 1,
                for i in range(nproc)]
     t0, rc = time.monotonic(), 0
     try:
-        while any(w.poll() is None for w in workers):
+        # (poll every process each round: ``any(...)`` would stop at the first running one)
+        while [w.poll() for w in workers].count(None):
             failed = [w.returncode for w in workers if w.returncode not in (None, 0)]
             if failed or (timeout is not None and time.monotonic() - t0 > timeout):
                 rc = failed[0] if failed else 124
                 break
-            if any(n.poll() not in (None, 0) for n in nodes):
-                rc = next(n.returncode for n in nodes if n.returncode not in (None, 0))
-                print(f"pslaunch: a scheduler/server exited with {rc}", file=sys.stderr)
+            dead = [code for code in (n.poll() for n in nodes) if code not in (None, 0)]
+            if dead:
+                rc = dead[0]
+                print(f"pslaunch: a scheduler/server exited with {rc} (is mxnet installed for "
+                      f"{sys.executable}?)", file=sys.stderr)
                 break
             time.sleep(0.2)
         else:

@@ -33,7 +33,7 @@ def init(env: DistEnv) -> None:
     global _KV
     if not env.enabled:
         return
-    if os.environ.get("DMLC_ROLE") != "worker" or "DMLC_WORKER_ID" not in os.environ:
+    if os.environ.get("DMLC_ROLE") != "worker" or not os.environ.get("DMLC_WORKER_ID"):
         raise RuntimeError("MXNet data parallel needs a ps-lite job: DMLC_ROLE=worker, "
                            "DMLC_WORKER_ID (0..N-1, the rank) and the DMLC_PS_ROOT_URI/PORT, "
                            "DMLC_NUM_SERVER/WORKER of a running scheduler; start the run with "
@@ -79,16 +79,18 @@ class GradientSync:
         if _KV is None:
             init(env)
         self.env = env
-        step = next(_STEPS)
-        self.keys = [f"d2lkaggle/{step}/{n}" for n in names]
+        self.prefix = f"d2lkaggle/{next(_STEPS)}/"
+        self.keys = [self.prefix + n for n in names]
 
-    def broadcast(self, arrays: Sequence[mx.nd.NDArray]) -> None:
-        """Every worker gets rank 0's values: rank 0 pushes them, the others zeros (a sum
-        with zeros is exact), so a differently initialised rank cannot drift."""
+    def broadcast(self, names: Sequence[str], arrays: Sequence[mx.nd.NDArray]) -> None:
+        """Every worker gets rank 0's values of ``names`` (all parameters, frozen ones and
+        BatchNorm statistics too, as torch's DDP broadcasts them): rank 0 pushes them, the
+        others zeros (a sum with zeros is exact), so a differently initialised rank cannot
+        drift."""
         if not self.env.is_main:
             for a in arrays:
                 a[:] = 0
-        _sum([k + "/init" for k in self.keys], arrays)
+        _sum([self.prefix + "init/" + n for n in names], arrays)
 
     def average(self, grads: Sequence[mx.nd.NDArray]) -> None:
         """Each gradient becomes its mean over the workers (in place)."""

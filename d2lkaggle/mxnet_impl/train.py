@@ -112,8 +112,9 @@ class MXNetStep:
         self.sync = None
         if self.dist is not None:
             self.sync = _distributed.GradientSync(list(self.params), self.dist)
-            self.sync.broadcast([p.data(self.devices[0]).as_nd_ndarray()
-                                 for p in self.params.values()])
+            everything = canonical_parameters(net)
+            self.sync.broadcast(list(everything), [p.data(self.devices[0]).as_nd_ndarray()
+                                                   for p in everything.values()])
 
     def set_lr(self, lr: float) -> None:
         self.optimizer.set_lr(lr)
