@@ -74,6 +74,19 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     _add_recipe_args(p)
     _add_cifar_args(p)
     _add_ensemble_args(p)
+    _add_features_args(p)
+
+
+def _add_features_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-features", action="store_true",
+                   help="frozen-backbone models (dog-breed's finetune): compute each image's "
+                        "backbone features once, cache them next to the data and train the "
+                        "head on them; needs --augment none (default: off, every epoch runs "
+                        "the backbone)")
+
+
+def _features_kwargs(a: argparse.Namespace) -> dict:
+    return {"cache_features": True} if getattr(a, "cache_features", False) else {}
 
 
 def _add_archive_args(p: argparse.ArgumentParser) -> None:
@@ -203,7 +216,7 @@ def _run_kwargs(a: argparse.Namespace) -> dict:
                 image_size=a.image_size, weights=a.weights, retrain=not a.no_retrain, seed=a.seed,
                 resume=a.resume, progress=not a.quiet, num_workers=a.workers,
                 amp=False if a.no_amp else "auto", label_kind=a.label_kind, **_recipe_kwargs(a),
-                **_model_kwargs(a), **_output_kwargs(a))
+                **_model_kwargs(a), **_output_kwargs(a), **_features_kwargs(a))
 
 
 def _model_kwargs(a: argparse.Namespace) -> dict:
