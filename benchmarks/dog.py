@@ -11,8 +11,8 @@ For each installed backend, in its own process (never two frameworks in one):
   epoch training on the images against training the head on cached features, the one-off
   cost of computing the features, and the validation log loss of both after the same epochs.
 
-    python benchmarks/dog.py            # 80 demo images, 2 epochs
-    python benchmarks/dog.py --quick    # 32 demo images, 1 epoch
+    python benchmarks/dog.py            # 48 demo images, 2 epochs
+    python benchmarks/dog.py --quick    # 24 demo images, 1 epoch
 """
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def measure(backend: str, data_dir: str, epochs: int, steps: int) -> dict:
 def rows(quick: bool) -> list[dict]:
     """The "Dog chapter at 224 px" and "--cache-features" rows for benchmarks/run.py."""
     from d2lkaggle.registry import is_installed
-    n_train, epochs, steps = (32, 1, 1) if quick else (80, 2, 3)
+    n_train, epochs, steps = (24, 1, 1) if quick else (48, 2, 2)
     out = []
     with tempfile.TemporaryDirectory(prefix="d2lk-dog-") as tmp:
         for name in ("torch", "mxnet", "paddle"):
@@ -133,8 +133,8 @@ def rows(quick: bool) -> list[dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="32 demo images, 1 epoch "
-                    "(default: 80 images, 2 epochs)")
+    ap.add_argument("--quick", action="store_true", help="24 demo images, 1 epoch "
+                    "(default: 48 images, 2 epochs)")
     a = ap.parse_args(argv)
     for r in rows(a.quick):
         print(json.dumps(r, ensure_ascii=False))

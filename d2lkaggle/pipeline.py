@@ -75,8 +75,9 @@ def _check_ids(labels: dict[str, str], images: dict[str, str], labels_path: str,
 
 def test_ids(comp: Competition, data_dir: str) -> list[str]:
     """Test ids in submission order: the sample file's order when present, else natural order."""
-    images = _images_by_id(os.path.join(data_dir, comp.test_dir))
+    from .stream import scan_ids   # {id: extension}: no 300,000 full paths held
     sample = os.path.join(data_dir, comp.sample_file)
+    images = scan_ids(os.path.join(data_dir, comp.test_dir), ordered=not os.path.exists(sample))
     if os.path.exists(sample):
         import pandas as pd
         # keep_default_na=False: the ids "NA", "null", "nan" are ids, not missing values
@@ -131,17 +132,18 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
         from .ensemble import check_split
         tr_ids, va_ids = check_split(split, labels)
     t_ids = test_ids(comp, data_dir)
-    test_images = _images_by_id(os.path.join(data_dir, comp.test_dir))
+    test_images = None if comp.fixed_size else _images_by_id(os.path.join(data_dir, comp.test_dir))
     if comp.fixed_size:
         # CIFAR-sized images: decode each PNG once into one cached array.
         train_array = load_image_array([images[i] for i in ids])
         # The test set streams (Kaggle's is 300,000 PNGs, 6x the training set): every file is
         # decoded once now, in chunks, to name a bad one before training; prediction decodes
         # it again batch by batch, so memory does not grow with the test set (issue 15).
-        from .stream import check_test_images
-        check_test_images([test_images[i] for i in t_ids], train_array.shape[1:], num_workers)
+        from .stream import FolderSource, check_test_images, scan_ids
+        test_dir = os.path.join(data_dir, comp.test_dir)
+        test_source = FolderSource(test_dir, t_ids, scan_ids(test_dir, ordered=False))
+        check_test_images(test_source, train_array.shape[1:], num_workers)
         make = lambda sel: ArraySource(train_array, [pos[i] for i in sel])  # noqa: E731
-        test_source = FileSource([test_images[i] for i in t_ids])
     else:
         # Every file is checked now, not when an epoch (or the prediction after training)
         # first decodes it; test images are decoded once in full for the same reason.

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from d2lkaggle.competitions import get_competition
-from d2lkaggle.data import FileSource
+from d2lkaggle.stream import FolderSource
 from d2lkaggle.images import read_image
 from d2lkaggle.pipeline import load_data, run_competition
 from d2lkaggle.stream import check_test_images
@@ -21,7 +21,7 @@ def test_test_images_stream_from_files_in_submission_order(cifar):
     comp = get_competition("cifar10")
     data = load_data(comp, str(cifar), batch_size=8, valid_ratio=0.1)
     src = data.test_iter.source
-    assert isinstance(src, FileSource)   # nothing decoded is held for the test set
+    assert isinstance(src, FolderSource)   # nothing decoded is held for the test set
     assert [p.split("/")[-1] for p in src.paths] == [f"{i}.png" for i in data.test_ids]
     x = np.concatenate([b for b, _ in data.test_iter])
     assert x.shape == (len(data.test_ids), 32, 32, 3)
@@ -48,3 +48,17 @@ def test_check_test_images_decodes_in_chunks_and_checks_the_shape(cifar):
     assert check_test_images(paths, (32, 32, 3), num_workers=0, chunk=7) == len(paths)
     with pytest.raises(ValueError, match=r"training images are \(16, 16, 3\)"):
         check_test_images(paths, (16, 16, 3), chunk=7)
+
+
+def test_scan_ids_names_two_files_with_one_id_and_keeps_the_natural_order(tmp_path):
+    from d2lkaggle.stream import scan_ids
+    for name in ("10.png", "2.png", "1.jpg", "b.png", "a.png"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / ".DS_Store").write_bytes(b"")
+    ids = scan_ids(str(tmp_path))
+    assert list(ids) == ["1", "2", "10", "a", "b"] and ids["1"] == ".jpg"
+    src = FolderSource(str(tmp_path), list(ids), ids)
+    assert src.paths[0].endswith("1.jpg") and src.path(2).endswith("10.png")
+    (tmp_path / "2.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match="'2.jpg' and '2.png'"):
+        scan_ids(str(tmp_path))
