@@ -83,6 +83,20 @@ def check_cacheable(recipe: Any, train_transform: Any, mixing: Any = None) -> No
                          f"differ; add --augment none (resize + centre crop)")
 
 
+def frozen_head_net(net: Any, module_type: type) -> Any:
+    """``net`` when it is a frozen-backbone net with a ``head`` of ``module_type`` (the
+    chapter's fine-tune net), else :class:`ValueError`; each backend passes its module class."""
+    if not (getattr(net, "frozen", False) and isinstance(getattr(net, "head", None), module_type)):
+        raise ValueError("cached features need a frozen-backbone net with a 'head' "
+                         "(finetune_net(..., freeze=True))")
+    return net
+
+
+def backbone_arrays(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The backbone's entries of a net's state (everything outside ``head.``): the cache key."""
+    return {k: v for k, v in state.items() if not k.startswith("head.")}
+
+
 def backbone_digest(state: dict[str, np.ndarray]) -> str:
     """SHA-256 over the backbone's arrays (names, dtypes, shapes and bytes), in name order."""
     h = hashlib.sha256()

@@ -13,22 +13,19 @@ from mxnet import autograd
 from mxnet import np as mnp
 from mxnet.gluon import Block
 
-from .. import loop
+from .. import features, loop
 from .data import to_tensor
 from .train import MXNetStep, try_all_gpus
 from .weights import get_state
 
 
 def _check(net: Any) -> Block:
-    if not (getattr(net, "frozen", False) and isinstance(getattr(net, "head", None), Block)):
-        raise ValueError("cached features need a frozen-backbone net with a 'head' "
-                         "(finetune_net(..., freeze=True))")
-    return net
+    return features.frozen_head_net(net, Block)
 
 
 def backbone_state(net: Any) -> dict[str, np.ndarray]:
     """The frozen backbone's arrays (every state entry outside ``head.``), for the cache key."""
-    return {k: v for k, v in get_state(_check(net)).items() if not k.startswith("head.")}
+    return features.backbone_arrays(get_state(_check(net)))
 
 
 def uses_amp(net: Any, amp: Any) -> bool:

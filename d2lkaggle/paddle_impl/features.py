@@ -11,7 +11,7 @@ import numpy as np
 import paddle
 from paddle import nn
 
-from .. import loop
+from .. import features, loop
 from .. import optim as core_optim
 from .data import to_labels, to_tensor
 from .train import PaddleStep, _cross_entropy, try_all_gpus
@@ -19,15 +19,12 @@ from .weights import get_state
 
 
 def _check(net: Any) -> nn.Layer:
-    if not (getattr(net, "frozen", False) and isinstance(getattr(net, "head", None), nn.Layer)):
-        raise ValueError("cached features need a frozen-backbone net with a 'head' "
-                         "(finetune_net(..., freeze=True))")
-    return net
+    return features.frozen_head_net(net, nn.Layer)
 
 
 def backbone_state(net: Any) -> dict[str, np.ndarray]:
     """The frozen backbone's arrays (every state entry outside ``head.``), for the cache key."""
-    return {k: v for k, v in get_state(_check(net)).items() if not k.startswith("head.")}
+    return features.backbone_arrays(get_state(_check(net)))
 
 
 def uses_amp(net: Any, amp: Any) -> bool:

@@ -11,22 +11,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import loop
+from .. import features, loop
 from .train import TorchStep, _use_amp, try_all_gpus
 from .weights import _module, get_state
 
 
 def _check(net: Any) -> nn.Module:
-    m = _module(net)
-    if not (getattr(m, "frozen", False) and isinstance(getattr(m, "head", None), nn.Module)):
-        raise ValueError("cached features need a frozen-backbone net with a 'head' "
-                         "(finetune_net(..., freeze=True))")
-    return m
+    return features.frozen_head_net(_module(net), nn.Module)
 
 
 def backbone_state(net: Any) -> dict[str, np.ndarray]:
     """The frozen backbone's arrays (every state entry outside ``head.``), for the cache key."""
-    return {k: v for k, v in get_state(_check(net)).items() if not k.startswith("head.")}
+    return features.backbone_arrays(get_state(_check(net)))
 
 
 def uses_amp(net: Any, amp: Any) -> bool:
