@@ -19,12 +19,13 @@ What the core decides here (no framework code):
   the recipe the user asked for).
 * **Where features live and when they are trusted** — :func:`cached_features`: in the
   image cache folder next to the data (``<data>/.d2lkaggle_cache/``, like
-  :func:`images.load_image_array`), as ``features-<backend>-<N>x<D>-<key>.npy`` plus a
-  ``.json`` describing the key. The key is a SHA-256 of the backbone's weights (every array's
-  bytes), every image's (path, size, mtime), the transform, the normalisation, the backend,
-  dtype and autocast; a file is used only when its name, its JSON and its shape all match —
-  a changed image, other weights or another transform compute new features. Files are
-  written to a temporary name and renamed; a read-only data folder keeps them in memory.
+  :func:`images.load_image_array`), one ``features-<backend>-<key>.npz`` per backbone: the
+  key is a SHA-256 of the backbone's weights (every array's bytes), the transform, the
+  normalisation, the backend and the autocast setting; inside, each row is keyed by its
+  image's absolute path, size and modification time. A row is used only for exactly that
+  image; a touched or replaced image, other weights or another transform compute new
+  features, and a damaged file is recomputed. The file is written to a temporary name and
+  renamed; a read-only data folder keeps the features in memory (with a warning).
 
 The backends provide the two framework parts, in ``<backend>_impl/features.py``:
 ``backbone_features(net, x, mean, std, amp)`` (the frozen backbone's pooled features of one
@@ -107,21 +108,19 @@ def backbone_digest(state: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def _file_entries(paths: Sequence[str]) -> list[tuple[str, int, int]]:
-    out = []
-    for p in paths:
-        st = os.stat(p)
-        out.append((os.path.abspath(p), st.st_size, st.st_mtime_ns))
-    return out
+def _identity(path: str) -> str:
+    st = os.stat(path)
+    return f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}"
 
 
-def feature_key(weights_digest: str, paths: Sequence[str], transform: Any,
-                **settings: Any) -> dict[str, Any]:
-    """What the features of ``paths`` depend on, as a JSON-ready dict (its hash names the file)."""
-    files = hashlib.sha256(json.dumps(_file_entries(paths)).encode()).hexdigest()
+def feature_key(weights_digest: str, transform: Any, **settings: Any) -> dict[str, Any]:
+    """What every image's features depend on besides the image itself, as a JSON-ready dict:
+    the backbone's weights, the transform and ``settings`` (backend, precision, normalisation).
+    Its hash names the cache file; each row in it is keyed by its image's path, size and
+    modification time."""
     return json.loads(json.dumps({"version": FEATURES_VERSION, "weights": weights_digest,
-                                  "files": files, "n": len(paths), "transform": repr(transform),
-                                  **settings}, sort_keys=True, default=str))
+                                  "transform": repr(transform), **settings},
+                                 sort_keys=True, default=str))
 
 
 def _cache_folder(paths: Sequence[str]) -> str:
@@ -130,17 +129,18 @@ def _cache_folder(paths: Sequence[str]) -> str:
     return os.path.join(base, CACHE_DIR_NAME)
 
 
-def _try_load(npy: str, meta: str, key: dict[str, Any]) -> np.ndarray | None:
+def _load_bank(path: str, key: dict[str, Any]) -> tuple[np.ndarray, list[str]] | None:
     try:
-        with open(meta, encoding="utf-8") as f:
-            if json.load(f) != key:
+        with np.load(path, allow_pickle=False) as z:
+            if json.loads(str(z["key"])) != key:
                 return None
-        arr = np.load(npy, allow_pickle=False)
-    except (OSError, ValueError, EOFError):
+            rows, ids = z["rows"], [str(i) for i in z["ids"]]
+    except (OSError, ValueError, EOFError, KeyError):   # missing or damaged: recomputed
         return None
-    if arr.dtype != np.float32 or arr.ndim != 2 or len(arr) != key["n"] or not np.isfinite(arr).all():
+    if (rows.dtype != np.float32 or rows.ndim != 2 or len(rows) != len(ids)
+            or not np.isfinite(rows).all()):
         return None
-    return arr
+    return rows, ids
 
 
 def cached_features(paths: Sequence[str], compute: Callable[[np.ndarray], np.ndarray],
@@ -148,44 +148,53 @@ def cached_features(paths: Sequence[str], compute: Callable[[np.ndarray], np.nda
                     cache_dir: str | None = None, num_workers: int | None = None,
                     log: Callable[[str], Any] | None = None) -> np.ndarray:
     """The features (float32, one row per path, in order) of the images ``paths`` seen through
-    ``transform``: from the cache when ``key`` matches, else ``compute(uint8 batch)`` over
-    batches of :data:`FEATURE_BATCH` images, then stored (atomically) for the next run."""
-    from .checkpoint import atomic_open, atomic_write_text
+    ``transform``. Rows whose image (path, size, modification time) is in the cache file of
+    ``key`` are read; the others are computed with ``compute(uint8 batch)`` over batches of
+    :data:`FEATURE_BATCH` images and added to the file (written atomically), so the train,
+    validation and retrain phases compute each image once."""
+    from .checkpoint import atomic_open
     from .data import FileSource
     paths = [os.fspath(p) for p in paths]
     if not paths:
         raise ValueError("cache_features: no images")
     folder = cache_dir or _cache_folder(paths)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    stem = os.path.join(folder, f"features-{backend}-{len(paths)}-{digest}")
-    arr = _try_load(stem + ".npy", stem + ".json", key)
-    if arr is not None:
+    bank_path = os.path.join(folder, f"features-{backend}-{digest}.npz")
+    ids = [_identity(p) for p in paths]
+    bank = _load_bank(bank_path, key)
+    rows, known = bank if bank is not None else (None, [])
+    where = {ident: k for k, ident in enumerate(known)}
+    todo = [k for k, ident in enumerate(ids) if ident not in where]
+    if not todo:
         if log:
-            log(f"backbone features of {len(paths)} images from {stem}.npy")
-        return arr
-    loader = ImageLoader(FileSource(paths), None, FEATURE_BATCH, transform=transform,
-                         num_workers=num_workers)
-    out: np.ndarray | None = None
-    row = 0
-    for x, _ in loader:
-        f = np.asarray(compute(x), dtype=np.float32).reshape(len(x), -1)
-        if out is None:
-            out = np.empty((len(paths), f.shape[1]), dtype=np.float32)
-        out[row:row + len(f)] = f
-        row += len(f)
-    if not np.isfinite(out).all():
+            log(f"backbone features of {len(paths)} images from {bank_path}")
+        return rows[[where[i] for i in ids]]
+    loader = ImageLoader(FileSource([paths[k] for k in todo]), None, FEATURE_BATCH,
+                         transform=transform, num_workers=num_workers)
+    new: list[np.ndarray] = [np.asarray(compute(x), dtype=np.float32).reshape(len(x), -1)
+                             for x, _ in loader]
+    fresh = np.concatenate(new)
+    if not np.isfinite(fresh).all():
         raise FloatingPointError("the backbone gave non-finite features; check its weights")
+    if rows is not None and rows.shape[1] != fresh.shape[1]:
+        rows, known, where = None, [], {}
+    all_rows = fresh if rows is None else np.concatenate([rows, fresh])
+    fresh_ids = [ids[k] for k in todo]
+    for j, ident in enumerate(fresh_ids):
+        where[ident] = len(known) + j
+    all_ids = known + fresh_ids
     try:
         os.makedirs(folder, exist_ok=True)
-        with atomic_open(stem + ".npy", "wb") as fh:
-            np.save(fh, out, allow_pickle=False)
-        atomic_write_text(stem + ".json", json.dumps(key, sort_keys=True, indent=1) + "\n")
+        with atomic_open(bank_path, "wb") as fh:
+            np.savez(fh, rows=all_rows, ids=np.array(all_ids, dtype=str),
+                     key=np.array(json.dumps(key, sort_keys=True)))
         if log:
-            log(f"backbone features of {len(paths)} images computed once, cached in {stem}.npy")
+            log(f"backbone features of {len(todo)} images computed once "
+                f"({len(paths) - len(todo)} from the cache), cached in {bank_path}")
     except OSError as e:
-        warnings.warn(f"could not write the feature cache {stem}.npy: {e}", RuntimeWarning,
+        warnings.warn(f"could not write the feature cache {bank_path}: {e}", RuntimeWarning,
                       stacklevel=2)
-    return out
+    return all_rows[[where[i] for i in ids]]
 
 
 class FeatureLoader(ImageLoader):
@@ -254,7 +263,7 @@ def train_with_cached_features(bk: Any, net: Any, train_iter: ImageLoader,
         if not deterministic(loader.transform):
             raise ValueError(f"--cache-features: the transform {loader.transform!r} is random")
         paths = _paths_of(loader)
-        key = feature_key(digest, paths, loader.transform, backend=name, amp=amp_on,
+        key = feature_key(digest, loader.transform, backend=name, amp=amp_on,
                           mean=list(loader.mean), std=list(loader.std))
         return cached_features(paths, compute, loader.transform, key, name, cache_dir,
                                num_workers=loader.num_workers, log=log)

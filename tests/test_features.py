@@ -70,26 +70,29 @@ def test_features_are_computed_once_and_never_trusted_when_stale(tmp_path):
         calls.append(len(x))
         return x.reshape(len(x), -1)[:, :6].astype(np.float32)
 
-    key = lambda w="w1": feature_key(w, paths, None, backend="numpy")  # noqa: E731
-    a = cached_features(paths, compute, None, key(), "numpy")
-    assert sum(calls) == 5 and a.shape == (5, 6)
+    key = lambda w="w1": feature_key(w, None, backend="numpy")  # noqa: E731
+    a = cached_features(paths[:3], compute, None, key(), "numpy")
+    assert sum(calls) == 3 and a.shape == (3, 6)
     cache = tmp_path / "data" / ".d2lkaggle_cache"
-    npy = [f for f in os.listdir(cache) if f.endswith(".npy")]
-    assert len(npy) == 1 and npy[0].startswith("features-numpy-5-")
-    b = cached_features(paths, compute, None, key(), "numpy")     # from the cache
+    files = os.listdir(cache)
+    assert len(files) == 1 and files[0].startswith("features-numpy-") and files[0].endswith(".npz")
+    b = cached_features(paths, compute, None, key(), "numpy")     # 3 cached, 2 new
     assert sum(calls) == 5
-    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, b[:3])
+    c = cached_features(paths[::-1], compute, None, key(), "numpy")   # all from the cache
+    assert sum(calls) == 5
+    np.testing.assert_array_equal(c, b[::-1])
     cached_features(paths, compute, None, key("w2"), "numpy")      # other backbone weights
     assert sum(calls) == 10
     st = os.stat(paths[2])
     os.utime(paths[2], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))   # a touched image
     cached_features(paths, compute, None, key(), "numpy")
-    assert sum(calls) == 15
-    for f in os.listdir(cache):           # damaged files are recomputed, never trusted
-        if f.endswith(".npy"):
-            (cache / f).write_bytes(b"\x93NUMPY garbage")
-    cached_features(paths, compute, None, key(), "numpy")
-    assert sum(calls) == 20
+    assert sum(calls) == 11
+    for f in os.listdir(cache):           # a damaged file is recomputed, never trusted
+        (cache / f).write_bytes(b"PK garbage")
+    d = cached_features(paths, compute, None, key(), "numpy")
+    assert sum(calls) == 16
+    np.testing.assert_array_equal(d, b)
 
 
 EQUIV = r"""
@@ -144,7 +147,7 @@ def test_cached_head_training_equals_training_on_images(backend, dog_dir, tmp_pa
     np.testing.assert_allclose(out["valid_a"], out["valid_b"], rtol=1e-4)
     assert out["pred"] < 1e-4
     assert any("computed once" in line for line in out["logs"])
-    assert any("from " in line and line.endswith(".npy") for line in out["logs"][2:])  # reused
+    assert any("from " in line and line.endswith(".npz") for line in out["logs"][2:])  # reused
 
 
 def test_cli_refuses_augmented_images_and_runs_with_augment_none(dog_dir, tmp_path):
@@ -162,4 +165,8 @@ def test_cli_refuses_augmented_images_and_runs_with_augment_none(dog_dir, tmp_pa
     r = run_cli(*base, "--augment", "none", "--out", str(tmp_path / "b"))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "computed once" in r.stdout
+    # the retrain phase (all labelled images) reads what the train/valid phase computed
+    import re
+    reused = [int(n) for n in re.findall(r"computed once \((\d+) from the cache\)", r.stdout)]
+    assert len(reused) == 3 and reused[:2] == [0, 0] and reused[2] == 44, r.stdout
     assert (tmp_path / "b" / "submission.csv").exists()
