@@ -100,6 +100,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     _add_cifar_args(p)
     _add_ensemble_args(p)
     _add_distributed_args(p)
+    _add_features_args(p)
 
 
 def _add_distributed_args(p: argparse.ArgumentParser) -> None:
@@ -162,6 +163,18 @@ def _wait_for_main_rank(path: str, timeout: float = 600.0) -> bool:
             raise TimeoutError(f"rank {env.rank}: {path} did not appear within {timeout:.0f} s")
         time.sleep(0.2)
     return True
+
+
+def _add_features_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-features", action="store_true",
+                   help="frozen-backbone models (dog-breed's finetune): compute each image's "
+                        "backbone features once, cache them next to the data and train the "
+                        "head on them; needs --augment none (default: off, every epoch runs "
+                        "the backbone)")
+
+
+def _features_kwargs(a: argparse.Namespace) -> dict:
+    return {"cache_features": True} if getattr(a, "cache_features", False) else {}
 
 
 def _add_archive_args(p: argparse.ArgumentParser) -> None:
@@ -291,7 +304,7 @@ def _run_kwargs(a: argparse.Namespace) -> dict:
                 image_size=a.image_size, weights=a.weights, retrain=not a.no_retrain, seed=a.seed,
                 resume=a.resume, progress=not a.quiet, num_workers=a.workers,
                 amp=False if a.no_amp else "auto", label_kind=a.label_kind, **_recipe_kwargs(a),
-                **_model_kwargs(a), **_output_kwargs(a))
+                **_model_kwargs(a), **_output_kwargs(a), **_features_kwargs(a))
 
 
 def _model_kwargs(a: argparse.Namespace) -> dict:

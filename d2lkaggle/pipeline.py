@@ -75,8 +75,9 @@ def _check_ids(labels: dict[str, str], images: dict[str, str], labels_path: str,
 
 def test_ids(comp: Competition, data_dir: str) -> list[str]:
     """Test ids in submission order: the sample file's order when present, else natural order."""
-    images = _images_by_id(os.path.join(data_dir, comp.test_dir))
+    from .stream import scan_ids   # {id: extension}: no 300,000 full paths held
     sample = os.path.join(data_dir, comp.sample_file)
+    images = scan_ids(os.path.join(data_dir, comp.test_dir), ordered=not os.path.exists(sample))
     if os.path.exists(sample):
         import pandas as pd
         # keep_default_na=False: the ids "NA", "null", "nan" are ids, not missing values
@@ -131,13 +132,18 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
         from .ensemble import check_split
         tr_ids, va_ids = check_split(split, labels)
     t_ids = test_ids(comp, data_dir)
-    test_images = _images_by_id(os.path.join(data_dir, comp.test_dir))
+    test_images = None if comp.fixed_size else _images_by_id(os.path.join(data_dir, comp.test_dir))
     if comp.fixed_size:
         # CIFAR-sized images: decode each PNG once into one cached array.
         train_array = load_image_array([images[i] for i in ids])
-        test_array = load_image_array([test_images[i] for i in t_ids])
+        # The test set streams (Kaggle's is 300,000 PNGs, 6x the training set): every file is
+        # decoded once now, in chunks, to name a bad one before training; prediction decodes
+        # it again batch by batch, so memory does not grow with the test set (issue 15).
+        from .stream import FolderSource, check_test_images, scan_ids
+        test_dir = os.path.join(data_dir, comp.test_dir)
+        test_source = FolderSource(test_dir, t_ids, scan_ids(test_dir, ordered=False))
+        check_test_images(test_source, train_array.shape[1:], num_workers)
         make = lambda sel: ArraySource(train_array, [pos[i] for i in sel])  # noqa: E731
-        test_source = ArraySource(test_array)
     else:
         # Every file is checked now, not when an epoch (or the prediction after training)
         # first decodes it; test images are decoded once in full for the same reason.
@@ -309,6 +315,9 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     comp = get_competition(competition) if isinstance(competition, str) else competition
     base = recipe if isinstance(recipe, Recipe) else recipe_for(comp, recipe)
     aug_pair = tricks.pop("augment") if not isinstance(tricks.get("augment", ""), str) else None
+    # cache_features=True (--cache-features): the frozen backbone runs once per image
+    # (d2lkaggle.features); it trains the same head, so it is not part of run_config
+    cache_features = bool(tricks.pop("cache_features", False))
     unknown = sorted(set(tricks) - set(Recipe.__dataclass_fields__))
     if unknown:
         raise TypeError(f"run_competition() got unknown keyword(s) {', '.join(unknown)}")
@@ -359,6 +368,12 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     resume = {phase: check_resume(os.path.join(out, "checkpoints", phase), config, resume, log)
               for phase in ("valid", "final")}
     bk = get_backend(name)
+    train_fn = bk.train
+    if cache_features:
+        from functools import partial
+        from .features import check_cacheable, train_with_cached_features
+        check_cacheable(recipe, data.train_iter.transform)   # before the first epoch
+        train_fn = partial(train_with_cached_features, bk, backend=name)
     run_bar = _run_progress(progress, recipe.epochs, data, retrain, out if resume else None)
     train_kw = dict(lr_period=recipe.lr_period, lr_decay=recipe.lr_decay, progress=progress, log=log,
                     amp=amp, config=config)
@@ -376,7 +391,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
         extra, tricks_summary = tricks_kw(data.train_iter)
         if run_bar is not None:
             run_bar.set_phase("train/valid")
-        valid_hist = bk.train(net, data.train_iter, data.valid_iter, recipe.epochs, recipe.lr,
+        valid_hist = train_fn(net, data.train_iter, data.valid_iter, recipe.epochs, recipe.lr,
                               recipe.wd, None, checkpoint_dir=os.path.join(out, "checkpoints", "valid"),
                               resume=resume["valid"], plot=os.path.join(out, "curves.png"), **train_kw, **extra)
         timings["train_s"] = time.perf_counter() - t0
@@ -396,7 +411,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
         tricks_summary = tricks_summary or final_tricks
         if run_bar is not None:
             run_bar.set_phase("retrain")
-        final_hist = bk.train(net, data.train_valid_iter, None, recipe.epochs, recipe.lr, recipe.wd,
+        final_hist = train_fn(net, data.train_valid_iter, None, recipe.epochs, recipe.lr, recipe.wd,
                               None, checkpoint_dir=os.path.join(out, "checkpoints", "final"),
                               resume=resume["final"], plot=None if valid_hist else os.path.join(out, "curves.png"),
                               **train_kw, **extra)
