@@ -23,7 +23,7 @@ from .writeups import cycle_step_size
 from .ensemble import split_digest
 from .competitions import Competition, Recipe, get_competition
 from .competitions import recipe_for
-from .recipes import check_recipe, make_mixing, make_schedule, train_kwargs
+from .recipes import check_recipe, fit_batch_to_set, make_mixing, make_schedule, train_kwargs
 from .recipes import describe as describe_tricks
 from .data import ArraySource, FileSource, ImageLoader
 from .images import check_images, list_images, load_image_array, read_images
@@ -271,6 +271,22 @@ def write_submission(comp: Competition, data_dir: str, probs: np.ndarray, data: 
     return path
 
 
+def _training_set_size(comp: Competition, data_dir: str, valid_ratio: float,
+                       split: Any = None) -> int | None:
+    """Images the training phase will see, counted from the labels file before any decoding
+    (``None`` when only loading can tell: an archive, or a labels file that is missing)."""
+    if split is not None:
+        return len(split[0])
+    if find_cifar_archive(data_dir) is not None:
+        return None
+    try:
+        with open(os.path.join(data_dir, comp.labels_file), "rb") as f:
+            n = max(0, sum(1 for line in f if line.strip()) - 1)
+    except OSError:
+        return None    # load_data names the missing file
+    return n - int(n * valid_ratio)
+
+
 def run_competition(competition: str | Competition, data_dir: str, *, backend: str = "torch",
                     out: str | None = None, epochs: int | None = None,
                     batch_size: int | None = None, lr: float | None = None,
@@ -334,6 +350,9 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     comp = normalized(comp, recipe)                # 003: ImageNet statistics for its weights
     check_settings(recipe, image_size)
     recipe = _random_init(recipe)
+    recipe, batch_note = fit_batch_to_set(
+        recipe, _training_set_size(comp, data_dir, recipe.valid_ratio, split),
+        batch_given=batch_size is not None, lr_given=lr is not None)
     if predict_with is None and recipe.keep == "best" and recipe.valid_ratio > 0:
         predict_with = "best"   # a write-up that keeps its best-validation epoch (004)
     predict_with = _predict_with(predict_with, retrain, recipe.valid_ratio > 0)
@@ -356,6 +375,8 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     data = _shard_data(data, dist)
     t_data = time.perf_counter() - t_start
     say(_header(comp, data, name, recipe))
+    if batch_note:
+        say(batch_note)
     if dist.enabled:
         say(f"data parallel: {dist.world_size} processes ({dist.launcher}), each trains "
             f"{recipe.batch_size // dist.world_size} of every batch of {recipe.batch_size}")
@@ -506,6 +527,7 @@ def run_config(comp: Competition, recipe: Recipe, *, backend: str, image_size: i
               "augment": comp.augment, **asdict(recipe),  # a Recipe's own augment wins
               "image_size": int(image_size or comp.image_size), "seed": int(seed), "amp": amp,
               **extra}
+    config.pop("small_set_batch", None)  # a rule, applied already: batch_size and lr record it
     return json.loads(json.dumps(config, default=str))
 
 
