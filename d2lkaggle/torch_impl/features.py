@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .. import features, loop
-from .train import TorchStep, _use_amp, try_all_gpus
+from .train import SUPPORTS_BF16, TorchStep, _cuda_bf16, autocast_dtype, try_all_gpus
 from .weights import _module, get_state
 
 
@@ -27,7 +27,8 @@ def backbone_state(net: Any) -> dict[str, np.ndarray]:
 
 def uses_amp(net: Any, amp: Any) -> bool:
     """Whether ``amp`` ("auto", True, False) means bf16 autocast for ``net`` here."""
-    return _use_amp(amp, next(_check(net).parameters()).device)
+    device = next(_check(net).parameters()).device
+    return autocast_dtype(device.type, amp, SUPPORTS_BF16, _cuda_bf16()) is not None
 
 
 @torch.no_grad()
@@ -50,7 +51,7 @@ class FeatureStep(TorchStep):
 
     def __init__(self, net: nn.Module, **kwargs: Any):
         super().__init__(_check(net), **kwargs)
-        self.model = self.net.head
+        self.model = self.eval_model = self.net.head
         self.channels_last = False
 
     def _inputs(self, x: np.ndarray) -> torch.Tensor:

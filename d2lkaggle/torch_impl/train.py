@@ -137,6 +137,7 @@ class TorchStep:
         self.model = (DistributedDataParallel(
             self.net, device_ids=[self.device] if self.device.type == "cuda" else None)
             if mode == "ddp" else self.net)
+        self.eval_model = self.net   # evaluation runs the bare net (no gradient sync)
         self.mean, self.std = tuple(mean), tuple(std)
         params = {n: p for n, p in self.net.named_parameters() if p.requires_grad}
         self.optimizer = Optimizer(params, self.spec) if params else None
@@ -181,9 +182,9 @@ class TorchStep:
     @torch.no_grad()
     def _logits(self, x: np.ndarray) -> torch.Tensor:
         # the bare net: evaluation needs no gradient sync, and ranks may see unequal batches
-        self.net.eval()
+        self.eval_model.eval()
         with self._autocast():
-            return self.net(self._inputs(x)).float()
+            return self.eval_model(self._inputs(x)).float()
 
     def all_reduce_sum(self, values: np.ndarray) -> np.ndarray:
         """float64 ``values`` summed over the ranks (themselves in one process)."""
