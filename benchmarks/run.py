@@ -319,10 +319,33 @@ def _reorg_rows() -> list[Row]:
     return rows
 
 
-def builtin_rows() -> list[Row]:
+def _lever_rows() -> list[Row]:
+    """``--levers``: each speed lever of the torch row against the library as shipped."""
+    def job(**kw):
+        def f(quick):
+            s = _sizes(quick)
+            warm, steps = s["b32"]
+            return run_job(dict(job="ours_train", backend="torch", data_dir=demo_set(s["n"]),
+                                batch=32, steps=steps, warmup=warm + (3 if kw.get("compile") else 0),
+                                **kw))
+        return f
+    shipped = job()
+    out = []
+    for name, what, kw in (
+            ("lever-fp32", "fp32 NCHW instead of bf16 + channels_last", dict(amp=False)),
+            ("lever-compile", "torch.compile(model) on top of the shipped step", dict(compile=True)),
+            ("lever-prefetch1", "loader prefetch depth 1 instead of 4", dict(prefetch=1)),
+            ("lever-workers1", "loader in the training thread (num_workers=1)", dict(workers=1))):
+        out.append(Row(name, f"torch batch 32: {what} (textbook column: ours as shipped)",
+                       "examples/s", 1.0, True, job(**kw), shipped, "examples_per_sec",
+                       pre=lambda q: demo_set(_sizes(q)["n"])))
+    return out
+
+
+def builtin_rows(levers: bool = False) -> list[Row]:
     rows = _train_rows()
     rows.insert(2, _accuracy_row())
-    return rows + [_pipeline_row()] + _reorg_rows()
+    return rows + [_pipeline_row()] + _reorg_rows() + (_lever_rows() if levers else [])
 
 
 def external_modules() -> list[str]:
@@ -335,7 +358,8 @@ def external_modules() -> list[str]:
             tree = ast.parse(open(os.path.join(HERE, fn), encoding="utf-8").read())
         except SyntaxError:
             continue
-        if any(isinstance(n, ast.FunctionDef) and n.name == "rows" for n in tree.body):
+        if any(isinstance(n, ast.FunctionDef) and n.name == "rows" and n.args.args
+               and n.args.args[0].arg == "quick" for n in tree.body):
             names.append(fn[:-3])
     return names
 
@@ -410,7 +434,7 @@ def table(results: list[dict]) -> str:
     head = "| row | ours | textbook | unit | ratio | goal | met | note |"
     lines = [head, "|---|---:|---:|---|---:|---|---|---|"]
     for r in results:
-        met = "met" if r.get("met") else "**missed**"
+        met = "report" if r.get("met") is None else "met" if r["met"] else "**missed**"
         lines.append(f"| {r['row']} | {_fmt(r.get('ours'))} | {_fmt(r.get('textbook'))} | "
                      f"{r.get('unit', '')} | {r.get('ratio_s', '')} | {r.get('goal', '')} | {met} "
                      f"| {r.get('note', '')} |")
@@ -443,7 +467,9 @@ def write_readme(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _selected(name: str, only: list[str] | None) -> bool:
+def _selected(name: str, only: list[str] | None, skip: list[str] | None = None) -> bool:
+    if skip and any(name == o or name.startswith(o) for o in skip):
+        return False
     return only is None or any(name == o or name.startswith(o) for o in only)
 
 
@@ -452,14 +478,19 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sizes, 1 repeat (default: off)")
     ap.add_argument("--only", metavar="ROWS", help="comma-separated row names or prefixes, e.g. "
                     "train-torch,reorg,pipeline or an extra script's name (default: all rows)")
+    ap.add_argument("--skip", metavar="ROWS", help="comma-separated rows or prefixes to leave "
+                    "out (default: none)")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats per row (default: 3)")
     ap.add_argument("--write", metavar="PATH", help="rewrite the marked table section of PATH "
                     "(default: benchmarks/README.md after a full run, nothing otherwise)")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON (default: no)")
+    ap.add_argument("--levers", action="store_true", help="add the lever rows: each torch speed "
+                    "lever against the library as shipped (default: off)")
     ap.add_argument("--list", action="store_true", help="list the rows and exit")
     a = ap.parse_args(argv)
     only = [s.strip() for s in a.only.split(",") if s.strip()] if a.only else None
-    rows = builtin_rows()
+    skip = [s.strip() for s in a.skip.split(",") if s.strip()] if a.skip else None
+    rows = builtin_rows(a.levers)
     extras = external_modules()
     if a.list:
         for r in rows:
@@ -470,17 +501,17 @@ def main(argv=None) -> int:
     if a.repeats < 1:
         ap.error(f"--repeats must be >= 1, got {a.repeats}")
     known = [r.name for r in rows] + extras
-    for o in only or []:
+    for o in (only or []) + (skip or []):
         if not any(k == o or k.startswith(o) for k in known):
-            ap.error(f"--only: no row {o!r}; rows: {', '.join(known)}")
+            ap.error(f"--only/--skip: no row {o!r}; rows: {', '.join(known)}")
     t0 = time.perf_counter()
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     # in a quick run the probe overlaps the rows; a full run asks afterwards (no extra load)
     probe = start_probe() if a.quick else None
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     log(f"cache {cache_dir()}; load average {load}")
-    todo = [r for r in rows if _selected(r.name, only)]
-    todo_x = [e for e in extras if _selected(e, only)]
+    todo = [r for r in rows if _selected(r.name, only, skip)]
+    todo_x = [e for e in extras if _selected(e, only, skip)]
     results = []
     for i, r in enumerate(todo, 1):
         log(f"[{i}/{len(todo) + len(todo_x)}] {r.name}: {r.what}")
@@ -500,7 +531,8 @@ def main(argv=None) -> int:
     secs = time.perf_counter() - t0
     text = table(results) + "\n\n" + machine_text(m, when, secs, a.repeats, a.quick)
     print(text)
-    target = a.write or (os.path.join(HERE, "README.md") if not a.quick and only is None else None)
+    full = not a.quick and only is None and skip is None
+    target = a.write or (os.path.join(HERE, "README.md") if full else None)
     if target:
         write_readme(target, text)
         log(f"table written to {target}")

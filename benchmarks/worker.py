@@ -20,14 +20,27 @@ def _loaders(data_dir: str, batch: int):
     return load_data(get_competition("cifar10"), data_dir, batch_size=batch, valid_ratio=0.1)
 
 
-def ours_train(backend: str, data_dir: str, batch: int, steps: int, warmup: int) -> dict:
-    """The library's training step fed by its own loader, as ``loop.fit`` drives it."""
+def ours_train(backend: str, data_dir: str, batch: int, steps: int, warmup: int,
+               amp: object = "auto", compile: bool = False, prefetch: int | None = None,
+               workers: int | None = None) -> dict:
+    """The library's training step fed by its own loader, as ``loop.fit`` drives it.
+
+    The keyword levers (``--levers`` rows) change one setting each: ``amp`` (torch), a
+    ``torch.compile``d model, the loader's prefetch depth and worker threads."""
     from d2lkaggle.registry import get_backend
     bk = get_backend(backend)
     data = _loaders(data_dir, batch)
+    if prefetch is not None:
+        data.train_iter.prefetch = int(prefetch)
+    if workers is not None:
+        data.train_iter.num_workers = int(workers)
     bk.set_seed(0)
+    kw = {"amp": amp} if backend == "torch" else {}
     step = bk.Step(bk.resnet18(10), lr=0.02, wd=5e-4, momentum=0.9,
-                   mean=data.train_iter.mean, std=data.train_iter.std)
+                   mean=data.train_iter.mean, std=data.train_iter.std, **kw)
+    if compile:
+        import torch
+        step.model = torch.compile(step.net)
     t0 = n0 = None
     n = 0
     for b, (x, y) in enumerate(data.train_iter):
