@@ -127,4 +127,4 @@ def train_speed(data_dir, batch_size, steps, warmup):
         if i + 1 >= warmup + steps:
             break
     return {"examples_per_sec": (metric[2] - n0) / (time.perf_counter() - t0),
-            "threads": paddle.base.core.get_num_threads() if hasattr(paddle.base.core, "get_num_threads") else None}
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}  # Paddle sets 1 at import
