@@ -238,38 +238,57 @@ def _umask() -> int:
     return current_umask()
 
 
+def _scan(folder: str, rel: str = "", entries: list | None = None,
+          inodes: dict | None = None) -> tuple[list[str], dict[str, int]]:
+    """:func:`_entries` of ``folder`` (same strings) plus the inode of every file, in one
+    ``scandir`` pass (readdir gives the inode: no stat per file)."""
+    entries = [] if entries is None else entries
+    inodes = {} if inodes is None else inodes
+    with os.scandir(folder) as it:
+        for e in it:
+            if e.is_dir():
+                if e.is_symlink():
+                    entries.append(rel + e.name)
+                else:
+                    entries.append(rel + e.name + "/")
+                    _scan(e.path, rel + e.name + "/", entries, inodes)
+            else:
+                entries.append(rel + e.name)
+                inodes[rel + e.name] = e.inode()
+    return entries, inodes
+
+
 def _up_to_date(root: str, names: tuple[str, ...], manifest: dict[str, list[str]],
                 plan: list[tuple[str | None, str]]) -> bool:
     """True when ``root/<name>`` already holds exactly the hard links ``plan`` would make.
 
-    ``plan`` lists (source path, destination relative to ``root``, ``/``-separated). The tree
-    must list exactly the planned files and folders (also per the manifest), and every
-    destination must be the same file (device and inode) as its source: a replaced source
-    image, a changed label or split, an added or missing file all mean a rebuild.
+    ``plan`` lists (source path, destination relative to ``root``, ``/``-separated; one
+    ending in ``/`` is a folder). The tree must list exactly the planned files and folders
+    (also per the manifest), and every destination must be the same file (inode) as its
+    source: a replaced source image, a changed label or split, an added or missing file all
+    mean a rebuild.
     """
     expected: dict[str, set[str]] = {n: set() for n in names}
-    for _, rel in plan:  # a destination ending in "/" is a folder build() makes
+    for _, rel in plan:
         name, rest = rel.split("/", 1)
         parts = rest.rstrip("/").split("/")
         expected[name].update("/".join(parts[:k]) + "/" for k in range(1, len(parts)))
         expected[name].add(rest)
+    inodes: dict[str, int] = {}
     for name in names:
         target = os.path.join(root, name)
         if (name not in manifest or set(manifest[name]) != expected[name]
-                or not os.path.isdir(target) or os.path.islink(target)
-                or set(_entries(target)) != expected[name]):
+                or not os.path.isdir(target) or os.path.islink(target)):
             return False
-    seen: dict[str, tuple[int, int]] = {}
-    for src, rel in plan:
-        if rel.endswith("/"):
-            continue
-        if src not in seen:
-            st = os.stat(src)
-            seen[src] = (st.st_dev, st.st_ino)
-        st = os.lstat(os.path.join(root, rel))
-        if (st.st_dev, st.st_ino) != seen[src]:
+        entries, ino = _scan(target)
+        if set(entries) != expected[name]:
             return False
-    return True
+        inodes.update((name + "/" + k, v) for k, v in ino.items())
+    src_inodes: dict[str, int] = {}
+    for folder in {os.path.dirname(src) for src, rel in plan if src is not None}:
+        with os.scandir(folder) as it:
+            src_inodes.update((e.path, e.inode()) for e in it)
+    return all(rel.endswith("/") or src_inodes.get(src) == inodes.get(rel) for src, rel in plan)
 
 
 def _build_and_swap(data_dir: str, names: tuple[str, ...],
