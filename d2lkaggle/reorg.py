@@ -259,21 +259,22 @@ def _scan(folder: str, rel: str = "", entries: list | None = None,
 
 
 def _up_to_date(root: str, names: tuple[str, ...], manifest: dict[str, list[str]],
-                plan: list[tuple[str | None, str]]) -> bool:
+                plan: list[tuple[str | None, str]], sources: tuple[str, ...]) -> bool:
     """True when ``root/<name>`` already holds exactly the hard links ``plan`` would make.
 
     ``plan`` lists (source path, destination relative to ``root``, ``/``-separated; one
     ending in ``/`` is a folder). The tree must list exactly the planned files and folders
     (also per the manifest), and every destination must be the same file (inode) as its
     source: a replaced source image, a changed label or split, an added or missing file all
-    mean a rebuild.
+    mean a rebuild. ``sources`` are the folders the source paths are in.
     """
     expected: dict[str, set[str]] = {n: set() for n in names}
-    for _, rel in plan:
+    for src, rel in plan:
         name, rest = rel.split("/", 1)
-        parts = rest.rstrip("/").split("/")
-        expected[name].update("/".join(parts[:k]) + "/" for k in range(1, len(parts)))
         expected[name].add(rest)
+        if src is None:  # a folder: its parents too (files' folders are in the plan)
+            parts = rest.rstrip("/").split("/")
+            expected[name].update("/".join(parts[:k]) + "/" for k in range(1, len(parts)))
     inodes: dict[str, int] = {}
     for name in names:
         target = os.path.join(root, name)
@@ -285,7 +286,7 @@ def _up_to_date(root: str, names: tuple[str, ...], manifest: dict[str, list[str]
             return False
         inodes.update((name + "/" + k, v) for k, v in ino.items())
     src_inodes: dict[str, int] = {}
-    for folder in {os.path.dirname(src) for src, rel in plan if src is not None}:
+    for folder in sources:
         with os.scandir(folder) as it:
             src_inodes.update((e.path, e.inode()) for e in it)
     return all(rel.endswith("/") or src_inodes.get(src) == inodes.get(rel) for src, rel in plan)
@@ -293,7 +294,8 @@ def _up_to_date(root: str, names: tuple[str, ...], manifest: dict[str, list[str]
 
 def _build_and_swap(data_dir: str, names: tuple[str, ...],
                     build: Callable[[str], None],
-                    plan: list[tuple[str | None, str]] | None = None) -> None:
+                    plan: list[tuple[str | None, str]] | None = None,
+                    sources: tuple[str, ...] = ()) -> None:
     """Run ``build(tmp)`` to fill ``tmp/<name>`` for each name, then swap them in.
 
     Old folders are first all moved aside, then the new ones moved in (renames within one
@@ -313,7 +315,7 @@ def _build_and_swap(data_dir: str, names: tuple[str, ...],
     try:
         manifest = _read_manifest(data_dir)
         _check_replaceable(root, names, manifest)
-        if plan is not None and _up_to_date(root, names, manifest, plan):
+        if plan is not None and _up_to_date(root, names, manifest, plan, sources):
             return
         _clean_leftovers(root)
         tmp = _own_tmpdir(_TMP_PREFIX, root)
@@ -398,7 +400,7 @@ def reorg_train_valid(data_dir: str | os.PathLike, labels: Mapping[str, str], va
         plan += [p for stem, name in stems.items() for p in (
             (prefix + name, f"train_valid/{labels[stem]}/{name}"),
             (prefix + name, f"{'valid' if stem in valid_set else 'train'}/{labels[stem]}/{name}"))]
-    _build_and_swap(data_dir, ("train", "valid", "train_valid"), build, plan)
+    _build_and_swap(data_dir, ("train", "valid", "train_valid"), build, plan, (src_dir,))
     return n_valid
 
 
@@ -424,5 +426,5 @@ def reorg_test(data_dir: str | os.PathLike, *, mode: str = "link") -> int:
 
     plan = ([(None, "test/unknown/")] + [(path, f"test/unknown/{name}") for name, path in files]
             if mode == "link" else None)
-    _build_and_swap(data_dir, ("test",), build, plan)
+    _build_and_swap(data_dir, ("test",), build, plan, (src_dir,))
     return len(files)
