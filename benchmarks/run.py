@@ -137,6 +137,7 @@ class Row:
     kind: str = "ratio"        # "ratio": ours / textbook; "delta": ours - textbook (accuracy)
     repeats: int | None = None  # fixed repeats (e.g. 1 for a long accuracy run)
     pre: Callable[[bool], None] | None = None
+    alternate: bool = True      # swap which side runs first every other repeat
     extra: dict = field(default_factory=dict)
 
 
@@ -152,12 +153,15 @@ def _fmt(v: float) -> str:
 
 def measure(row: Row, repeats: int, quick: bool) -> dict:
     """Interleave ours/textbook ``repeats`` times; medians, ratio, goal met or missed."""
-    n = 1 if quick else (row.repeats or repeats)
+    n = row.repeats or repeats
     if row.pre:
         row.pre(quick)
     ours, book = [], []
     for r in range(n):
-        for side, fn, acc in (("ours", row.ours, ours), ("textbook", row.textbook, book)):
+        sides = [("ours", row.ours, ours), ("textbook", row.textbook, book)]
+        if row.alternate and r % 2:
+            sides.reverse()  # ABBA order: neither side always runs first
+        for side, fn, acc in sides:
             t = time.perf_counter()
             res = fn(quick)
             acc.append(res)
@@ -314,7 +318,8 @@ def _reorg_rows() -> list[Row]:
     for name, which, goal in (("reorg-fresh", "fresh", 1.3), ("reorg-rerun", "rerun", 1.5)):
         r = Row(name, f"reorganisation {'into a fresh folder' if which == 'fresh' else 're-run over the tree'}"
                       " vs the os.link floor", "s", goal, False, ours(which), floor(which),
-                "seconds", note, pre=lambda q: reorg_set(*_sizes(q)["reorg"]))
+                "seconds", note, pre=lambda q: reorg_set(*_sizes(q)["reorg"]),
+                alternate=False)  # the floor is read from ours' worker run
         rows.append(r)
     return rows
 
@@ -444,7 +449,7 @@ def table(results: list[dict]) -> str:
 def machine_text(m: dict, when: str, seconds: float, repeats: int, quick: bool) -> str:
     v = ", ".join(f"{k} {x}" for k, x in m["versions"].items())
     return (f"Measured {when} in {seconds / 60:.1f} min by `python -m benchmarks"
-            f"{' --quick' if quick else ''}` (medians of {1 if quick else repeats} interleaved "
+            f"{' --quick' if quick else ''}` (medians of {repeats} interleaved "
             f"repeats, each setting in a fresh process).\n"
             f"Machine: {m['cpu']}; {m['cores']} cores; flags {' '.join(m['flags']) or 'none of note'}; "
             f"native bf16 (`torch.ops.mkldnn._is_mkldnn_bf16_supported()`): {m['bf16_native']}; "
@@ -480,7 +485,8 @@ def main(argv=None) -> int:
                     "train-torch,reorg,pipeline or an extra script's name (default: all rows)")
     ap.add_argument("--skip", metavar="ROWS", help="comma-separated rows or prefixes to leave "
                     "out (default: none)")
-    ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats per row (default: 3)")
+    ap.add_argument("--repeats", type=int, default=None, help="interleaved repeats per row "
+                    "(default: 3, 1 with --quick)")
     ap.add_argument("--write", metavar="PATH", help="rewrite the marked table section of PATH "
                     "(default: benchmarks/README.md after a full run, nothing otherwise)")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON (default: no)")
@@ -498,6 +504,8 @@ def main(argv=None) -> int:
         for e in extras:
             print(f"{e:18s} rows of benchmarks/{e}.py")
         return 0
+    if a.repeats is None:
+        a.repeats = 1 if a.quick else 3
     if a.repeats < 1:
         ap.error(f"--repeats must be >= 1, got {a.repeats}")
     known = [r.name for r in rows] + extras
