@@ -102,6 +102,10 @@ class ImageLoader:
     def make_batch(self, epoch: int, b: int, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Decode and augment one batch; its randomness depends only on (seed, epoch, b)."""
         rng = np.random.default_rng([self.seed, epoch, b])
+        if isinstance(self.source, ArraySource) and hasattr(self.transform, "batch"):
+            # same-sized decoded images: the transform runs over the whole batch at once
+            x = self.transform.batch(self.source.array[self.source.index[idx]], rng)
+            return np.ascontiguousarray(x), self.labels[idx]
         images = []
         for i in idx:
             img = self.source[int(i)]

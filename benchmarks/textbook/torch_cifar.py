@@ -194,10 +194,6 @@ def accuracy_run(data_dir, batch_size, epochs, lr):
 
 def pipeline_speed(data_dir, batch_size, n_batches):
     """Augmented batches/s of the chapter's DataLoader alone (no model)."""
+    from benchmarks.worker import batches_per_sec  # the same clock as ours
     train_iter, _ = loaders(data_dir, batch_size)
-    it = iter(train_iter)
-    next(it)
-    t = time.perf_counter()
-    for _ in range(n_batches):
-        next(it)
-    return {"batches_per_sec": n_batches / (time.perf_counter() - t)}
+    return {"batches_per_sec": batches_per_sec(train_iter, n_batches)}
