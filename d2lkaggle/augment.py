@@ -97,12 +97,13 @@ def _resize_crop_flip(x: np.ndarray, mid: tuple[int, int], size: int,
     n, h, w, c = x.shape
     aw = np.stack([_axis_matrix(w, mid[1], size, b[1], b[3], bool(f)) for b, f in zip(boxes, flips)])
     ah = np.stack([_axis_matrix(h, mid[0], size, b[0], b[2], False) for b in boxes])
-    t = np.ascontiguousarray(x.transpose(0, 2, 1, 3), dtype=np.float32).reshape(n, w, h * c)
-    t = np.matmul(aw, t).reshape(n, size, h, c).transpose(0, 2, 1, 3)      # N, H, size, C
-    t = np.matmul(ah, np.ascontiguousarray(t).reshape(n, h, size * c))     # N, size, size·C
+    # height first on the NHWC layout as it is (no transposes): (N, size, H) @ (N, H, W·C),
+    # then width as a broadcast product (N, 1, size, W) @ (N, size, W, C) -> N, size, size, C
+    t = np.matmul(ah, np.ascontiguousarray(x).reshape(n, h, w * c).astype(np.float32))
+    t = np.matmul(aw[:, None], t.reshape(n, size, w, c))
     t += 0.5
     np.clip(t, 0, 255.49, out=t)
-    return t.astype(np.uint8).reshape(n, size, size, c)
+    return t.astype(np.uint8)
 
 
 def _fused_recipe(transforms):
