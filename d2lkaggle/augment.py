@@ -7,6 +7,7 @@ Normalisation (mean/std) is left to the backend, which converts uint8 batches to
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Sequence
 
@@ -38,8 +39,84 @@ class Compose:
             img = t(img, rng)
         return img
 
+    def batch(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The transforms on a whole N×H×W×3 uint8 batch of same-sized images.
+
+        The CIFAR chapter's recipe (bilinear ``Resize`` → ``RandomResizedCrop`` → optional
+        ``RandomHorizontalFlip``) runs vectorised: per image one box (drawn by the same rule,
+        in image order) and one coin, then resize, crop and flip folded into one bilinear
+        matrix per axis and applied to the batch with two batched products (no intermediate
+        rounding, so bytes may differ by ±1 from the image-by-image path). Any other list
+        runs image by image, drawing from ``rng`` exactly as calling it on each image in turn.
+        """
+        fused = _fused_recipe(self.transforms)
+        if fused is None or x.ndim != 4 or len(x) == 0:
+            return np.stack([self(img, rng) for img in x])
+        resize, crop, flip = fused
+        n, h, w = x.shape[:3]
+        rh, rw = resize.out_size(h, w)
+        boxes = [crop.box(rh, rw, rng) for _ in range(n)]
+        flips = rng.random(n) < flip.p if flip is not None else np.zeros(n, bool)
+        return _resize_crop_flip(x, (rh, rw), crop.size, boxes, flips)
+
     def __repr__(self) -> str:
         return "Compose(" + ", ".join(repr(t) for t in self.transforms) + ")"
+
+
+@functools.lru_cache(maxsize=4096)
+def _bilinear_weights(in_size: int, out_size: int, lo: float, hi: float) -> np.ndarray:
+    """``out_size``×``in_size`` weights of Pillow's bilinear resampling of ``[lo, hi)`` of an
+    axis (its ``precompute_coeffs``: a triangle widened by the downscale factor, the window
+    clipped at the image border, rows normalised)."""
+    scale = (hi - lo) / out_size
+    fscale = max(scale, 1.0)
+    center = lo + (np.arange(out_size) + 0.5) * scale
+    xmin = np.maximum(np.trunc(center - fscale + 0.5), 0)  # C's (int) truncates
+    xmax = np.minimum(np.trunc(center + fscale + 0.5), in_size)
+    j = np.arange(in_size)[None, :]
+    wgt = np.clip(1.0 - np.abs((j - center[:, None] + 0.5) / fscale), 0.0, None)
+    wgt *= (j >= xmin[:, None]) & (j < xmax[:, None])
+    total = wgt.sum(axis=1, keepdims=True)
+    return wgt / np.where(total == 0, 1.0, total)
+
+
+@functools.lru_cache(maxsize=8192)
+def _axis_matrix(in_size: int, mid_size: int, out_size: int, lo: int, length: int,
+                 flip: bool) -> np.ndarray:
+    """Resize ``in_size`` → ``mid_size``, crop ``[lo, lo+length)``, resize to ``out_size``
+    (and mirror) as one ``out_size``×``in_size`` float32 matrix."""
+    m = _bilinear_weights(mid_size, out_size, float(lo), float(lo + length)) @ \
+        _bilinear_weights(in_size, mid_size, 0.0, float(in_size))
+    return np.ascontiguousarray(m[::-1] if flip else m, dtype=np.float32)
+
+
+def _resize_crop_flip(x: np.ndarray, mid: tuple[int, int], size: int,
+                      boxes: Sequence[tuple[int, int, int, int]], flips: np.ndarray) -> np.ndarray:
+    """Batch of ``Resize`` to ``mid`` (h, w), crop ``boxes`` (top, left, h, w), resize to
+    ``size``², mirror where ``flips``: two batched matrix products in float32."""
+    n, h, w, c = x.shape
+    aw = np.stack([_axis_matrix(w, mid[1], size, b[1], b[3], bool(f)) for b, f in zip(boxes, flips)])
+    ah = np.stack([_axis_matrix(h, mid[0], size, b[0], b[2], False) for b in boxes])
+    # height first on the NHWC layout as it is (no transposes): (N, size, H) @ (N, H, W·C),
+    # then width as a broadcast product (N, 1, size, W) @ (N, size, W, C) -> N, size, size, C
+    t = np.matmul(ah, np.ascontiguousarray(x).reshape(n, h, w * c).astype(np.float32))
+    t = np.matmul(aw[:, None], t.reshape(n, size, w, c))
+    t += 0.5
+    np.clip(t, 0, 255.49, out=t)
+    return t.astype(np.uint8)
+
+
+def _fused_recipe(transforms):
+    """(Resize, RandomResizedCrop, flip or None) when ``transforms`` is the CIFAR recipe's
+    shape with bilinear filters, else None."""
+    t = list(transforms)
+    if len(t) not in (2, 3) or type(t[0]) is not Resize or type(t[1]) is not RandomResizedCrop:
+        return None
+    if len(t) == 3 and type(t[2]) is not RandomHorizontalFlip:
+        return None
+    if t[0].interpolation != "bilinear" or t[1].interpolation != "bilinear":
+        return None
+    return t[0], t[1], (t[2] if len(t) == 3 else None)
 
 
 #: resize filters by name (torchvision's InterpolationMode names)
@@ -70,14 +147,19 @@ class Resize:
         self.interpolation = interpolation
         _filter(interpolation)
 
+    def out_size(self, h: int, w: int) -> tuple[int, int]:
+        """(height, width) an h×w image is resized to."""
+        if min(h, w) == self.size:
+            return h, w
+        if h <= w:
+            return self.size, int(round(self.size * w / h))
+        return int(round(self.size * h / w)), self.size
+
     def __call__(self, img, rng=None):
         h, w = img.shape[:2]
         if min(h, w) == self.size:
             return img
-        if h <= w:
-            nh, nw = self.size, int(round(self.size * w / h))
-        else:
-            nh, nw = int(round(self.size * h / w)), self.size
+        nh, nw = self.out_size(h, w)
         return _resize(img, nw, nh, interpolation=self.interpolation)
 
     def __repr__(self):

@@ -117,6 +117,10 @@ class ImageLoader:
         rng = np.random.default_rng([self.seed, epoch, b] + ([self.dist.rank] if self.dist else []))
         if len(idx) == 0:  # a rank's share of a short last evaluation batch (loop.evaluate skips it)
             return np.zeros((0, 1, 1, 3), np.uint8), self.labels[idx]
+        if isinstance(self.source, ArraySource) and hasattr(self.transform, "batch"):
+            # same-sized decoded images: the transform runs over the whole batch at once
+            x = self.transform.batch(self.source.array[self.source.index[idx]], rng)
+            return np.ascontiguousarray(x), self.labels[idx]
         images = []
         for i in idx:
             img = self.source[int(i)]

@@ -238,15 +238,72 @@ def _umask() -> int:
     return current_umask()
 
 
+def _scan(folder: str, rel: str = "", entries: list | None = None,
+          inodes: dict | None = None) -> tuple[list[str], dict[str, int]]:
+    """:func:`_entries` of ``folder`` (same strings) plus the inode of every file, in one
+    ``scandir`` pass (readdir gives the inode: no stat per file)."""
+    entries = [] if entries is None else entries
+    inodes = {} if inodes is None else inodes
+    with os.scandir(folder) as it:
+        for e in it:
+            if e.is_dir():
+                if e.is_symlink():
+                    entries.append(rel + e.name)
+                else:
+                    entries.append(rel + e.name + "/")
+                    _scan(e.path, rel + e.name + "/", entries, inodes)
+            else:
+                entries.append(rel + e.name)
+                inodes[rel + e.name] = e.inode()
+    return entries, inodes
+
+
+def _up_to_date(root: str, names: tuple[str, ...], manifest: dict[str, list[str]],
+                plan: list[tuple[str | None, str]], sources: tuple[str, ...]) -> bool:
+    """True when ``root/<name>`` already holds exactly the hard links ``plan`` would make.
+
+    ``plan`` lists (source path, destination relative to ``root``, ``/``-separated; one
+    ending in ``/`` is a folder). The tree must list exactly the planned files and folders
+    (also per the manifest), and every destination must be the same file (inode) as its
+    source: a replaced source image, a changed label or split, an added or missing file all
+    mean a rebuild. ``sources`` are the folders the source paths are in.
+    """
+    expected: dict[str, set[str]] = {n: set() for n in names}
+    for src, rel in plan:
+        name, rest = rel.split("/", 1)
+        expected[name].add(rest)
+        if src is None:  # a folder: its parents too (files' folders are in the plan)
+            parts = rest.rstrip("/").split("/")
+            expected[name].update("/".join(parts[:k]) + "/" for k in range(1, len(parts)))
+    inodes: dict[str, int] = {}
+    for name in names:
+        target = os.path.join(root, name)
+        if (name not in manifest or set(manifest[name]) != expected[name]
+                or not os.path.isdir(target) or os.path.islink(target)):
+            return False
+        entries, ino = _scan(target)
+        if set(entries) != expected[name]:
+            return False
+        inodes.update((name + "/" + k, v) for k, v in ino.items())
+    src_inodes: dict[str, int] = {}
+    for folder in sources:
+        with os.scandir(folder) as it:
+            src_inodes.update((e.path, e.inode()) for e in it)
+    return all(rel.endswith("/") or src_inodes.get(src) == inodes.get(rel) for src, rel in plan)
+
+
 def _build_and_swap(data_dir: str, names: tuple[str, ...],
-                    build: Callable[[str], None]) -> None:
+                    build: Callable[[str], None],
+                    plan: list[tuple[str | None, str]] | None = None,
+                    sources: tuple[str, ...] = ()) -> None:
     """Run ``build(tmp)`` to fill ``tmp/<name>`` for each name, then swap them in.
 
     Old folders are first all moved aside, then the new ones moved in (renames within one
     folder), so a crash leaves either the old tree, the new tree, or a tree with folders
     missing — never a half-filled folder under its final name. Holds the reorg lock, refuses
     to replace what reorg did not write, and keeps the manifest a superset of what reorg
-    placed at every moment.
+    placed at every moment. With ``plan`` (hard-link mode) a tree that already holds
+    exactly those links is left as it is (a re-run over an unchanged competition).
     """
     from .checkpoint import file_lock
     root = os.path.join(data_dir, TRAIN_VALID_TEST)
@@ -258,6 +315,8 @@ def _build_and_swap(data_dir: str, names: tuple[str, ...],
     try:
         manifest = _read_manifest(data_dir)
         _check_replaceable(root, names, manifest)
+        if plan is not None and _up_to_date(root, names, manifest, plan, sources):
+            return
         _clean_leftovers(root)
         tmp = _own_tmpdir(_TMP_PREFIX, root)
         old = None
@@ -333,7 +392,15 @@ def reorg_train_valid(data_dir: str | os.PathLike, labels: Mapping[str, str], va
             place(src, tv_dirs[label] + name)
             place(src, (va_dirs if stem in valid_set else tr_dirs)[label] + name)
 
-    _build_and_swap(data_dir, ("train", "valid", "train_valid"), build)
+    plan = None
+    if mode == "link":  # what build() links, for the re-run check
+        prefix = os.path.join(src_dir, "")
+        plan = [(None, f"{part}/{label}/") for part in ("train", "valid", "train_valid")
+                for label in classes]
+        plan += [p for stem, name in stems.items() for p in (
+            (prefix + name, f"train_valid/{labels[stem]}/{name}"),
+            (prefix + name, f"{'valid' if stem in valid_set else 'train'}/{labels[stem]}/{name}"))]
+    _build_and_swap(data_dir, ("train", "valid", "train_valid"), build, plan, (src_dir,))
     return n_valid
 
 
@@ -357,5 +424,7 @@ def reorg_test(data_dir: str | os.PathLike, *, mode: str = "link") -> int:
         for name, path in files:
             place(path, dst + name)
 
-    _build_and_swap(data_dir, ("test",), build)
+    plan = ([(None, "test/unknown/")] + [(path, f"test/unknown/{name}") for name, path in files]
+            if mode == "link" else None)
+    _build_and_swap(data_dir, ("test",), build, plan, (src_dir,))
     return len(files)

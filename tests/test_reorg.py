@@ -380,3 +380,40 @@ def test_second_reorg_waits_for_the_first(tmp_path):
     assert [q.returncode for q in ps] == [0, 0], results
     train, valid = split_from_tree(tmp_path)
     assert (train, valid) == tuple(map(set, split_train_valid(labels, 0.2)))
+
+
+def test_reorg_rerun_over_an_unchanged_tree_keeps_it_and_rebuilds_on_change(tmp_path):
+    """A re-run in link mode leaves an up-to-date tree alone (same links, same inodes) and
+    rebuilds as soon as a source image, a label or the split changes."""
+    labels = sized_labels({"cat": 6, "dog": 6})
+    make_train(tmp_path, labels)
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "1.png").write_bytes(b"t")
+    reorg_train_valid(tmp_path, labels, 0.25, seed=0)
+    reorg_test(tmp_path)
+    tv = tmp_path / "train_valid_test"
+    snap = lambda: sorted((str(p.relative_to(tv)), p.stat().st_ino)  # noqa: E731
+                          for p in tv.rglob("*") if p.is_file())
+    before = snap()
+    dirs_before = {p.name: p.stat().st_ino for p in tv.iterdir()}
+    reorg_train_valid(tmp_path, labels, 0.25, seed=0)
+    reorg_test(tmp_path)
+    assert snap() == before
+    assert {p.name: p.stat().st_ino for p in tv.iterdir()} == dirs_before  # not swapped
+    # a replaced source image (a new file under the old name): the link must follow it
+    src = tmp_path / "train" / "cat000.png"
+    data = src.read_bytes()
+    src.unlink()
+    src.write_bytes(data)
+    reorg_train_valid(tmp_path, labels, 0.25, seed=0)
+    linked = list(tv.rglob("cat000.png"))
+    assert len(linked) == 2 and all(p.stat().st_ino == src.stat().st_ino for p in linked)
+    # another split: a rebuild with the new valid set
+    reorg_train_valid(tmp_path, labels, 0.25, seed=3)
+    _, valid = split_train_valid(labels, 0.25, 3)
+    assert sorted(p.stem for p in (tv / "valid").rglob("*.png")) == sorted(valid)
+    # a file the user deleted from the tree comes back
+    victim = next((tv / "train_valid").rglob("*.png"))
+    victim.unlink()
+    reorg_train_valid(tmp_path, labels, 0.25, seed=3)
+    assert victim.exists()

@@ -1,0 +1,1 @@
+"""Benchmarks against the textbook: ``python -m benchmarks`` (benchmarks/run.py)."""
