@@ -214,3 +214,30 @@ def default_nproc(backend: str) -> int:
         if n > 1:
             return n
     return 2
+
+
+class Collectives:
+    """A backend Step's ``all_reduce_sum`` and ``barrier``, written once for the three wings.
+
+    In one process (``dist`` is None) the sum is a float64 copy and the barrier a no-op;
+    across ranks both go to the wing's ``distributed`` module (``_collectives``), which talks
+    to the framework's engine. ``_collective_kwargs`` adds what one engine needs (torch: the
+    device NCCL wants the tensor on).
+    """
+
+    dist: "DistEnv | None" = None
+    _collectives: Any = None
+
+    def _collective_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def all_reduce_sum(self, values: np.ndarray) -> np.ndarray:
+        """float64 ``values`` summed over the ranks (themselves in one process)."""
+        if self.dist is None:
+            return np.asarray(values, dtype=np.float64).copy()
+        return self._collectives.all_reduce_sum(values, **self._collective_kwargs())
+
+    def barrier(self) -> None:
+        """Wait for every rank (no-op in one process)."""
+        if self.dist is not None:
+            self._collectives.barrier()

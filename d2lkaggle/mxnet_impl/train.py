@@ -24,6 +24,7 @@ from .. import book as _book
 from .. import loop, lrfind
 from .. import optim as core_optim
 from ..distributed import DistEnv
+from ..distributed import Collectives
 from . import distributed as _distributed
 from .data import to_labels, to_tensor
 from .optim import Optimizer
@@ -71,7 +72,7 @@ def _soft_loss(logits, y):
     return -(y * npx.log_softmax(logits, axis=-1)).sum(axis=-1)
 
 
-class MXNetStep:
+class MXNetStep(Collectives):
     """The core loop's step interface for a Gluon model (mean loss; the core's optimizer:
     ``sgd``, ``nesterov``, ``adam``, ``adamw`` in torch's form; int or soft targets).
 
@@ -80,6 +81,8 @@ class MXNetStep:
     weights and averages every gradient over the workers through the ``dist_sync`` kvstore
     before the optimizer step.
     """
+
+    _collectives = _distributed   # all_reduce_sum / barrier across ranks (core Collectives)
 
     def __init__(self, net: Block, *, lr: float = 0.0, wd: float = 0.0, momentum: float = 0.9,
                  devices: Sequence[mx.Context] | None = None,
@@ -164,17 +167,6 @@ class MXNetStep:
 
     def _logits(self, shards):
         return [self.net(X) for X, _ in shards]
-
-    def all_reduce_sum(self, values: np.ndarray) -> np.ndarray:
-        """float64 ``values`` summed over the workers (themselves in one process)."""
-        if self.dist is None:
-            return np.asarray(values, dtype=np.float64).copy()
-        return _distributed.all_reduce_sum(values)
-
-    def barrier(self) -> None:
-        """Wait for every worker (no-op in one process)."""
-        if self.dist is not None:
-            _distributed.barrier()
 
     def eval_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
         loss_sum, correct = 0.0, 0

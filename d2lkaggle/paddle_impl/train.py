@@ -19,6 +19,7 @@ from .. import book as _book
 from .. import loop, lrfind
 from .. import optim as core_optim
 from ..distributed import DistEnv
+from ..distributed import Collectives
 from . import distributed as _distributed
 from .data import to_labels, to_tensor
 from .optim import Optimizer
@@ -76,7 +77,7 @@ def _soft_cross_entropy(logits: paddle.Tensor, targets: paddle.Tensor) -> paddle
     return paddle.logsumexp(logits, axis=1) * targets.sum(axis=1) - (targets * logits).sum(axis=1)
 
 
-class PaddleStep:
+class PaddleStep(Collectives):
     """The core loop's step interface for a Paddle model (mean loss; the core's optimizer:
     ``sgd``, ``nesterov``, ``adam``, ``adamw``; int or soft targets).
 
@@ -85,6 +86,8 @@ class PaddleStep:
     wrapped in ``paddle.DataParallel`` (gradients averaged over the ranks by Paddle); without
     it this step trains on the first device of ``devices``.
     """
+
+    _collectives = _distributed   # all_reduce_sum / barrier across ranks (core Collectives)
 
     def __init__(self, net: nn.Layer, *, lr: float = 0.0, wd: float = 0.0, momentum: float = 0.9,
                  devices: Sequence | None = None,
@@ -143,17 +146,6 @@ class PaddleStep:
         self.net.eval()
         with paddle.no_grad():
             return self.net(to_tensor(x, self.mean, self.std, self.device, dtype=self.dtype))
-
-    def all_reduce_sum(self, values: np.ndarray) -> np.ndarray:
-        """float64 ``values`` summed over the ranks (themselves in one process)."""
-        if self.dist is None:
-            return np.asarray(values, dtype=np.float64).copy()
-        return _distributed.all_reduce_sum(values)
-
-    def barrier(self) -> None:
-        """Wait for every rank (no-op in one process)."""
-        if self.dist is not None:
-            _distributed.barrier()
 
     def eval_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
         out, Y = self._logits(x), to_labels(y, self.device)

@@ -17,6 +17,7 @@ from .. import loop, lrfind
 from .. import optim as core_optim
 from .data import copy_settings, to_labels, to_tensor  # noqa: F401  (copy_settings: the GPU path)
 from ..distributed import DistEnv
+from ..distributed import Collectives
 from . import distributed as _distributed
 from .optim import Optimizer
 from .weights import _module, get_state, set_state
@@ -94,9 +95,11 @@ def _warn_one_device(devices: Sequence[Any]) -> None:
                   stacklevel=3)
 
 
-class TorchStep:
+class TorchStep(Collectives):
     """The core loop's step interface for a PyTorch model (mean loss; the core's optimizer:
     ``sgd``, ``nesterov``, ``adam``, ``adamw`` with torch.optim; int or soft targets)."""
+
+    _collectives = _distributed   # all_reduce_sum / barrier across ranks (core Collectives)
 
     def __init__(self, net: nn.Module, *, lr: float = 0.0, wd: float = 0.0, momentum: float = 0.9,
                  devices: Sequence[torch.device] | None = None,
@@ -186,16 +189,8 @@ class TorchStep:
         with self._autocast():
             return self.eval_model(self._inputs(x)).float()
 
-    def all_reduce_sum(self, values: np.ndarray) -> np.ndarray:
-        """float64 ``values`` summed over the ranks (themselves in one process)."""
-        if self.dist is None:
-            return np.asarray(values, dtype=np.float64).copy()
-        return _distributed.all_reduce_sum(values, self.device)
-
-    def barrier(self) -> None:
-        """Wait for every rank (no-op in one process)."""
-        if self.dist is not None:
-            _distributed.barrier()
+    def _collective_kwargs(self) -> dict[str, Any]:
+        return {"device": self.device}   # NCCL reduces on the rank's GPU
 
     def eval_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
         out, Y = self._logits(x), to_labels(y, self.device)
