@@ -19,6 +19,30 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    + " (default: the competition's recipe model)")
 
 
+def _drop_rate(text: str) -> float:
+    """A drop probability in [0, 1) (``--drop-path``, ``--stochastic-depth``)."""
+    import math
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and 0.0 <= v < 1.0):
+        raise argparse.ArgumentTypeError(f"expected a drop rate in [0, 1), e.g. 0.1; got {text!r}")
+    return v
+
+
+def _add_regularization_args(p: argparse.ArgumentParser) -> None:
+    """Stochastic depth of the model-table models (d2lkaggle.models; docs/models.md)."""
+    from .models import REGULARIZERS
+    p.add_argument("--drop-path", type=_drop_rate, metavar="RATE",
+                   help="stochastic depth of the ResNets' residual blocks ("
+                        + ", ".join(REGULARIZERS["drop_path"]) + "): block i of n is dropped "
+                        "per example with RATE*i/n while training (default: 0, off)")
+    p.add_argument("--stochastic-depth", type=_drop_rate, metavar="RATE",
+                   help="EfficientNetV2's stochastic depth, same rule (default: 0.2, torchvision's; "
+                        "writeup-cifar100-effnetv2 0.2 as seeds/003)")
+
+
 def _recipe_values(field: str) -> str:
     """``cifar10 0.02, dog-breed 0.005, demo 0.05``: a recipe field of every competition
     that has a recipe, read from the competitions table (for help texts)."""
@@ -40,6 +64,7 @@ def _recipe_help(text: str, field: str) -> str:
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="torch", help="torch, mxnet or paddle (default: torch)")
     _add_model_args(p)
+    _add_regularization_args(p)
     p.add_argument("--epochs", type=int, help=_recipe_help("epochs of each phase", "epochs"))
     p.add_argument("--batch-size", type=int, help=_recipe_help("images per batch", "batch_size"))
     p.add_argument("--lr", type=float, help=_recipe_help("learning rate (SGD, batch-mean loss)", "lr"))
@@ -207,7 +232,11 @@ def _run_kwargs(a: argparse.Namespace) -> dict:
 
 
 def _model_kwargs(a: argparse.Namespace) -> dict:
-    return {"model": a.model} if getattr(a, "model", None) else {}
+    kw = {"model": a.model} if getattr(a, "model", None) else {}
+    for k in ("drop_path", "stochastic_depth"):   # Recipe fields; None keeps the recipe's
+        if getattr(a, k, None) is not None:
+            kw[k] = getattr(a, k)
+    return kw
 
 
 def _output_kwargs(a: argparse.Namespace) -> dict:

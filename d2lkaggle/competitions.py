@@ -43,6 +43,9 @@ class Recipe:
     cycles: int | None = None        # cyclic: full triangles over the run (sets step_size)
     keep: str = "last"               # "best": predict with the best-validation epoch, no retrain
     normalize: str = "competition"   # loaders' mean/std: the competition's, or "imagenet" (003)
+    # stochastic depth of the model-table models (d2lkaggle.models; None: the model's default)
+    drop_path: float | None = None         # resnet18/resnet34 (default 0, off)
+    stochastic_depth: float | None = None  # efficientnet_v2_s|m|l (default 0.2, torchvision's)
 
     def with_overrides(self, **kw: Any) -> "Recipe":
         """A copy with every non-``None`` keyword replaced."""

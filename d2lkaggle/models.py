@@ -275,6 +275,34 @@ IMAGENET_WEIGHTS: dict[str, dict[str, Any]] = {
 }
 
 
+#: which models take each stochastic-depth field of a Recipe (``--drop-path``, ``--stochastic-depth``)
+REGULARIZERS: dict[str, tuple[str, ...]] = {
+    "drop_path": ("resnet18", "resnet34"),
+    "stochastic_depth": ("efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l"),
+}
+
+
+def check_regularization(recipe: Any) -> None:
+    """A recipe's ``drop_path`` / ``stochastic_depth``: a rate in [0, 1), set only for a model
+    that has that knob (``ValueError`` naming the flag, the model and the models that have it)."""
+    import math
+    model = getattr(recipe, "model", None)
+    for field, models in REGULARIZERS.items():
+        v = getattr(recipe, field, None)
+        if v is None:
+            continue
+        flag = "--" + field.replace("_", "-")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or not 0.0 <= v < 1.0:
+            raise ValueError(f"{flag} must be a drop rate in [0, 1), got {v!r}")
+        if model not in models:
+            other = [f for f, ms in REGULARIZERS.items() if model in ms]
+            hint = (f"; for {model} use --{other[0].replace('_', '-')}" if other else
+                    f"; {model} has no residual blocks to drop" if model == "cnn_elu" else "")
+            raise ValueError(f"{flag} {v:g}: model {model!r} has no {field.replace('_', ' ')}; "
+                             f"it applies to {', '.join(models)}{hint}")
+
+
 def recipe_kwargs(recipe: Any, image_size: int | None = None) -> dict[str, Any]:
     """Keyword arguments of ``create_model(recipe.model, ...)`` taken from a competition recipe.
 

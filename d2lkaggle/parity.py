@@ -55,6 +55,14 @@ MODELS: dict[str, dict[str, Any]] = {
     "efficientnet_v2_s": {"build": "B.efficientnet_v2_s(10, stochastic_depth=0.0, dropout=0.0)",
                           "size": 64, "batch": 2, "classes": 10, "bn": 0.1, "calibrate": 4,
                           "forward_only": True},
+    # M and L: torch-saved neutral files into every backend at a small size (forward only;
+    # tests/parity/test_effnet_ml_parity.py, and `d2lkaggle parity --model efficientnet_v2_l`)
+    "efficientnet_v2_m": {"build": "B.efficientnet_v2_m(10, stochastic_depth=0.0, dropout=0.0)",
+                          "size": 32, "batch": 2, "classes": 10, "bn": 0.1, "calibrate": 2,
+                          "forward_only": True},
+    "efficientnet_v2_l": {"build": "B.efficientnet_v2_l(10, stochastic_depth=0.0, dropout=0.0)",
+                          "size": 32, "batch": 2, "classes": 10, "bn": 0.1, "calibrate": 2,
+                          "forward_only": True},
 }
 BN_MOMENTUM = 0.1   # torch's convention: weight of the new batch statistics
 LR, LR_AFTER, LR_STEP, WD, MOMENTUM = 0.01, 0.005, 5, 5e-4, 0.9

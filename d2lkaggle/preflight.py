@@ -79,12 +79,18 @@ def normalize_config(config: dict) -> dict:
 
 
 def config_diff(old: dict, new: dict) -> list[str]:
-    """``"key: old -> new"`` for every key whose value differs (missing keys included)."""
+    """``"key: old -> new"`` for every key whose value differs (missing keys included).
+
+    A key one side lacks while the other records ``null`` is no difference: a setting added
+    in a later version with "unset" as its default must not stop an older run's ``--resume``.
+    """
     old, new = normalize_config(old), normalize_config(new)
     missing = object()
     out = []
     for k in sorted(set(old) | set(new)):
         a, b = old.get(k, missing), new.get(k, missing)
+        if {id(a), id(b)} <= {id(missing), id(None)}:
+            continue
         if a != b:
             fmt = lambda v: "(not recorded)" if v is missing else json.dumps(v)  # noqa: E731
             out.append(f"{k}: {fmt(a)} -> {fmt(b)}")

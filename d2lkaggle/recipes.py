@@ -81,6 +81,8 @@ def check_recipe(r: Recipe) -> None:
             int(m) != m or not 1 <= m < max(2, r.epochs) for m in r.milestones)):
         raise ValueError(f"--milestones must be epochs in 1..{r.epochs - 1}, got "
                          + ",".join(str(m) for m in r.milestones))
+    from .models import check_regularization
+    check_regularization(r)   # --drop-path / --stochastic-depth: a rate, for a model that has it
     # a dry run of the schedule (a guess of 10 batches per epoch) catches bad rates early
     if r.epochs > 0:
         sched = make_schedule(r, r.epochs, 10)

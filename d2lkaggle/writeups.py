@@ -126,8 +126,7 @@ class Writeup:
         The cyclic rates are left to follow ``lr`` (lr/2 and 2·lr, the recipe's defaults), so
         ``--lr`` next to ``--recipe`` moves them too; ``cycles`` sets the half-cycle once the
         loader's batches per epoch are known (:func:`cycle_step_size`). Settings a Recipe does
-        not hold (``interpolation`` — bilinear, the preset default — and ``stochastic_depth``,
-        the model's default 0.2) are the examples' business.
+        not hold (``interpolation`` — bilinear, the preset default) are the examples' business.
         """
         from .competitions import Recipe
         base = comp.recipe if comp is not None and comp.recipe is not None else None
@@ -143,7 +142,7 @@ class Writeup:
             cycle_mode=self.cycle_mode if cyclic else None,
             mixup=self.mixup, cutmix=self.cutmix, mix_prob=self.mix_prob, augment=self.augment,
             image_size=self.image_size, cycles=self.cycles if cyclic else None, keep=self.keep,
-            normalize=self.normalize)
+            normalize=self.normalize, stochastic_depth=self.stochastic_depth)
 
     def values(self) -> dict[str, Any]:
         """Every setting as a plain dict (what ``d2lkaggle recipes`` prints and summary.json keeps)."""
@@ -161,7 +160,11 @@ WRITEUPS: dict[str, Writeup] = {w.name: w for w in (
             "cifar100", "efficientnet_v2_s", epochs=25, batch_size=128, optimizer="adamw",
             lr=4e-4, wd=1e-3, sched="step", lr_period=10, lr_decay=0.9, cutmix=1.0, mix_prob=0.5,
             augment="crop-flip-rotate", image_size=224, interpolation="bilinear",
-            weights="imagenet", normalize="imagenet", keep="last"),
+            weights="imagenet", normalize="imagenet", keep="last",
+            # 003 builds torchvision's efficientnet_v2_s without touching its
+            # stochastic_depth_prob, so it trained with torchvision's 0.2 (its own ablation of
+            # the rate, struck out in the write-up, "made little difference")
+            stochastic_depth=0.2),
 )}
 
 

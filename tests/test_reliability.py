@@ -267,3 +267,14 @@ def test_read_only_cache_with_the_file_still_works(capsys, tmp_path, read_only):
     read_only(str(folder))
     rc = main(["download", "http://127.0.0.1:9/x.zip", "--folder", str(folder)])
     assert rc == 0 and capsys.readouterr().out.strip() == str(folder / "x.zip")
+
+
+def test_config_keys_added_later_as_unset_do_not_block_resume():
+    # a Recipe field added in a later version (e.g. drop_path, default None) is absent from an
+    # older checkpoint's configuration: that is no difference; a value actually set still is
+    from d2lkaggle.preflight import config_diff
+    old = {"lr": 0.1, "epochs": 3}
+    assert config_diff(old, {**old, "drop_path": None}) == []
+    assert config_diff({**old, "drop_path": None}, old) == []
+    assert config_diff(old, {**old, "drop_path": 0.1}) == ["drop_path: (not recorded) -> 0.1"]
+    assert config_diff(old, {**old, "lr": 0.2}) == ["lr: 0.1 -> 0.2"]

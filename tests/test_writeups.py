@@ -53,7 +53,7 @@ def test_003_values_and_schedule():
     y = np.arange(8) % 4
     mixed = [not np.array_equal(m(x, y, np.random.default_rng(b), 4)[0], x) for b in range(200)]
     assert 0.4 < np.mean(mixed) < 0.6
-    assert w.model_kwargs() == {"weights": "imagenet"}
+    assert w.model_kwargs() == {"weights": "imagenet", "stochastic_depth": 0.2}
 
 
 def test_overrides_and_errors():
