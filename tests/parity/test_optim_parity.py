@@ -1,7 +1,7 @@
 """Parity of the optimizers (issue 11): ten float64 steps of each optimizer with a cyclic
 learning rate per step and MixUp'd soft targets, every backend in its own process.
 
-One report (a case of the session's parity run, conftest.py: one process per backend trains
+One report (a case of the session's parity run, tests/conftest.py: one process per backend trains
 all four optimizers) serves the tests; tolerance 1e-5 relative per tensor (docs/parity.md:
 the conventions agree to ~1e-7).
 """

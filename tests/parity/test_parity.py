@@ -1,7 +1,7 @@
 """Cross-framework parity: the same neutral weights and batches in each backend's own process.
 
 Tolerances and why they are what they are: docs/parity.md. Every comparison below is one
-case of the session's single parity run (conftest.py: one process per backend for all).
+case of the session's single parity run (tests/conftest.py: one process per backend for all).
 """
 import pytest
 
