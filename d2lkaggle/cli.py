@@ -99,6 +99,82 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     _add_recipe_args(p)
     _add_cifar_args(p)
     _add_ensemble_args(p)
+    _add_distributed_args(p)
+    _add_features_args(p)
+
+
+def _add_distributed_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data parallel (docs/scale.md)")
+    g.add_argument("--distributed", action="store_true",
+                   help="train data parallel: under torchrun it joins the launcher's processes; "
+                        "outside one it starts `torchrun --standalone --nproc_per_node N` itself "
+                        "with these arguments (torch; --batch-size stays the global batch) "
+                        "(default: one process, unless a launcher started this one)")
+    g.add_argument("--nproc-per-node", type=int,
+                   help="processes --distributed starts on this machine outside a launcher "
+                        "(default: one per GPU when there are several, else 2)")
+
+
+def _distributed_run(a: argparse.Namespace, several_models: bool) -> dict | None:
+    """Start this command under the backend's launcher (``--distributed`` outside one);
+    ``None`` when this process is to train itself."""
+    from . import distributed as D
+    env = D.detect()
+    if several_models and (env.enabled or getattr(a, "distributed", False)):
+        raise ValueError("--ensemble/--folds train several models one after the other; run "
+                         "them without --distributed (or train each member with its own "
+                         "--distributed run and combine them with `d2lkaggle ensemble`)")
+    if not getattr(a, "distributed", False) or env.enabled:
+        return None
+    nproc = a.nproc_per_node or D.default_nproc(a.backend)
+    if nproc < 1:
+        raise ValueError(f"--nproc-per-node must be >= 1, got {nproc}")
+    batch = _planned_batch_size(a)
+    if batch is not None:
+        D.check_batch_size(batch, D.DistEnv(rank=0, world_size=nproc))
+    cmd = D.launch_command(a.backend, nproc, list(getattr(a, "argv", None) or sys.argv[1:]))
+    import subprocess
+    print("starting: " + " ".join(cmd[1:] if cmd[0] == sys.executable else cmd), flush=True)
+    return {"returncode": subprocess.run(cmd).returncode}
+
+
+def _planned_batch_size(a: argparse.Namespace) -> int | None:
+    """The global batch the run will use (None when only the run itself can tell)."""
+    if a.batch_size is not None:
+        return a.batch_size
+    try:
+        from .competitions import get_competition, recipe_for
+        name = getattr(a, "competition", None) or "demo"
+        return recipe_for(get_competition(name), getattr(a, "recipe", "default")).batch_size
+    except Exception:   # noqa: BLE001 - the ranks check it again and say why
+        return None
+
+
+def _wait_for_main_rank(path: str, timeout: float = 600.0) -> bool:
+    """Under a launcher, ranks > 0 wait for rank 0 to create ``path``; False for rank 0."""
+    from .distributed import detect
+    env = detect()
+    if not env.enabled or env.is_main:
+        return False
+    import time
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank {env.rank}: {path} did not appear within {timeout:.0f} s")
+        time.sleep(0.2)
+    return True
+
+
+def _add_features_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-features", action="store_true",
+                   help="frozen-backbone models (dog-breed's finetune): compute each image's "
+                        "backbone features once, cache them next to the data and train the "
+                        "head on them; needs --augment none (default: off, every epoch runs "
+                        "the backbone)")
+
+
+def _features_kwargs(a: argparse.Namespace) -> dict:
+    return {"cache_features": True} if getattr(a, "cache_features", False) else {}
 
 
 def _add_archive_args(p: argparse.ArgumentParser) -> None:
@@ -228,7 +304,7 @@ def _run_kwargs(a: argparse.Namespace) -> dict:
                 image_size=a.image_size, weights=a.weights, retrain=not a.no_retrain, seed=a.seed,
                 resume=a.resume, progress=not a.quiet, num_workers=a.workers,
                 amp=False if a.no_amp else "auto", label_kind=a.label_kind, **_recipe_kwargs(a),
-                **_model_kwargs(a), **_output_kwargs(a))
+                **_model_kwargs(a), **_output_kwargs(a), **_features_kwargs(a))
 
 
 def _model_kwargs(a: argparse.Namespace) -> dict:
@@ -270,6 +346,11 @@ def _run_or_ensemble(competition: str, data_dir: str, a: argparse.Namespace) -> 
     from .tta import check_tta
     kw = dict(_run_kwargs(a), tta=check_tta(getattr(a, "tta", None)))
     ens, folds = getattr(a, "ensemble", None), getattr(a, "folds", None)
+    launched = _distributed_run(a, ens is not None or folds is not None)
+    if launched is not None:
+        return launched
+    if getattr(a, "distributed", False):
+        kw["distributed"] = True
     if ens is not None and folds is not None:
         raise ValueError("--ensemble and --folds are two ways to train several models: choose one")
     if getattr(a, "bagging", False) and ens is None:
@@ -311,6 +392,8 @@ def cmd_run(a: argparse.Namespace) -> int:
     with _cli_words():
         _check_archives(a)
         s = _run_or_ensemble(a.competition, a.data_dir, a)
+    if "returncode" in s or s.get("is_main") is False:   # the launcher's or another rank's
+        return int(s.get("returncode", 0))
     (_report_ensemble if "members" in s else _report)(s)
     return 0
 
@@ -337,14 +420,19 @@ def cmd_demo(a: argparse.Namespace) -> int:
     root = os.path.abspath(a.dir)
     data_dir = os.path.join(root, "data")
     if not os.path.exists(os.path.join(data_dir, "trainLabels.csv")):
-        print(f"building the demo competition in {data_dir}")
-        make_demo(data_dir, seed=0)
+        if _wait_for_main_rank(os.path.join(data_dir, "trainLabels.csv")):
+            pass   # under a launcher rank 0 builds it (make_demo renames it into place)
+        else:
+            print(f"building the demo competition in {data_dir}")
+            make_demo(data_dir, seed=0)
     if a.out is None:
         a.out = os.path.join(root, f"run-{a.backend}")
     if not a.resume:
         a.overwrite = True   # the demo's own run folder: a second `d2lkaggle demo` replaces it
     with _cli_words():
         s = _run_or_ensemble("demo", data_dir, a)
+    if "returncode" in s or s.get("is_main") is False:   # the launcher's or another rank's
+        return int(s.get("returncode", 0))
     (_report_ensemble if "members" in s else _report)(s)
     return 0
 
@@ -691,6 +779,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("D2LKAGGLE_DEBUG", "") not in ("", "0")
     args = _one_line_errors(build_parser()).parse_args([a for a in argv if a != "--debug"])
+    args.argv = argv   # (``--distributed`` starts the launcher with the same arguments)
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -46,6 +46,9 @@ class Recipe:
     # stochastic depth of the model-table models (d2lkaggle.models; None: the model's default)
     drop_path: float | None = None         # resnet18/resnet34 (default 0, off)
     stochastic_depth: float | None = None  # efficientnet_v2_s|m|l (default 0.2, torchvision's)
+    # a training set too small for batch_size (fewer than recipes.MIN_STEPS_PER_EPOCH steps per
+    # epoch) trains at this batch, lr scaled by the same factor (docs/recipes.md); None: never
+    small_set_batch: int | None = None
 
     def with_overrides(self, **kw: Any) -> "Recipe":
         """A copy with every non-``None`` keyword replaced."""
@@ -79,9 +82,10 @@ COMPETITIONS: dict[str, Competition] = {
         "cifar10", "trainLabels.csv", "id", "label", "sampleSubmission.csv", "label", 32,
         CIFAR10_MEAN, CIFAR10_STD, "cifar", True,
         # ours (docs/recipes.md): the book's model, batch and wd; one-cycle (30 % warm-up,
-        # cosine) peaking at 0.1; lr_period/lr_decay are the book's, used by --sched step
+        # cosine) peaking at 0.1; lr_period/lr_decay are the book's, used by --sched step;
+        # a small set (< 40 steps per epoch at 128) trains at batch 32, peak 0.025
         Recipe("resnet18", epochs=20, batch_size=128, lr=0.1, wd=5e-4, lr_period=4,
-               lr_decay=0.9, sched="onecycle"),
+               lr_decay=0.9, sched="onecycle", small_set_batch=32),
         url="https://www.kaggle.com/c/cifar-10"),
     "dog-breed": Competition(
         "dog-breed", "labels.csv", "id", "breed", "sample_submission.csv", "proba", 224,
@@ -95,7 +99,7 @@ COMPETITIONS: dict[str, Competition] = {
         # cifar10's default (ours: the chapter's ResNet-18 with one-cycle) for 100 classes;
         # --recipe book gives the chapter's values, --recipe writeup-cifar100-effnetv2 the write-up's
         Recipe("resnet18", epochs=20, batch_size=128, lr=0.1, wd=5e-4, lr_period=4,
-               lr_decay=0.9, sched="onecycle"),
+               lr_decay=0.9, sched="onecycle", small_set_batch=32),
         url="https://www.cs.toronto.edu/~kriz/cifar.html",
         notes="Kaggle CIFAR-10 layout with 100 classes, or cifar-100-python.tar.gz"),
     "demo": Competition(

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 
 from .images import read_image
+
+if TYPE_CHECKING:
+    from .distributed import DistEnv
 
 Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -59,7 +62,7 @@ class ImageLoader:
                  transform: Transform | None = None, shuffle: bool = False,
                  drop_last: bool = False, seed: int = 0,
                  mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0),
-                 num_workers: int | None = None, prefetch: int = 4):
+                 num_workers: int | None = None, prefetch: int = 4, dist: "DistEnv | None" = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.source = source
@@ -74,6 +77,12 @@ class ImageLoader:
         self.num_workers = num_workers or min(4, os.cpu_count() or 1)
         self.prefetch = max(1, int(prefetch))
         self.epoch = 0
+        # data parallel (d2lkaggle.distributed): batch_size stays the global batch, this
+        # process yields its shard of each one; the augmentation stream also takes the rank
+        self.dist = dist if dist is not None and dist.enabled else None
+        if self.dist is not None:
+            from .distributed import check_batch_size
+            check_batch_size(self.batch_size, self.dist)
 
     def __len__(self) -> int:
         n = len(self.source)
@@ -97,11 +106,17 @@ class ImageLoader:
 
     def batch_indices(self, epoch: int) -> list[np.ndarray]:
         order = self.order(epoch)
-        return [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(len(self))]
+        batches = [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(len(self))]
+        if self.dist is not None:
+            from .distributed import shard_batch
+            batches = [shard_batch(idx, self.dist) for idx in batches]
+        return batches
 
     def make_batch(self, epoch: int, b: int, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Decode and augment one batch; its randomness depends only on (seed, epoch, b)."""
-        rng = np.random.default_rng([self.seed, epoch, b])
+        rng = np.random.default_rng([self.seed, epoch, b] + ([self.dist.rank] if self.dist else []))
+        if len(idx) == 0:  # a rank's share of a short last evaluation batch (loop.evaluate skips it)
+            return np.zeros((0, 1, 1, 3), np.uint8), self.labels[idx]
         images = []
         for i in idx:
             img = self.source[int(i)]

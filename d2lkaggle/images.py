@@ -30,7 +30,9 @@ __all__ = ["read_image", "read_images", "load_image_array", "list_images", "imag
 #: name of the cache folder :func:`load_image_array` creates next to the data
 CACHE_DIR_NAME = ".d2lkaggle_cache"
 _CACHE_VERSION = 1
-_CHUNK = 4096  # images decoded per read_images call when building a cache
+# images decoded per read_images call when building a cache: their separate arrays and
+# futures are what the build holds beyond the cache array (benchmarks/memory.py)
+_CHUNK = 1024
 
 #: largest image (width × height) read_image decodes: Pillow's own "decompression bomb"
 #: threshold; a larger file raises ValueError naming it before any pixel is allocated
@@ -161,16 +163,20 @@ def read_images(paths: Iterable[str | os.PathLike],
 # --------------------------------------------------------------------------- cache
 
 def _cache_key(paths: Sequence[str], base: str) -> str:
-    entries = []
-    for p in paths:
+    # SHA-256 of json.dumps([_CACHE_VERSION, [[rel, size, mtime_ns], ...]]) (compact
+    # separators), hashed entry by entry: no list of 50,000 entries is held
+    h = hashlib.sha256(f"[{_CACHE_VERSION},[".encode())
+    for k, p in enumerate(paths):
         st = os.stat(p)
         try:
             rel = os.path.relpath(os.path.abspath(p), base)
         except ValueError:  # another drive on Windows
             rel = os.path.abspath(p)
-        entries.append((rel.replace(os.sep, "/"), st.st_size, st.st_mtime_ns))
-    blob = json.dumps([_CACHE_VERSION, entries], separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()
+        entry = json.dumps([rel.replace(os.sep, "/"), st.st_size, st.st_mtime_ns],
+                           separators=(",", ":"))
+        h.update(((",") if k else "").encode() + entry.encode())
+    h.update(b"]]")
+    return h.hexdigest()
 
 
 def _try_load(path: str, n: int) -> np.ndarray | None:

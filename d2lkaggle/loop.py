@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 import numpy as np
 
 from .checkpoint import load_npz, save_npz
-from .mixing import batch_rng
+from .mixing import MIX_TAG, batch_rng
 from .schedules import check_lr, check_schedule
 
 HISTORY_COLUMNS = ("epoch", "lr", "lr_last", "train_loss", "train_acc", "valid_loss", "valid_acc",
@@ -28,6 +28,10 @@ class Step(Protocol):
 
     Losses are means over the batch for the gradient; ``train_batch`` and ``eval_batch``
     return the *sum* of per-example losses so the loop can average over an epoch exactly.
+    A data-parallel step (``Step(..., dist=DistEnv)``, see :mod:`d2lkaggle.distributed`) also
+    has ``dist``, ``all_reduce_sum(values) -> values summed over ranks`` and ``barrier()``:
+    :func:`fit` and :func:`evaluate` then sum their metrics over the ranks and only rank 0
+    writes checkpoints.
     """
 
     def set_lr(self, lr: float) -> None: ...
@@ -114,8 +118,12 @@ def evaluate(step: Step, data: Iterable) -> tuple[float, float]:
     """Mean loss and accuracy of ``step``'s model over ``data`` (inference mode)."""
     loss_sum, correct, n = 0.0, 0, 0
     for x, y in data:
+        if len(y) == 0:  # this rank's share of a short last batch (data parallel)
+            continue
         ls, c, k = step.eval_batch(x, y)
         loss_sum, correct, n = loss_sum + ls, correct + c, n + k
+    from .distributed import reduce_metrics
+    loss_sum, correct, n = reduce_metrics(step, loss_sum, correct, n)  # over ranks (DDP)
     if n == 0:
         raise ValueError("evaluation data is empty")
     if not math.isfinite(loss_sum):
@@ -182,8 +190,13 @@ def fit(step: Step, train_data, valid_data, num_epochs: int,
         raise ValueError(f"num_epochs must be >= 0, got {num_epochs}")
     history, start, best = History(devices=devices), 0, -math.inf
     last_path = best_path = None
+    from . import distributed
+    dist = getattr(step, "dist", None) or distributed.DistEnv()
+    if not dist.is_main:  # data parallel: rank 0 writes checkpoints and curves, and prints
+        plot, progress, log = None, False, None
     if checkpoint_dir:
-        os.makedirs(checkpoint_dir, exist_ok=True)
+        if dist.is_main:
+            os.makedirs(checkpoint_dir, exist_ok=True)
         last_path = os.path.join(checkpoint_dir, "last.npz")
         best_path = os.path.join(checkpoint_dir, "best.npz")
         if resume and os.path.exists(last_path):
@@ -225,7 +238,9 @@ def fit(step: Step, train_data, valid_data, num_epochs: int,
                 lr = new_lr
             lr_first = lr if lr_first is None else lr_first
             if mixing is not None:
-                x, y = mixing(x, y, batch_rng(mix_seed, epoch, b), num_classes)
+                x, y = mixing(x, y, batch_rng(mix_seed, epoch, b) if not dist.enabled else
+                              np.random.default_rng([mix_seed, epoch, b, MIX_TAG, dist.rank]),
+                              num_classes)
             ls, c, k = step.train_batch(x, y)
             if not math.isfinite(ls):
                 if bar is not None:
@@ -240,6 +255,7 @@ def fit(step: Step, train_data, valid_data, num_epochs: int,
         seconds = time.perf_counter() - t0
         if bar is not None:
             bar.close()
+        loss_sum, correct, n = distributed.reduce_metrics(step, loss_sum, correct, n)
         if n == 0:
             raise ValueError("training data yielded no batch (is batch_size larger than the "
                              "training set with drop_last?)")
@@ -259,7 +275,7 @@ def fit(step: Step, train_data, valid_data, num_epochs: int,
                 msg += f"  valid loss {valid_loss:.4f}  valid acc {valid_acc:.3f}"
             log(msg + f"  ({r['examples_per_sec']:.0f} ex/s)")
         monitor.after_epoch(history)
-        if checkpoint_dir:
+        if checkpoint_dir and dist.is_main:
             improved = (valid_data is not None and math.isfinite(valid_loss)
                         and valid_acc > best)  # a NaN loss never becomes "best"
             best = max(best, valid_acc) if improved else best
@@ -281,6 +297,7 @@ def fit(step: Step, train_data, valid_data, num_epochs: int,
             on_epoch(epoch, history)
     if start >= num_epochs and checkpoint_dir and log:
         log(f"{last_path} already holds all {num_epochs} epochs; nothing to train")
+    distributed.step_barrier(step)  # rank 0's last checkpoint is on disk when fit returns
     return history
 
 
@@ -302,25 +319,33 @@ def train_net(step_cls: Callable[..., Step], net: Any, train_iter, valid_iter, n
               lr_decay: float = 1.0, *, optimizer: Any = "sgd", schedule: Any = None,
               mixing: Any = None, momentum: float = 0.9, nesterov: bool = False,
               betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
-              wd_exclude: str | None = None, amp: Any = "auto", **fit_kwargs: Any) -> History:
+              wd_exclude: str | None = None, amp: Any = "auto", dist: Any = None,
+              **fit_kwargs: Any) -> History:
     """Build a backend's training step for ``net`` (with the core's optimizer) and train it.
 
     ``schedule`` (a core schedule) overrides the chapters' StepLR ``lr_period``/``lr_decay``;
     ``mixing`` is handed to :func:`fit` only when given. Every backend's ``train`` is this
-    call with its own step class, so none has a loop.
+    call with its own step class, so none has a loop. ``dist`` (a
+    :class:`d2lkaggle.distributed.DistEnv`; default: the training loader's) makes the step
+    data parallel (torch DDP, paddle.DataParallel, MXNet kvstore).
     """
     from .schedules import step_lr
+    dist = dist if dist is not None else getattr(train_iter, "dist", None)
+    # (a step is only handed ``dist`` for a real multi-process run)
+    dist_kw = {"dist": dist} if dist is not None and dist.enabled else {}
     step = step_cls(net, lr=lr, wd=wd, momentum=momentum, devices=devices, amp=amp,
                     optimizer=optimizer, nesterov=nesterov, betas=betas, eps=eps,
-                    wd_exclude=wd_exclude, **loader_norm(train_iter))
+                    wd_exclude=wd_exclude, **loader_norm(train_iter), **dist_kw)
     names = ", ".join(str(d) for d in getattr(step, "devices", []))
+    if dist_kw:   # e.g. "cpu x 2 processes (data parallel)"
+        names += f" x {dist.world_size} processes (data parallel)"
     if mixing is not None:   # (a fit without mixing support is never handed the keyword)
         fit_kwargs["mixing"] = mixing
     history = fit(step, train_iter, valid_iter, num_epochs,
                   schedule if schedule is not None else step_lr(lr, lr_period, lr_decay),
                   devices=names, **fit_kwargs)
     log = fit_kwargs.get("log", print)
-    if log and len(history):
+    if log and len(history) and (dist is None or dist.is_main):
         log(history.summary())
     return history
 

@@ -23,7 +23,7 @@ from .writeups import cycle_step_size
 from .ensemble import split_digest
 from .competitions import Competition, Recipe, get_competition
 from .competitions import recipe_for
-from .recipes import check_recipe, make_mixing, make_schedule, train_kwargs
+from .recipes import check_recipe, fit_batch_to_set, make_mixing, make_schedule, train_kwargs
 from .recipes import describe as describe_tricks
 from .data import ArraySource, FileSource, ImageLoader
 from .images import check_images, list_images, load_image_array, read_images
@@ -75,8 +75,9 @@ def _check_ids(labels: dict[str, str], images: dict[str, str], labels_path: str,
 
 def test_ids(comp: Competition, data_dir: str) -> list[str]:
     """Test ids in submission order: the sample file's order when present, else natural order."""
-    images = _images_by_id(os.path.join(data_dir, comp.test_dir))
+    from .stream import scan_ids   # {id: extension}: no 300,000 full paths held
     sample = os.path.join(data_dir, comp.sample_file)
+    images = scan_ids(os.path.join(data_dir, comp.test_dir), ordered=not os.path.exists(sample))
     if os.path.exists(sample):
         import pandas as pd
         # keep_default_na=False: the ids "NA", "null", "nan" are ids, not missing values
@@ -131,13 +132,18 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
         from .ensemble import check_split
         tr_ids, va_ids = check_split(split, labels)
     t_ids = test_ids(comp, data_dir)
-    test_images = _images_by_id(os.path.join(data_dir, comp.test_dir))
+    test_images = None if comp.fixed_size else _images_by_id(os.path.join(data_dir, comp.test_dir))
     if comp.fixed_size:
         # CIFAR-sized images: decode each PNG once into one cached array.
         train_array = load_image_array([images[i] for i in ids])
-        test_array = load_image_array([test_images[i] for i in t_ids])
+        # The test set streams (Kaggle's is 300,000 PNGs, 6x the training set): every file is
+        # decoded once now, in chunks, to name a bad one before training; prediction decodes
+        # it again batch by batch, so memory does not grow with the test set (issue 15).
+        from .stream import FolderSource, check_test_images, scan_ids
+        test_dir = os.path.join(data_dir, comp.test_dir)
+        test_source = FolderSource(test_dir, t_ids, scan_ids(test_dir, ordered=False))
+        check_test_images(test_source, train_array.shape[1:], num_workers)
         make = lambda sel: ArraySource(train_array, [pos[i] for i in sel])  # noqa: E731
-        test_source = ArraySource(test_array)
     else:
         # Every file is checked now, not when an epoch (or the prediction after training)
         # first decodes it; test images are decoded once in full for the same reason.
@@ -265,6 +271,22 @@ def write_submission(comp: Competition, data_dir: str, probs: np.ndarray, data: 
     return path
 
 
+def _training_set_size(comp: Competition, data_dir: str, valid_ratio: float,
+                       split: Any = None) -> int | None:
+    """Images the training phase will see, counted from the labels file before any decoding
+    (``None`` when only loading can tell: an archive, or a labels file that is missing)."""
+    if split is not None:
+        return len(split[0])
+    if find_cifar_archive(data_dir) is not None:
+        return None
+    try:
+        with open(os.path.join(data_dir, comp.labels_file), "rb") as f:
+            n = max(0, sum(1 for line in f if line.strip()) - 1)
+    except OSError:
+        return None    # load_data names the missing file
+    return n - int(n * valid_ratio)
+
+
 def run_competition(competition: str | Competition, data_dir: str, *, backend: str = "torch",
                     out: str | None = None, epochs: int | None = None,
                     batch_size: int | None = None, lr: float | None = None,
@@ -277,7 +299,8 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                     label_kind: str | None = None, model: str | None = None,
                     recipe: str | Recipe = "default", tta: Any = None,
                     split: tuple[Any, Any] | None = None, predict_with: str | None = None,
-                    overwrite: bool = False, **tricks: Any) -> dict[str, Any]:
+                    overwrite: bool = False, distributed: Any = None,
+                    **tricks: Any) -> dict[str, Any]:
     """Run a whole chapter and write ``out/{submission.csv, history.csv, curves.png,
     confusion.png, mistakes.png, summary.json, checkpoints/}``; returns the summary.
 
@@ -296,6 +319,11 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     ``milestones``, ``mixup``, ``cutmix``, ``mix_prob``, ``switch_prob``, ``label_smoothing``,
     ``augment``, ``wd_exclude``; see docs/recipes.md). ``augment`` may also be a
     ``(train_transform, test_transform)`` pair.
+
+    ``distributed`` (data parallel, docs/scale.md): ``None`` follows the launcher (torchrun
+    ...), ``True`` requires one, ``False`` ignores it, or a
+    :class:`d2lkaggle.distributed.DistEnv`. Every rank trains its shard of each global
+    batch; rank 0 alone predicts and writes the run folder while the others wait for it.
     """
     # Ensembles (d2lkaggle.ensemble): the run also keeps test_probs.npy, classes.json,
     # test_ids.json, valid_probs.npy, valid_ids.json; ``tta`` averages test-time augmented
@@ -303,6 +331,9 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     comp = get_competition(competition) if isinstance(competition, str) else competition
     base = recipe if isinstance(recipe, Recipe) else recipe_for(comp, recipe)
     aug_pair = tricks.pop("augment") if not isinstance(tricks.get("augment", ""), str) else None
+    # cache_features=True (--cache-features): the frozen backbone runs once per image
+    # (d2lkaggle.features); it trains the same head, so it is not part of run_config
+    cache_features = bool(tricks.pop("cache_features", False))
     unknown = sorted(set(tricks) - set(Recipe.__dataclass_fields__))
     if unknown:
         raise TypeError(f"run_competition() got unknown keyword(s) {', '.join(unknown)}")
@@ -319,30 +350,51 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     comp = normalized(comp, recipe)                # 003: ImageNet statistics for its weights
     check_settings(recipe, image_size)
     recipe = _random_init(recipe)
+    recipe, batch_note = fit_batch_to_set(
+        recipe, _training_set_size(comp, data_dir, recipe.valid_ratio, split),
+        batch_given=batch_size is not None, lr_given=lr is not None)
     if predict_with is None and recipe.keep == "best" and recipe.valid_ratio > 0:
         predict_with = "best"   # a write-up that keeps its best-validation epoch (004)
     predict_with = _predict_with(predict_with, retrain, recipe.valid_ratio > 0)
     retrain = predict_with == "retrain"
     name = canonical_name(backend)
+    dist = _dist_env(distributed, recipe.batch_size)  # (batch size checked: nothing written yet)
     out = os.path.abspath(out or os.path.join("runs", f"{comp.name}-{name}"))
-    _check_run_folder(out, overwrite=overwrite, resume=resume)
-    out = prepare_out(out)
+    if dist.is_main or not overwrite:   # (rank 0 alone removes a finished run's files)
+        _check_run_folder(out, overwrite=overwrite, resume=resume)
+    out = prepare_out(out) if dist.is_main else out
+    if not dist.is_main:  # the main rank prints and shows progress
+        log, progress = None, False
+    _dist_start(name, dist)
     say = log or (lambda *_: None)
     t_start = time.perf_counter()
     data = load_data(comp, data_dir, batch_size=recipe.batch_size, valid_ratio=recipe.valid_ratio,
                      image_size=image_size, seed=seed, num_workers=num_workers,
                      augment=aug_pair or recipe.augment, label_kind=label_kind,
                      split=split)
+    data = _shard_data(data, dist)
     t_data = time.perf_counter() - t_start
     say(_header(comp, data, name, recipe))
+    if batch_note:
+        say(batch_note)
+    if dist.enabled:
+        say(f"data parallel: {dist.world_size} processes ({dist.launcher}), each trains "
+            f"{recipe.batch_size // dist.world_size} of every batch of {recipe.batch_size}")
     preflight_submission(comp, data_dir, data)
     config = run_config(comp, recipe, backend=name, image_size=image_size, seed=seed, amp=amp,
                         num_classes=len(data.classes),
                         num_labelled=data.train_valid_iter.labels.size,
-                        **({"split": split_digest(split)} if split is not None else {}))
+                        **({"split": split_digest(split)} if split is not None else {}),
+                        **({"world_size": dist.world_size} if dist.enabled else {}))
     resume = {phase: check_resume(os.path.join(out, "checkpoints", phase), config, resume, log)
               for phase in ("valid", "final")}
     bk = get_backend(name)
+    train_fn = bk.train
+    if cache_features:
+        from functools import partial
+        from .features import check_cacheable, train_with_cached_features
+        check_cacheable(recipe, data.train_iter.transform)   # before the first epoch
+        train_fn = partial(train_with_cached_features, bk, backend=name)
     run_bar = _run_progress(progress, recipe.epochs, data, retrain, out if resume else None)
     train_kw = dict(lr_period=recipe.lr_period, lr_decay=recipe.lr_decay, progress=progress, log=log,
                     amp=amp, config=config)
@@ -360,15 +412,16 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
         extra, tricks_summary = tricks_kw(data.train_iter)
         if run_bar is not None:
             run_bar.set_phase("train/valid")
-        valid_hist = bk.train(net, data.train_iter, data.valid_iter, recipe.epochs, recipe.lr,
+        valid_hist = train_fn(net, data.train_iter, data.valid_iter, recipe.epochs, recipe.lr,
                               recipe.wd, None, checkpoint_dir=os.path.join(out, "checkpoints", "valid"),
                               resume=resume["valid"], plot=os.path.join(out, "curves.png"), **train_kw, **extra)
         timings["train_s"] = time.perf_counter() - t0
         histories.append(("valid", valid_hist))
         if predict_with == "best":
             _load_best(bk, net, os.path.join(out, "checkpoints", "valid", "best.npz"))
-        valid_probs = valid_predictions(bk, net, data, amp, tta=tta)
-        pictures = _valid_pictures(out, data, valid_probs, _title(comp, name, recipe))
+        valid_probs = valid_predictions(bk, net, data, amp, tta=tta) if dist.is_main else None
+        pictures = (_valid_pictures(out, data, valid_probs, _title(comp, name, recipe))
+                    if dist.is_main else {})
     final_hist = None
     if retrain or data.valid_iter is None:
         # The chapters' last step: a fresh model trained on all labelled data.
@@ -379,7 +432,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
         tricks_summary = tricks_summary or final_tricks
         if run_bar is not None:
             run_bar.set_phase("retrain")
-        final_hist = bk.train(net, data.train_valid_iter, None, recipe.epochs, recipe.lr, recipe.wd,
+        final_hist = train_fn(net, data.train_valid_iter, None, recipe.epochs, recipe.lr, recipe.wd,
                               None, checkpoint_dir=os.path.join(out, "checkpoints", "final"),
                               resume=resume["final"], plot=None if valid_hist else os.path.join(out, "curves.png"),
                               **train_kw, **extra)
@@ -387,6 +440,8 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
         histories.append(("train_valid", final_hist))
     if run_bar is not None:
         run_bar.close()
+    if not dist.is_main:   # rank 0 predicts everything and writes; the others wait for it
+        return _dist_done(name, dist, out)
     t0 = time.perf_counter()
     probs = bk.predict(net, data.test_iter, amp=amp, tta=tta)
     sub = write_submission(comp, data_dir, probs, data, os.path.join(out, "submission.csv"))
@@ -420,8 +475,9 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                                         tta=tta, split=split, files=summary["files"]))
     summary.update(_run_outcome(valid_hist, final_hist, predict_with, len(data.classes), recipe))
     summary["files"].update(pictures if valid_hist is not None else {})
+    summary["world_size"] = dist.world_size
     atomic_write_text(summary["files"]["summary"], json.dumps(summary, indent=2) + "\n")
-    return summary
+    return _dist_done(name, dist, out, summary)
 
 
 def tricks_for(recipe: Recipe, train_iter, num_classes: int,
@@ -471,6 +527,7 @@ def run_config(comp: Competition, recipe: Recipe, *, backend: str, image_size: i
               "augment": comp.augment, **asdict(recipe),  # a Recipe's own augment wins
               "image_size": int(image_size or comp.image_size), "seed": int(seed), "amp": amp,
               **extra}
+    config.pop("small_set_batch", None)  # a rule, applied already: batch_size and lr record it
     return json.loads(json.dumps(config, default=str))
 
 
@@ -615,7 +672,8 @@ def _load_best(bk, net, path: str) -> None:
 
 def valid_predictions(bk, net, data: CompetitionData, amp: Any = "auto", tta: Any = None) -> np.ndarray:
     """Class probabilities of ``net`` on the validation images, in ``data.valid_iter`` order."""
-    return bk.predict(net, data.valid_iter, amp=amp, tta=tta)
+    from .distributed import unsharded   # every image, also when training was data parallel
+    return bk.predict(net, unsharded(data.valid_iter), amp=amp, tta=tta)
 
 
 def _valid_pictures(out: str, data: CompetitionData, probs: np.ndarray, title: str) -> dict[str, str]:
@@ -657,3 +715,51 @@ def plot_run(histories: list[tuple[str, History]], path: str, title: str) -> str
     if histories:
         _plot(histories, path, title)
     return path
+
+
+# ---- data parallel (issue 15; d2lkaggle.distributed) -------------------------------------
+
+def _dist_env(distributed: Any, batch_size: int):
+    """The run's :class:`~d2lkaggle.distributed.DistEnv`, its global batch size checked."""
+    from . import distributed as D
+    if isinstance(distributed, D.DistEnv):
+        env = distributed
+    elif distributed is False:
+        env = D.DistEnv()
+    else:
+        env = D.detect()
+        if distributed is True and env.launcher is None:   # (a launcher of 1 process is fine)
+            raise ValueError("distributed=True but no launcher started this process (no "
+                             "RANK/WORLD_SIZE in the environment); start it with torchrun "
+                             "--nproc_per_node N -m d2lkaggle.cli run ... (docs/scale.md)")
+    D.check_batch_size(int(batch_size), env)
+    return env
+
+
+def _dist_start(backend: str, env) -> None:
+    """Join the backend's process group; rank 0 has created the run folder when it returns."""
+    from . import distributed as D
+    D.setup(backend, env)
+    D.barrier(backend, env)
+
+
+def _shard_data(data: CompetitionData, env) -> CompetitionData:
+    """The training and validation loaders sharded over the ranks (the test loader stays
+    whole: rank 0 predicts every test image)."""
+    if not env.enabled:
+        return data
+    from .distributed import shard
+    return replace(data, train_iter=shard(data.train_iter, env),
+                   valid_iter=shard(data.valid_iter, env) if data.valid_iter is not None else None,
+                   train_valid_iter=shard(data.train_valid_iter, env))
+
+
+def _dist_done(backend: str, env, out: str, summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every rank waits until rank 0 has written the run; the others return a short summary
+    (``is_main`` False) that the CLI does not print."""
+    from . import distributed as D
+    D.barrier(backend, env)
+    if summary is not None:
+        return summary
+    return {"is_main": False, "rank": env.rank, "world_size": env.world_size,
+            "files": {"summary": os.path.join(out, "summary.json")}}

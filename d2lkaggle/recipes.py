@@ -16,6 +16,9 @@ from .mixing import Mixup
 from .optim import OPTIMIZERS
 
 WD_EXCLUDE = (None, "bn_bias")
+#: one-cycle needs steps, not epochs: a default recipe whose batch leaves fewer optimizer steps
+#: than this per epoch switches to its ``small_set_batch`` (docs/recipes.md, the hard demo)
+MIN_STEPS_PER_EPOCH = 40
 
 Log = Callable[[str], Any]
 
@@ -157,3 +160,25 @@ def describe(r: Recipe, schedule: S.Schedule | None, mixing: Mixup | None) -> di
     return {"optimizer": r.optimizer, "wd_exclude": r.wd_exclude,
             "schedule": schedule.describe() if hasattr(schedule, "describe") else repr(schedule),
             "mixing": mixing.describe() if mixing is not None else None, "augment": r.augment}
+
+
+def fit_batch_to_set(r: Recipe, n_train: int | None, *, batch_given: bool = False,
+                     lr_given: bool = False) -> tuple[Recipe, str | None]:
+    """The recipe's batch for a training set of ``n_train`` images (train step of the chapter).
+
+    A recipe with ``small_set_batch`` whose ``batch_size`` would leave fewer than
+    :data:`MIN_STEPS_PER_EPOCH` steps per epoch trains at ``small_set_batch`` instead, with
+    its learning rate scaled by the same factor (the same rate per example, so the full-size
+    set's tuned value keeps its meaning). A batch or lr the user gave is never changed.
+    Returns the recipe and a line saying what changed (``None``: nothing).
+    """
+    b = r.small_set_batch
+    if (b is None or batch_given or n_train is None or b >= r.batch_size
+            or n_train // r.batch_size >= MIN_STEPS_PER_EPOCH):
+        return r, None
+    lr = r.lr if lr_given else r.lr * b / r.batch_size
+    note = (f"small training set: {n_train} images give {n_train // r.batch_size} steps per epoch "
+            f"at batch {r.batch_size}, so the recipe trains at batch {b}"
+            + ("" if lr_given else f", lr {lr:g} (the same rate per example)")
+            + "; --batch-size sets the batch")
+    return r.with_overrides(batch_size=b, lr=lr), note

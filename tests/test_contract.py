@@ -68,3 +68,23 @@ def test_model_table_is_the_cores(backend):
     names, missing = json.loads(r.stdout.strip().splitlines()[-1])
     assert names == list(MODEL_NAMES) and missing == []
     assert set(BUILDERS) == set(MODEL_NAMES)
+
+
+FEATURES_DUMP = """
+import inspect, json, sys, importlib
+m = importlib.import_module(f"d2lkaggle.{sys.argv[1]}_impl.features")
+print(json.dumps({n: [(p.name, str(p.kind), repr(p.default) if p.default is not inspect._empty
+                       else None) for p in inspect.signature(getattr(m, n)).parameters.values()]
+                  for n in ("backbone_state", "uses_amp", "backbone_features", "train_head")}))
+"""
+
+
+@pytest.mark.parametrize("backend", backend_params("mxnet", "paddle"))
+def test_features_wing_has_torchs_signatures(backend):
+    # what d2lkaggle.features (--cache-features) calls in every wing
+    from d2lkaggle.registry import is_installed
+    if not is_installed("torch"):
+        pytest.skip("torch (the reference backend) is not installed")
+    ref, got = (json.loads(run_py(FEATURES_DUMP, b).stdout.strip().splitlines()[-1])
+                for b in ("torch", backend))
+    assert got == ref

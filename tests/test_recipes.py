@@ -123,3 +123,28 @@ def test_every_trick_in_a_tiny_run(backend, demo_dir, tmp_path):
     assert [float(r["lr"]) for r in rows] == pytest.approx([f(0), f(1)])
     assert [float(r["lr_last"]) for r in rows] == pytest.approx([f(0.8), f(1.8)])
     assert os.path.exists(out / "submission.csv")
+
+
+def test_a_small_training_set_trains_at_the_small_set_batch_with_the_same_rate_per_example(tmp_path):
+    from d2lkaggle.datasets import make_demo
+    from d2lkaggle.pipeline import _training_set_size, run_config
+    from d2lkaggle.recipes import MIN_STEPS_PER_EPOCH, fit_batch_to_set
+    c10 = recipe_for(get_competition("cifar10"))
+    assert (c10.batch_size, c10.lr, c10.small_set_batch) == (128, 0.1, 32)
+    small, note = fit_batch_to_set(c10, 1350)
+    assert (small.batch_size, small.lr) == (32, pytest.approx(0.025)) and "10 steps per epoch" in note
+    # the full set, the user's own batch or lr, and the book's recipe are left alone
+    assert fit_batch_to_set(c10, 45000) == (c10, None)
+    assert fit_batch_to_set(c10, 128 * MIN_STEPS_PER_EPOCH) == (c10, None)
+    assert fit_batch_to_set(c10, 1350, batch_given=True) == (c10, None)
+    given_lr, _ = fit_batch_to_set(c10, 1350, lr_given=True)
+    assert (given_lr.batch_size, given_lr.lr) == (32, 0.1)
+    book = recipe_for(get_competition("cifar10"), "book")
+    assert fit_batch_to_set(book, 1350) == (book, None)
+    # counted from the labels file (valid split taken off), before any image is decoded
+    d = make_demo(str(tmp_path / "c"), n_train=50, n_test=5)
+    assert _training_set_size(get_competition("cifar10"), d, 0.1) == 45
+    assert _training_set_size(get_competition("cifar10"), d, 0.1, split=([1, 2], [3])) == 2
+    assert _training_set_size(get_competition("cifar10"), str(tmp_path / "missing"), 0.1) is None
+    # the rule is not a setting of its own: the effective batch and lr are what is recorded
+    assert "small_set_batch" not in run_config(get_competition("cifar10"), small, backend="torch")

@@ -23,6 +23,8 @@ from mxnet.gluon import Block
 from .. import book as _book
 from .. import loop, lrfind
 from .. import optim as core_optim
+from ..distributed import DistEnv
+from . import distributed as _distributed
 from .data import to_labels, to_tensor
 from .optim import Optimizer
 from .weights import canonical_parameters, get_state, set_state
@@ -39,6 +41,17 @@ def try_gpu(i: int = 0) -> mx.Context:
 def try_all_gpus() -> list[mx.Context]:
     """All GPUs, or ``[cpu]`` when there is none (the book's version returns ``[]``)."""
     return [mx.gpu(i) for i in range(mx.context.num_gpus())] or [mx.cpu()]
+
+
+def _rank_context(env: DistEnv) -> mx.Context:
+    """This worker's device: GPU ``local_rank`` when the machine has it, else the CPU."""
+    n = mx.context.num_gpus()
+    if n == 0:
+        return mx.cpu()
+    if env.local_rank >= n:
+        raise ValueError(f"worker {env.local_rank} has no GPU (this machine has {n}); start "
+                         f"at most {n} workers per machine (--nproc_per_node {n})")
+    return mx.gpu(env.local_rank)
 
 
 def set_seed(seed: int) -> None:
@@ -60,7 +73,13 @@ def _soft_loss(logits, y):
 
 class MXNetStep:
     """The core loop's step interface for a Gluon model (mean loss; the core's optimizer:
-    ``sgd``, ``nesterov``, ``adam``, ``adamw`` in torch's form; int or soft targets)."""
+    ``sgd``, ``nesterov``, ``adam``, ``adamw`` in torch's form; int or soft targets).
+
+    With ``dist`` (a multi-process :class:`~d2lkaggle.distributed.DistEnv` under a ps-lite
+    job, :mod:`.distributed`) the step trains on this worker's device, starts from rank 0's
+    weights and averages every gradient over the workers through the ``dist_sync`` kvstore
+    before the optimizer step.
+    """
 
     def __init__(self, net: Block, *, lr: float = 0.0, wd: float = 0.0, momentum: float = 0.9,
                  devices: Sequence[mx.Context] | None = None,
@@ -68,10 +87,14 @@ class MXNetStep:
                  amp: Any = "auto", dtype: str = "float32",
                  optimizer: "str | core_optim.OptimizerSpec" = "sgd", nesterov: bool = False,
                  betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
-                 wd_exclude: str | None = None):
+                 wd_exclude: str | None = None, dist: DistEnv | None = None):
         self.spec = core_optim.make_spec(optimizer, lr=lr, wd=wd, momentum=momentum,
                                          nesterov=nesterov, betas=betas, eps=eps,
                                          wd_exclude=wd_exclude)
+        self.dist = dist if dist is not None and dist.enabled else None
+        if self.dist is not None:   # one worker per device
+            _distributed.init(self.dist)
+            devices = [_rank_context(self.dist)]
         self.devices = list(devices) if devices else try_all_gpus()
         self.net = net
         self.dtype = loop.check_dtype(dtype)
@@ -86,6 +109,12 @@ class MXNetStep:
         self.mean, self.std = tuple(mean), tuple(std)
         self.params = {n: p for n, p in canonical_parameters(net).items() if p.grad_req != "null"}
         self.optimizer = Optimizer(self.params, self.spec, ctx=self.devices[0], dtype=self.dtype)
+        self.sync = None
+        if self.dist is not None:
+            self.sync = _distributed.GradientSync(list(self.params), self.dist)
+            everything = canonical_parameters(net)
+            self.sync.broadcast(list(everything), [p.data(self.devices[0]).as_nd_ndarray()
+                                                   for p in everything.values()])
 
     def set_lr(self, lr: float) -> None:
         self.optimizer.set_lr(lr)
@@ -124,6 +153,9 @@ class MXNetStep:
             losses = [lossf(o, Y).sum() / n for o, (_, Y) in zip(outs, shards)]
         for loss in losses:
             loss.backward()
+        if self.sync is not None:   # the kvstore's mean over the workers (one device each)
+            self.sync.average([p.grad(self.devices[0]).as_nd_ndarray()
+                               for p in self.params.values()])
         self.optimizer.step()
         loss_sum = sum(float(loss) for loss in losses) * n
         pred = np.concatenate([o.argmax(axis=1).asnumpy() for o in outs])   # shards in order
@@ -132,6 +164,17 @@ class MXNetStep:
 
     def _logits(self, shards):
         return [self.net(X) for X, _ in shards]
+
+    def all_reduce_sum(self, values: np.ndarray) -> np.ndarray:
+        """float64 ``values`` summed over the workers (themselves in one process)."""
+        if self.dist is None:
+            return np.asarray(values, dtype=np.float64).copy()
+        return _distributed.all_reduce_sum(values)
+
+    def barrier(self) -> None:
+        """Wait for every worker (no-op in one process)."""
+        if self.dist is not None:
+            _distributed.barrier()
 
     def eval_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
         loss_sum, correct = 0.0, 0

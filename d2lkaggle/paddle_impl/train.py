@@ -18,6 +18,8 @@ from paddle.nn import functional as F
 from .. import book as _book
 from .. import loop, lrfind
 from .. import optim as core_optim
+from ..distributed import DistEnv
+from . import distributed as _distributed
 from .data import to_labels, to_tensor
 from .optim import Optimizer
 from .weights import canonical_name_of, get_state, set_state
@@ -37,6 +39,17 @@ def try_all_gpus() -> list:
     """All GPUs, or ``[CPUPlace]`` — always a list (the book's Paddle version returns a bare place)."""
     n = paddle.device.cuda.device_count() if paddle.device.is_compiled_with_cuda() else 0
     return [paddle.CUDAPlace(i) for i in range(n)] or [paddle.CPUPlace()]
+
+
+def _rank_place(env: DistEnv):
+    """This rank's device: GPU ``local_rank`` when the machine has it, else the CPU."""
+    n = paddle.device.cuda.device_count() if paddle.device.is_compiled_with_cuda() else 0
+    if n == 0:
+        return paddle.CPUPlace()
+    if env.local_rank >= n:
+        raise ValueError(f"local rank {env.local_rank} has no GPU (this machine has {n}); start "
+                         f"at most {n} processes per node (--nproc_per_node {n})")
+    return paddle.CUDAPlace(env.local_rank)
 
 
 def set_seed(seed: int) -> None:
@@ -67,8 +80,10 @@ class PaddleStep:
     """The core loop's step interface for a Paddle model (mean loss; the core's optimizer:
     ``sgd``, ``nesterov``, ``adam``, ``adamw``; int or soft targets).
 
-    Several GPUs would need ``paddle.distributed`` processes; this step trains on the first
-    device of ``devices``.
+    Several GPUs need one process each (``python -m paddle.distributed.launch``, docs/scale.md):
+    with ``dist`` (a multi-process :class:`~d2lkaggle.distributed.DistEnv`) the net trains
+    wrapped in ``paddle.DataParallel`` (gradients averaged over the ranks by Paddle); without
+    it this step trains on the first device of ``devices``.
     """
 
     def __init__(self, net: nn.Layer, *, lr: float = 0.0, wd: float = 0.0, momentum: float = 0.9,
@@ -77,16 +92,22 @@ class PaddleStep:
                  amp: Any = "auto", dtype: str = "float32",
                  optimizer: "str | core_optim.OptimizerSpec" = "sgd", nesterov: bool = False,
                  betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
-                 wd_exclude: str | None = None):
+                 wd_exclude: str | None = None, dist: DistEnv | None = None):
         self.spec = core_optim.make_spec(optimizer, lr=lr, wd=wd, momentum=momentum,
                                          nesterov=nesterov, betas=betas, eps=eps,
                                          wd_exclude=wd_exclude)
+        self.dist = dist if dist is not None and dist.enabled else None
+        if self.dist is not None:   # one process per device: this rank's GPU, or the CPU
+            _distributed.init(self.dist)
+            devices = [_rank_place(self.dist)]
         self.devices = list(devices) if devices else try_all_gpus()
         self.device = self.devices[0]
         self.net = net
         self.dtype = loop.check_dtype(dtype)
         if self.dtype != "float32":
             self.net.to(dtype=self.dtype)
+        # DataParallel broadcasts rank 0's weights now and averages gradients in backward()
+        self.model = paddle.DataParallel(self.net) if self.dist is not None else self.net
         self.mean, self.std = tuple(mean), tuple(std)
         names = canonical_name_of(net)
         params = {names[id(p)][0]: p for p in net.parameters() if not p.stop_gradient}
@@ -105,7 +126,7 @@ class PaddleStep:
         soft, hard = core_optim.split_targets(y, len(x))
         self.net.train()
         X, Y = to_tensor(x, self.mean, self.std, self.device, dtype=self.dtype), to_labels(hard, self.device)
-        out = self.net(X)
+        out = self.model(X)
         if soft is None:
             loss = _cross_entropy(out, Y).mean()  # batch mean
         else:
@@ -122,6 +143,17 @@ class PaddleStep:
         self.net.eval()
         with paddle.no_grad():
             return self.net(to_tensor(x, self.mean, self.std, self.device, dtype=self.dtype))
+
+    def all_reduce_sum(self, values: np.ndarray) -> np.ndarray:
+        """float64 ``values`` summed over the ranks (themselves in one process)."""
+        if self.dist is None:
+            return np.asarray(values, dtype=np.float64).copy()
+        return _distributed.all_reduce_sum(values)
+
+    def barrier(self) -> None:
+        """Wait for every rank (no-op in one process)."""
+        if self.dist is not None:
+            _distributed.barrier()
 
     def eval_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
         out, Y = self._logits(x), to_labels(y, self.device)

@@ -9,6 +9,21 @@ import torch
 from ..augment import normalize_nchw
 
 
+def copy_settings(device_type: str) -> tuple[bool, bool]:
+    """``(pin_memory, non_blocking)`` for host→device batch copies: pinned, asynchronous
+    copies to a GPU (they overlap the previous step); plain copies on the CPU (pinning there
+    is a wasted copy, and non_blocking a no-op)."""
+    cuda = device_type == "cuda"
+    return cuda, cuda
+
+
+def _to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    pin, non_blocking = copy_settings(torch.device(device).type)
+    if pin:
+        t = t.pin_memory()   # (a fresh pinned copy: the caller's numpy buffer is free again)
+    return t.to(device, non_blocking=non_blocking)
+
+
 def to_tensor(x: np.ndarray, mean: Sequence[float], std: Sequence[float],
               device: torch.device | str = "cpu", channels_last: bool = True,
               dtype: str = "float32") -> torch.Tensor:
@@ -25,7 +40,7 @@ def to_tensor(x: np.ndarray, mean: Sequence[float], std: Sequence[float],
     x = np.asarray(x)
     if x.dtype != np.uint8 and x.dtype != np.float32:
         x = x.astype(np.float32)
-    t = torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True)
+    t = _to_device(torch.from_numpy(np.ascontiguousarray(x)), device)
     # (not in place: a float32 batch on the CPU shares the caller's numpy memory)
     t = t.permute(0, 3, 1, 2).float().div(255.0)
     m = torch.tensor(mean, dtype=torch.float32, device=t.device).view(1, -1, 1, 1)
@@ -36,7 +51,7 @@ def to_tensor(x: np.ndarray, mean: Sequence[float], std: Sequence[float],
 
 def to_labels(y: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """int64 labels on ``device``."""
-    return torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
+    return _to_device(torch.from_numpy(np.asarray(y, dtype=np.int64)), device)
 
 
 def _soft_or_int(y: np.ndarray, device) -> torch.Tensor:

@@ -10,11 +10,14 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from .. import book as _book
 from .. import loop, lrfind
 from .. import optim as core_optim
-from .data import to_labels, to_tensor
+from .data import copy_settings, to_labels, to_tensor  # noqa: F401  (copy_settings: the GPU path)
+from ..distributed import DistEnv
+from . import distributed as _distributed
 from .optim import Optimizer
 from .weights import _module, get_state, set_state
 
@@ -44,11 +47,51 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _use_amp(amp: Any, device: torch.device) -> bool:
-    if amp == "auto":
-        # measured in benchmarks/train_speed.py: ~2x faster on CPUs with native bf16
-        return device.type == "cpu" and SUPPORTS_BF16
-    return bool(amp)
+def _cuda_bf16() -> bool:
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def autocast_dtype(device_type: str, amp: Any = "auto", cpu_bf16: bool = SUPPORTS_BF16,
+                   cuda_bf16: bool = False, float_dtype: str = "float32") -> torch.dtype | None:
+    """The autocast dtype a step trains in (``None``: no autocast, plain float32/float64).
+
+    CUDA: bf16 where the GPU has it (compute capability >= 8.0: Ampere, Hopper), else fp16
+    (with a gradient scaler, see :func:`needs_grad_scaler`). CPU: bf16 only where the CPU
+    has native bf16 (AVX-512 BF16 / AMX; measured ~2x float32 in benchmarks/train_speed.py)
+    with ``amp="auto"``; ``amp=True`` forces bf16 there. float64 (the parity reference) and
+    ``amp=False`` never autocast.
+    """
+    if float_dtype != "float32" or not amp:
+        return None
+    if device_type == "cuda":
+        return torch.bfloat16 if cuda_bf16 else torch.float16
+    if device_type == "cpu":
+        return torch.bfloat16 if (amp != "auto" or cpu_bf16) else None
+    return None
+
+
+def needs_grad_scaler(dtype: torch.dtype | None) -> bool:
+    """fp16's narrow range underflows small gradients: scale the loss (bf16 needs none)."""
+    return dtype == torch.float16
+
+
+def parallel_mode(num_devices: int, world_size: int = 1) -> str:
+    """How a step spreads over devices: ``"ddp"`` under a launcher (one process per device,
+    torch's ``DistributedDataParallel``), ``"single"`` for one device, and ``"first"`` for
+    several devices handed to one process — it trains on the first and says how to use all
+    of them. Never ``nn.DataParallel``, which torch advises against (one process, GIL-bound,
+    every batch scattered and gathered through device 0)."""
+    if world_size > 1:
+        return "ddp"
+    return "first" if num_devices > 1 else "single"
+
+
+def _warn_one_device(devices: Sequence[Any]) -> None:
+    import warnings
+    warnings.warn(f"{len(devices)} devices given to one process: training on {devices[0]} only. "
+                  f"For all of them run one process per device: torchrun --nproc_per_node "
+                  f"{len(devices)} -m d2lkaggle.cli run ... (DistributedDataParallel; docs/scale.md)",
+                  stacklevel=3)
 
 
 class TorchStep:
@@ -61,15 +104,28 @@ class TorchStep:
                  amp: Any = "auto", dtype: str = "float32",
                  optimizer: "str | core_optim.OptimizerSpec" = "sgd", nesterov: bool = False,
                  betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
-                 wd_exclude: str | None = None):
+                 wd_exclude: str | None = None, dist: DistEnv | None = None):
         self.spec = core_optim.make_spec(optimizer, lr=lr, wd=wd, momentum=momentum,
                                          nesterov=nesterov, betas=betas, eps=eps,
                                          wd_exclude=wd_exclude)
-        self.devices = list(devices) if devices else try_all_gpus()
+        self.dist = dist if dist is not None and dist.enabled else None
+        if self.dist is not None:   # one process per device: this rank's GPU, or the CPU
+            _distributed.init(self.dist)
+            self.devices = [_distributed.rank_device(self.dist)]
+        else:
+            self.devices = list(devices) if devices else try_all_gpus()
         self.device = torch.device(self.devices[0])
+        mode = parallel_mode(len(self.devices), self.dist.world_size if self.dist else 1)
+        if mode == "first":
+            _warn_one_device(self.devices)
+            self.devices = self.devices[:1]
         self.dtype = loop.check_dtype(dtype)
         # float64 is the parity reference: no bf16 there
-        self.amp = _use_amp(amp, self.device) and self.dtype == "float32"
+        self.amp_dtype = autocast_dtype(self.device.type, amp, SUPPORTS_BF16, _cuda_bf16(),
+                                        self.dtype)
+        self.amp = self.amp_dtype is not None
+        self.scaler = (torch.amp.GradScaler(self.device.type)
+                       if needs_grad_scaler(self.amp_dtype) else None)
         # channels_last only together with bf16 (where it was measured faster): in float32 on
         # CPU, torch 2.14's channels_last backward differs from float64 by up to ~3 % in some
         # conv gradients of the book's ResNet-18, while contiguous tensors agree to ~1e-6
@@ -77,8 +133,10 @@ class TorchStep:
         self.channels_last = self.amp and self.device.type == "cpu"
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         self.net = _module(net).to(self.device, dtype=getattr(torch, self.dtype), memory_format=fmt)
-        self.model = (nn.DataParallel(self.net, device_ids=self.devices)
-                      if len(self.devices) > 1 and self.device.type == "cuda" else self.net)
+        # DDP broadcasts rank 0's weights now and averages gradients in backward()
+        self.model = (DistributedDataParallel(
+            self.net, device_ids=[self.device] if self.device.type == "cuda" else None)
+            if mode == "ddp" else self.net)
         self.mean, self.std = tuple(mean), tuple(std)
         params = {n: p for n, p in self.net.named_parameters() if p.requires_grad}
         self.optimizer = Optimizer(params, self.spec) if params else None
@@ -86,7 +144,7 @@ class TorchStep:
     def _autocast(self):
         if not self.amp:
             return nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _inputs(self, x: np.ndarray) -> torch.Tensor:
         return to_tensor(x, self.mean, self.std, self.device, self.channels_last, self.dtype)
@@ -110,16 +168,33 @@ class TorchStep:
         target = Y if soft is None else torch.from_numpy(soft).to(self.device, dtype=logits.dtype)
         loss = F.cross_entropy(logits, target)   # probabilities: torch's soft-target form
         self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
+        if self.scaler is not None:   # fp16 on CUDA: scaled loss, unscaled step
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer.opt)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
         n = len(hard)
         return float(loss.item()) * n, int((out.argmax(1) == Y).sum().item()), n
 
     @torch.no_grad()
     def _logits(self, x: np.ndarray) -> torch.Tensor:
-        self.model.eval()
+        # the bare net: evaluation needs no gradient sync, and ranks may see unequal batches
+        self.net.eval()
         with self._autocast():
-            return self.model(self._inputs(x)).float()
+            return self.net(self._inputs(x)).float()
+
+    def all_reduce_sum(self, values: np.ndarray) -> np.ndarray:
+        """float64 ``values`` summed over the ranks (themselves in one process)."""
+        if self.dist is None:
+            return np.asarray(values, dtype=np.float64).copy()
+        return _distributed.all_reduce_sum(values, self.device)
+
+    def barrier(self) -> None:
+        """Wait for every rank (no-op in one process)."""
+        if self.dist is not None:
+            _distributed.barrier()
 
     def eval_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
         out, Y = self._logits(x), to_labels(y, self.device)

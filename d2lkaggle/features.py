@@ -1,0 +1,283 @@
+"""``--cache-features``: the Dog Breed chapter's frozen backbone, run once per image.
+
+The chapter fine-tunes only a small head on a frozen ResNet-34; every epoch it still pushes
+every image through the 21 M frozen parameters, to get the same 512 numbers each time —
+when the training images are not randomly augmented. With ``cache_features=True``
+(``--cache-features``) the core computes each image's backbone features once, stores them,
+and trains the head on them; the same optimizer, schedule, batches (same shuffle seed, same
+``drop_last``) and checkpoints (the whole net's state: the head's trained weights plus the
+unchanged backbone), so the head ends where training on the images would have ended, up to
+float rounding. Prediction on the test set uses the whole net on the images, as always.
+
+What the core decides here (no framework code):
+
+* **When it is allowed** — :func:`check_cacheable`: a frozen-backbone ``finetune`` model, no
+  MixUp/CutMix, and a *deterministic* training transform (``augment="none"``: resize and
+  centre crop). Random crops, flips or colour jitter make each epoch's features different,
+  so cached ones would be wrong; the run then stops with one line saying to add
+  ``--augment none`` (it never silently switches the augmentation off: that would change
+  the recipe the user asked for).
+* **Where features live and when they are trusted** — :func:`cached_features`: in the
+  image cache folder next to the data (``<data>/.d2lkaggle_cache/``, like
+  :func:`images.load_image_array`), one ``features-<backend>-<key>.npz`` per backbone: the
+  key is a SHA-256 of the backbone's weights (every array's bytes), the transform, the
+  normalisation, the backend and the autocast setting; inside, each row is keyed by its
+  image's absolute path, size and modification time. A row is used only for exactly that
+  image; a touched or replaced image, other weights or another transform compute new
+  features, and a damaged file is recomputed. The file is written to a temporary name and
+  renamed; a read-only data folder keeps the features in memory (with a warning).
+
+The backends provide the two framework parts, in ``<backend>_impl/features.py``:
+``backbone_features(net, x, mean, std, amp)`` (the frozen backbone's pooled features of one
+uint8 batch) and ``train_head(net, train_feats, valid_feats, ...)`` (the chapters' ``train``
+on feature batches, updating ``net``'s head in place).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from .data import ImageLoader
+
+__all__ = ["check_cacheable", "deterministic", "backbone_digest", "feature_key",
+           "cached_features", "FeatureLoader", "train_with_cached_features", "FEATURES_VERSION"]
+
+#: bumped when the way features are computed changes (old cache files are then not used)
+FEATURES_VERSION = 1
+#: images per batch when computing features
+FEATURE_BATCH = 32
+
+
+def deterministic(transform: Any) -> bool:
+    """True when ``transform`` draws no randomness: ``None``, Resize, CenterCrop, or a Compose
+    of those (what ``augment="none"`` and the test transforms are)."""
+    from .augment import CenterCrop, Compose, Resize
+    if transform is None:
+        return True
+    if isinstance(transform, Compose):
+        return all(deterministic(t) for t in transform.transforms)
+    return isinstance(transform, (Resize, CenterCrop))
+
+
+def check_cacheable(recipe: Any, train_transform: Any, mixing: Any = None) -> None:
+    """Refuse ``cache_features`` (ValueError, one line) when cached features would be wrong."""
+    model = getattr(recipe, "model", None)
+    if model != "finetune":
+        raise ValueError(f"--cache-features needs the frozen-backbone model 'finetune' (the Dog "
+                         f"Breed chapter's); this run trains {model!r}, whose every layer learns")
+    arch = getattr(recipe, "arch", "resnet34") or "resnet34"
+    if arch != "resnet34" or getattr(recipe, "freeze", True) is False:
+        raise ValueError("--cache-features needs the chapter's frozen ResNet-34 backbone "
+                         f"(arch resnet34, frozen); this run has arch {arch!r}"
+                         + (", unfrozen" if getattr(recipe, "freeze", True) is False else ""))
+    if mixing is not None or getattr(recipe, "mixup", 0) or getattr(recipe, "cutmix", 0):
+        raise ValueError("--cache-features cannot be combined with MixUp/CutMix: mixed images "
+                         "have other features than their parts; drop --mixup/--cutmix")
+    if not deterministic(train_transform):
+        raise ValueError(f"--cache-features needs unaugmented training images: the training "
+                         f"transform {train_transform!r} is random, so every epoch's features "
+                         f"differ; add --augment none (resize + centre crop)")
+
+
+def frozen_head_net(net: Any, module_type: type) -> Any:
+    """``net`` when it is a frozen-backbone net with a ``head`` of ``module_type`` (the
+    chapter's fine-tune net), else :class:`ValueError`; each backend passes its module class."""
+    if not (getattr(net, "frozen", False) and isinstance(getattr(net, "head", None), module_type)):
+        raise ValueError("cached features need a frozen-backbone net with a 'head' "
+                         "(finetune_net(..., freeze=True))")
+    return net
+
+
+def backbone_arrays(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The backbone's entries of a net's state (everything outside ``head.``): the cache key."""
+    return {k: v for k, v in state.items() if not k.startswith("head.")}
+
+
+def backbone_digest(state: dict[str, np.ndarray]) -> str:
+    """SHA-256 over the backbone's arrays (names, dtypes, shapes and bytes), in name order."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        a = np.ascontiguousarray(state[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}\n".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _identity(path: str) -> str:
+    st = os.stat(path)
+    return f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}"
+
+
+def feature_key(weights_digest: str, transform: Any, **settings: Any) -> dict[str, Any]:
+    """What every image's features depend on besides the image itself, as a JSON-ready dict:
+    the backbone's weights, the transform and ``settings`` (backend, precision, normalisation).
+    Its hash names the cache file; each row in it is keyed by its image's path, size and
+    modification time."""
+    return json.loads(json.dumps({"version": FEATURES_VERSION, "weights": weights_digest,
+                                  "transform": repr(transform), **settings},
+                                 sort_keys=True, default=str))
+
+
+def _cache_folder(paths: Sequence[str]) -> str:
+    from .images import CACHE_DIR_NAME
+    base = os.path.dirname(os.path.dirname(os.path.abspath(paths[0])))
+    return os.path.join(base, CACHE_DIR_NAME)
+
+
+def _load_bank(path: str, key: dict[str, Any]) -> tuple[np.ndarray, list[str]] | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if json.loads(str(z["key"])) != key:
+                return None
+            rows, ids = z["rows"], [str(i) for i in z["ids"]]
+    except (OSError, ValueError, EOFError, KeyError):   # missing or damaged: recomputed
+        return None
+    if (rows.dtype != np.float32 or rows.ndim != 2 or len(rows) != len(ids)
+            or not np.isfinite(rows).all()):
+        return None
+    return rows, ids
+
+
+def cached_features(paths: Sequence[str], compute: Callable[[np.ndarray], np.ndarray],
+                    transform: Any, key: dict[str, Any], backend: str,
+                    cache_dir: str | None = None, num_workers: int | None = None,
+                    log: Callable[[str], Any] | None = None) -> np.ndarray:
+    """The features (float32, one row per path, in order) of the images ``paths`` seen through
+    ``transform``. Rows whose image (path, size, modification time) is in the cache file of
+    ``key`` are read; the others are computed with ``compute(uint8 batch)`` over batches of
+    :data:`FEATURE_BATCH` images and added to the file (written atomically), so the train,
+    validation and retrain phases compute each image once."""
+    from .checkpoint import atomic_open
+    from .data import FileSource
+    paths = [os.fspath(p) for p in paths]
+    if not paths:
+        raise ValueError("cache_features: no images")
+    folder = cache_dir or _cache_folder(paths)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    bank_path = os.path.join(folder, f"features-{backend}-{digest}.npz")
+    ids = [_identity(p) for p in paths]
+    bank = _load_bank(bank_path, key)
+    rows, known = bank if bank is not None else (None, [])
+    where = {ident: k for k, ident in enumerate(known)}
+    todo = [k for k, ident in enumerate(ids) if ident not in where]
+    if not todo:
+        if log:
+            log(f"backbone features of {len(paths)} images from {bank_path}")
+        return rows[[where[i] for i in ids]]
+    loader = ImageLoader(FileSource([paths[k] for k in todo]), None, FEATURE_BATCH,
+                         transform=transform, num_workers=num_workers)
+    new: list[np.ndarray] = [np.asarray(compute(x), dtype=np.float32).reshape(len(x), -1)
+                             for x, _ in loader]
+    fresh = np.concatenate(new)
+    if not np.isfinite(fresh).all():
+        raise FloatingPointError("the backbone gave non-finite features; check its weights")
+    if rows is not None and rows.shape[1] != fresh.shape[1]:
+        rows, known, where = None, [], {}
+    all_rows = fresh if rows is None else np.concatenate([rows, fresh])
+    fresh_ids = [ids[k] for k in todo]
+    for j, ident in enumerate(fresh_ids):
+        where[ident] = len(known) + j
+    all_ids = known + fresh_ids
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with atomic_open(bank_path, "wb") as fh:
+            np.savez(fh, rows=all_rows, ids=np.array(all_ids, dtype=str),
+                     key=np.array(json.dumps(key, sort_keys=True)))
+        if log:
+            log(f"backbone features of {len(todo)} images computed once "
+                f"({len(paths) - len(todo)} from the cache), cached in {bank_path}")
+    except OSError as e:
+        warnings.warn(f"could not write the feature cache {bank_path}: {e}", RuntimeWarning,
+                      stacklevel=2)
+    return all_rows[[where[i] for i in ids]]
+
+
+class FeatureLoader(ImageLoader):
+    """Batches of cached features in exactly the batches an image loader would give: same
+    shuffle seed, batch size, ``drop_last`` and epoch stream (``like(loader, features)``)."""
+
+    def __init__(self, features: np.ndarray, labels: Sequence[int] | None, batch_size: int,
+                 **kwargs: Any):
+        self.features = np.ascontiguousarray(features, dtype=np.float32)
+        super().__init__(_Rows(len(self.features)), labels, batch_size, **kwargs)
+
+    @classmethod
+    def like(cls, loader: ImageLoader, features: np.ndarray) -> "FeatureLoader":
+        """Features ``features`` (one row per example of ``loader.source``) batched like ``loader``."""
+        fl = cls(features, loader.labels, loader.batch_size, shuffle=loader.shuffle,
+                 drop_last=loader.drop_last, seed=loader.seed, mean=loader.mean, std=loader.std)
+        fl.epoch = loader.epoch
+        return fl
+
+    def make_batch(self, epoch: int, b: int, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.features[idx], self.labels[idx]
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        epoch = self.epoch
+        self.epoch += 1
+        for b, idx in enumerate(self.batch_indices(epoch)):   # fancy indexing: no threads
+            yield self.make_batch(epoch, b, idx)
+
+
+class _Rows:
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _paths_of(loader: Any) -> list[str]:
+    paths = getattr(getattr(loader, "source", None), "paths", None)
+    if paths is None:
+        raise ValueError("--cache-features needs image files (a Kaggle folder layout such as "
+                         "Dog Breed's); this loader holds decoded arrays")
+    return list(paths)
+
+
+def train_with_cached_features(bk: Any, net: Any, train_iter: ImageLoader,
+                               valid_iter: ImageLoader | None, num_epochs: int, lr: float,
+                               wd: float, devices: Any = None, *, amp: Any = "auto",
+                               backend: str | None = None, cache_dir: str | None = None,
+                               log: Callable[[str], Any] | None = print,
+                               **train_kwargs: Any) -> Any:
+    """``bk.train(net, train_iter, valid_iter, ...)`` for a frozen-backbone net, with each
+    image's backbone features computed once (or read from the cache) and the head trained on
+    them (the Dog Breed chapter's training step, ``--cache-features``); returns the history.
+    ``net``'s head is trained in place, so it predicts on images afterwards as usual."""
+    check_cacheable(_NetRecipe(net), train_iter.transform, train_kwargs.get("mixing"))
+    import importlib
+    feats_mod = importlib.import_module(bk.__name__ + ".features")
+    name = backend or getattr(bk, "NAME", "backend")
+    digest = backbone_digest(feats_mod.backbone_state(net))
+    amp_on = feats_mod.uses_amp(net, amp)
+    compute = lambda x: feats_mod.backbone_features(net, x, train_iter.mean,  # noqa: E731
+                                                    train_iter.std, amp=amp_on)
+
+    def features_of(loader: ImageLoader) -> np.ndarray:
+        if not deterministic(loader.transform):
+            raise ValueError(f"--cache-features: the transform {loader.transform!r} is random")
+        paths = _paths_of(loader)
+        key = feature_key(digest, loader.transform, backend=name, amp=amp_on,
+                          mean=list(loader.mean), std=list(loader.std))
+        return cached_features(paths, compute, loader.transform, key, name, cache_dir,
+                               num_workers=loader.num_workers, log=log)
+
+    train_f = FeatureLoader.like(train_iter, features_of(train_iter))
+    valid_f = FeatureLoader.like(valid_iter, features_of(valid_iter)) if valid_iter is not None else None
+    return feats_mod.train_head(net, train_f, valid_f, num_epochs, lr, wd, devices, amp=amp_on,
+                                log=log, **train_kwargs)
+
+
+class _NetRecipe:
+    """What :func:`check_cacheable` asks of a recipe, read off a built net."""
+
+    def __init__(self, net: Any):
+        frozen = bool(getattr(net, "frozen", False))
+        self.model = "finetune" if frozen and hasattr(net, "head") else type(net).__name__
+        self.arch, self.freeze = "resnet34", frozen
