@@ -28,11 +28,11 @@ import argparse
 import hashlib
 import itertools
 import json
-import math
 import os
 import subprocess
 import sys
 import tempfile
+import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -45,9 +45,10 @@ MODELS: dict[str, dict[str, Any]] = {
     "resnet18": {"build": "B.resnet18(10, 3, 16)", "size": 32, "batch": 16, "classes": 10, "bn": 0.5},
     # the optimizers' parity tests: the same net, narrower and on smaller images (fast)
     "resnet18-tiny": {"build": "B.resnet18(10, 3, 8)", "size": 16, "batch": 8, "classes": 10, "bn": 0.5},
-    "resnet34": {"build": "B.resnet34(1000)", "size": 64, "batch": 4, "classes": 1000, "bn": 0.2},
-    "finetune": {"build": "B.finetune_net(120)", "size": 64, "batch": 4, "classes": 120, "bn": 0.2,
-                 "frozen_bn": True},
+    "resnet34": {"build": "B.resnet34(1000)", "size": 32, "batch": 4, "classes": 1000, "bn": 0.2},
+    # its frozen backbone: the ResNet-34 above, calibrated once for both
+    "finetune": {"build": "B.finetune_net(120)", "size": 32, "batch": 4, "classes": 120, "bn": 0.2,
+                 "frozen_bn": True, "backbone": "resnet34"},
     # the write-ups' models; no dropout (its masks are each framework's own random numbers)
     "cnn_elu": {"build": "B.cnn_elu(10, 3, 64, dropout=0.0)", "size": 64, "batch": 8,
                 "classes": 10, "bn": 0.5},
@@ -75,43 +76,79 @@ OPTIMIZER_RUNS: dict[str, dict[str, Any]] = {
     "adamw": {"optimizer": "adamw", "lr": 1e-3, "wd": 5e-2, "betas": (0.9, 0.999), "eps": 1e-8,
               "wd_exclude": "bn_bias"},
 }
-#: MixUp of the parity batches (numpy, seeded per batch): Beta(α, α) and a permutation
+#: MixUp of the parity batches: the core's :class:`~d2lkaggle.mixing.Mixup` (timm's), α = 0.4,
+#: drawn per batch from :func:`~d2lkaggle.mixing.batch_rng` as the training loop draws it
 MIX_ALPHA = 0.4
+MIX_SEED = 11
 CYCLE_STEPS = 2   # CyclicLR step_size_up (= step_size_down) in iterations
 
 
 def cyclic_lrs(lr: float, steps: int, step_size: int = CYCLE_STEPS) -> list[float]:
-    """torch's ``CyclicLR(base_lr=lr/2, max_lr=2·lr, step_size_up=step_size, mode="triangular2")``,
-    the rate of each of ``steps`` iterations (the parity runs' per-step schedule)."""
-    base, top, out = lr / 2, 2 * lr, []
-    for t in range(steps):
-        cycle = math.floor(1 + t / (2 * step_size))
-        x = abs(t / step_size - 2 * cycle + 1)
-        out.append(base + (top - base) * max(0.0, 1 - x) / 2 ** (cycle - 1))
-    return out
+    """The rate of each of ``steps`` iterations of the parity runs' per-step schedule: the
+    core's :func:`~d2lkaggle.schedules.cyclic` (torch's ``CyclicLR(base_lr=lr/2, max_lr=2·lr,
+    step_size_up=step_size, mode="triangular2")``) over one epoch of ``steps`` batches, asked
+    at ``t = b / steps`` as the loop asks it."""
+    from .schedules import cyclic
+    schedule = cyclic(lr / 2, 2 * lr, steps_per_epoch=steps, step_size_up=step_size,
+                      mode="triangular2")
+    return [schedule(b / steps) for b in range(steps)]
 
 
-def mix_batches(x: np.ndarray, y: np.ndarray, classes: int, seed: int = 11) -> tuple[np.ndarray, np.ndarray]:
-    """MixUp of every batch in numpy (float32 pixels in 0..255, float32 soft targets): the
-    same bytes for every backend, made once by :func:`prepare`."""
+def mix_batches(x: np.ndarray, y: np.ndarray, classes: int, seed: int = MIX_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """MixUp of every batch with the core's ``Mixup(mixup_alpha=MIX_ALPHA)`` and the loop's
+    per-batch generator ``batch_rng(seed, 0, b)``: float32 pixels in 0..255 and float32 soft
+    targets, the bytes the loop would hand each backend, made once by :func:`prepare`."""
+    from .mixing import batch_rng, mixup
+    mixing = mixup(MIX_ALPHA, num_classes=classes)
     xs, ys = [], []
-    for i, (xb, yb) in enumerate(zip(x, y)):
-        rng = np.random.default_rng([seed, i])
-        lam = float(rng.beta(MIX_ALPHA, MIX_ALPHA))
-        perm = rng.permutation(len(xb))
-        onehot = np.eye(classes, dtype=np.float64)[yb]
-        xs.append((lam * xb.astype(np.float64) + (1 - lam) * xb[perm]).astype(np.float32))
-        ys.append((lam * onehot + (1 - lam) * onehot[perm]).astype(np.float32))
+    for b, (xb, yb) in enumerate(zip(x, y)):
+        xm, ym = mixing(xb, yb, batch_rng(seed, 0, b))
+        xs.append(np.asarray(xm, dtype=np.float32))
+        ys.append(ym)
     return np.stack(xs), np.stack(ys)
 
 
 def run_name(optimizer: str, mixing: bool) -> str:
     """The file tag of one optimizer run (``adam-mix``)."""
     return optimizer + ("-mix" if mixing else "")
+
+
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
 
 # ----------------------------------------------------------------------------- the worker
+
+def _init_state(B: Any, model: str,  # noqa: N803 (a backend module)
+                cache: dict[str, dict[str, np.ndarray]] | None = None) -> dict[str, np.ndarray]:
+    """The reference backend's freshly built ``model`` (seed 0) with BatchNorm statistics of
+    the input distribution (30 steps at lr 0: only they change), so that inference-mode
+    activations, and thus the logits compared, have a realistic scale.
+
+    A model with a frozen ``backbone`` (the fine-tune net) takes that model's calibrated state
+    (minus its classifier) and its own new head. ``cache`` keeps each model's state, so one
+    process calibrates a model once however many cases use it."""
+    cache = {} if cache is None else cache
+    if model in cache:
+        return cache[model]
+    spec = MODELS[model]
+    B.set_seed(0)
+    net = eval(spec["build"])
+    if spec.get("backbone"):
+        head = {k: v for k, v in B.get_state(net).items() if k.startswith("head.")}
+        base = _init_state(B, spec["backbone"], cache)
+        state = {**{k: v for k, v in base.items() if not k.startswith("fc.")}, **head}
+    else:
+        # (at lr 0 no weight moves whatever the optimizer: plain SGD is the cheapest update)
+        step = B.Step(net, lr=0.0, momentum=0.0, wd=0.0, amp=False)
+        rng = np.random.default_rng(1)
+        s, b = spec["size"], spec["batch"]
+        for _ in range(spec.get("calibrate", 30)):   # (fewer for a slow, big model)
+            step.train_batch(rng.integers(0, 256, (b, s, s, 3), dtype=np.uint8),
+                             rng.integers(0, 10, b))
+        state = B.get_state(net)
+    cache[model] = state
+    return state
+
 
 def _worker(backend: str, task: str, model: str, workdir: str, steps: int,
             optimizers: Sequence[str] = (), mixing: bool = False) -> None:
@@ -125,23 +162,7 @@ def _worker(backend: str, task: str, model: str, workdir: str, steps: int,
     spec = MODELS[model]
     out: dict[str, np.ndarray] = {}
     if task == "init":
-        B.set_seed(0)
-        net = eval(spec["build"])
-        head = {k: v for k, v in B.get_state(net).items() if k.startswith("head.")}
-        if model == "finetune":   # its backbone is frozen: calibrate a plain ResNet-34 instead
-            net = B.resnet34(1000)
-        # BatchNorm statistics of the input distribution (lr 0: only they change), so that
-        # inference-mode activations, and thus the logits compared, have a realistic scale
-        step = B.Step(net, lr=0.0, amp=False)
-        rng = np.random.default_rng(1)
-        s, b = spec["size"], spec["batch"]
-        for _ in range(spec.get("calibrate", 30)):   # (fewer for a slow, big model)
-            step.train_batch(rng.integers(0, 256, (b, s, s, 3), dtype=np.uint8),
-                             rng.integers(0, 10, b))
-        state = B.get_state(net)
-        if model == "finetune":
-            state = {**{k: v for k, v in state.items() if not k.startswith("fc.")}, **head}
-        out = {"model/" + k: v for k, v in state.items()}
+        out = {"model/" + k: v for k, v in _init_state(B, model).items()}
     elif task == "forward":
         net = eval(spec["build"])
         B.load_weights(net, os.path.join(workdir, "weights.safetensors"))
@@ -226,12 +247,18 @@ def run_worker(backend: str, task: str, model: str, workdir: str, steps: int = 1
 
 # ----------------------------------------------------------------------------- inputs
 
-def prepare(workdir: str, model: str, steps: int, reference: str, seed: int = 0) -> dict[str, np.ndarray]:
+def prepare(workdir: str, model: str, steps: int, reference: str, seed: int = 0,
+            state: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Shared inputs: neutral weights (BatchNorm statistics calibrated on the input
-    distribution, gammas and betas perturbed), one float input and the uint8 training batches."""
+    distribution, gammas and betas perturbed), one float input and the uint8 training batches.
+
+    ``state``: the calibrated state (:func:`_init_state`) when the caller has it already;
+    otherwise ``reference`` computes it in a worker process."""
     from .weights import save_neutral
     spec = MODELS[model]
-    state = {k[6:]: v for k, v in run_worker(reference, "init", model, workdir).items()}
+    if state is None:
+        state = {k[6:]: v for k, v in run_worker(reference, "init", model, workdir).items()}
+    state = dict(state)   # (perturbed below: the caller's dict stays as it was)
     rng = np.random.default_rng(seed)
     for k, v in state.items():
         if k.rsplit(".", 1)[0] + ".running_mean" in state and not k.endswith(("running_mean", "running_var")):
@@ -343,6 +370,124 @@ def compare_train(ra: dict, rb: dict, backend_a: str, backend_b: str,
     return row
 
 
+#: what a case can run in each backend (``prepare``, the inputs, is the reference's own job)
+TASKS = ("forward", "train", "train64", "data")
+
+
+def parity_case(model: str = "resnet18", steps: int = 10,
+                tasks: Sequence[str] = ("forward", "train", "train64", "data"),
+                optimizers: Sequence[str] | None = None, mixing: bool = False) -> dict[str, Any]:
+    """One comparison :func:`run_cases` runs, checked and normalised (the arguments of
+    :func:`run_parity`): a forward-only model keeps ``forward``/``data``; the optimizers' runs
+    (``optimizers`` or ``mixing``) keep ``train``/``train64`` (default ``train64``)."""
+    if optimizers is not None or mixing:
+        optimizers = list(optimizers or ["sgd"])
+        bad = [o for o in optimizers if o not in OPTIMIZER_RUNS]
+        if bad:
+            raise ValueError(f"unknown optimizer {bad[0]!r}; choose from {', '.join(OPTIMIZER_RUNS)}")
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise ValueError(f"unknown parity task {unknown[0]!r}; choose from {', '.join(TASKS)}")
+    if optimizers:
+        tasks = [t for t in tasks if t in ("train", "train64")] or ["train64"]
+    elif MODELS[model].get("forward_only"):   # (training at batch 2 would compare BatchNorm noise)
+        tasks = [t for t in tasks if t in ("forward", "data")]
+    return {"model": model, "steps": int(steps), "tasks": list(tasks), "optimizers": optimizers,
+            "mixing": bool(mixing)}
+
+
+def _run_jobs(backend: str, path: str) -> None:
+    """Run every job of the JSON list at ``path`` in this process, with one framework (the
+    framework is imported once; a model's calibrated state is computed once per process)."""
+    import d2lkaggle
+    with open(path) as f:
+        jobs = json.load(f)
+    initial: dict[str, dict[str, np.ndarray]] = {}
+    seconds = []   # (where a parity run spends its time: written beside the job list)
+    for job in jobs:
+        task, model = job["task"], job["model"]
+        t0 = time.perf_counter()
+        try:
+            if task == "prepare":
+                state = _init_state(d2lkaggle.get_backend(backend), model, initial)
+                prepare(job["dir"], model, job["steps"], backend, state=state)
+            else:
+                _worker(backend, task, model, job["dir"], job["steps"],
+                        tuple(job.get("optimizers") or ()), bool(job.get("mixing")))
+        except Exception as e:
+            raise RuntimeError(f"{backend} parity job {task} of {model} in {job['dir']} failed") from e
+        seconds.append([task, model, os.path.basename(job["dir"]), round(time.perf_counter() - t0, 2)])
+        with open(path[:-len(".json")] + "-seconds.json", "w") as f:
+            json.dump(seconds, f)
+
+
+def _spawn_jobs(backend: str, jobs: list[dict], workdir: str, timeout: int) -> float:
+    """Run ``jobs`` in a fresh interpreter for ``backend``; its wall time in seconds."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    path = os.path.join(workdir, f"{backend}-jobs.json")
+    with open(path, "w") as f:
+        json.dump(jobs, f)
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "d2lkaggle.parity", "--jobs", backend, path],
+                       capture_output=True, text=True, env=env, timeout=timeout * max(1, len(jobs)))
+    if r.returncode != 0:
+        what = ", ".join(sorted({f"{j['task']} {j['model']}" for j in jobs}))
+        raise RuntimeError(f"{backend} parity worker ({what}) failed:\n{r.stderr[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def run_cases(cases: dict[str, dict[str, Any]], backends: Sequence[str] | None = None,
+              workdir: str | None = None, timeout: int = 900) -> dict[str, dict]:
+    """:func:`run_parity` for several comparisons at once, in ONE process per backend.
+
+    ``cases`` maps a name to :func:`run_parity`'s keywords (``model``, ``steps``, ``tasks``,
+    ``optimizers``, ``mixing``); the result maps each name to its report. The first installed
+    backend calibrates each model once and writes every case's inputs, then each backend runs
+    all cases' tasks in one interpreter: a framework is imported once per backend, not once
+    per task (what dominates a parity run on a small CPU). Case ``""`` uses ``workdir`` itself,
+    any other ``workdir/<name>``. ``report["seconds"]``: each backend's process wall time (for
+    all cases together; ``<backend>-jobs-seconds.json`` in ``workdir`` has it per job).
+    """
+    from .checkpoint import load_npz
+    from .weights import load_neutral
+    specs = {name: parity_case(**dict(c)) for name, c in cases.items()}
+    names = [b for b in (backends or BACKENDS) if is_installed(b)]
+    if len(names) < 2:
+        raise RuntimeError(f"parity needs two installed backends, found {names or 'none'}")
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="d2lkaggle-parity-") as tmp:
+            return {k: {**r, "workdir": None} for k, r in run_cases(cases, backends, tmp, timeout).items()}
+    dirs = {name: os.path.join(workdir, name) if name else workdir for name in specs}
+    for d in dirs.values():
+        os.makedirs(d, exist_ok=True)
+    prep = [{"task": "prepare", "model": c["model"], "dir": dirs[n], "steps": c["steps"]}
+            for n, c in specs.items()]
+    work = [{"task": t, "model": c["model"], "dir": dirs[n], "steps": c["steps"],
+             "optimizers": c["optimizers"], "mixing": c["mixing"]}
+            for n, c in specs.items() for t in c["tasks"]]
+    seconds = {b: round(_spawn_jobs(b, (prep if b == names[0] else []) + work, workdir, timeout), 1)
+               for b in names}
+
+    def result(b: str, t: str, c: dict, d: str) -> Any:
+        if c["optimizers"]:
+            return {o: load_npz(os.path.join(d, f"{b}-{t}-{run_name(o, c['mixing'])}.npz"))[0]
+                    for o in c["optimizers"]}
+        return load_npz(os.path.join(d, f"{b}-{t}.npz"))[0]
+
+    reports = {}
+    for n, c in specs.items():
+        initial = load_neutral(os.path.join(dirs[n], "weights.safetensors"))
+        results = {t: {b: result(b, t, c, dirs[n]) for b in names} for t in c["tasks"]}
+        report = (_optimizer_report if c["optimizers"] else _report)(c, names, results, initial)
+        reports[n] = {**report, "workdir": dirs[n], "seconds": seconds}
+    return reports
+
+
 def run_parity(model: str = "resnet18", steps: int = 10, backends: Sequence[str] | None = None,
                workdir: str | None = None,
                tasks: Sequence[str] = ("forward", "train", "train64", "data"),
@@ -356,26 +501,16 @@ def run_parity(model: str = "resnet18", steps: int = 10, backends: Sequence[str]
     ``optimizers`` (names of :data:`OPTIMIZER_RUNS`) trains with each of them instead of the
     chapters' SGD with one lr change: a triangular2 cyclic lr per step and, with ``mixing``,
     MixUp'd float32 pixels with soft targets; ``report["rows"]`` then has one row per pair
-    and optimizer (``row["optimizer"]``).
+    and optimizer (``row["optimizer"]``). One process per backend (:func:`run_cases`).
     """
-    if optimizers is not None or mixing:
-        return _run_optimizers(model, steps, backends, workdir, tasks,
-                               list(optimizers or ["sgd"]), mixing)
-    if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if MODELS[model].get("forward_only"):   # (training at batch 2 would compare BatchNorm noise)
-        tasks = tuple(t for t in tasks if t in ("forward", "data"))
-    names = [b for b in (backends or BACKENDS) if is_installed(b)]
-    if len(names) < 2:
-        raise RuntimeError(f"parity needs two installed backends, found {names or 'none'}")
-    if workdir is None:
-        with tempfile.TemporaryDirectory(prefix="d2lkaggle-parity-") as tmp:
-            return {**run_parity(model, steps, backends, tmp, tasks), "workdir": None}
-    os.makedirs(workdir, exist_ok=True)
-    initial = prepare(workdir, model, steps, names[0])
-    results = {t: {b: run_worker(b, t, model, workdir, steps) for b in names} for t in tasks}
+    case = {"model": model, "steps": steps, "tasks": tasks, "optimizers": optimizers,
+            "mixing": mixing}
+    return run_cases({"": case}, backends, workdir)[""]
+
+
+def _report(c: dict, names: list[str], results: dict, initial: dict[str, np.ndarray]) -> dict:
+    """The chapters' comparison (forward, SGD training in float32/float64, data pipeline)."""
+    model, steps = c["model"], c["steps"]
     rows = []
     for x, y in itertools.combinations(names, 2):
         row: dict[str, Any] = {"pair": f"{x} vs {y}"}
@@ -395,32 +530,12 @@ def run_parity(model: str = "resnet18", steps: int = 10, backends: Sequence[str]
         for b in names:   # same backend, same conventions: only the precision differs
             d = compare_train(results["train"][b], results["train64"][b], b, b, initial, model, steps)
             rounding.append({"pair": f"{b} f32 vs f64", **d})
-    return {"model": model, "steps": steps, "backends": names, "rows": rows,
-            "rounding": rounding, "workdir": workdir}
+    return {"model": model, "steps": steps, "backends": names, "rows": rows, "rounding": rounding}
 
 
-def _run_optimizers(model: str, steps: int, backends: Sequence[str] | None, workdir: str | None,
-                    tasks: Sequence[str], optimizers: list[str], mixing: bool) -> dict:
-    """:func:`run_parity` for the optimizers' runs (all optimizers in one process per backend)."""
-    bad = [o for o in optimizers if o not in OPTIMIZER_RUNS]
-    if bad:
-        raise ValueError(f"unknown optimizer {bad[0]!r}; choose from {', '.join(OPTIMIZER_RUNS)}")
-    if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    tasks = [t for t in tasks if t in ("train", "train64")] or ["train64"]
-    names = [b for b in (backends or BACKENDS) if is_installed(b)]
-    if len(names) < 2:
-        raise RuntimeError(f"parity needs two installed backends, found {names or 'none'}")
-    if workdir is None:
-        with tempfile.TemporaryDirectory(prefix="d2lkaggle-parity-") as tmp:
-            return {**_run_optimizers(model, steps, backends, tmp, tasks, optimizers, mixing),
-                    "workdir": None}
-    os.makedirs(workdir, exist_ok=True)
-    initial = prepare(workdir, model, steps, names[0])
-    results = {t: {b: run_worker(b, t, model, workdir, steps, optimizers=optimizers, mixing=mixing)
-                   for b in names} for t in tasks}
+def _optimizer_report(c: dict, names: list[str], results: dict, initial: dict[str, np.ndarray]) -> dict:
+    """The optimizers' comparison: one row per pair and optimizer."""
+    model, steps, optimizers = c["model"], c["steps"], c["optimizers"]
     rows, rounding = [], []
     for opt in optimizers:
         for x, y in itertools.combinations(names, 2):
@@ -437,7 +552,7 @@ def _run_optimizers(model: str, steps: int, backends: Sequence[str] | None, work
                                   initial, model, steps)
                 rounding.append({"pair": f"{b} f32 vs f64", "optimizer": opt, **d})
     return {"model": model, "steps": steps, "backends": names, "rows": rows, "rounding": rounding,
-            "workdir": workdir, "optimizers": optimizers, "mixing": mixing,
+            "optimizers": optimizers, "mixing": c["mixing"],
             "lrs": {o: cyclic_lrs(OPTIMIZER_RUNS[o]["lr"], steps) for o in optimizers}}
 
 
@@ -476,6 +591,8 @@ def format_table(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="d2lkaggle parity")
     p.add_argument("--worker", nargs=5, metavar=("BACKEND", "TASK", "MODEL", "DIR", "STEPS"))
+    p.add_argument("--jobs", nargs=2, metavar=("BACKEND", "JOBS_JSON"),
+                   help="run a list of worker jobs in this process (what run_cases spawns)")
     p.add_argument("--model", default="resnet18", choices=list(MODELS))
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--backends", nargs="*", help="default: every installed one")
@@ -483,6 +600,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mixing", action="store_true", help="MixUp'd soft targets")
     a = p.parse_args(argv)
     opts = a.optimizers.split(",") if a.optimizers else None
+    if a.jobs:
+        _run_jobs(*a.jobs)
+        return 0
     if a.worker:
         backend, task, model, workdir, steps = a.worker
         _worker(backend, task, model, workdir, int(steps), tuple(opts or ()), a.mixing)

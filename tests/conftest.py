@@ -126,3 +126,22 @@ def blobs():
         r, q = divmod(int(c), 2)
         x[i, r * 4:(r + 1) * 4, q * 4:(q + 1) * 4] += 150
     return x, y.astype(np.int64)
+
+
+@pytest.fixture(scope="session")
+def parity_reports(request, tmp_path_factory) -> dict[str, dict]:
+    """One parity run per session (tests/parity): each test module there names its comparisons
+    in a module-level ``PARITY_CASES = {name: run_parity keywords}``; all cases of the selected
+    modules run together, ONE process per backend (a framework import costs seconds; a process
+    per case and task was most of that folder's time). Maps each name to its report; names are
+    unique across modules."""
+    from d2lkaggle.parity import run_cases
+    installed = [b for b in ("torch", "mxnet", "paddle") if is_installed(b)]
+    if len(installed) < 2:
+        pytest.skip(f"parity needs two installed backends, found {installed}")
+    cases: dict[str, dict] = {}
+    for module in {item.module for item in request.session.items if getattr(item, "module", None)}:
+        for name, case in getattr(module, "PARITY_CASES", {}).items():
+            if cases.setdefault(name, case) != case:
+                raise ValueError(f"parity case {name!r} is defined twice with different settings")
+    return run_cases(cases, workdir=str(tmp_path_factory.mktemp("parity")))

@@ -120,3 +120,16 @@ def run_page(path: str, workdir: str, backend: str = "torch", timeout: int = 900
     env.update(extra_env or {})
     return subprocess.run([sys.executable, "-c", DRIVER, os.path.relpath(path, root), spec],
                           cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+_RUNS: dict[tuple[str, str], subprocess.CompletedProcess] = {}
+
+
+def run_page_once(path: str, backend: str, new_dir) -> subprocess.CompletedProcess:
+    """:func:`run_page` once per test session for ``(path, backend)``: the tests that check the
+    same page (tests/test_docs.py runs every page; a page's own test asserts on its output)
+    share one run instead of training the same demo twice. ``new_dir()`` gives the folder."""
+    key = (os.path.abspath(path), backend)
+    if key not in _RUNS:
+        _RUNS[key] = run_page(path, new_dir(), backend)
+    return _RUNS[key]

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import ROOT
 from d2lkaggle.registry import is_installed
-from docs_runner import needed_backends, page_backends, parse, run_page
+from docs_runner import needed_backends, page_backends, parse, run_page, run_page_once
 
 PAGES = sorted(glob.glob(os.path.join(ROOT, "docs", "*.md"))) + [os.path.join(ROOT, "README.md")]
 #: show-only blocks allowed over all pages: each must say why it cannot run here
@@ -26,14 +26,14 @@ def _cases():
 
 
 @pytest.mark.parametrize("path,backend", list(_cases()))
-def test_doc_page_runs(path, backend, tmp_path):
+def test_doc_page_runs(path, backend, tmp_path_factory):
     from docs_runner import for_backend
     code = "".join(for_backend(b.code, backend) for b in parse(open(path, encoding="utf-8").read())
                    if b.skip_reason is None)
     missing = sorted(b for b in needed_backends(code) if not is_installed(b))
     if missing:
         pytest.skip(f"{os.path.basename(path)} needs {', '.join(missing)} (not installed)")
-    r = run_page(path, str(tmp_path), backend)
+    r = run_page_once(path, backend, lambda: str(tmp_path_factory.mktemp("page")))
     assert r.returncode == 0, f"{os.path.relpath(path, ROOT)} ({backend}) failed:\n{r.stderr[-4000:]}"
 
 

@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from conftest import ROOT, run_py
+from conftest import ROOT
+from docs_runner import parse, run_page_once
 
 DOCS = ["cifar_archives.md", "writeups.md"]
 
@@ -17,13 +18,14 @@ def python_blocks(name):
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="the docs train with torch")
 @pytest.mark.parametrize("name", DOCS)
-def test_doc_python_blocks_run(name, tmp_path):
+def test_doc_python_blocks_run(name, tmp_path_factory):
     if not os.path.exists(os.path.join(ROOT, "docs", name)):
         pytest.fail(f"docs/{name} is missing")
     blocks = python_blocks(name)
     assert blocks, f"docs/{name} has no python block"
-    code = "\n".join(f"# --- block {i}\n{b}" for i, b in enumerate(blocks))
-    r = run_py("import os, sys; os.chdir(sys.argv[1]); exec(compile(sys.argv[2], 'doc', 'exec'))",
-               str(tmp_path), code, timeout=900,
-               env={"D2LKAGGLE_DATA": str(tmp_path / "cache"), "TORCH_HOME": str(tmp_path / "torch")})
+    path = os.path.join(ROOT, "docs", name)
+    # every block runs (none is show-only), in order, in one namespace: the page's one run,
+    # shared with tests/test_docs.py (D2LKAGGLE_DATA and TORCH_HOME inside its temp folder)
+    assert all(b.skip_reason is None for b in parse(open(path, encoding="utf-8").read()))
+    r = run_page_once(path, "torch", lambda: str(tmp_path_factory.mktemp("page")))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]

@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from conftest import ROOT, run_py
+from conftest import ROOT
+from docs_runner import parse, run_page_once
 
 
 def blocks() -> list[str]:
@@ -21,9 +22,12 @@ def test_docs_have_the_calls():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="the training block uses torch")
-def test_python_blocks_run(tmp_path):
-    code = "\n".join(blocks())
-    r = run_py(code, timeout=600, env={"D2LKAGGLE_DATA": str(tmp_path)})
+def test_python_blocks_run(tmp_path_factory):
+    # all blocks, in order, in one fresh interpreter: the page's one run, shared with
+    # tests/test_docs.py (none of its blocks is show-only, so that run runs them all)
+    path = os.path.join(ROOT, "docs", "recipes.md")
+    assert all(b.skip_reason is None for b in parse(open(path, encoding="utf-8").read()))
+    r = run_page_once(path, "torch", lambda: str(tmp_path_factory.mktemp("page")))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     out = r.stdout.splitlines()
     assert out[0] == "[0.002, 0.05, 0.0]" and out[1] == "0.01 0.04 0.01 0.025"

@@ -1,23 +1,25 @@
 """Parity of the optimizers (issue 11): ten float64 steps of each optimizer with a cyclic
 learning rate per step and MixUp'd soft targets, every backend in its own process.
 
-One report (one process per backend trains all four optimizers) serves the tests; tolerance
-1e-5 relative per tensor (docs/parity.md: the conventions agree to ~1e-7).
+One report (a case of the session's parity run, tests/conftest.py: one process per backend trains
+all four optimizers) serves the tests; tolerance 1e-5 relative per tensor (docs/parity.md:
+the conventions agree to ~1e-7).
 """
 import pytest
 
-from d2lkaggle.parity import OPTIMIZER_RUNS, cyclic_lrs, run_parity
+from d2lkaggle.parity import OPTIMIZER_RUNS, cyclic_lrs
 from d2lkaggle.registry import is_installed
 
 INSTALLED = [b for b in ("torch", "mxnet", "paddle") if is_installed(b)]
 pytestmark = pytest.mark.skipif(len(INSTALLED) < 2, reason=f"parity needs two installed backends, found {INSTALLED}")
 OPTIMIZERS = ["sgd", "nesterov", "adam", "adamw"]
+PARITY_CASES = {"optimizers": dict(model="resnet18-tiny", steps=10, tasks=("train64",),
+                                   optimizers=OPTIMIZERS, mixing=True)}
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    return run_parity("resnet18-tiny", 10, workdir=str(tmp_path_factory.mktemp("optim")),
-                      tasks=("train64",), optimizers=OPTIMIZERS, mixing=True)
+@pytest.fixture
+def report(parity_reports):
+    return parity_reports["optimizers"]
 
 
 def test_every_pair_and_optimizer_compared(report):

@@ -1,19 +1,27 @@
 """Cross-framework parity: the same neutral weights and batches in each backend's own process.
 
-Tolerances and why they are what they are: docs/parity.md.
+Tolerances and why they are what they are: docs/parity.md. Every comparison below is one
+case of the session's single parity run (tests/conftest.py: one process per backend for all).
 """
 import pytest
 
-from d2lkaggle.parity import run_parity
 from d2lkaggle.registry import is_installed
 
 INSTALLED = [b for b in ("torch", "mxnet", "paddle") if is_installed(b)]
 pytestmark = pytest.mark.skipif(len(INSTALLED) < 2, reason=f"parity needs two installed backends, found {INSTALLED}")
 
+PARITY_CASES = {
+    "resnet18": dict(model="resnet18", steps=10),
+    "resnet34": dict(model="resnet34", steps=1, tasks=("forward",)),
+    "finetune": dict(model="finetune", steps=10, tasks=("forward", "train")),
+    "cnn_elu": dict(model="cnn_elu", steps=6, tasks=("forward", "train64")),
+    "efficientnet_v2_s": dict(model="efficientnet_v2_s", steps=1, tasks=("forward",)),
+}
 
-@pytest.fixture(scope="module")
-def resnet18_report(tmp_path_factory):
-    return run_parity("resnet18", 10, workdir=str(tmp_path_factory.mktemp("r18")))
+
+@pytest.fixture
+def resnet18_report(parity_reports):
+    return parity_reports["resnet18"]
 
 
 def test_all_installed_backends_compared(resnet18_report):
@@ -63,27 +71,27 @@ def test_data_pipeline_is_byte_identical(resnet18_report):
         assert row["to_tensor_abs"] <= 1e-6, row
 
 
-def test_resnet34_forward(tmp_path):
-    report = run_parity("resnet34", 1, workdir=str(tmp_path), tasks=("forward",))
+def test_resnet34_forward(parity_reports):
+    report = parity_reports["resnet34"]
     for row in report["rows"]:
         assert row["forward_abs"] <= 1e-4, row
 
 
-def test_finetune_forward_and_ten_float32_steps(tmp_path):
+def test_finetune_forward_and_ten_float32_steps(parity_reports):
     # the Dog chapter's setting: frozen backbone (no BatchNorm backward), only the head trains;
     # here float32 itself stays within 1e-3 after ten steps with an lr change
-    report = run_parity("finetune", 10, workdir=str(tmp_path), tasks=("forward", "train"))
+    report = parity_reports["finetune"]
     for row in report["rows"]:
         assert row["forward_abs"] <= 1e-4, row
         assert row["final_params_rel"] <= 1e-3 and row["final_momentum_rel"] <= 1e-3, row
         assert row["final_bn_rel"] == 0.0, row   # frozen statistics never move
-        assert row["loss_rel"] <= 1e-4, row   # (the head's loss spikes to ~1500 at step 3)
+        assert row["loss_rel"] <= 1e-4, row   # (the head's loss spikes to ~430 at step 4)
 
 
-def test_cnn_elu_forward_and_float64_steps(tmp_path):
+def test_cnn_elu_forward_and_float64_steps(parity_reports):
     # the MixUp write-up's ELU CNN (dropout off: its masks are each framework's own random
     # numbers) at 64 px; six float64 steps with an lr change after five
-    report = run_parity("cnn_elu", 6, workdir=str(tmp_path), tasks=("forward", "train64"))
+    report = parity_reports["cnn_elu"]
     for row in report["rows"]:
         assert row["forward_abs"] <= 1e-4, row
         assert row["f64_step1_params_rel"] <= 1e-6, row
@@ -93,9 +101,9 @@ def test_cnn_elu_forward_and_float64_steps(tmp_path):
         assert row["f64_final_bn_rel"] <= 1e-5 and row["f64_loss_abs"] <= 1e-5, row
 
 
-def test_efficientnet_v2_s_saved_by_torch_forward(tmp_path):
+def test_efficientnet_v2_s_saved_by_torch_forward(parity_reports):
     # one neutral checkpoint of torchvision's EfficientNetV2-S loads into every backend
-    report = run_parity("efficientnet_v2_s", 1, workdir=str(tmp_path), tasks=("forward",))
+    report = parity_reports["efficientnet_v2_s"]
     assert len(report["rows"]) == len(INSTALLED) * (len(INSTALLED) - 1) // 2
     for row in report["rows"]:
         assert row["forward_abs"] <= 1e-4, row
