@@ -88,26 +88,27 @@ def rows(quick: bool = False, backends=BACKENDS, log=None) -> list[dict]:
     goal exists for these models (the issue asks for the figures), so those keys are None."""
     from d2lkaggle.datasets import make_demo
     size = QUICK if quick else FULL
-    work = tempfile.mkdtemp(prefix="d2lkaggle-model-demo-")
-    data = make_demo(os.path.join(work, "demo"), seed=0, **size)
-    out: list[dict] = []
-    for backend in _installed(backends):
-        for label, kw, epochs_full, epochs_quick in RUNS:
-            epochs = epochs_quick if quick else epochs_full
-            res = run_one(backend, data, os.path.join(work, f"{backend}-{len(out)}"),
-                          {**kw, "epochs": epochs})
-            note = (f"demo {size['n_train']} images (90 % train), {epochs} epoch(s), "
-                    f"{res['wall_s']:.0f} s wall")
-            if "error" in res:
-                note += "; error: " + res["error"]
-            else:
-                note += (f"; best valid acc {res['best_valid_acc']:.3f}, submission from "
-                         f"{res['predict_with']}")
-            for unit, key in (("valid accuracy", "valid_acc"), ("examples/s", "examples_per_sec")):
-                out.append({"row": f"{backend} · {label}", "ours": res.get(key), "textbook": None,
-                            "unit": unit, "goal": None, "met": None, "note": note})
-            if log:
-                log(format_table(out[-2:], header=False))
+    # every run keeps checkpoints (~100 MB each): the folder goes when the rows are made
+    with tempfile.TemporaryDirectory(prefix="d2lkaggle-model-demo-") as work:
+        data = make_demo(os.path.join(work, "demo"), seed=0, **size)
+        out: list[dict] = []
+        for backend in _installed(backends):
+            for label, kw, epochs_full, epochs_quick in RUNS:
+                epochs = epochs_quick if quick else epochs_full
+                res = run_one(backend, data, os.path.join(work, f"{backend}-{len(out)}"),
+                              {**kw, "epochs": epochs})
+                note = (f"demo {size['n_train']} images (90 % train), {epochs} epoch(s), "
+                        f"{res['wall_s']:.0f} s wall")
+                if "error" in res:
+                    note += "; error: " + res["error"]
+                else:
+                    note += (f"; best valid acc {res['best_valid_acc']:.3f}, submission from "
+                             f"{res['predict_with']}")
+                for unit, key in (("valid accuracy", "valid_acc"), ("examples/s", "examples_per_sec")):
+                    out.append({"row": f"{backend} · {label}", "ours": res.get(key), "textbook": None,
+                                "unit": unit, "goal": None, "met": None, "note": note})
+                if log:
+                    log(format_table(out[-2:], header=False))
     return out
 
 

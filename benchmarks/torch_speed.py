@@ -37,11 +37,12 @@ ACC = r"""
 import json, sys, tempfile
 from d2lkaggle.datasets import make_demo
 from d2lkaggle.pipeline import run_competition
-d = make_demo(tempfile.mkdtemp() + "/demo")
 import d2lkaggle.torch_impl.train as tt
 import torch
 tt.autocast_dtype = (lambda *a, **k: torch.bfloat16 if sys.argv[1] == "1" else None)
-s = run_competition("demo", d, out=tempfile.mkdtemp(), retrain=False, progress=False, log=None)
+with tempfile.TemporaryDirectory() as tmp:
+    d = make_demo(tmp + "/demo")
+    s = run_competition("demo", d, out=tmp + "/run", retrain=False, progress=False, log=None)
 print(json.dumps({"valid_acc": s["valid_acc"], "examples_per_sec": s["examples_per_sec"]}))
 """
 

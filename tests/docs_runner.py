@@ -9,8 +9,8 @@ Rules for pages (docs/*.md and README.md):
 * A page that should hold for every framework says so once, anywhere:
   ``<!-- docs-backends: torch mxnet paddle -->``; it then runs once per backend with
   ``torch_impl`` and ``get_backend("torch")`` replaced by the other backend's names.
-* Pages run in an empty temporary folder with ``D2LKAGGLE_DATA``/``TORCH_HOME`` pointing into
-  it, matplotlib on Agg and one OpenMP thread, so they write nothing outside it. Keep them tiny the way the
+* Pages run in an empty temporary folder with ``D2LKAGGLE_DATA``/``TORCH_HOME``/``TMPDIR``
+  pointing into it, matplotlib on Agg and one OpenMP thread, so they write nothing outside it. Keep them tiny the way the
   book does: a ``demo = True`` switch that picks the synthetic competition and few epochs.
 
 A failing block is reported with the page's file name and the line number inside the
@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -107,14 +108,17 @@ def run_page(path: str, workdir: str, backend: str = "torch", timeout: int = 900
     """Run the runnable blocks of ``path`` in a fresh interpreter inside ``workdir``."""
     text = open(path, encoding="utf-8").read()
     blocks = [(b.line, for_backend(b.code, backend)) for b in parse(text) if b.skip_reason is None]
-    os.makedirs(workdir, exist_ok=True)
+    # a page's own tempfile.mkdtemp() lands in workdir too, so nothing outlives the test's folder
+    tmpdir = os.path.join(workdir, ".tmp")
+    os.makedirs(tmpdir, exist_ok=True)
     spec = os.path.join(workdir, ".docs_blocks.json")
     with open(spec, "w", encoding="utf-8") as f:
         json.dump(blocks, f)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""),
                D2LKAGGLE_DATA=os.path.join(workdir, "cache"),
-               TORCH_HOME=os.path.join(workdir, "torch-home"), MPLBACKEND="Agg")
+               TORCH_HOME=os.path.join(workdir, "torch-home"), MPLBACKEND="Agg",
+               TMPDIR=tmpdir)
     # tiny demo nets: one OpenMP thread is as fast, and far faster on a loaded machine
     env.setdefault("OMP_NUM_THREADS", "1")
     env.update(extra_env or {})
@@ -131,5 +135,9 @@ def run_page_once(path: str, backend: str, new_dir) -> subprocess.CompletedProce
     share one run instead of training the same demo twice. ``new_dir()`` gives the folder."""
     key = (os.path.abspath(path), backend)
     if key not in _RUNS:
-        _RUNS[key] = run_page(path, new_dir(), backend)
+        workdir = new_dir()
+        _RUNS[key] = run_page(path, workdir, backend)
+        if _RUNS[key].returncode == 0:
+            # the tests assert on the output; a page's runs and checkpoints are GBs over a suite
+            shutil.rmtree(workdir, ignore_errors=True)
     return _RUNS[key]

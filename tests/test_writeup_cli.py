@@ -2,6 +2,7 @@
 (``--drop-path`` / ``--stochastic-depth``) from the command line to ``create_model``."""
 import csv
 import json
+import shutil
 
 import pytest
 
@@ -123,7 +124,8 @@ def effnet_files(tmp_path_factory):
     assert r.returncode == 0, r.stderr[-3000:]
     r = run_cli("weights", "convert", pth, neutral)
     assert r.returncode == 0, r.stderr[-3000:]
-    return {"pth": pth, "safetensors": neutral}
+    yield {"pth": pth, "safetensors": neutral}
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def _submission(path, n_test, classes):
