@@ -17,6 +17,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", default="torch")
     p.add_argument("--demo", action="store_true", help="use the built-in synthetic competition")
+    p.add_argument("--demo-size", type=int, default=1000, help="demo training images (default: %(default)s)")
     p.add_argument("--data-dir", default=os.path.join("..", "data", "cifar-10"))
     p.add_argument("--epochs", type=int)
     p.add_argument("--out", default=os.path.join(default_data_dir(), "examples", "kaggle_cifar10", "submission.csv"),
@@ -25,7 +26,8 @@ def main() -> None:
 
     # Obtaining and organising the dataset (the demo is drawn locally: no download needed).
     comp = get_competition("demo" if args.demo else "cifar10")
-    data_dir = make_demo(os.path.join(default_data_dir(), "demo_cifar10")) if args.demo else args.data_dir
+    data_dir = make_demo(os.path.join(default_data_dir(), "demo_cifar10"), n_train=args.demo_size,
+                         n_test=args.demo_size // 5) if args.demo else args.data_dir
     labels = d2lkaggle.read_csv_labels(os.path.join(data_dir, comp.labels_file))
     print("# training examples:", len(labels), " # classes:", len(set(labels.values())))
 

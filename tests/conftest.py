@@ -12,6 +12,36 @@ from d2lkaggle.registry import is_installed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+#: modules whose module- or session-scoped fixture is expensive (a trained model, a saved
+#: network): their tests stay on one pytest-xdist worker, so the fixture is built once
+ONE_WORKER_MODULES = {"test_backend_optim", "test_backends", "test_contract", "test_end_to_end",
+                      "test_models", "test_mxnet_backend", "test_writeup_cli",
+                      # several processes and ports each: one such test at a time
+                      "test_distributed", "test_distributed_mxnet", "test_distributed_paddle"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "xdist_group(name): tests that run on one xdist worker")
+
+
+def pytest_itemcollected(item):
+    """Group tests for ``--dist loadgroup`` (setup.cfg runs the suite on every core): the
+    parity run is one session fixture, a docs page runs once for all tests that read its
+    output (tests/docs_runner.run_page_once), and ONE_WORKER_MODULES. (Marked here, as each
+    test is collected: xdist reads the marks in its own collection_modifyitems.)"""
+    module = item.module.__name__.rsplit(".", 1)[-1] if getattr(item, "module", None) else ""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if os.sep + "parity" + os.sep in str(item.path):
+        group = "parity"
+    elif module.startswith("test_docs") and "tmp_path_factory" in item.fixturenames:
+        page = params.get("path") or params.get("name") or module[len("test_docs_"):] + ".md"
+        group = "doc-" + os.path.basename(page)
+    elif module in ONE_WORKER_MODULES:
+        group = module
+    else:
+        return
+    item.add_marker(pytest.mark.xdist_group(group))
+
 
 def backend_params(*names: str):
     """pytest params for backends, skipped with the reason when a framework is missing."""
