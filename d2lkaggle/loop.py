@@ -19,6 +19,9 @@ from .checkpoint import load_npz, save_npz
 from .mixing import MIX_TAG, batch_rng
 from .schedules import check_lr, check_schedule
 
+#: ``fit(plot=PATH)`` redraws the curves at most this often (seconds), and after the last epoch
+PLOT_EVERY_S = 10.0
+
 HISTORY_COLUMNS = ("epoch", "lr", "lr_last", "train_loss", "train_acc", "valid_loss", "valid_acc",
                    "seconds", "examples_per_sec")
 
@@ -183,7 +186,10 @@ def fit(step: Step, train_data, valid_data, num_epochs: int,
     With ``checkpoint_dir`` it writes ``last.npz`` after every
     epoch and ``best.npz`` when valid accuracy improves (both atomically); ``resume=True``
     continues from ``last.npz`` and ends with the weights an uninterrupted run would have.
-    ``plot`` is a PNG path for the curves (redrawn each epoch) or ``"live"`` for Jupyter.
+    ``plot`` is a PNG path for the curves or ``"live"`` for Jupyter. The PNG is redrawn after
+    the last epoch and after any epoch that ends at least :data:`PLOT_EVERY_S` seconds (and 20
+    drawing times) after the previous drawing: every epoch of a real run, while a run of
+    one-second epochs does not spend half its time in matplotlib.
     A non-finite loss raises ``FloatingPointError`` naming the epoch and batch.
     """
     if num_epochs < 0:
@@ -222,6 +228,7 @@ def fit(step: Step, train_data, valid_data, num_epochs: int,
         num_classes = num_classes or getattr(mixing, "num_classes", None) or _num_classes(train_data)
     mix_seed = int(getattr(train_data, "seed", 0))
     lr = None
+    drawn_at, draw_cost = time.perf_counter(), 0.0
     for epoch in range(start, num_epochs):
         for d in (train_data, valid_data):
             if hasattr(d, "set_epoch"):
@@ -288,9 +295,12 @@ def fit(step: Step, train_data, valid_data, num_epochs: int,
             save_npz(last_path, state, meta)
             if improved:
                 save_npz(best_path, state, meta)
-        if plot and plot != "live":
+        now = time.perf_counter()
+        if (plot and plot != "live" and (epoch == num_epochs - 1
+                                         or now - drawn_at >= max(PLOT_EVERY_S, 20 * draw_cost))):
             from .plotting import plot_history
             plot_history(history, plot)
+            drawn_at, draw_cost = time.perf_counter(), time.perf_counter() - now
         if live is not None:
             live.update(history)
         if on_epoch is not None:

@@ -36,6 +36,21 @@ def test_fit_learns_and_records_history(blobs, tmp_path):
     assert lines[0].split(",") == list(loop.HISTORY_COLUMNS) and len(lines) == 7
 
 
+def test_curves_are_redrawn_at_most_every_few_seconds(blobs, tmp_path, monkeypatch):
+    # fast epochs: one drawing, after the last epoch; with the interval at 0, one per epoch
+    from d2lkaggle import plotting
+    drawn = []
+    monkeypatch.setattr(plotting, "plot_history", lambda h, path: drawn.append(len(h)))
+    x, y = blobs
+    for every, expected in ((60.0, [4]), (0.0, [1, 2, 3, 4])):
+        monkeypatch.setattr(loop, "PLOT_EVERY_S", every)
+        drawn.clear()
+        tr, va = loaders(x, y)
+        loop.fit(NumpyStep(192, 4), tr, va, 4, step_lr(0.5), progress=False, log=None,
+                 plot=str(tmp_path / "c.png"))
+        assert drawn == expected, every
+
+
 def test_epoch_metrics_are_exact_means(blobs):
     x, y = blobs
     tr, va = loaders(x, y, bs=32)
