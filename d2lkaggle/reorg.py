@@ -117,7 +117,8 @@ def _stem_map(folder: str) -> dict[str, str]:
     """``{stem: file name}`` of the visible files of ``folder``; two files with one stem fail."""
     stems: dict[str, str] = {}
     for name, _ in _list_files(folder):
-        stem = os.path.splitext(name)[0]
+        dot = name.rfind(".")  # os.path.splitext's stem for names not starting with a dot
+        stem = name[:dot] if dot > 0 else name
         if stem in stems:
             raise ValueError(f"{folder}: two files with the id {stem!r}: {stems[stem]!r} and {name!r}")
         stems[stem] = name
@@ -186,15 +187,21 @@ def _write_manifest(data_dir: str, parts: dict[str, list[str]]) -> None:
 
 
 def _entries(folder: str) -> list[str]:
-    """Every file and folder under ``folder``, relative, folders ending in ``/``."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        rel = os.path.relpath(dirpath, folder)
-        rel = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-        out.extend(rel + d + "/" for d in dirnames if not os.path.islink(os.path.join(dirpath, d)))
-        out.extend(rel + d for d in dirnames if os.path.islink(os.path.join(dirpath, d)))
-        out.extend(rel + f for f in filenames)
-    return sorted(out)
+    """Every file and folder under ``folder``, relative, folders ending in ``/`` (symlinks,
+    also to folders, as files: never followed), sorted."""
+    out: list[str] = []
+
+    def walk(path: str, rel: str) -> None:
+        with os.scandir(path) as it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    out.append(rel + e.name + "/")
+                    walk(e.path, rel + e.name + "/")
+                else:
+                    out.append(rel + e.name)
+    walk(folder, "")
+    out.sort()
+    return out
 
 
 def _check_replaceable(root: str, names: tuple[str, ...], manifest: dict[str, list[str]]) -> None:
@@ -294,7 +301,7 @@ def _up_to_date(root: str, names: tuple[str, ...], manifest: dict[str, list[str]
 
 def _build_and_swap(data_dir: str, names: tuple[str, ...],
                     build: Callable[[str], None],
-                    plan: list[tuple[str | None, str]] | None = None,
+                    plan: Callable[[], list[tuple[str | None, str]]] | None = None,
                     sources: tuple[str, ...] = ()) -> None:
     """Run ``build(tmp)`` to fill ``tmp/<name>`` for each name, then swap them in.
 
@@ -302,8 +309,9 @@ def _build_and_swap(data_dir: str, names: tuple[str, ...],
     folder), so a crash leaves either the old tree, the new tree, or a tree with folders
     missing — never a half-filled folder under its final name. Holds the reorg lock, refuses
     to replace what reorg did not write, and keeps the manifest a superset of what reorg
-    placed at every moment. With ``plan`` (hard-link mode) a tree that already holds
-    exactly those links is left as it is (a re-run over an unchanged competition).
+    placed at every moment. With ``plan`` (hard-link mode; called only when the manifest
+    lists every folder, so a first run never builds it) a tree that already holds exactly
+    those links is left as it is (a re-run over an unchanged competition).
     """
     from .checkpoint import file_lock
     root = os.path.join(data_dir, TRAIN_VALID_TEST)
@@ -315,7 +323,8 @@ def _build_and_swap(data_dir: str, names: tuple[str, ...],
     try:
         manifest = _read_manifest(data_dir)
         _check_replaceable(root, names, manifest)
-        if plan is not None and _up_to_date(root, names, manifest, plan, sources):
+        if (plan is not None and all(n in manifest for n in names)
+                and _up_to_date(root, names, manifest, plan(), sources)):
             return
         _clean_leftovers(root)
         tmp = _own_tmpdir(_TMP_PREFIX, root)
@@ -323,9 +332,11 @@ def _build_and_swap(data_dir: str, names: tuple[str, ...],
         try:
             build(tmp)
             new = {name: _entries(os.path.join(tmp, name)) for name in names}
-            # Before the swap the manifest lists both trees, after it only the new one.
-            _write_manifest(data_dir, {**manifest, **{n: sorted(set(manifest.get(n, [])) | set(new[n]))
-                                                      for n in names}})
+            # Before the swap the manifest lists both trees, after it only the new one (one
+            # write when the old tree's entries are all in the new one, as on a first run).
+            grown = {n: set(manifest.get(n, ())) - set(new[n]) for n in names}
+            _write_manifest(data_dir, {**manifest, **{n: sorted(grown[n].union(new[n])) if grown[n]
+                                                      else new[n] for n in names}})
             old = _own_tmpdir(_OLD_PREFIX, root)
             for name in names:
                 target = os.path.join(root, name)
@@ -333,7 +344,8 @@ def _build_and_swap(data_dir: str, names: tuple[str, ...],
                     os.rename(target, os.path.join(old, name))
             for name in names:
                 os.rename(os.path.join(tmp, name), os.path.join(root, name))
-            _write_manifest(data_dir, {**manifest, **new})
+            if any(grown.values()):
+                _write_manifest(data_dir, {**manifest, **new})
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         if old is not None:
@@ -392,15 +404,17 @@ def reorg_train_valid(data_dir: str | os.PathLike, labels: Mapping[str, str], va
             place(src, tv_dirs[label] + name)
             place(src, (va_dirs if stem in valid_set else tr_dirs)[label] + name)
 
-    plan = None
-    if mode == "link":  # what build() links, for the re-run check
+    def plan() -> list[tuple[str | None, str]]:  # what build() links, for the re-run check
         prefix = os.path.join(src_dir, "")
-        plan = [(None, f"{part}/{label}/") for part in ("train", "valid", "train_valid")
-                for label in classes]
-        plan += [p for stem, name in stems.items() for p in (
+        folders: list[tuple[str | None, str]] = [
+            (None, f"{part}/{label}/") for part in ("train", "valid", "train_valid")
+            for label in classes]
+        return folders + [p for stem, name in stems.items() for p in (
             (prefix + name, f"train_valid/{labels[stem]}/{name}"),
             (prefix + name, f"{'valid' if stem in valid_set else 'train'}/{labels[stem]}/{name}"))]
-    _build_and_swap(data_dir, ("train", "valid", "train_valid"), build, plan, (src_dir,))
+
+    _build_and_swap(data_dir, ("train", "valid", "train_valid"), build,
+                    plan if mode == "link" else None, (src_dir,))
     return n_valid
 
 
@@ -424,7 +438,8 @@ def reorg_test(data_dir: str | os.PathLike, *, mode: str = "link") -> int:
         for name, path in files:
             place(path, dst + name)
 
-    plan = ([(None, "test/unknown/")] + [(path, f"test/unknown/{name}") for name, path in files]
-            if mode == "link" else None)
-    _build_and_swap(data_dir, ("test",), build, plan, (src_dir,))
+    def plan() -> list[tuple[str | None, str]]:
+        return [(None, "test/unknown/")] + [(path, f"test/unknown/{name}") for name, path in files]
+
+    _build_and_swap(data_dir, ("test",), build, plan if mode == "link" else None, (src_dir,))
     return len(files)
