@@ -163,6 +163,33 @@ def _placer(mode: str) -> Callable[[str, str], None]:
     raise ValueError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
 
 
+#: threads placing files: a link is a system call that releases the GIL, and two of them at
+#: once took 0.55 s instead of 0.80 s for 100,000 links here (four: 0.70 s)
+PLACE_THREADS = 2
+
+
+def _place_all(place: Callable[[str, str], None], pairs: list[tuple[str, str]]) -> None:
+    """``place(src, dst)`` for every pair: the first alone (a link refused there switches
+    ``place`` to copies before the threads start), the rest split over PLACE_THREADS."""
+    if not pairs:
+        return
+    place(*pairs[0])
+    rest = pairs[1:]
+    k = PLACE_THREADS
+    if k < 2 or len(rest) < 1000:
+        for src, dst in rest:
+            place(src, dst)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(part: list[tuple[str, str]]) -> None:
+        for src, dst in part:
+            place(src, dst)
+    with ThreadPoolExecutor(k) as ex:
+        for f in [ex.submit(run, rest[i::k]) for i in range(k)]:
+            f.result()  # the first error (a vanished source file) is raised here
+
+
 def _manifest_path(data_dir: str) -> str:
     return os.path.join(data_dir, f".{TRAIN_VALID_TEST}.manifest.json")
 
@@ -398,11 +425,13 @@ def reorg_train_valid(data_dir: str | os.PathLike, labels: Mapping[str, str], va
                 os.makedirs(d)
                 dirs[label] = d + os.sep
         prefix = os.path.join(src_dir, "")
+        pairs = []
         for stem, name in stems.items():
             src = prefix + name
             label = labels[stem]
-            place(src, tv_dirs[label] + name)
-            place(src, (va_dirs if stem in valid_set else tr_dirs)[label] + name)
+            pairs.append((src, tv_dirs[label] + name))
+            pairs.append((src, (va_dirs if stem in valid_set else tr_dirs)[label] + name))
+        _place_all(place, pairs)
 
     def plan() -> list[tuple[str | None, str]]:  # what build() links, for the re-run check
         prefix = os.path.join(src_dir, "")
@@ -435,8 +464,7 @@ def reorg_test(data_dir: str | os.PathLike, *, mode: str = "link") -> int:
         dst = os.path.join(tmp, "test", "unknown")
         os.makedirs(dst)
         dst += os.sep
-        for name, path in files:
-            place(path, dst + name)
+        _place_all(place, [(path, dst + name) for name, path in files])
 
     def plan() -> list[tuple[str | None, str]]:
         return [(None, "test/unknown/")] + [(path, f"test/unknown/{name}") for name, path in files]
