@@ -530,7 +530,8 @@ def _report(c: dict, names: list[str], results: dict, initial: dict[str, np.ndar
         for b in names:   # same backend, same conventions: only the precision differs
             d = compare_train(results["train"][b], results["train64"][b], b, b, initial, model, steps)
             rounding.append({"pair": f"{b} f32 vs f64", **d})
-    return {"model": model, "steps": steps, "backends": names, "rows": rows, "rounding": rounding}
+    return {"model": model, "steps": steps, "backends": names, "rows": rows, "rounding": rounding,
+            "tasks": sorted(results)}
 
 
 def _optimizer_report(c: dict, names: list[str], results: dict, initial: dict[str, np.ndarray]) -> dict:
@@ -583,9 +584,11 @@ def format_table(report: dict) -> str:
         return (f"model {report['model']} ({spec['size']}×{spec['size']}, batch {spec['batch']}), "
                 f"{report['steps']} steps, CyclicLR triangular2 per step (lr/2 … 2·lr, step size "
                 f"{CYCLE_STEPS}), {targets}; {runs}; float32 unless f64_:\n{text}")
-    return (f"model {report['model']} ({spec['size']}×{spec['size']}, batch {spec['batch']}), "
-            f"{report['steps']} SGD steps (momentum {MOMENTUM}, wd {WD}, lr {LR} then {LR_AFTER} "
-            f"from step {LR_STEP + 1}); float32 unless f64_:\n{text}")
+    head = f"model {report['model']} ({spec['size']}×{spec['size']}, batch {spec['batch']}), "
+    if not {"train", "train64"} & set(report.get("tasks", ["train"])):
+        return head + f"eval-mode forward pass only (no training steps); float32:\n{text}"
+    return head + (f"{report['steps']} SGD steps (momentum {MOMENTUM}, wd {WD}, lr {LR} then "
+                   f"{LR_AFTER} from step {LR_STEP + 1}); float32 unless f64_:\n{text}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,3 +64,12 @@ def test_run_cases_spawns_one_process_per_backend(tmp_path, monkeypatch):
     monkeypatch.setattr(parity, "is_installed", lambda b: b == "torch")
     with pytest.raises(RuntimeError, match="two installed backends"):
         parity.run_cases(cases, workdir=str(tmp_path))
+
+
+def test_table_header_says_what_ran():
+    from d2lkaggle.parity import format_table
+    row = {"pair": "torch vs mxnet", "forward_abs": 1e-6}
+    fwd = {"model": "efficientnet_v2_m", "steps": 1, "rows": [row], "tasks": ["forward"]}
+    assert "forward pass only" in format_table(fwd) and "SGD" not in format_table(fwd)
+    trained = {**fwd, "model": "resnet18", "steps": 10, "tasks": ["forward", "train", "train64"]}
+    assert "10 SGD steps" in format_table(trained)
