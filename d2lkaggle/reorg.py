@@ -216,19 +216,7 @@ def _write_manifest(data_dir: str, parts: dict[str, list[str]]) -> None:
 def _entries(folder: str) -> list[str]:
     """Every file and folder under ``folder``, relative, folders ending in ``/`` (symlinks,
     also to folders, as files: never followed), sorted."""
-    out: list[str] = []
-
-    def walk(path: str, rel: str) -> None:
-        with os.scandir(path) as it:
-            for e in it:
-                if e.is_dir(follow_symlinks=False):
-                    out.append(rel + e.name + "/")
-                    walk(e.path, rel + e.name + "/")
-                else:
-                    out.append(rel + e.name)
-    walk(folder, "")
-    out.sort()
-    return out
+    return sorted(_scan(folder)[0])
 
 
 def _check_replaceable(root: str, names: tuple[str, ...], manifest: dict[str, list[str]]) -> None:
@@ -424,23 +412,21 @@ def reorg_train_valid(data_dir: str | os.PathLike, labels: Mapping[str, str], va
                 d = os.path.join(tmp, part, label)
                 os.makedirs(d)
                 dirs[label] = d + os.sep
+        dirs = {"train_valid": tv_dirs, "train": tr_dirs, "valid": va_dirs}
+        _place_all(place, [(src, dirs[part][label] + name) for src, part, label, name in links()])
+
+    def links():  # (source, part, label, file name) of every file build() places
         prefix = os.path.join(src_dir, "")
-        pairs = []
         for stem, name in stems.items():
-            src = prefix + name
             label = labels[stem]
-            pairs.append((src, tv_dirs[label] + name))
-            pairs.append((src, (va_dirs if stem in valid_set else tr_dirs)[label] + name))
-        _place_all(place, pairs)
+            yield prefix + name, "train_valid", label, name
+            yield prefix + name, "valid" if stem in valid_set else "train", label, name
 
     def plan() -> list[tuple[str | None, str]]:  # what build() links, for the re-run check
-        prefix = os.path.join(src_dir, "")
         folders: list[tuple[str | None, str]] = [
             (None, f"{part}/{label}/") for part in ("train", "valid", "train_valid")
             for label in classes]
-        return folders + [p for stem, name in stems.items() for p in (
-            (prefix + name, f"train_valid/{labels[stem]}/{name}"),
-            (prefix + name, f"{'valid' if stem in valid_set else 'train'}/{labels[stem]}/{name}"))]
+        return folders + [(src, f"{part}/{label}/{name}") for src, part, label, name in links()]
 
     _build_and_swap(data_dir, ("train", "valid", "train_valid"), build,
                     plan if mode == "link" else None, (src_dir,))
