@@ -220,6 +220,41 @@ def test_link_falls_back_to_copy(tmp_path, monkeypatch):
     assert os.stat(tmp_path / "train" / "a000.png").st_nlink == 1
 
 
+def test_links_turn_into_copies_when_refused_midway(tmp_path, monkeypatch):
+    labels = sized_labels({"a": 30, "b": 30})
+    make_train(tmp_path, labels)
+    real, calls = os.link, []
+
+    def limited(src, dst):  # the file system says "too many links" after 20 of them
+        calls.append(src)
+        if len(calls) > 20:
+            raise OSError(errno.EMLINK, "Too many links")
+        real(src, dst)
+
+    monkeypatch.setattr(reorg.os, "link", limited)
+    reorg_train_valid(tmp_path, labels, 0.2, mode="link")
+    assert len(calls) == 21  # the refused link is the last one tried
+    t = tree(tmp_path / "train_valid_test")
+    assert len(t) == 120 and t["train_valid/b/b029.png"] == b"b029:b"
+    srcs = [os.stat(tmp_path / "train" / f"{i}.png").st_nlink - 1 for i in labels]
+    assert sum(srcs) == 20  # 20 links, the other 100 files copies
+
+
+def test_a_source_that_vanishes_is_named_in_full(tmp_path, monkeypatch):
+    labels = sized_labels({"a": 4, "b": 4})
+    make_train(tmp_path, labels)
+    listed = reorg._stem_map
+
+    def with_ghost(folder):
+        return {**listed(folder), "a999": "a999.png"}
+
+    monkeypatch.setattr(reorg, "_stem_map", with_ghost)
+    with pytest.raises(FileNotFoundError) as e:
+        reorg_train_valid(tmp_path, {**labels, "a999": "a"}, 0.25)
+    assert e.value.filename == str(tmp_path / "train" / "a999.png")
+    assert not os.path.exists(tmp_path / "train_valid_test" / "train")
+
+
 def test_crash_mid_build_keeps_previous_tree(tmp_path, monkeypatch):
     labels = sized_labels({"a": 10, "b": 10})
     make_train(tmp_path, labels)
