@@ -6,8 +6,8 @@ write-ups' models in every installed backend — valid accuracy and training exa
 Runs (each in a fresh process, one framework per process; ``run_competition`` as ``d2lkaggle
 run demo`` runs it, predicting with the validated model, no retrain):
 
-* ``cnn_elu``             — the demo's default recipe (SGD one-cycle peaking at 0.2, batch 64) with
-                            the model replaced by 004's ELU CNN;
+* ``cnn_elu``             — the demo's default recipe (SGD one-cycle; its 900 images train at
+                            batch 32, peak 0.1) with the model replaced by 004's ELU CNN;
 * ``cnn_elu + 004``       — ``--recipe writeup-cifar10-mixup`` (Adam 2e-3, CyclicLR triangular2,
                             MixUp 0.4, crop + flip, best epoch kept);
 * ``resnet18 drop_path``  — the demo's default (the book's ResNet-18, width 16) with
@@ -16,11 +16,10 @@ run demo`` runs it, predicting with the validated model, no retrain):
                             --batch-size 32`` (003's AdamW / StepLR / CutMix, random
                             initialisation, 32 px; batch 32 so 900 images give 28 steps per epoch).
 
-Full (default; sized for <= 25 min on an idle 2-core CPU, all three backends): demo of 1,000
-training images (900 train / 100 valid, the demo's 10 % split), 200 test images; 10 epochs for
-cnn_elu and ResNet-18, 6 for EfficientNetV2-S (estimate from per-example CPU time measured with
-one thread: ~1,070 CPU-seconds of training, Paddle's EfficientNetV2-S about half of it, so
-~15 min wall on 2 idle cores with the runs' fixed costs). ``--quick``: 200 training images (180 / 20), 1
+Full (default, all three backends): demo of 1,000 training images (900 train / 100 valid, the
+demo's 10 % split), 200 test images; 10 epochs for cnn_elu and ResNet-18, 6 for
+EfficientNetV2-S. Measured on 2 idle cores (AMD EPYC, fp32): 32.5 min, half of it Paddle's
+EfficientNetV2-S (docs/models.md has the table). ``--quick``: 200 training images (180 / 20), 1
 epoch each (proves the command; the accuracies mean nothing). The table has one accuracy row
 and one examples/s row per run; ``rows(quick)`` returns them for ``python -m benchmarks``.
 """
