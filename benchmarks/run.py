@@ -248,14 +248,19 @@ def _accuracy_row() -> Row:
             if kind == "ours":
                 return run_job(dict(job="ours_accuracy", data_dir=d, batch=32,
                                     epochs=s["epochs"], lr=0.05))
+            # The chapter back-propagates the SUM of the batch's losses, the library the mean:
+            # lr / 32 and wd · 32 give the chapter's SGD the very step ours takes (at lr 0.05
+            # its summed step is 32× ours and diverged to NaN in 12 epochs).
             return run_job(dict(job="book", module="torch_cifar", fn="accuracy_run", data_dir=d,
-                                batch_size=32, epochs=s["epochs"], lr=0.05))
+                                batch_size=32, epochs=s["epochs"], lr=0.05 / 32, wd=5e-4 * 32))
         return g
 
     def note(o, b, q):
         s = _sizes(q)
         return (f"demo set ({s['acc_n']} PNGs, 10 % valid), {s['epochs']} epochs, batch 32, "
-                f"SGD lr 0.05 momentum 0.9 wd 5e-4, StepLR(4, 0.9), both sides; one run each "
+                f"SGD lr 0.05 momentum 0.9 wd 5e-4 on the batch mean, StepLR(4, 0.9), both "
+                f"sides (the textbook's summed loss gets lr 0.05/32, wd 5e-4·32: the same "
+                f"step); one run each "
                 f"(±1 image = ±{1 / (s['acc_n'] // 10):.2f}); ours trained in "
                 f"{o[0]['seconds']:.0f} s, textbook {b[0]['seconds']:.0f} s")
     return Row("accuracy-torch", "valid accuracy after the same epochs, torch", "accuracy",

@@ -182,12 +182,12 @@ def train_speed(data_dir, batch_size, steps, warmup):
     return r
 
 
-def accuracy_run(data_dir, batch_size, epochs, lr):
-    """Valid accuracy after ``epochs`` of the chapter's recipe (StepLR 4 / 0.9, wd 5e-4)."""
+def accuracy_run(data_dir, batch_size, epochs, lr, wd=5e-4):
+    """Valid accuracy after ``epochs`` of the chapter's recipe (StepLR 4 / 0.9)."""
     torch.manual_seed(0)
     train_iter, valid_iter = loaders(data_dir, batch_size)
     t = time.perf_counter()
-    r = train(get_net(), train_iter, valid_iter, epochs, lr, 5e-4, [torch.device("cpu")], 4, 0.9)
+    r = train(get_net(), train_iter, valid_iter, epochs, lr, wd, [torch.device("cpu")], 4, 0.9)
     r["seconds"] = time.perf_counter() - t
     return r
 
