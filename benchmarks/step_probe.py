@@ -70,14 +70,17 @@ def main(argv=None) -> int:
     book_net = book.resnet18(10, 3)
     book_net(torch.zeros(2, 3, 32, 32))  # the chapter's lazy layers need one forward
     book_loop = plain(book_net)
-    for warm in (lambda: step.train_batch(*held), ours_net, book_loop):
+    def on_held():
+        step.train_batch(*held)
+
+    for warm in (on_held, ours_net, book_loop):
         warm()
     amp = "bf16 + channels_last" if getattr(step, "amp", False) else "fp32"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, step in {amp}, "
           f"batch {a.batch}, {a.steps} steps per figure (examples/s)")
     for r in range(a.rounds):
         print(f"round {r + 1}: Step + loader {_rate(from_loader, a.batch, a.steps):6.1f}   "
-              f"Step, held batch {_rate(lambda: step.train_batch(*held), a.batch, a.steps):6.1f}"
+              f"Step, held batch {_rate(on_held, a.batch, a.steps):6.1f}"
               f"   plain loop, our resnet18 {_rate(ours_net, a.batch, a.steps):6.1f}   "
               f"plain loop, the book's {_rate(book_loop, a.batch, a.steps):6.1f}", flush=True)
     return 0
