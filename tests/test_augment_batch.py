@@ -78,3 +78,28 @@ def test_loader_uses_the_batch_form_on_decoded_arrays():
     # the same bytes on a second pass over epoch 0 (what every backend would receive)
     loader.set_epoch(0)
     assert all(np.array_equal(a[0], b[0]) for a, b in zip(batches, loader))
+
+
+def test_batch_results_own_their_memory_while_scratch_is_reused():
+    # the recipe reuses per-thread scratch arrays; a batch handed out must never be one of them
+    x = _images(32)
+    t = A.cifar_train(32)
+    first = t.batch(x, np.random.default_rng(1))
+    kept = first.copy()
+    second = t.batch(x[::-1].copy(), np.random.default_rng(2))
+    assert np.array_equal(first, kept) and not np.shares_memory(first, second)
+    # a batch of another size after it still comes out right (scratch made again)
+    small = t.batch(x[:5], np.random.default_rng(1))
+    assert small.shape == (5, 32, 32, 3) and np.array_equal(small, t.batch(x[:5], np.random.default_rng(1)))
+
+
+def test_random_resized_crop_draws_the_same_boxes_one_by_one_or_all_at_once():
+    crop = A.RandomResizedCrop(32, scale=(0.08, 1.0))   # small areas: some tries miss
+    together = crop.boxes(40, 30, 64, np.random.default_rng(9))
+    g = np.random.default_rng(9)
+    assert [tuple(b) for b in together.tolist()] == [crop.box(40, 30, g) for _ in range(64)]
+    top, left, h, w = together.T
+    assert (top >= 0).all() and (left >= 0).all() and (top + h <= 40).all() and (left + w <= 30).all()
+    # an impossible aspect range falls back to the central crop, as torchvision does
+    wide = A.RandomResizedCrop(32, scale=(1.0, 1.0), ratio=(3.0, 4.0))
+    assert [tuple(b) for b in wide.boxes(40, 40, 3, np.random.default_rng(0)).tolist()] == [(13, 0, 13, 40)] * 3
