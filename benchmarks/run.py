@@ -193,7 +193,7 @@ def _sizes(quick: bool) -> dict:
     if quick:
         return dict(n=320, b32=(1, 2), b128=(1, 1), mx=(1, 1), pd=(1, 1), acc_n=400, epochs=1,
                     pipe=3, reorg=(500, 100))
-    return dict(n=2560, b32=(3, 30), b128=(2, 12), mx=(2, 10), pd=(1, 4), acc_n=1000, epochs=5,
+    return dict(n=2560, b32=(3, 30), b128=(2, 12), mx=(2, 10), pd=(1, 4), acc_n=1000, epochs=12,
                 pipe=60, reorg=(50_000, 10_000))
 
 
