@@ -167,18 +167,21 @@ def fit_batch_to_set(r: Recipe, n_train: int | None, *, batch_given: bool = Fals
     """The recipe's batch for a training set of ``n_train`` images (train step of the chapter).
 
     A recipe with ``small_set_batch`` whose ``batch_size`` would leave fewer than
-    :data:`MIN_STEPS_PER_EPOCH` steps per epoch trains at ``small_set_batch`` instead, with
-    its learning rate scaled by the same factor (the same rate per example, so the full-size
-    set's tuned value keeps its meaning). A batch or lr the user gave is never changed.
-    Returns the recipe and a line saying what changed (``None``: nothing).
+    :data:`MIN_STEPS_PER_EPOCH` steps per epoch trains at ``small_set_batch`` instead. SGD's
+    learning rate is scaled by the same factor (the same rate per example, so the full-size
+    set's tuned value keeps its meaning); Adam's and AdamW's is kept, because their step is
+    normalised per parameter and does not grow with the batch. A batch or lr the user gave
+    is never changed. Returns the recipe and a line saying what changed (``None``: nothing).
     """
     b = r.small_set_batch
     if (b is None or batch_given or n_train is None or b >= r.batch_size
             or n_train // r.batch_size >= MIN_STEPS_PER_EPOCH):
         return r, None
-    lr = r.lr if lr_given else r.lr * b / r.batch_size
+    scaled = not lr_given and r.optimizer in ("sgd", "nesterov")
+    lr = r.lr * b / r.batch_size if scaled else r.lr
     note = (f"small training set: {n_train} images give {n_train // r.batch_size} steps per epoch "
             f"at batch {r.batch_size}, so the recipe trains at batch {b}"
-            + ("" if lr_given else f", lr {lr:g} (the same rate per example)")
+            + (f", lr {lr:g} (the same rate per example)" if scaled else
+               "" if lr_given else f", lr {lr:g} ({r.optimizer}'s step does not grow with the batch)")
             + "; --batch-size sets the batch")
     return r.with_overrides(batch_size=b, lr=lr), note

@@ -32,4 +32,4 @@ def test_python_blocks_run(tmp_path_factory):
     out = r.stdout.splitlines()
     assert out[0] == "[0.002, 0.05, 0.0]" and out[1] == "0.01 0.04 0.01 0.025"
     assert "onecycle 0.4" in out                     # the write-up block
-    assert "32 0.025" in out                         # the small-set batch rule
+    assert "32 0.002" in out                         # the small-set batch rule (AdamW: lr kept)

@@ -130,15 +130,21 @@ def test_a_small_training_set_trains_at_the_small_set_batch_with_the_same_rate_p
     from d2lkaggle.pipeline import _training_set_size, run_config
     from d2lkaggle.recipes import MIN_STEPS_PER_EPOCH, fit_batch_to_set
     c10 = recipe_for(get_competition("cifar10"))
-    assert (c10.batch_size, c10.lr, c10.small_set_batch) == (128, 0.1, 32)
+    assert (c10.optimizer, c10.batch_size, c10.lr, c10.wd, c10.small_set_batch) == \
+        ("adamw", 128, 2e-3, 0.05, 32)
     small, note = fit_batch_to_set(c10, 1350)
-    assert (small.batch_size, small.lr) == (32, pytest.approx(0.025)) and "10 steps per epoch" in note
+    # AdamW's step is normalised per parameter: the batch shrinks, its lr stays
+    assert (small.batch_size, small.lr) == (32, 2e-3) and "10 steps per epoch" in note
+    assert "adamw's step does not grow with the batch" in note
+    # SGD keeps the same rate per example
+    sgd, note = fit_batch_to_set(c10.with_overrides(optimizer="sgd", lr=0.1, wd=5e-4), 1350)
+    assert (sgd.batch_size, sgd.lr) == (32, pytest.approx(0.025)) and "same rate per example" in note
     # the full set, the user's own batch or lr, and the book's recipe are left alone
     assert fit_batch_to_set(c10, 45000) == (c10, None)
     assert fit_batch_to_set(c10, 128 * MIN_STEPS_PER_EPOCH) == (c10, None)
     assert fit_batch_to_set(c10, 1350, batch_given=True) == (c10, None)
     given_lr, _ = fit_batch_to_set(c10, 1350, lr_given=True)
-    assert (given_lr.batch_size, given_lr.lr) == (32, 0.1)
+    assert (given_lr.batch_size, given_lr.lr) == (32, 2e-3)
     book = recipe_for(get_competition("cifar10"), "book")
     assert fit_batch_to_set(book, 1350) == (book, None)
     # the demo (1,000 images, 900 to train) is such a set: 14 steps at 64 -> batch 32, peak 0.1
