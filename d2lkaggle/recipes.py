@@ -177,11 +177,10 @@ def fit_batch_to_set(r: Recipe, n_train: int | None, *, batch_given: bool = Fals
     if (b is None or batch_given or n_train is None or b >= r.batch_size
             or n_train // r.batch_size >= MIN_STEPS_PER_EPOCH):
         return r, None
-    scaled = not lr_given and r.optimizer in ("sgd", "nesterov")
-    lr = r.lr * b / r.batch_size if scaled else r.lr
+    scaled = r.optimizer in ("sgd", "nesterov")   # Adam's step is normalised per parameter
+    lr = r.lr * b / r.batch_size if scaled and not lr_given else r.lr
+    why = "the same rate per example" if scaled else f"{r.optimizer}'s step does not grow with the batch"
     note = (f"small training set: {n_train} images give {n_train // r.batch_size} steps per epoch "
             f"at batch {r.batch_size}, so the recipe trains at batch {b}"
-            + (f", lr {lr:g} (the same rate per example)" if scaled else
-               "" if lr_given else f", lr {lr:g} ({r.optimizer}'s step does not grow with the batch)")
-            + "; --batch-size sets the batch")
+            + ("" if lr_given else f", lr {lr:g} ({why})") + "; --batch-size sets the batch")
     return r.with_overrides(batch_size=b, lr=lr), note
