@@ -30,10 +30,10 @@ CHILD = r"""
 import json, sys, time
 import numpy as np
 import d2lkaggle
-from d2lkaggle.competitions import get_competition
-from d2lkaggle.features import train_with_cached_features
-from d2lkaggle.loop import loader_norm
-from d2lkaggle.pipeline import load_data
+from d2lkaggle.specs.competitions import get_competition
+from d2lkaggle.train.features import train_with_cached_features
+from d2lkaggle.train.loop import loader_norm
+from d2lkaggle.compete.run import load_data
 name, data_dir, epochs, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 bk = d2lkaggle.get_backend(name)
 comp = get_competition("dog-breed")
@@ -77,7 +77,7 @@ print(json.dumps(out))
 
 
 def _demo(root: str, n_train: int) -> str:
-    from d2lkaggle.datasets import make_demo
+    from d2lkaggle.data.demo import make_demo
     return make_demo(os.path.join(root, "dog"), n_train=n_train, n_test=8, size=96, seed=0,
                      layout="dog")
 
@@ -94,7 +94,7 @@ def measure(backend: str, data_dir: str, epochs: int, steps: int) -> dict:
 
 def rows(quick: bool) -> list[dict]:
     """The "Dog chapter at 224 px" and "--cache-features" rows for benchmarks/run.py."""
-    from d2lkaggle.registry import is_installed
+    from d2lkaggle.utils.registry import is_installed
     n_train, epochs, steps = (24, 1, 1) if quick else (48, 2, 2)
     out = []
     with tempfile.TemporaryDirectory(prefix="d2lk-dog-") as tmp:

@@ -28,7 +28,7 @@ def child(folder: str, n: int, cache: str) -> dict:
     import resource
     import time
 
-    from d2lkaggle.images import load_image_array
+    from d2lkaggle.data.images import load_image_array
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     paths = [os.path.join(folder, f"{i}.png") for i in range(1, n + 1)]
     t0 = time.perf_counter()

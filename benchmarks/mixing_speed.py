@@ -22,7 +22,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=5)
     a = ap.parse_args()
-    from d2lkaggle.mixing import Mixup, batch_rng
+    from d2lkaggle.data.mixing import Mixup, batch_rng
     from d2lkaggle.torch_impl import resnet18
     from d2lkaggle.torch_impl.train import TorchStep
     rng = np.random.default_rng(0)

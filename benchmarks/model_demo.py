@@ -51,7 +51,7 @@ QUICK = {"n_train": 200, "n_test": 20}
 
 CODE = r"""
 import json, sys
-from d2lkaggle.pipeline import run_competition
+from d2lkaggle.compete.run import run_competition
 backend, data_dir, out, kw = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 s = run_competition("demo", data_dir, backend=backend, out=out, retrain=False, progress=False,
                     log=None, overwrite=True, **kw)
@@ -61,7 +61,7 @@ print(json.dumps({k: s.get(k) for k in ("valid_acc", "best_valid_acc", "examples
 
 
 def _installed(names) -> list[str]:
-    from d2lkaggle.registry import is_installed
+    from d2lkaggle.utils.registry import is_installed
     return [b for b in names if is_installed(b)]
 
 
@@ -85,7 +85,7 @@ def rows(quick: bool = False, backends=BACKENDS, log=None) -> list[dict]:
     """The figures as benchmark rows (keys row, ours, textbook, unit, goal, met, note): per
     backend and run, the valid accuracy and the training examples/s. No textbook figure or
     goal exists for these models (the issue asks for the figures), so those keys are None."""
-    from d2lkaggle.datasets import make_demo
+    from d2lkaggle.data.demo import make_demo
     size = QUICK if quick else FULL
     # every run keeps checkpoints (~100 MB each): the folder goes when the rows are made
     with tempfile.TemporaryDirectory(prefix="d2lkaggle-model-demo-") as work:

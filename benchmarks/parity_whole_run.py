@@ -15,14 +15,14 @@ import subprocess
 import sys
 import tempfile
 
-from d2lkaggle.datasets import make_demo
-from d2lkaggle.registry import BACKENDS, is_installed
+from d2lkaggle.data.demo import make_demo
+from d2lkaggle.utils.registry import BACKENDS, is_installed
 
 WORKER = r"""
 import json, sys, time
 import d2lkaggle
-from d2lkaggle.competitions import get_competition
-from d2lkaggle.pipeline import build_net, load_data
+from d2lkaggle.specs.competitions import get_competition
+from d2lkaggle.compete.run import build_net, load_data
 backend, data_dir, init, epochs, save_init = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "1"
 amp = len(sys.argv) > 6 and sys.argv[6] == "bf16"
 B = d2lkaggle.get_backend(backend)

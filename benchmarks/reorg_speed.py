@@ -23,8 +23,8 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from d2lkaggle.labels import read_csv_labels  # noqa: E402
-from d2lkaggle.reorg import reorg_test, reorg_train_valid  # noqa: E402
+from d2lkaggle.data.labels import read_csv_labels  # noqa: E402
+from d2lkaggle.data.reorg import reorg_test, reorg_train_valid  # noqa: E402
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
            "truck"]

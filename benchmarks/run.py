@@ -57,10 +57,10 @@ def log(msg: str) -> None:
 
 def demo_set(n_train: int) -> str:
     """A CIFAR-10-layout demo competition of ``n_train`` 32×32 PNGs (+ the book's tree)."""
-    from d2lkaggle.datasets import make_demo
-    from d2lkaggle.images import list_images, load_image_array
-    from d2lkaggle.labels import read_csv_labels
-    from d2lkaggle.reorg import reorg_train_valid
+    from d2lkaggle.data.demo import make_demo
+    from d2lkaggle.data.images import list_images, load_image_array
+    from d2lkaggle.data.labels import read_csv_labels
+    from d2lkaggle.data.reorg import reorg_train_valid
     path = os.path.join(cache_dir(), f"demo-{n_train}")
     if os.path.exists(os.path.join(path, ".complete")):
         return path

@@ -35,8 +35,8 @@ print(json.dumps({"examples_per_sec": batch * steps / (time.perf_counter() - t),
 
 ACC = r"""
 import json, sys, tempfile
-from d2lkaggle.datasets import make_demo
-from d2lkaggle.pipeline import run_competition
+from d2lkaggle.data.demo import make_demo
+from d2lkaggle.compete.run import run_competition
 import d2lkaggle.torch_impl.train as tt
 import torch
 tt.autocast_dtype = (lambda *a, **k: torch.bfloat16 if sys.argv[1] == "1" else None)

@@ -11,12 +11,11 @@ import os
 import sys
 import time
 
-import numpy as np
 
 
 def _loaders(data_dir: str, batch: int):
-    from d2lkaggle.competitions import get_competition
-    from d2lkaggle.pipeline import load_data
+    from d2lkaggle.specs.competitions import get_competition
+    from d2lkaggle.compete.run import load_data
     return load_data(get_competition("cifar10"), data_dir, batch_size=batch, valid_ratio=0.1)
 
 
@@ -27,7 +26,7 @@ def ours_train(backend: str, data_dir: str, batch: int, steps: int, warmup: int,
 
     The keyword levers (``--levers`` rows) change one setting each: ``amp`` (torch), a
     ``torch.compile``d model, the loader's prefetch depth and worker threads."""
-    from d2lkaggle.registry import get_backend
+    from d2lkaggle.utils.registry import get_backend
     bk = get_backend(backend)
     data = _loaders(data_dir, batch)
     if prefetch is not None:
@@ -100,8 +99,8 @@ def reorg(root: str) -> dict:
     already read (as in benchmarks/reorg_speed.py).
     """
     import shutil
-    from d2lkaggle.labels import read_csv_labels
-    from d2lkaggle.reorg import reorg_test, reorg_train_valid, split_train_valid
+    from d2lkaggle.data.labels import read_csv_labels
+    from d2lkaggle.data.reorg import reorg_test, reorg_train_valid, split_train_valid
     labels = read_csv_labels(os.path.join(root, "trainLabels.csv"))
     _, valid = split_train_valid(labels, 0.1, 0)
     valid = set(valid)

@@ -6,10 +6,10 @@ only through :func:`get_backend`.
 """
 __version__ = "0.1.0"
 
-from .registry import backends, get_backend  # noqa: E402
-from .hub import DATA_HUB, DATA_URL, download, download_extract, extract  # noqa: E402
-from .labels import read_csv_labels  # noqa: E402
-from .reorg import reorg_test, reorg_train_valid, split_train_valid  # noqa: E402
+from .utils.registry import backends, get_backend  # noqa: E402
+from .data.hub import DATA_HUB, DATA_URL, download, download_extract, extract  # noqa: E402
+from .data.labels import read_csv_labels  # noqa: E402
+from .data.reorg import reorg_test, reorg_train_valid, split_train_valid  # noqa: E402
 
 __all__ = [
     "__version__", "backends", "get_backend", "DATA_HUB", "DATA_URL", "download",

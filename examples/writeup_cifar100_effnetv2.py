@@ -10,7 +10,7 @@ The data is ``cifar-100-python.tar.gz`` (``--data-dir`` names it or its folder; 
 downloaded into $D2LKAGGLE_DATA). ``--weights imagenet`` (the default, as in 003) needs
 torchvision's EfficientNetV2-S file in its cache (offline: the error names file and folder);
 ``none`` starts from random weights. Every value comes from
-``d2lkaggle.writeups.get_writeup("writeup-cifar100-effnetv2")``; flags override them.
+``d2lkaggle.specs.writeups.get_writeup("writeup-cifar100-effnetv2")``; flags override them.
 """
 import argparse
 import dataclasses
@@ -19,11 +19,11 @@ import os
 import numpy as np
 
 import d2lkaggle
-from d2lkaggle.augment import preset_transforms
-from d2lkaggle.cifar import find_cifar_archive, make_demo_archive, read_cifar_archive
-from d2lkaggle.competitions import get_competition
-from d2lkaggle.pipeline import labelled_test_metrics, load_array_data, write_submission
-from d2lkaggle.writeups import get_writeup, restore_checkpoint
+from d2lkaggle.data.transforms import preset_transforms
+from d2lkaggle.data.cifar import find_cifar_archive, make_demo_archive, read_cifar_archive
+from d2lkaggle.specs.competitions import get_competition
+from d2lkaggle.compete.run import labelled_test_metrics, load_array_data, write_submission
+from d2lkaggle.specs.writeups import get_writeup, restore_checkpoint
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ CyclicLR triangular2 + MixUp 0.4 → best checkpoint → test accuracy + submiss
 
 The data is torchvision's ``cifar-10-python.tar.gz`` (``--data-dir`` names it or its folder;
 by default it is downloaded into $D2LKAGGLE_DATA). Every value comes from
-``d2lkaggle.writeups.get_writeup("writeup-cifar10-mixup")``; flags override them.
+``d2lkaggle.specs.writeups.get_writeup("writeup-cifar10-mixup")``; flags override them.
 """
 import argparse
 import os
@@ -15,11 +15,11 @@ import os
 import numpy as np
 
 import d2lkaggle
-from d2lkaggle.augment import preset_transforms
-from d2lkaggle.cifar import find_cifar_archive, make_demo_archive, read_cifar_archive
-from d2lkaggle.competitions import get_competition
-from d2lkaggle.pipeline import labelled_test_metrics, load_array_data, write_submission
-from d2lkaggle.writeups import get_writeup, restore_checkpoint
+from d2lkaggle.data.transforms import preset_transforms
+from d2lkaggle.data.cifar import find_cifar_archive, make_demo_archive, read_cifar_archive
+from d2lkaggle.specs.competitions import get_competition
+from d2lkaggle.compete.run import labelled_test_metrics, load_array_data, write_submission
+from d2lkaggle.specs.writeups import get_writeup, restore_checkpoint
 
 
 def main() -> None:

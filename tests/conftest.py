@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from d2lkaggle.registry import is_installed
+from d2lkaggle.utils.registry import is_installed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,7 +53,7 @@ def backend_params(*names: str):
 
 def tiny_loaders(n: int = 64, size: int = 16, classes: int = 4, seed: int = 0, bs: int = 16):
     """A learnable set in memory: the class decides which vertical band of the image is bright."""
-    from d2lkaggle.data import ArraySource, ImageLoader
+    from d2lkaggle.data.loader import ArraySource, ImageLoader
     rng = np.random.default_rng(seed)
     y = np.arange(n) % classes
     x = rng.integers(0, 80, (n, size, size, 3)).astype(np.uint8)
@@ -82,14 +82,14 @@ def run_cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> str:
     """A small CIFAR-10-layout competition (200 train / 30 test PNGs, 32×32)."""
-    from d2lkaggle.datasets import make_demo
+    from d2lkaggle.data.demo import make_demo
     return make_demo(str(tmp_path_factory.mktemp("demo") / "cifar"), n_train=200, n_test=30, seed=1)
 
 
 @pytest.fixture(scope="session")
 def dog_dir(tmp_path_factory) -> str:
     """A small Dog-Breed-layout competition (variable-size JPEGs, hex ids, 4 breeds)."""
-    from d2lkaggle.datasets import make_demo
+    from d2lkaggle.data.demo import make_demo
     return make_demo(str(tmp_path_factory.mktemp("dog") / "dog"), n_train=48, n_test=10, size=40,
                      seed=2, layout="dog", num_classes=4)
 
@@ -165,7 +165,7 @@ def parity_reports(request, tmp_path_factory) -> dict[str, dict]:
     modules run together, ONE process per backend (a framework import costs seconds; a process
     per case and task was most of that folder's time). Maps each name to its report; names are
     unique across modules."""
-    from d2lkaggle.parity import run_cases
+    from d2lkaggle.models.parity import run_cases
     installed = [b for b in ("torch", "mxnet", "paddle") if is_installed(b)]
     if len(installed) < 2:
         pytest.skip(f"parity needs two installed backends, found {installed}")

@@ -15,8 +15,9 @@ import numpy as np
 HEAD = r'''
 import json, os, sys
 import numpy as np
-from d2lkaggle import distributed as D, loop
-from d2lkaggle.data import ArraySource, ImageLoader
+from d2lkaggle.parallel import distributed as D
+from d2lkaggle.train import loop
+from d2lkaggle.data.loader import ArraySource, ImageLoader
 
 out = sys.argv[1]
 rng = np.random.default_rng(0)

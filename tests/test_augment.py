@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from d2lkaggle import augment as A
+from d2lkaggle.data import transforms as A
 
 
 def img(h=32, w=32, seed=0):
@@ -96,8 +96,8 @@ def test_unknown_preset_lists_the_names():
 
 
 def test_load_data_takes_a_preset_or_a_pair(demo_dir):
-    from d2lkaggle.competitions import get_competition
-    from d2lkaggle.pipeline import load_data
+    from d2lkaggle.specs.competitions import get_competition
+    from d2lkaggle.compete.run import load_data
     comp = get_competition("demo")
     d = load_data(comp, demo_dir, batch_size=16, valid_ratio=0.1, augment="crop-flip-rotate")
     assert repr(d.train_iter.transform).count("RandomRotation") == 1

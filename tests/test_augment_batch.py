@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from d2lkaggle import augment as A
-from d2lkaggle.data import ArraySource, ImageLoader
+from d2lkaggle.data import transforms as A
+from d2lkaggle.data.loader import ArraySource, ImageLoader
 
 
 def _images(n=48, size=32, seed=0):

@@ -1,7 +1,7 @@
 """Optimizers, soft targets and optimizer checkpoints in every backend (each in its own process).
 
 Every backend's update is checked against torch's algorithm in numpy
-(:func:`d2lkaggle.optim.reference_step`) from the state it keeps; timm's no-decay set is
+(:func:`d2lkaggle.train.optim.reference_step`) from the state it keeps; timm's no-decay set is
 checked on the parameters' values; an Adam run resumes exactly; a float64 checkpoint written by
 torch continues in each backend with the same numbers.
 """
@@ -15,8 +15,8 @@ SCRIPT = r"""
 import json, os, sys
 import numpy as np
 import d2lkaggle
-from d2lkaggle import optim as core
-from d2lkaggle.checkpoint import load_npz, save_npz
+from d2lkaggle.train import optim as core
+from d2lkaggle.utils.files import load_npz, save_npz
 B = d2lkaggle.get_backend(sys.argv[1])
 tmp = sys.argv[2]
 sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
@@ -171,7 +171,7 @@ def shared(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def torch_ref(shared):
-    from d2lkaggle.registry import is_installed
+    from d2lkaggle.utils.registry import is_installed
     if not is_installed("torch"):
         pytest.skip("torch (the reference backend) is not installed")
     (shared / "torch").mkdir()
@@ -210,11 +210,11 @@ def test_optimizers_soft_targets_and_checkpoints(backend, shared, torch_ref):
     assert r["ckpt_step"] == 2 * 4   # 2 epochs × 4 batches
     assert r["resume_lrs"] == [2e-3, 1e-3]
     # torch's float64 AdamW checkpoint continues here with torch's numbers
-    from d2lkaggle.checkpoint import load_npz
+    from d2lkaggle.utils.files import load_npz
     mine = load_npz(str(shared / backend / "continued.npz"))[0]
     ref = load_npz(str(shared / "torch" / "continued.npz"))[0]
     assert set(mine) == set(ref)
-    from d2lkaggle.parity import compare_states
+    from d2lkaggle.models.parity import compare_states
     # (running variances differ by convention, biased vs unbiased: docs/parity.md; moments
     # that are pure rounding are measured against their kind's scale, as in tests/parity)
     d = compare_states({k: v for k, v in mine.items() if "running_" not in k},

@@ -5,7 +5,6 @@ over classes, resume equivalence, CPU fallback, weight-file errors) and prints J
 tests compare its results with expectations and with the torch backend's.
 """
 import json
-import os
 
 import pytest
 
@@ -95,7 +94,7 @@ net = B.resnet18(4, 3, 8)
 state = B.get_state(net)
 state["fc.weight"] = state["fc.weight"] * 3e3
 B.set_state(net, state)
-from d2lkaggle.augment import normalize_nchw
+from d2lkaggle.data.transforms import normalize_nchw
 z = B.forward(net, normalize_nchw(xb, (0, 0, 0), (1, 1, 1))).astype(np.float64)
 yb = np.argmin(z, axis=1)
 m = z.max(1)
@@ -128,7 +127,7 @@ def results(backend, tmp_path):
 
 @pytest.fixture(scope="module")
 def torch_ref(tmp_path_factory):
-    from d2lkaggle.registry import is_installed
+    from d2lkaggle.utils.registry import is_installed
     if not is_installed("torch"):
         pytest.skip("torch (the reference backend) is not installed")
     return results("torch", tmp_path_factory.mktemp("torch"))

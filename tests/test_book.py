@@ -173,7 +173,7 @@ def test_chapter_training_loop_typed_out(backend):
 
 
 def test_tensor_loader_is_reiterable_and_keeps_epochs():
-    from d2lkaggle.book import TensorLoader, net_first
+    from d2lkaggle.backends.book import TensorLoader, net_first
     tr, va = tiny_loaders(n=32, size=8, classes=4, bs=8)
     seen = []
     t = TensorLoader(tr, lambda x: x.astype(np.float32), lambda y: y)
@@ -189,7 +189,7 @@ def test_tensor_loader_is_reiterable_and_keeps_epochs():
 
 
 def test_book_helpers(tmp_path):
-    from d2lkaggle.book import Accumulator, Animator, Timer
+    from d2lkaggle.backends.book import Accumulator, Animator, Timer
     m = Accumulator(3)
     m.add(1, 2.5, np.float32(3))
     m.add(1, 0.5, 1)

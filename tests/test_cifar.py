@@ -10,9 +10,9 @@ import pytest
 
 from cifar_archives import CIFAR10_NAMES, COARSE, FINE, write_cifar10, write_cifar100
 from conftest import backend_params, run_cli
-from d2lkaggle.cifar import (find_cifar_archive, read_cifar_archive, to_kaggle_layout)
-from d2lkaggle.competitions import get_competition
-from d2lkaggle.pipeline import labelled_test_metrics, load_data
+from d2lkaggle.data.cifar import (find_cifar_archive, read_cifar_archive, to_kaggle_layout)
+from d2lkaggle.specs.competitions import get_competition
+from d2lkaggle.compete.run import labelled_test_metrics, load_data
 
 
 def rows(path):
@@ -239,7 +239,7 @@ def test_cifar100_kaggle_layout_runs_with_its_default_recipe(backend, tmp_path):
 
 
 def test_write_cifar_archive_round_trips_in_the_real_format(tmp_path):
-    from d2lkaggle.cifar import write_cifar_archive
+    from d2lkaggle.data.cifar import write_cifar_archive
     rng = np.random.default_rng(3)
     xtr, xte = (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8) for n in (12, 4))
     fine_tr, fine_te = rng.integers(0, 4, 12), rng.integers(0, 4, 4)
@@ -260,7 +260,7 @@ def test_write_cifar_archive_round_trips_in_the_real_format(tmp_path):
 
 
 def test_demo_archives_are_learnable_shapes(tmp_path):
-    from d2lkaggle.cifar import make_demo_archive
+    from d2lkaggle.data.cifar import make_demo_archive
     a = read_cifar_archive(make_demo_archive(str(tmp_path), "cifar10", 40, 10))
     assert len(a.classes) == 10 and np.bincount(a.train_y).tolist() == [4] * 10
     fine = read_cifar_archive(make_demo_archive(str(tmp_path), "cifar100", 40, 10))
@@ -271,21 +271,19 @@ def test_demo_archives_are_learnable_shapes(tmp_path):
 
 
 def test_data_hub_has_the_official_archives_with_their_published_md5():
-    from d2lkaggle import hub
+    from d2lkaggle.data import hub
     assert hub.DATA_HUB["cifar10_python"] == (
         "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "md5:c58f30108f718f92721af3b95e74349a")
     assert hub.DATA_HUB["cifar100_python"] == (
         "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "md5:eb9058c3a382ffc7106e4002c42a8d85")
 
 
-@pytest.mark.skipif(not hasattr(__import__("d2lkaggle.hub").hub, "HASHES"),
-                    reason="md5: hashes in DATA_HUB need branch rel's hub verification")
 def test_download_an_archive_by_md5_from_a_local_server_and_read_it(tmp_path, monkeypatch):
     import hashlib
     import threading
     from functools import partial
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-    from d2lkaggle import hub
+    from d2lkaggle.data import hub
     for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")

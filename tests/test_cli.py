@@ -53,7 +53,7 @@ def test_weights_convert(tmp_path):
         pytest.skip("torch is needed to write a .pth file")
     r = run_cli("weights", "convert", str(tmp_path / "r34.pth"), str(tmp_path / "r34.safetensors"))
     assert r.returncode == 0, r.stderr
-    from d2lkaggle.weights import load_neutral
+    from d2lkaggle.models.weights import load_neutral
     state = load_neutral(str(tmp_path / "r34.safetensors"))
     assert state["fc.weight"].shape == (1000, 512) and "layer4.2.bn2.running_var" in state
     assert not any(k.endswith("num_batches_tracked") for k in state)

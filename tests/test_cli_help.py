@@ -1,17 +1,17 @@
 """The CLI explains itself: help with defaults everywhere, --version, competitions from the
 table, --weights none, --overwrite, --predict-with and the last line of a run."""
 import argparse
-import json
 import os
 
 import numpy as np
 import pytest
 
 from conftest import backend_params, run_cli, run_py
-from d2lkaggle import __version__, pipeline
+from d2lkaggle import __version__
+from d2lkaggle.compete import run as pipeline
 from d2lkaggle.cli import _last_line, build_parser, main
-from d2lkaggle.competitions import COMPETITIONS, get_competition
-from d2lkaggle.weights import WeightsUnavailableError
+from d2lkaggle.specs.competitions import COMPETITIONS, get_competition
+from d2lkaggle.models.weights import WeightsUnavailableError
 
 
 def subparsers(p, prefix="d2lkaggle"):
@@ -199,8 +199,8 @@ def test_lr_find_command(backend, demo_dir, tmp_path):
 
 def test_report_repeats_warnings_with_the_causes_once(capsys):
     from d2lkaggle.cli import _report
-    from d2lkaggle.diagnostics import CAUSES, not_learning
-    from d2lkaggle.loop import History
+    from d2lkaggle.train.diagnostics import CAUSES, not_learning
+    from d2lkaggle.train.loop import History
     h = History()
     for e in (1, 2, 3):
         h.add(epoch=e, lr=0.1, train_loss=2.5, train_acc=0.1, valid_loss=2.5, valid_acc=0.1,
@@ -226,7 +226,7 @@ def test_picture_title_names_competition_backend_model_and_recipe():
 
 def test_overall_progress_leaves_out_epochs_a_resumed_run_holds(tmp_path):
     from types import SimpleNamespace
-    from d2lkaggle.checkpoint import save_npz
+    from d2lkaggle.utils.files import save_npz
     save_npz(str(tmp_path / "checkpoints" / "valid" / "last.npz"), {"model/w": np.zeros(2)},
              {"epoch": 2, "best": 0.5, "history": "{}"})        # epochs 1-3 done
     data = SimpleNamespace(train_iter=[0] * 5, valid_iter=[0], train_valid_iter=[0] * 6)

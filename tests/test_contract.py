@@ -30,7 +30,7 @@ def dump(backend):
 
 @pytest.fixture(scope="module")
 def reference():
-    from d2lkaggle.registry import is_installed
+    from d2lkaggle.utils.registry import is_installed
     if not is_installed("torch"):
         pytest.skip("torch (the reference backend) is not installed")
     return dump("torch")
@@ -59,8 +59,8 @@ def test_same_file_names():
 def test_model_table_is_the_cores(backend):
     # every backend's list_models() is the core's one list, and each name builds through
     # create_model (checked without building: the builder each name maps to exists)
-    from d2lkaggle.models import BUILDERS, MODEL_NAMES
-    r = run_py("import json, sys, d2lkaggle; from d2lkaggle.models import BUILDERS\n"
+    from d2lkaggle.models.table import BUILDERS, MODEL_NAMES
+    r = run_py("import json, sys, d2lkaggle; from d2lkaggle.models.table import BUILDERS\n"
                "b = d2lkaggle.get_backend(sys.argv[1]); m = sys.modules[b.__name__ + '.models']\n"
                "print(json.dumps([b.list_models(), [n for n, f in BUILDERS.items() "
                "if not callable(getattr(m, f, None))]]))", backend)
@@ -81,8 +81,8 @@ print(json.dumps({n: [(p.name, str(p.kind), repr(p.default) if p.default is not 
 
 @pytest.mark.parametrize("backend", backend_params("mxnet", "paddle"))
 def test_features_wing_has_torchs_signatures(backend):
-    # what d2lkaggle.features (--cache-features) calls in every wing
-    from d2lkaggle.registry import is_installed
+    # what d2lkaggle.train.features (--cache-features) calls in every wing
+    from d2lkaggle.utils.registry import is_installed
     if not is_installed("torch"):
         pytest.skip("torch (the reference backend) is not installed")
     ref, got = (json.loads(run_py(FEATURES_DUMP, b).stdout.strip().splitlines()[-1])

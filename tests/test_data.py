@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from d2lkaggle.augment import (CenterCrop, ColorJitter, Lighting, RandomResizedCrop, Resize,
+from d2lkaggle.data.transforms import (CenterCrop, ColorJitter, Lighting, RandomResizedCrop, Resize,
                                cifar_test, cifar_train, dog_test, dog_train, get_transforms)
-from d2lkaggle.data import ArraySource, FileSource, ImageLoader
+from d2lkaggle.data.loader import ArraySource, FileSource, ImageLoader
 
 
 def images(n=40, h=32, w=32, seed=0):
@@ -118,7 +118,7 @@ def test_cifar_test_is_identity_at_native_size():
 
 
 def test_normalize_nchw_matches_the_chapters_normalize_in_both_precisions():
-    from d2lkaggle.augment import normalize_nchw
+    from d2lkaggle.data.transforms import normalize_nchw
     x = np.random.default_rng(0).integers(0, 256, (2, 5, 4, 3), dtype=np.uint8)
     mean, std = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
     ref = ((x / 255.0 - np.array(mean)) / np.array(std)).transpose(0, 3, 1, 2)

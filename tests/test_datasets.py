@@ -4,8 +4,8 @@ import os
 import numpy as np
 from PIL import Image
 
-from d2lkaggle.competitions import get_competition
-from d2lkaggle.datasets import make_demo
+from d2lkaggle.specs.competitions import get_competition
+from d2lkaggle.data.demo import make_demo
 import pytest
 
 
@@ -67,7 +67,6 @@ def test_competition_specs():
 
 
 def test_hard_demo_is_seeded_noisier_and_in_the_same_layout(tmp_path):
-    import numpy as np
     from PIL import Image
     easy = make_demo(str(tmp_path / "easy"), n_train=40, n_test=5, seed=3)
     hard = make_demo(str(tmp_path / "hard"), n_train=40, n_test=5, seed=3, hard=True)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, NumpyStep, tiny_loaders
-from d2lkaggle import distributed as D
-from d2lkaggle.data import ArraySource, ImageLoader
+from d2lkaggle.parallel import distributed as D
+from d2lkaggle.data.loader import ArraySource, ImageLoader
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
@@ -116,7 +116,7 @@ class FakeRanks(NumpyStep):
 
 
 def test_fit_reduces_metrics_through_the_step(tmp_path):
-    from d2lkaggle import loop
+    from d2lkaggle.train import loop
     tr, va = tiny_loaders(n=32, size=4, bs=8)
     step = FakeRanks(4 * 4 * 3, 4)
     hist = loop.fit(step, tr, va, 2, lambda t: 0.05, progress=False, log=None,
@@ -131,7 +131,7 @@ def test_fit_reduces_metrics_through_the_step(tmp_path):
 
 
 def test_other_ranks_write_no_checkpoint(tmp_path):
-    from d2lkaggle import loop
+    from d2lkaggle.train import loop
     tr, va = tiny_loaders(n=32, size=4, bs=8)
     step = FakeRanks(4 * 4 * 3, 4)
     step.dist = D.DistEnv(1, 2)
@@ -142,7 +142,7 @@ def test_other_ranks_write_no_checkpoint(tmp_path):
 
 
 def test_run_refuses_an_indivisible_batch_before_writing(tmp_path, monkeypatch):
-    from d2lkaggle.pipeline import run_competition
+    from d2lkaggle.compete.run import run_competition
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "4")
     with pytest.raises(ValueError, match="--batch-size 30 .* 4 processes"):
@@ -168,8 +168,9 @@ EQUIV = r'''
 import json, os, sys
 import numpy as np, torch
 from torch import nn
-from d2lkaggle import distributed as D, loop
-from d2lkaggle.data import ArraySource, ImageLoader
+from d2lkaggle.parallel import distributed as D
+from d2lkaggle.train import loop
+from d2lkaggle.data.loader import ArraySource, ImageLoader
 from d2lkaggle.torch_impl.train import TorchStep
 from d2lkaggle.torch_impl import distributed as TD
 
@@ -261,7 +262,7 @@ def _cli(args, tmp_path, timeout=180):
 def test_cli_distributed_starts_torchrun_and_writes_one_run(tmp_path):
     # `d2lkaggle run ... --distributed` outside a launcher runs
     # `torchrun --standalone --nproc_per_node=2 -m d2lkaggle.cli run ... --distributed`
-    from d2lkaggle.datasets import make_demo
+    from d2lkaggle.data.demo import make_demo
     data = make_demo(str(tmp_path / "comp"), n_train=40, n_test=10, size=16, seed=1)
     out = tmp_path / "run"
     r = _cli(["run", "demo", "--data-dir", data, "--out", str(out), "--distributed",
@@ -303,7 +304,7 @@ def test_gpu_path_choices():
 GPU_CHOICES = r'''
 import torch
 from torch import nn
-from d2lkaggle.distributed import DistEnv
+from d2lkaggle.parallel.distributed import DistEnv
 from importlib import import_module
 T = import_module("d2lkaggle.torch_impl.train")   # (the package's ``train`` is the function)
 TD2 = import_module("d2lkaggle.torch_impl.data")

@@ -1,5 +1,5 @@
 """Data parallel with MXNet (issue 15): the ``dist_sync`` kvstore (ps-lite scheduler + server +
-two workers started by ``python -m d2lkaggle.pslaunch``) gives one process's weights, the CLI
+two workers started by ``python -m d2lkaggle.parallel.pslaunch``) gives one process's weights, the CLI
 runs under it with one run folder written by rank 0, and the launcher's pieces."""
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 
 import dist_equiv
 from conftest import ROOT
-from d2lkaggle import distributed as D
-from d2lkaggle import pslaunch
+from d2lkaggle.parallel import distributed as D
+from d2lkaggle.parallel import pslaunch
 
 HAS_MXNET = importlib.util.find_spec("mxnet") is not None
 needs_mxnet = pytest.mark.skipif(not HAS_MXNET, reason="mxnet is not installed")
@@ -54,7 +54,7 @@ weights = lambda s: {k: p.data().asnumpy() for k, p in s.params.items()}
 def _pslaunch(args, tmp_path, timeout=150):
     e = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
              OMP_NUM_THREADS="1", D2LKAGGLE_DATA=str(tmp_path / "data"))
-    return subprocess.run([sys.executable, "-m", "d2lkaggle.pslaunch", "--nproc_per_node", "2",
+    return subprocess.run([sys.executable, "-m", "d2lkaggle.parallel.pslaunch", "--nproc_per_node", "2",
                            *args], capture_output=True, text=True, timeout=timeout, env=e,
                           cwd=str(tmp_path))
 
@@ -80,7 +80,7 @@ def test_node_environments_describe_one_job():
         pslaunch.node_env("boss", **kw)
     assert pslaunch.commands(["-x"], module=False)[1:] == ["-x"]
     assert D.launch_command("mxnet", 2, ["run", "demo"])[1:] == [
-        "-m", "d2lkaggle.pslaunch", "--nproc_per_node=2", "-m", "d2lkaggle.cli", "run", "demo"]
+        "-m", "d2lkaggle.parallel.pslaunch", "--nproc_per_node=2", "-m", "d2lkaggle.cli", "run", "demo"]
 
 
 @needs_mxnet
@@ -107,7 +107,7 @@ def test_kvstore_two_workers_match_one_process(tmp_path):
 
 @needs_mxnet
 def test_cli_under_pslaunch_writes_one_run(tmp_path):
-    from d2lkaggle.datasets import make_demo
+    from d2lkaggle.data.demo import make_demo
     data = make_demo(str(tmp_path / "comp"), n_train=40, n_test=10, size=16, seed=1)
     out = tmp_path / "run"
     r = _pslaunch(["-m", "d2lkaggle.cli", "run", "demo", "--backend", "mxnet", "--data-dir", data,
@@ -130,9 +130,9 @@ def test_a_worker_without_its_rank_is_one_clear_error():
     # started by hand (or by a tracker) without DMLC_WORKER_ID, every worker would read rank 0
     # and write the run folder: init refuses before connecting to any kvstore
     from conftest import run_py
-    r = run_py("from d2lkaggle import distributed as D\nD.setup('mxnet')\n", timeout=120,
+    r = run_py("from d2lkaggle.parallel import distributed as D\nD.setup('mxnet')\n", timeout=120,
                env={"DMLC_ROLE": "worker", "DMLC_NUM_WORKER": "2", "DMLC_NUM_SERVER": "1",
                     "DMLC_PS_ROOT_URI": "127.0.0.1", "DMLC_PS_ROOT_PORT": "9", "DMLC_WORKER_ID": ""})
     assert r.returncode != 0
     assert "RuntimeError: MXNet data parallel needs a ps-lite job" in r.stderr
-    assert "python -m d2lkaggle.pslaunch --nproc_per_node N" in r.stderr
+    assert "python -m d2lkaggle.parallel.pslaunch --nproc_per_node N" in r.stderr

@@ -71,7 +71,7 @@ def test_data_parallel_two_processes_match_one(tmp_path):
 
 
 def test_cli_under_paddle_launch_writes_one_run(tmp_path):
-    from d2lkaggle.datasets import make_demo
+    from d2lkaggle.data.demo import make_demo
     data = make_demo(str(tmp_path / "comp"), n_train=40, n_test=10, size=16, seed=1)
     out = tmp_path / "run"
     # the launcher runs a non-.py entry point as a command: the interpreter, then -m

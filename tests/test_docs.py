@@ -8,7 +8,7 @@ import os
 import pytest
 
 from conftest import ROOT
-from d2lkaggle.registry import is_installed
+from d2lkaggle.utils.registry import is_installed
 from docs_runner import needed_backends, page_backends, parse, run_page, run_page_once
 
 PAGES = sorted(glob.glob(os.path.join(ROOT, "docs", "*.md"))) + [os.path.join(ROOT, "README.md")]

@@ -19,7 +19,7 @@ def read_rows(path):
 def tiny_resnet34(tmp_path_factory):
     """A random ResNet-34 checkpoint in torchvision's names, as .safetensors (and .pth with torch)."""
     folder = tmp_path_factory.mktemp("weights")
-    code = ("import sys, numpy as np, torch, torchvision; from d2lkaggle import weights as w;"
+    code = ("import sys, numpy as np, torch, torchvision; from d2lkaggle.models import weights as w;"
             "torch.manual_seed(0); m = torchvision.models.resnet34();"
             "torch.save(m.state_dict(), sys.argv[1] + '/r34.pth');"
             "w.convert(sys.argv[1] + '/r34.pth', sys.argv[1] + '/r34.safetensors')")

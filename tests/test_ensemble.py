@@ -8,12 +8,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from d2lkaggle import ensemble as E
+from d2lkaggle.compete import ensembles as E
 from d2lkaggle.cli import main
-from d2lkaggle.data import ArraySource, ImageLoader
-from d2lkaggle.labels import read_csv_labels
-from d2lkaggle.loop import predict
-from d2lkaggle.tta import check_tta, num_views, predict_tta, tta_batches
+from d2lkaggle.data.loader import ArraySource, ImageLoader
+from d2lkaggle.data.labels import read_csv_labels
+from d2lkaggle.train.loop import predict
+from d2lkaggle.train.tta import check_tta, num_views, predict_tta, tta_batches
 
 
 # --------------------------------------------------------------------------- voting math
@@ -321,8 +321,8 @@ def test_failed_submission_keeps_the_previous_ensemble(demo_dir, tmp_path):
 
 
 def test_member_variants_cycle_and_fail_clearly(monkeypatch):
-    from d2lkaggle import augment
-    from d2lkaggle.competitions import get_competition
+    from d2lkaggle.data import transforms as augment
+    from d2lkaggle.specs.competitions import get_competition
     comp = get_competition("demo")
     assert E.member_variants("seed", 3, comp) == [{}, {}, {}]
     with pytest.raises(ValueError, match="needs --members-vary augment or model"):

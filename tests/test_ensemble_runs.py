@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import backend_params, run_cli
-from d2lkaggle.ensemble import bootstrap_split, load_run, stratified_folds
-from d2lkaggle.labels import read_csv_labels
+from d2lkaggle.compete.ensembles import bootstrap_split, load_run, stratified_folds
+from d2lkaggle.data.labels import read_csv_labels
 
 FAST = ["--epochs", "1", "--batch-size", "32", "--quiet", "--workers", "2", "--no-retrain"]
 torch_only = backend_params("torch")
@@ -143,7 +143,7 @@ import numpy as np
 import d2lkaggle
 sys.path.insert(0, "tests")
 from conftest import tiny_loaders
-from d2lkaggle.data import ArraySource, ImageLoader
+from d2lkaggle.data.loader import ArraySource, ImageLoader
 B = d2lkaggle.get_backend(sys.argv[1])
 B.set_seed(0)
 net = B.resnet18(4, 3, 8)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from conftest import backend_params, run_cli, run_py
-from d2lkaggle.augment import preset_transforms
-from d2lkaggle.competitions import get_competition
-from d2lkaggle.data import ArraySource, ImageLoader
-from d2lkaggle.features import (FeatureLoader, cached_features, check_cacheable, deterministic,
+from d2lkaggle.data.transforms import preset_transforms
+from d2lkaggle.specs.competitions import get_competition
+from d2lkaggle.data.loader import ArraySource, ImageLoader
+from d2lkaggle.train.features import (FeatureLoader, cached_features, check_cacheable, deterministic,
                                 feature_key)
 
 
@@ -99,9 +99,9 @@ EQUIV = r"""
 import json, sys
 import numpy as np
 import d2lkaggle
-from d2lkaggle.competitions import get_competition
-from d2lkaggle.features import train_with_cached_features
-from d2lkaggle.pipeline import load_data
+from d2lkaggle.specs.competitions import get_competition
+from d2lkaggle.train.features import train_with_cached_features
+from d2lkaggle.compete.run import load_data
 name, data_dir = sys.argv[1], sys.argv[2]
 bk = d2lkaggle.get_backend(name)
 comp = get_competition("dog-breed")
@@ -151,7 +151,7 @@ def test_cached_head_training_equals_training_on_images(backend, dog_dir, tmp_pa
 
 
 def test_cli_refuses_augmented_images_and_runs_with_augment_none(dog_dir, tmp_path):
-    from d2lkaggle.registry import is_installed
+    from d2lkaggle.utils.registry import is_installed
     if not is_installed("torch"):
         pytest.skip("torch is not installed")
     data = shutil.copytree(dog_dir, tmp_path / "dog")

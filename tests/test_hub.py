@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import py7zr
 import pytest
 
-from d2lkaggle import hub
-from d2lkaggle.hub import CorruptArchiveError, DownloadError, UnsafeArchiveError
+from d2lkaggle.data import hub
+from d2lkaggle.data.hub import CorruptArchiveError, DownloadError, UnsafeArchiveError
 
 PAYLOAD = b"d2lkaggle test payload\n" * 1000
 
@@ -455,7 +455,7 @@ def downloader(url, folder, sha) -> subprocess.Popen:
     """``hub.download`` in a separate process (what a second notebook or terminal is)."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
                NO_PROXY="127.0.0.1,localhost")
-    code = ("import sys; from d2lkaggle import hub; "
+    code = ("import sys; from d2lkaggle.data import hub; "
             "print(hub.download(sys.argv[1], sys.argv[2], sys.argv[3]))")
     return subprocess.Popen([sys.executable, "-c", code, url, folder, sha], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -669,7 +669,7 @@ def test_second_extraction_waits_for_the_first(tmp_path):
     held = FileLock(str(dest / ".d.tar.lock"))
     held.acquire()  # an extraction of d.tar in progress elsewhere
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    p = subprocess.Popen([sys.executable, "-c", "import sys; from d2lkaggle import hub; "
+    p = subprocess.Popen([sys.executable, "-c", "import sys; from d2lkaggle.data import hub; "
                           "print(hub.extract(sys.argv[1], sys.argv[2]))", archive, str(dest)],
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(3)

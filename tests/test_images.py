@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from d2lkaggle import images
-from d2lkaggle.images import list_images, load_image_array, read_image, read_images
+from d2lkaggle.data import images
+from d2lkaggle.data.images import list_images, load_image_array, read_image, read_images
 
 
 def rgb(seed: int, h: int = 8, w: int = 6) -> np.ndarray:
@@ -199,7 +199,7 @@ def test_list_images_natural_order_and_hidden(tmp_path):
 def test_huge_image_is_named_before_anything_is_allocated(tmp_path):
     from PIL import Image
 
-    from d2lkaggle.images import check_images, image_size, read_image
+    from d2lkaggle.data.images import check_images, image_size, read_image
     (tmp_path / "train").mkdir()
     paths = [save_png(tmp_path / "train" / f"{i}.png", rgb(i, 8, 8)) for i in range(1, 6)]
     huge = str(tmp_path / "train" / "0.png")
@@ -215,7 +215,7 @@ def test_huge_image_is_named_before_anything_is_allocated(tmp_path):
 
 
 def test_check_images_names_a_file_that_is_not_an_image(tmp_path):
-    from d2lkaggle.images import check_images
+    from d2lkaggle.data.images import check_images
     good = save_png(tmp_path / "a.png", rgb(0, 6, 6))
     bad = tmp_path / "b.jpg"
     bad.write_bytes(b"this is not a jpeg")

@@ -1,4 +1,4 @@
-"""Kaggle in and out: only the client object is replaced (d2lkaggle.kaggle.kaggle_api)."""
+"""Kaggle in and out: only the client object is replaced (d2lkaggle.compete.kaggle.kaggle_api)."""
 import json
 import os
 import shutil
@@ -8,9 +8,9 @@ import py7zr
 import pytest
 
 from d2lkaggle import cli
-from d2lkaggle import kaggle as kg
-from d2lkaggle.datasets import make_demo
-from d2lkaggle.hub import UnsafeArchiveError
+from d2lkaggle.compete import kaggle as kg
+from d2lkaggle.data.demo import make_demo
+from d2lkaggle.data.hub import UnsafeArchiveError
 
 
 def _competition_zip(tmp_path, name="cifar-10.zip"):
@@ -55,8 +55,8 @@ def test_download_unpacks_outer_zip_and_inner_7z(tmp_path, monkeypatch):
     assert len(os.listdir(dest / "test")) == 6 and (dest / "trainLabels.csv").exists()
     assert kg.find_archives(str(dest)) == []          # everything unpacked, once
     # the data is ready for the chapter: labels and images agree
-    from d2lkaggle.competitions import get_competition
-    from d2lkaggle.pipeline import load_data
+    from d2lkaggle.specs.competitions import get_competition
+    from d2lkaggle.compete.run import load_data
     data = load_data(get_competition("cifar10"), str(dest), batch_size=4, valid_ratio=0.2)
     assert len(data.train_iter.source) + len(data.valid_iter.source) == 20
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from d2lkaggle.labels import class_names, label_indices, read_csv_labels
+from d2lkaggle.data.labels import class_names, label_indices, read_csv_labels
 
 
 def write(tmp_path, data: bytes | str, name: str = "labels.csv") -> str:

@@ -4,10 +4,10 @@ import os
 import numpy as np
 import pytest
 
-from d2lkaggle import loop
-from d2lkaggle.checkpoint import load_npz
-from d2lkaggle.data import ArraySource, ImageLoader
-from d2lkaggle.schedules import step_lr
+from d2lkaggle.train import loop
+from d2lkaggle.utils.files import load_npz
+from d2lkaggle.data.loader import ArraySource, ImageLoader
+from d2lkaggle.train.schedules import step_lr
 
 from conftest import NumpyStep
 
@@ -38,7 +38,7 @@ def test_fit_learns_and_records_history(blobs, tmp_path):
 
 def test_curves_are_redrawn_at_most_every_few_seconds(blobs, tmp_path, monkeypatch):
     # fast epochs: one drawing, after the last epoch; with the interval at 0, one per epoch
-    from d2lkaggle import plotting
+    from d2lkaggle.train import plotting
     drawn = []
     monkeypatch.setattr(plotting, "plot_history", lambda h, path: drawn.append(len(h)))
     x, y = blobs

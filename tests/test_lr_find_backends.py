@@ -1,7 +1,6 @@
 """lr_find in every backend (each in its own subprocess): same call, weights restored, a sane
 suggestion on a tiny learnable set, lr_find.png written."""
 import json
-import os
 
 import pytest
 

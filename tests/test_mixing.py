@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from d2lkaggle import loop
-from d2lkaggle.data import ArraySource, ImageLoader
-from d2lkaggle.mixing import MIX_TAG, Mixup, batch_rng, cutmix, label_smoothing, mixup, one_hot
-from d2lkaggle.schedules import step_lr
+from d2lkaggle.train import loop
+from d2lkaggle.data.loader import ArraySource, ImageLoader
+from d2lkaggle.data.mixing import MIX_TAG, Mixup, batch_rng, cutmix, label_smoothing, mixup, one_hot
+from d2lkaggle.train.schedules import step_lr
 
 from conftest import NumpyStep
 

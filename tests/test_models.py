@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from conftest import backend_params, run_cli, run_py
-from d2lkaggle import models as table
-from d2lkaggle import weights as neutral
-from d2lkaggle.competitions import get_competition
-from d2lkaggle.registry import is_installed
+from d2lkaggle.models import table
+from d2lkaggle.models import weights as neutral
+from d2lkaggle.specs.competitions import get_competition
+from d2lkaggle.utils.registry import is_installed
 
 # ----------------------------------------------------------------------------- core (no framework)
 
@@ -124,7 +124,7 @@ SCRIPT = r"""
 import importlib, json, os, shutil, sys, time, warnings
 import numpy as np
 import d2lkaggle
-from d2lkaggle import models as table
+from d2lkaggle.models import table
 name, tmp = sys.argv[1], sys.argv[2]
 B = d2lkaggle.get_backend(name)
 M = importlib.import_module(f"d2lkaggle.{name}_impl.models")
@@ -224,7 +224,7 @@ a, b = B.get_state(src), B.get_state(net)
 out["head_shape"] = list(b["classifier.1.weight"].shape)
 out["body_equal"] = all(np.array_equal(a[k], b[k]) for k in a if not k.startswith("classifier."))
 if name == "torch":   # a torchvision-style .pth, converted once to a neutral file, loads back
-    from d2lkaggle.weights import convert
+    from d2lkaggle.models.weights import convert
     B.save_weights(src, os.path.join(tmp, "e5.pth"))
     convert(os.path.join(tmp, "e5.pth"), os.path.join(tmp, "e5c.npz"))
     back = B.efficientnet_v2_s(5, weights=os.path.join(tmp, "e5c.npz"))
@@ -308,7 +308,7 @@ def test_torch_effnet_is_torchvisions_and_the_table_matches_it():
     code = r"""
 import json, torchvision, d2lkaggle
 from torchvision.models.efficientnet import _efficientnet_conf
-from d2lkaggle import models as table
+from d2lkaggle.models import table
 B = d2lkaggle.get_backend("torch")
 out = {}
 for arch in table.EFFICIENTNET_V2:

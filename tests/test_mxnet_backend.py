@@ -12,8 +12,8 @@ from conftest import tiny_loaders
 mx = pytest.importorskip("mxnet", reason="mxnet is not installed (pip install \"d2lkaggle[mxnet]\")")
 
 from d2lkaggle import mxnet_impl as M  # noqa: E402
-from d2lkaggle.checkpoint import load_npz  # noqa: E402
-from d2lkaggle.weights import save_neutral  # noqa: E402
+from d2lkaggle.utils.files import load_npz  # noqa: E402
+from d2lkaggle.models.weights import save_neutral  # noqa: E402
 
 BN = ("weight", "bias", "running_mean", "running_var")
 

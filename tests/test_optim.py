@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from d2lkaggle import optim
-from d2lkaggle.optim import OptimizerSpec, make_spec
+from d2lkaggle.train import optim
+from d2lkaggle.train.optim import OptimizerSpec, make_spec
 
 
 def test_names_and_nesterov_normalised():
@@ -146,7 +146,7 @@ def test_parity_cli_flags(capsys):
 
 
 def test_parity_inputs_cyclic_and_mixing():
-    from d2lkaggle.parity import cyclic_lrs, mix_batches
+    from d2lkaggle.models.parity import cyclic_lrs, mix_batches
     lrs = cyclic_lrs(0.01, 10)
     if importlib.util.find_spec("torch") is not None:   # the same rates as torch's CyclicLR
         import torch

@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from d2lkaggle import parity
-from d2lkaggle.mixing import batch_rng, mixup
-from d2lkaggle.schedules import cyclic
+from d2lkaggle.models import parity
+from d2lkaggle.data.mixing import batch_rng, mixup
+from d2lkaggle.train.schedules import cyclic
 
 
 def test_parity_case_checks_and_normalises():
@@ -67,7 +67,7 @@ def test_run_cases_spawns_one_process_per_backend(tmp_path, monkeypatch):
 
 
 def test_table_header_says_what_ran():
-    from d2lkaggle.parity import format_table
+    from d2lkaggle.models.parity import format_table
     row = {"pair": "torch vs mxnet", "forward_abs": 1e-6}
     fwd = {"model": "efficientnet_v2_m", "steps": 1, "rows": [row], "tasks": ["forward"]}
     assert "forward pass only" in format_table(fwd) and "SGD" not in format_table(fwd)

@@ -1,17 +1,17 @@
 """Pictures (curves, confusion, mistakes, lr finder), the not-learning warning and the lr
 finder's logic, on a framework-free numpy step."""
-import math
-import warnings
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import NumpyStep
-from d2lkaggle import diagnostics, lrfind, plotting
-from d2lkaggle.data import ArraySource, ImageLoader
-from d2lkaggle.loop import History, fit
-from d2lkaggle.schedules import constant
+from d2lkaggle.train import diagnostics
+from d2lkaggle.train import lrfind
+from d2lkaggle.train import plotting
+from d2lkaggle.data.loader import ArraySource, ImageLoader
+from d2lkaggle.train.loop import History, fit
+from d2lkaggle.train.schedules import constant
 
 
 def loaders(blobs, bs=16):
@@ -173,7 +173,7 @@ def test_lr_find_rejects_bad_ranges(blobs):
 
 def test_run_progress_counts_every_phase(blobs):
     import io
-    from d2lkaggle.progress import RunProgress
+    from d2lkaggle.utils.progress import RunProgress
     tr, va = loaders(blobs)
     buf = io.StringIO()
     rp = RunProgress(RunProgress.plan((2, len(tr)), (1, len(tr))), file=buf)

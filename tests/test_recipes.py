@@ -6,11 +6,11 @@ import os
 import pytest
 
 from conftest import backend_params, run_cli
-from d2lkaggle import schedules as S
+from d2lkaggle.train import schedules as S
 from d2lkaggle.cli import build_parser, main
-from d2lkaggle.competitions import BOOK_RECIPES, get_competition, recipe_for
-from d2lkaggle.mixing import Mixup
-from d2lkaggle.recipes import check_recipe, make_mixing, make_schedule, train_kwargs
+from d2lkaggle.specs.competitions import BOOK_RECIPES, get_competition, recipe_for
+from d2lkaggle.data.mixing import Mixup
+from d2lkaggle.specs.tricks import check_recipe, make_mixing, make_schedule, train_kwargs
 
 FAST = ["--epochs", "2", "--batch-size", "32", "--quiet", "--workers", "2", "--no-retrain"]
 TRICKS = ["--optimizer", "adamw", "--lr", "2e-3", "--wd", "1e-2", "--sched", "cyclic",
@@ -97,7 +97,7 @@ def test_unknown_optimizer_lists_the_names(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "rmsprop" in err and "adamw" in err and "nesterov" in err
-    from d2lkaggle.competitions import BOOK_RECIPES as B
+    from d2lkaggle.specs.competitions import BOOK_RECIPES as B
     with pytest.raises(ValueError, match="sgd, nesterov, adam, adamw"):
         check_recipe(B["demo"].with_overrides(optimizer="rmsprop"))
 
@@ -126,9 +126,9 @@ def test_every_trick_in_a_tiny_run(backend, demo_dir, tmp_path):
 
 
 def test_a_small_training_set_trains_at_the_small_set_batch_with_the_same_rate_per_example(tmp_path):
-    from d2lkaggle.datasets import make_demo
-    from d2lkaggle.pipeline import _training_set_size, run_config
-    from d2lkaggle.recipes import MIN_STEPS_PER_EPOCH, fit_batch_to_set
+    from d2lkaggle.data.demo import make_demo
+    from d2lkaggle.compete.run import _training_set_size, run_config
+    from d2lkaggle.specs.tricks import MIN_STEPS_PER_EPOCH, fit_batch_to_set
     c10 = recipe_for(get_competition("cifar10"))
     assert (c10.optimizer, c10.batch_size, c10.lr, c10.wd, c10.small_set_batch) == \
         ("adamw", 128, 2e-3, 0.05, 32)

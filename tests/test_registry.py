@@ -3,7 +3,7 @@ import json
 import pytest
 
 import d2lkaggle
-from d2lkaggle import registry
+from d2lkaggle.utils import registry
 
 from conftest import run_py
 

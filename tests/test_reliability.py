@@ -13,9 +13,9 @@ import pytest
 
 from conftest import run_cli
 from d2lkaggle.cli import main
-from d2lkaggle.competitions import get_competition
-from d2lkaggle.datasets import make_demo
-from d2lkaggle.registry import is_installed
+from d2lkaggle.specs.competitions import get_competition
+from d2lkaggle.data.demo import make_demo
+from d2lkaggle.utils.registry import is_installed
 
 needs_torch = pytest.mark.skipif(not is_installed("torch"), reason="torch is not installed")
 QUICK = ["--epochs", "1", "--batch-size", "16", "--quiet", "--workers", "1", "--no-retrain"]
@@ -152,8 +152,8 @@ def test_huge_image_in_a_cifar_layout_set_is_named(capsys, tiny, tmp_path):
 
 
 def test_ids_na_null_nan_stay_ids(tiny):
-    from d2lkaggle.competitions import get_competition
-    from d2lkaggle.pipeline import load_data
+    from d2lkaggle.specs.competitions import get_competition
+    from d2lkaggle.compete.run import load_data
     ids = ["NA", "null", "nan", "None", "4", "5"]
     for old, new in zip(range(1, 7), ids):
         os.rename(os.path.join(tiny, "test", f"{old}.png"), os.path.join(tiny, "test", f"{new}.png"))
@@ -164,13 +164,13 @@ def test_ids_na_null_nan_stay_ids(tiny):
 
 
 def dog_comp():
-    from d2lkaggle.competitions import get_competition
+    from d2lkaggle.specs.competitions import get_competition
     comp = get_competition("dog-breed")
     return replace(comp, recipe=replace(comp.recipe, weights=None, epochs=1, batch_size=8))
 
 
 def test_dog_test_images_are_checked_before_the_first_epoch(dog_dir, tmp_path):
-    from d2lkaggle.pipeline import run_competition
+    from d2lkaggle.compete.run import run_competition
     data = shutil.copytree(dog_dir, tmp_path / "dog")
     victim = sorted((data / "test").iterdir())[3]
     victim.write_bytes(victim.read_bytes()[:200])  # a truncated JPEG: its header still reads
@@ -182,7 +182,7 @@ def test_dog_test_images_are_checked_before_the_first_epoch(dog_dir, tmp_path):
 
 
 def test_dog_sample_columns_are_checked_before_the_first_epoch(dog_dir, tmp_path):
-    from d2lkaggle.pipeline import run_competition
+    from d2lkaggle.compete.run import run_competition
     data = shutil.copytree(dog_dir, tmp_path / "dog")
     sample = data / "sample_submission.csv"
     lines = sample.read_text().splitlines()
@@ -272,7 +272,7 @@ def test_read_only_cache_with_the_file_still_works(capsys, tmp_path, read_only):
 def test_config_keys_added_later_as_unset_do_not_block_resume():
     # a Recipe field added in a later version (e.g. drop_path, default None) is absent from an
     # older checkpoint's configuration: that is no difference; a value actually set still is
-    from d2lkaggle.preflight import config_diff
+    from d2lkaggle.compete.preflight import config_diff
     old = {"lr": 0.1, "epochs": 3}
     assert config_diff(old, {**old, "drop_path": None}) == []
     assert config_diff({**old, "drop_path": None}, old) == []

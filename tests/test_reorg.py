@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from d2lkaggle import reorg
-from d2lkaggle.reorg import (n_valid_per_label, reorg_test, reorg_train_valid,
+from d2lkaggle.data import reorg
+from d2lkaggle.data.reorg import (n_valid_per_label, reorg_test, reorg_train_valid,
                              split_train_valid)
 
 
@@ -378,8 +378,8 @@ def test_refuses_to_replace_a_tree_it_did_not_write(tmp_path):
     assert (tmp_path / "train_valid_test" / "test").read_bytes() == b"a file named test"
 
 
-REORG = ("import sys; from d2lkaggle.labels import read_csv_labels; "
-         "from d2lkaggle.reorg import reorg_train_valid; "
+REORG = ("import sys; from d2lkaggle.data.labels import read_csv_labels; "
+         "from d2lkaggle.data.reorg import reorg_train_valid; "
          "print(reorg_train_valid(sys.argv[1], read_csv_labels(sys.argv[2]), 0.2))")
 
 

@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from d2lkaggle import loop, schedules as S
+from d2lkaggle.train import loop
+from d2lkaggle.train import schedules as S
 
 from conftest import NumpyStep, run_py
 

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from d2lkaggle.competitions import get_competition
-from d2lkaggle.stream import FolderSource
-from d2lkaggle.images import read_image
-from d2lkaggle.pipeline import load_data, run_competition
-from d2lkaggle.stream import check_test_images
+from d2lkaggle.specs.competitions import get_competition
+from d2lkaggle.data.stream import FolderSource
+from d2lkaggle.data.images import read_image
+from d2lkaggle.compete.run import load_data, run_competition
+from d2lkaggle.data.stream import check_test_images
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_check_test_images_decodes_in_chunks_and_checks_the_shape(cifar):
 
 
 def test_scan_ids_names_two_files_with_one_id_and_keeps_the_natural_order(tmp_path):
-    from d2lkaggle.stream import scan_ids
+    from d2lkaggle.data.stream import scan_ids
     for name in ("10.png", "2.png", "1.jpg", "b.png", "a.png"):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / ".DS_Store").write_bytes(b"")

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from d2lkaggle import submission
-from d2lkaggle.submission import (validate_submission, write_label_submission,
+from d2lkaggle.compete import submission
+from d2lkaggle.compete.submission import (validate_submission, write_label_submission,
                                   write_proba_submission)
 
 

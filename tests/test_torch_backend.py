@@ -7,7 +7,7 @@ from conftest import tiny_loaders
 
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install \"d2lkaggle[torch]\")")
 
-from d2lkaggle import weights as neutral  # noqa: E402
+from d2lkaggle.models import weights as neutral  # noqa: E402
 from d2lkaggle import torch_impl as T  # noqa: E402
 
 

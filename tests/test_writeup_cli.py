@@ -8,14 +8,14 @@ import pytest
 
 from conftest import backend_params, run_cli, run_py
 from d2lkaggle.cli import main
-from d2lkaggle.competitions import Recipe, get_competition, recipe_for
-from d2lkaggle.pipeline import run_config
+from d2lkaggle.specs.competitions import Recipe, get_competition, recipe_for
+from d2lkaggle.compete.run import run_config
 
 
 # ----------------------------------------------------------------------------- core and CLI checks
 
 def test_recipe_fields_reach_run_config_and_create_model_kwargs():
-    from d2lkaggle.models import recipe_kwargs
+    from d2lkaggle.models.table import recipe_kwargs
     comp = get_competition("demo")
     r = comp.recipe.with_overrides(drop_path=0.1)
     assert run_config(comp, r, backend="torch")["drop_path"] == 0.1      # --resume sees it
@@ -69,8 +69,8 @@ def test_help_shows_both_flags_with_defaults():
 RATES = r"""
 import json, sys, d2lkaggle
 from d2lkaggle.cli import build_parser, _run_kwargs
-from d2lkaggle.competitions import get_competition, recipe_for
-from d2lkaggle.pipeline import _random_init, build_net
+from d2lkaggle.specs.competitions import get_competition, recipe_for
+from d2lkaggle.compete.run import _random_init, build_net
 backend = sys.argv[1]
 bk = d2lkaggle.get_backend(backend)
 def modules(net):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, backend_params, run_cli, run_py
-from d2lkaggle.mixing import Mixup
-from d2lkaggle.writeups import WRITEUPS, format_writeups, get_writeup
+from d2lkaggle.data.mixing import Mixup
+from d2lkaggle.specs.writeups import WRITEUPS, format_writeups, get_writeup
 
 
 def test_004_values():
@@ -119,8 +119,8 @@ def test_writeup_cifar100_example_offline_imagenet_weights_is_one_clear_error(tm
 
 def test_named_recipes_are_recipes_and_flags_override_them():
     from conftest import tiny_loaders
-    from d2lkaggle.competitions import RECIPE_NAMES, get_competition, recipe_for
-    from d2lkaggle.pipeline import tricks_for
+    from d2lkaggle.specs.competitions import RECIPE_NAMES, get_competition, recipe_for
+    from d2lkaggle.compete.run import tricks_for
     assert {"writeup-cifar10-mixup", "writeup-cifar100-effnetv2"} <= set(RECIPE_NAMES)
     r = recipe_for(get_competition("demo"), "writeup-cifar10-mixup")
     assert (r.model, r.optimizer, r.sched, r.cycle_mode, r.mixup, r.augment, r.keep) == (
@@ -164,8 +164,8 @@ def test_run_with_the_004_recipe_keeps_the_best_epoch(backend, demo_dir, tmp_pat
     assert len(rows) == 31
     # the submitted labels are the best checkpoint's predictions
     code = (
-        "import sys, numpy as np, d2lkaggle; from d2lkaggle.competitions import get_competition;"
-        "from d2lkaggle.pipeline import load_data; from d2lkaggle.writeups import restore_checkpoint;"
+        "import sys, numpy as np, d2lkaggle; from d2lkaggle.specs.competitions import get_competition;"
+        "from d2lkaggle.compete.run import load_data; from d2lkaggle.specs.writeups import restore_checkpoint;"
         "bk = d2lkaggle.get_backend(sys.argv[1]);"
         "d = load_data(get_competition('demo'), sys.argv[2], batch_size=16, valid_ratio=0.1);"
         "net = restore_checkpoint(bk, bk.create_model('cnn_elu', 10), sys.argv[3]);"

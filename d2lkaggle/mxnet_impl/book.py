@@ -12,11 +12,11 @@ import mxnet as mx
 from mxnet import autograd, gluon
 from mxnet.gluon import Block
 
-from .. import book as _book
-from ..book import Accumulator, Animator, Timer  # noqa: F401  (the book's d2l.* names)
-from ..hub import DATA_HUB, DATA_URL, download, download_extract, extract  # noqa: F401
-from ..labels import read_csv_labels  # noqa: F401
-from ..reorg import reorg_test, reorg_train_valid  # noqa: F401
+from ..backends import book as _book
+from ..backends.book import Accumulator, Animator, Timer  # noqa: F401  (the book's d2l.* names)
+from ..data.hub import DATA_HUB, DATA_URL, download, download_extract, extract  # noqa: F401
+from ..data.labels import read_csv_labels  # noqa: F401
+from ..data.reorg import reorg_test, reorg_train_valid  # noqa: F401
 from .train import evaluate_accuracy, try_all_gpus
 
 

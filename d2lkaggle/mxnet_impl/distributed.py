@@ -2,7 +2,7 @@
 
 The mxnet 1.9.1 wheel has the distributed kvstore compiled in
 (``mx.runtime.Features().is_enabled("DIST_KVSTORE")``). A job is a ps-lite scheduler, one or
-more servers and one worker per training process (``python -m d2lkaggle.pslaunch
+more servers and one worker per training process (``python -m d2lkaggle.parallel.pslaunch
 --nproc_per_node N ...`` starts them on one machine; MXNet's ``tools/launch.py`` would, but
 its tracker does not run on Python >= 3.9). :func:`init` connects this worker to the
 kvstore; :class:`~d2lkaggle.mxnet_impl.train.MXNetStep` broadcasts rank 0's weights through
@@ -21,7 +21,7 @@ from typing import Sequence
 import mxnet as mx
 import numpy as np
 
-from ..distributed import DistEnv
+from ..parallel.distributed import DistEnv
 
 _KV = None            # this worker's dist_sync kvstore (one per process)
 _KEYS: set = set()    # keys initialised on the servers (an init is collective: once per key)
@@ -37,7 +37,7 @@ def init(env: DistEnv) -> None:
         raise RuntimeError("MXNet data parallel needs a ps-lite job: DMLC_ROLE=worker, "
                            "DMLC_WORKER_ID (0..N-1, the rank) and the DMLC_PS_ROOT_URI/PORT, "
                            "DMLC_NUM_SERVER/WORKER of a running scheduler; start the run with "
-                           "python -m d2lkaggle.pslaunch --nproc_per_node N -m d2lkaggle.cli "
+                           "python -m d2lkaggle.parallel.pslaunch --nproc_per_node N -m d2lkaggle.cli "
                            "run ... --backend mxnet (docs/scale.md)")
     if _KV is None:
         _KV = mx.kv.create("dist_sync")

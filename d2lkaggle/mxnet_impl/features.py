@@ -1,6 +1,6 @@
 """``--cache-features`` in MXNet: the frozen backbone's features and the head trained on them.
 
-The core (:mod:`d2lkaggle.features`) decides when features may be cached, keys and stores
+The core (:mod:`d2lkaggle.train.features`) decides when features may be cached, keys and stores
 them; this file only runs the framework parts.
 """
 from __future__ import annotations
@@ -13,7 +13,8 @@ from mxnet import autograd
 from mxnet import np as mnp
 from mxnet.gluon import Block
 
-from .. import features, loop
+from ..train import features
+from ..train import loop
 from .data import to_tensor
 from .train import MXNetStep, try_all_gpus
 from .weights import get_state
@@ -80,7 +81,7 @@ class FeatureStep(MXNetStep):
 def train_head(net: Block, train_feats, valid_feats, num_epochs: int, lr: float, wd: float,
                devices: Sequence[mx.Context] | None = None, lr_period: int | None = None,
                lr_decay: float = 1.0, **kwargs: Any) -> loop.History:
-    """The chapters' ``train`` on feature batches (``d2lkaggle.features.FeatureLoader``):
+    """The chapters' ``train`` on feature batches (``d2lkaggle.train.features.FeatureLoader``):
     updates ``net``'s head in place; arguments as :func:`d2lkaggle.mxnet_impl.train`."""
     return loop.train_net(FeatureStep, net, train_feats, valid_feats, num_epochs, lr, wd,
                           devices or try_all_gpus(), lr_period, lr_decay, **kwargs)

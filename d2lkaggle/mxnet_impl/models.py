@@ -18,7 +18,7 @@ import numpy as np
 from mxnet import autograd, init
 from mxnet.gluon import nn
 
-from .. import models as table
+from ..models import table
 
 
 def _bn(c: int, eps: float = 1e-5, torch_momentum: float = 0.1) -> nn.BatchNorm:
@@ -237,7 +237,7 @@ def finetune_net(num_classes: int, weights: str | None = None, hidden: int = 256
 
 
 class CnnElu(nn.HybridBlock):
-    """The CIFAR-10 MixUp write-up's CNN (:data:`d2lkaggle.models.CNN_ELU`): conv 16-32-pool-
+    """The CIFAR-10 MixUp write-up's CNN (:data:`d2lkaggle.models.table.CNN_ELU`): conv 16-32-pool-
     64-pool, each conv → ELU → BatchNorm; FC → ELU → Dropout → BatchNorm1d → classes.
 
     Returns logits and flattens each example (the write-up's two bugs are not copied).
@@ -310,7 +310,7 @@ class SqueezeExcitation(nn.HybridBlock):
 
 
 class MBConv(nn.HybridBlock):
-    """One EfficientNetV2 block from a core :class:`d2lkaggle.models.MBBlock` row (fused or not)."""
+    """One EfficientNetV2 block from a core :class:`d2lkaggle.models.table.MBBlock` row (fused or not)."""
 
     def __init__(self, b: table.MBBlock):
         super().__init__()
@@ -337,7 +337,7 @@ class MBConv(nn.HybridBlock):
 
 class EfficientNetV2(nn.Block):
     """EfficientNetV2-S/M/L with torchvision's modules and parameter names (``features``,
-    ``classifier``), built from :func:`d2lkaggle.models.efficientnet_v2_blocks`.
+    ``classifier``), built from :func:`d2lkaggle.models.table.efficientnet_v2_blocks`.
 
     ``features`` and ``classifier`` are hybridized separately. When frozen, ``features`` has
     ``grad_req='null'`` and always runs in inference mode; only ``classifier`` trains.
@@ -420,7 +420,7 @@ def efficientnet_v2_l(num_classes: int = 1000, stochastic_depth: float = 0.2,
 
 
 def list_models() -> list[str]:
-    """Names ``create_model`` accepts (the core's :data:`d2lkaggle.models.MODEL_NAMES`)."""
+    """Names ``create_model`` accepts (the core's :data:`d2lkaggle.models.table.MODEL_NAMES`)."""
     return list(table.MODEL_NAMES)
 
 

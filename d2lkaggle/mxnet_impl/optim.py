@@ -1,4 +1,4 @@
-"""The core's optimizers (:mod:`d2lkaggle.optim`) in MXNet ops, with torch's numbers.
+"""The core's optimizers (:mod:`d2lkaggle.train.optim`) in MXNet ops, with torch's numbers.
 
 Gluon's own optimizers cannot give torch's trajectories (docs/parity.md lists each
 difference), so every update is written here:
@@ -26,7 +26,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import nd
 
-from .. import optim as core
+from ..train import optim as core
 
 
 class Optimizer:

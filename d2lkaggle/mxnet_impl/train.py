@@ -20,11 +20,12 @@ from mxnet import autograd, npx
 from mxnet import np as mnp
 from mxnet.gluon import Block
 
-from .. import book as _book
-from .. import loop, lrfind
-from .. import optim as core_optim
-from ..distributed import DistEnv
-from ..distributed import Collectives
+from ..backends import book as _book
+from ..train import loop
+from ..train import lrfind
+from ..train import optim as core_optim
+from ..parallel.distributed import DistEnv
+from ..parallel.distributed import Collectives
 from . import distributed as _distributed
 from .data import to_labels, to_tensor
 from .optim import Optimizer
@@ -76,7 +77,7 @@ class MXNetStep(Collectives):
     """The core loop's step interface for a Gluon model (mean loss; the core's optimizer:
     ``sgd``, ``nesterov``, ``adam``, ``adamw`` in torch's form; int or soft targets).
 
-    With ``dist`` (a multi-process :class:`~d2lkaggle.distributed.DistEnv` under a ps-lite
+    With ``dist`` (a multi-process :class:`~d2lkaggle.parallel.distributed.DistEnv` under a ps-lite
     job, :mod:`.distributed`) the step trains on this worker's device, starts from rank 0's
     weights and averages every gradient over the workers through the ``dist_sync`` kvstore
     before the optimizer step.

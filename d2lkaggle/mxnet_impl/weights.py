@@ -1,6 +1,6 @@
 """Weights in MXNet: canonical numpy state, neutral files, and backbone loading.
 
-Canonical names are torch's (see :mod:`d2lkaggle.weights`): the path of attribute names
+Canonical names are torch's (see :mod:`d2lkaggle.models.weights`): the path of attribute names
 from the root block plus the parameter name, with Gluon's BatchNorm ``gamma``/``beta`` called
 ``weight``/``bias``. Dense weights are ``[out, in]`` in both frameworks: no transposes.
 """
@@ -13,7 +13,7 @@ import mxnet as mx
 import numpy as np
 from mxnet.gluon import Block, Parameter
 
-from .. import weights as neutral
+from ..models import weights as neutral
 
 _RENAME = {"gamma": "weight", "beta": "bias"}
 

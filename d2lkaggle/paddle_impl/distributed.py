@@ -17,7 +17,7 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from ..distributed import DistEnv
+from ..parallel.distributed import DistEnv
 
 
 def init(env: DistEnv) -> None:

@@ -1,6 +1,6 @@
 """``--cache-features`` in Paddle: the frozen backbone's features and the head trained on them.
 
-The core (:mod:`d2lkaggle.features`) decides when features may be cached, keys and stores
+The core (:mod:`d2lkaggle.train.features`) decides when features may be cached, keys and stores
 them; this file only runs the framework parts.
 """
 from __future__ import annotations
@@ -11,8 +11,9 @@ import numpy as np
 import paddle
 from paddle import nn
 
-from .. import features, loop
-from .. import optim as core_optim
+from ..train import features
+from ..train import loop
+from ..train import optim as core_optim
 from .data import to_labels, to_tensor
 from .train import PaddleStep, _cross_entropy, try_all_gpus
 from .weights import get_state
@@ -81,7 +82,7 @@ class FeatureStep(PaddleStep):
 def train_head(net: nn.Layer, train_feats, valid_feats, num_epochs: int, lr: float, wd: float,
                devices: Sequence | None = None, lr_period: int | None = None,
                lr_decay: float = 1.0, **kwargs: Any) -> loop.History:
-    """The chapters' ``train`` on feature batches (``d2lkaggle.features.FeatureLoader``):
+    """The chapters' ``train`` on feature batches (``d2lkaggle.train.features.FeatureLoader``):
     updates ``net``'s head in place; arguments as :func:`d2lkaggle.paddle_impl.train`."""
     return loop.train_net(FeatureStep, net, train_feats, valid_feats, num_epochs, lr, wd,
                           devices or try_all_gpus(), lr_period, lr_decay, **kwargs)

@@ -15,7 +15,7 @@ import paddle
 from paddle import nn
 from paddle.nn import functional as F
 
-from .. import models as table
+from ..models import table
 
 
 def init_like_torch(net: nn.Layer) -> nn.Layer:
@@ -243,7 +243,7 @@ def _he_normal_zero_bias(net: nn.Layer) -> nn.Layer:
 
 
 class CnnElu(nn.Layer):
-    """The CIFAR-10 MixUp write-up's CNN (:data:`d2lkaggle.models.CNN_ELU`): conv 16-32-pool-
+    """The CIFAR-10 MixUp write-up's CNN (:data:`d2lkaggle.models.table.CNN_ELU`): conv 16-32-pool-
     64-pool, each conv → ELU → BatchNorm; FC → ELU → Dropout → BatchNorm1d → classes.
 
     Returns logits and flattens each example (the write-up's two bugs are not copied).
@@ -306,7 +306,7 @@ class SqueezeExcitation(nn.Layer):
 
 
 class MBConv(nn.Layer):
-    """One EfficientNetV2 block from a core :class:`d2lkaggle.models.MBBlock` row (fused or not)."""
+    """One EfficientNetV2 block from a core :class:`d2lkaggle.models.table.MBBlock` row (fused or not)."""
 
     def __init__(self, b: table.MBBlock):
         super().__init__()
@@ -334,7 +334,7 @@ class MBConv(nn.Layer):
 
 class EfficientNetV2(nn.Layer):
     """EfficientNetV2-S/M/L with torchvision's modules and parameter names (``features``,
-    ``classifier``), built from :func:`d2lkaggle.models.efficientnet_v2_blocks`.
+    ``classifier``), built from :func:`d2lkaggle.models.table.efficientnet_v2_blocks`.
 
     When frozen, ``features`` has ``stop_gradient=True`` and stays in eval mode; only
     ``classifier`` trains.
@@ -424,7 +424,7 @@ def efficientnet_v2_l(num_classes: int = 1000, stochastic_depth: float = 0.2,
 
 
 def list_models() -> list[str]:
-    """Names ``create_model`` accepts (the core's :data:`d2lkaggle.models.MODEL_NAMES`)."""
+    """Names ``create_model`` accepts (the core's :data:`d2lkaggle.models.table.MODEL_NAMES`)."""
     return list(table.MODEL_NAMES)
 
 

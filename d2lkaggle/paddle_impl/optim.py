@@ -1,4 +1,4 @@
-"""The core's optimizers (:mod:`d2lkaggle.optim`) with Paddle's own kernels.
+"""The core's optimizers (:mod:`d2lkaggle.train.optim`) with Paddle's own kernels.
 
 Paddle's dense CPU kernels compute torch's forms (measured against the core's numpy
 reference in float64: ``Momentum`` 3e-8 — its ``mu`` is a 32-bit attribute —, ``Adam`` 1e-16,
@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import paddle
 
-from .. import optim as core
+from ..train import optim as core
 
 _PADDLE_SLOT = {"momentum": "velocity", "exp_avg": "moment1", "exp_avg_sq": "moment2"}
 

@@ -15,11 +15,12 @@ import paddle
 from paddle import nn
 from paddle.nn import functional as F
 
-from .. import book as _book
-from .. import loop, lrfind
-from .. import optim as core_optim
-from ..distributed import DistEnv
-from ..distributed import Collectives
+from ..backends import book as _book
+from ..train import loop
+from ..train import lrfind
+from ..train import optim as core_optim
+from ..parallel.distributed import DistEnv
+from ..parallel.distributed import Collectives
 from . import distributed as _distributed
 from .data import to_labels, to_tensor
 from .optim import Optimizer
@@ -82,7 +83,7 @@ class PaddleStep(Collectives):
     ``sgd``, ``nesterov``, ``adam``, ``adamw``; int or soft targets).
 
     Several GPUs need one process each (``python -m paddle.distributed.launch``, docs/scale.md):
-    with ``dist`` (a multi-process :class:`~d2lkaggle.distributed.DistEnv`) the net trains
+    with ``dist`` (a multi-process :class:`~d2lkaggle.parallel.distributed.DistEnv`) the net trains
     wrapped in ``paddle.DataParallel`` (gradients averaged over the ranks by Paddle); without
     it this step trains on the first device of ``devices``.
     """

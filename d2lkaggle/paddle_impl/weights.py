@@ -1,6 +1,6 @@
 """Weights in PaddlePaddle: canonical numpy state, neutral files, and backbone loading.
 
-Canonical names are torch's (see :mod:`d2lkaggle.weights`). Two conventions differ and are
+Canonical names are torch's (see :mod:`d2lkaggle.models.weights`). Two conventions differ and are
 mapped here, in one place: BatchNorm's running statistics are ``_mean``/``_variance``
 (torch: ``running_mean``/``running_var``), and ``Linear.weight`` is ``[in, out]`` (torch:
 ``[out, in]``), so it is transposed both ways.
@@ -13,7 +13,7 @@ import numpy as np
 import paddle
 from paddle import nn
 
-from .. import weights as neutral
+from ..models import weights as neutral
 
 _TO_CANON = {"_mean": "running_mean", "_variance": "running_var"}
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..distributed import DistEnv
+from ..parallel.distributed import DistEnv
 
 
 def process_group_backend(device_type: str) -> str:

@@ -1,6 +1,6 @@
 """``--cache-features`` in PyTorch: the frozen backbone's features and the head trained on them.
 
-The core (:mod:`d2lkaggle.features`) decides when features may be cached, keys and stores
+The core (:mod:`d2lkaggle.train.features`) decides when features may be cached, keys and stores
 them; this file only runs the framework parts.
 """
 from __future__ import annotations
@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import features, loop
+from ..train import features
+from ..train import loop
 from .train import SUPPORTS_BF16, TorchStep, _cuda_bf16, autocast_dtype, try_all_gpus
 from .weights import _module, get_state
 
@@ -61,7 +62,7 @@ class FeatureStep(TorchStep):
 def train_head(net: nn.Module, train_feats, valid_feats, num_epochs: int, lr: float, wd: float,
                devices: Sequence[torch.device] | None = None, lr_period: int | None = None,
                lr_decay: float = 1.0, **kwargs: Any) -> loop.History:
-    """The chapters' ``train`` on feature batches (``d2lkaggle.features.FeatureLoader``):
+    """The chapters' ``train`` on feature batches (``d2lkaggle.train.features.FeatureLoader``):
     updates ``net``'s head in place; arguments as :func:`d2lkaggle.torch_impl.train`."""
     return loop.train_net(FeatureStep, net, train_feats, valid_feats, num_epochs, lr, wd,
                           devices or try_all_gpus(), lr_period, lr_decay, **kwargs)

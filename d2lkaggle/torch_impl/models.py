@@ -1,7 +1,7 @@
 """Models in PyTorch: the book's ResNet-18, ResNet-34, the fine-tune net, the write-ups'
 ELU CNN and EfficientNetV2 (torchvision's), and the model table (``create_model``).
 
-The architectures come from :mod:`d2lkaggle.models` (framework-free tables).
+The architectures come from :mod:`d2lkaggle.models.table` (framework-free tables).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import StochasticDepth
 
-from .. import models as table
+from ..models import table
 
 
 class Residual(nn.Module):
@@ -159,7 +159,7 @@ def finetune_net(num_classes: int, weights: str | None = None, hidden: int = 256
 
 
 class CnnElu(nn.Module):
-    """The CIFAR-10 MixUp write-up's CNN (:data:`d2lkaggle.models.CNN_ELU`): conv 16-32-pool-
+    """The CIFAR-10 MixUp write-up's CNN (:data:`d2lkaggle.models.table.CNN_ELU`): conv 16-32-pool-
     64-pool, each conv → ELU → BatchNorm; FC → ELU → Dropout → BatchNorm1d → classes.
 
     Unlike the write-up it returns logits (its ``log_softmax`` before ``CrossEntropyLoss``
@@ -273,7 +273,7 @@ def efficientnet_v2_l(num_classes: int = 1000, stochastic_depth: float = 0.2,
 
 
 def list_models() -> list[str]:
-    """Names ``create_model`` accepts (the core's :data:`d2lkaggle.models.MODEL_NAMES`)."""
+    """Names ``create_model`` accepts (the core's :data:`d2lkaggle.models.table.MODEL_NAMES`)."""
     return list(table.MODEL_NAMES)
 
 

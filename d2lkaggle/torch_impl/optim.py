@@ -1,4 +1,4 @@
-"""The core's optimizers (:mod:`d2lkaggle.optim`) applied with ``torch.optim``.
+"""The core's optimizers (:mod:`d2lkaggle.train.optim`) applied with ``torch.optim``.
 
 torch defines the meaning, so this wing only builds ``torch.optim.SGD`` / ``Adam`` /
 ``AdamW`` with one parameter group per weight decay (timm's exclusion decided in the core)
@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from .. import optim as core
+from ..train import optim as core
 
 # torch's per-parameter state keys ↔ the neutral slot names
 _SLOTS = {"momentum": "momentum_buffer", "exp_avg": "exp_avg", "exp_avg_sq": "exp_avg_sq",

@@ -1,7 +1,6 @@
 """Training, evaluation and prediction in PyTorch, driven by the core loop."""
 from __future__ import annotations
 
-import os
 import random
 from contextlib import nullcontext
 from typing import Any, Sequence
@@ -12,12 +11,13 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from .. import book as _book
-from .. import loop, lrfind
-from .. import optim as core_optim
+from ..backends import book as _book
+from ..train import loop
+from ..train import lrfind
+from ..train import optim as core_optim
 from .data import copy_settings, to_labels, to_tensor  # noqa: F401  (copy_settings: the GPU path)
-from ..distributed import DistEnv
-from ..distributed import Collectives
+from ..parallel.distributed import DistEnv
+from ..parallel.distributed import Collectives
 from . import distributed as _distributed
 from .optim import Optimizer
 from .weights import _module, get_state, set_state

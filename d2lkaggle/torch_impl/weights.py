@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import weights as neutral
+from ..models import weights as neutral
 
 IMAGENET_RESNET34 = "IMAGENET1K_V1"
 
@@ -55,13 +55,13 @@ def load_weights(net: nn.Module, path: str) -> nn.Module:
 
 
 def imagenet_state(arch: str = "resnet34") -> dict[str, np.ndarray]:
-    """torchvision's ImageNet weights of ``arch`` (a key of ``d2lkaggle.models.IMAGENET_WEIGHTS``)
+    """torchvision's ImageNet weights of ``arch`` (a key of ``d2lkaggle.models.table.IMAGENET_WEIGHTS``)
     through torch's hub cache.
 
     Offline, the error names the file and the folder to place it in.
     """
     import torchvision
-    from ..models import IMAGENET_WEIGHTS
+    from ..models.table import IMAGENET_WEIGHTS
     spec = IMAGENET_WEIGHTS[arch]
     w = getattr(torchvision.models, spec["enum"])[spec["tag"]]
     fname = os.path.basename(w.url)

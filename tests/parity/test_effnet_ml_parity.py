@@ -1,5 +1,5 @@
 """EfficientNetV2-M (and, by command, -L): a torch-saved neutral file loads into MXNet and
-Paddle and the eval-mode logits agree — each backend in its own process (d2lkaggle.parity;
+Paddle and the eval-mode logits agree — each backend in its own process (d2lkaggle.models.parity;
 -M is a case of the session's one parity run, tests/conftest.py).
 
 -L is the same code with 2.2× the parameters (118 M; ~50 s here, more than this file may
@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from d2lkaggle.parity import MODELS
-from d2lkaggle.registry import is_installed
+from d2lkaggle.models.parity import MODELS
+from d2lkaggle.utils.registry import is_installed
 
 INSTALLED = [b for b in ("torch", "mxnet", "paddle") if is_installed(b)]
 pytestmark = pytest.mark.skipif("torch" not in INSTALLED or len(INSTALLED) < 2,

@@ -7,8 +7,8 @@ the conventions agree to ~1e-7).
 """
 import pytest
 
-from d2lkaggle.parity import OPTIMIZER_RUNS, cyclic_lrs
-from d2lkaggle.registry import is_installed
+from d2lkaggle.models.parity import OPTIMIZER_RUNS, cyclic_lrs
+from d2lkaggle.utils.registry import is_installed
 
 INSTALLED = [b for b in ("torch", "mxnet", "paddle") if is_installed(b)]
 pytestmark = pytest.mark.skipif(len(INSTALLED) < 2, reason=f"parity needs two installed backends, found {INSTALLED}")

@@ -5,7 +5,7 @@ case of the session's single parity run (tests/conftest.py: one process per back
 """
 import pytest
 
-from d2lkaggle.registry import is_installed
+from d2lkaggle.utils.registry import is_installed
 
 INSTALLED = [b for b in ("torch", "mxnet", "paddle") if is_installed(b)]
 pytestmark = pytest.mark.skipif(len(INSTALLED) < 2, reason=f"parity needs two installed backends, found {INSTALLED}")

@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .checkpoint import atomic_open, atomic_write_text
+from ..utils.files import atomic_open, atomic_write_text
 
 __all__ = ["RUN_FILES", "save_run_predictions", "RunPredictions", "load_run", "accuracy",
            "log_loss", "soft_vote", "hard_vote", "fit_weights", "parse_weights", "check_split",
@@ -63,7 +63,7 @@ def save_run_predictions(out: str, data: Any, test_probs: np.ndarray,
     ``valid_iter.labels``. Returns the summary entries (``tta``, TTA valid metrics, the
     fingerprint of a given ``split``) and adds the paths to ``files``.
     """
-    from .tta import check_tta
+    from ..train.tta import check_tta
     test_probs = np.asarray(test_probs, dtype=np.float32)
     if test_probs.shape != (len(data.test_ids), len(data.classes)):
         raise ValueError(f"test probabilities have shape {test_probs.shape}, expected "
@@ -348,7 +348,7 @@ def bootstrap_split(ids: Sequence[str], seed: int) -> tuple[list[str], list[str]
 def stratified_folds(labels: Mapping[str, str], k: int, seed: int = 0) -> list[list[str]]:
     """K validation folds, each holding every class: the book's per-class rule per fold.
 
-    As in :func:`d2lkaggle.reorg.split_train_valid`, classes are taken in sorted order and a
+    As in :func:`d2lkaggle.data.reorg.split_train_valid`, classes are taken in sorted order and a
     ``default_rng(seed)`` permutation of each class's sorted ids deals them round-robin into the
     folds (each class's start rotates so the folds' sizes differ by at most one). Every
     labelled image validates exactly once; every fold has ``floor`` or ``ceil`` of
@@ -446,7 +446,7 @@ def _combine(probs: Sequence[np.ndarray], vote: str, w: np.ndarray, geometric: b
 
 
 def _competition(runs: Sequence[RunPredictions]):
-    from .competitions import get_competition
+    from ..specs.competitions import get_competition
     return get_competition(runs[0].summary["competition"])
 
 
@@ -638,7 +638,7 @@ def format_members(summary: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- training members
 
 def _labels(comp, data_dir: str) -> dict[str, str]:
-    from .labels import read_csv_labels
+    from ..data.labels import read_csv_labels
     return read_csv_labels(os.path.join(data_dir, comp.labels_file))
 
 
@@ -719,10 +719,10 @@ def member_variants(vary: str, k: int, comp: Any, values: str | Sequence[str] | 
     key = "augment" if vary == "augment" else "model"
     try:
         if key == "augment":
-            from .augment import PRESETS as names  # type: ignore[attr-defined]
+            from ..data.transforms import PRESETS as names  # type: ignore[attr-defined]
             default = [p for p in names if p != "none"]
         else:
-            from .models import MODEL_NAMES as names  # type: ignore[attr-defined]
+            from ..models.table import MODEL_NAMES as names  # type: ignore[attr-defined]
             default = ([comp.recipe.model, "cnn_elu"] if comp.fixed_size and "cnn_elu" in names
                        else None)
     except ImportError:
@@ -758,12 +758,12 @@ def run_ensemble(competition: Any, data_dir: str, *, members: int, bagging: bool
     summary adds the ensemble's out-of-bag accuracy (each image scored by the members that
     did not see it). ``resume=True`` skips finished members and continues the first
     unfinished one from its checkpoints. Other keywords go to
-    :func:`d2lkaggle.pipeline.run_competition`.
+    :func:`d2lkaggle.compete.run.run_competition`.
     """
-    from .competitions import get_competition
-    from .pipeline import run_competition
-    from .registry import canonical_name
-    from .reorg import split_train_valid
+    from ..specs.competitions import get_competition
+    from .run import run_competition
+    from ..utils.registry import canonical_name
+    from ..data.reorg import split_train_valid
     t0 = time.perf_counter()
     k = _check_count(members, "--ensemble")
     if vary not in MEMBER_VARIATIONS:
@@ -823,9 +823,9 @@ def run_folds(competition: Any, data_dir: str, *, folds: int, out: str | None = 
     the submission the folds' averaged test probabilities. ``resume`` as in
     :func:`run_ensemble`.
     """
-    from .competitions import get_competition
-    from .pipeline import run_competition
-    from .registry import canonical_name
+    from ..specs.competitions import get_competition
+    from .run import run_competition
+    from ..utils.registry import canonical_name
     t0 = time.perf_counter()
     if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2:
         raise ValueError(f"--folds must be an integer >= 2 (K-fold needs two folds), got {folds!r}")

@@ -19,8 +19,8 @@ import json
 import os
 from typing import Any, Callable
 
-from .competitions import Competition, get_competition
-from .hub import ARCHIVE_SUFFIXES, default_data_dir, extract
+from ..specs.competitions import Competition, get_competition
+from ..data.hub import ARCHIVE_SUFFIXES, default_data_dir, extract
 
 INSTALL_HINT = 'pip install "d2lkaggle[kaggle]"  (or: pip install kaggle)'
 
@@ -33,7 +33,7 @@ def kaggle_slug(competition: str | Competition) -> str:
     """The competition's name on kaggle.com (``cifar10`` → ``cifar-10``)."""
     comp = get_competition(competition) if isinstance(competition, str) else competition
     if not comp.url:
-        from .competitions import COMPETITIONS
+        from ..specs.competitions import COMPETITIONS
         known = ", ".join(c.url.rstrip("/").rsplit("/", 1)[-1] for c in COMPETITIONS.values() if c.url)
         raise ValueError(f"competition {comp.name!r} is not a Kaggle competition; "
                          f"choose one of: {known}")
@@ -138,9 +138,9 @@ def extract_archives(data_dir: str, log: Callable[[str], Any] | None = print) ->
 def archive_hint(comp: Competition, data_dir: str) -> str | None:
     """When ``comp``'s image folders are missing from ``data_dir`` but archives are there,
     the sentence saying how to unpack them (for ``run``'s error), else None."""
-    from .cifar import find_cifar_archive
+    from ..data.cifar import find_cifar_archive
     if find_cifar_archive(data_dir) is not None:
-        return None   # a CIFAR python archive is read as it is, never unpacked (d2lkaggle.cifar)
+        return None   # a CIFAR python archive is read as it is, never unpacked (d2lkaggle.data.cifar)
     missing = [d for d in (comp.train_dir, comp.test_dir)
                if not os.path.isdir(os.path.join(data_dir, d))]
     archives = find_archives(data_dir)

@@ -12,14 +12,14 @@ calls ``Thread.isAlive()``, which Python 3.9 removed: on Python 3.11 it dies aft
 the scheduler and leaves it running (measured with mxnet 1.9.1). This module is that
 launcher's ``local`` mode and nothing more; the kvstore, its sums and its barriers are
 MXNet's. It also gives each worker ``DMLC_WORKER_ID`` (0..N-1), which
-:func:`d2lkaggle.distributed.detect` reads as the rank (ps-lite assigns its own ranks only
+:func:`d2lkaggle.parallel.distributed.detect` reads as the rank (ps-lite assigns its own ranks only
 when the kvstore connects, too late to decide which process writes the run folder), and
 ``DMLC_LOCAL_RANK`` (its GPU on this machine).
 
 Usage (the launched command is what ``torchrun`` would get)::
 
-    python -m d2lkaggle.pslaunch --nproc_per_node 2 -m d2lkaggle.cli run cifar10 --backend mxnet ...
-    python -m d2lkaggle.pslaunch --nproc_per_node 2 train.py --epochs 3
+    python -m d2lkaggle.parallel.pslaunch --nproc_per_node 2 -m d2lkaggle.cli run cifar10 --backend mxnet ...
+    python -m d2lkaggle.parallel.pslaunch --nproc_per_node 2 train.py --epochs 3
 """
 from __future__ import annotations
 
@@ -113,8 +113,8 @@ def launch(target: Sequence[str], *, nproc: int = 2, num_servers: int = 1,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m d2lkaggle.pslaunch``: the command line of :func:`launch`."""
-    p = argparse.ArgumentParser(prog="python -m d2lkaggle.pslaunch",
+    """``python -m d2lkaggle.parallel.pslaunch``: the command line of :func:`launch`."""
+    p = argparse.ArgumentParser(prog="python -m d2lkaggle.parallel.pslaunch",
                                 description="Run a script in N MXNet dist_sync workers on this "
                                             "machine (ps-lite scheduler + servers + workers).")
     p.add_argument("--nproc_per_node", "--nproc-per-node", "-n", type=int, default=2,

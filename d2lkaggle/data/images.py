@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from .checkpoint import atomic_open
+from ..utils.files import atomic_open
 from .reorg import _list_files
 
 __all__ = ["read_image", "read_images", "load_image_array", "list_images", "image_size",
@@ -44,7 +44,7 @@ def _check_pixels(name: str, size: tuple[int, int]) -> None:
     if w * h > MAX_IMAGE_PIXELS:
         raise ValueError(f"image {name} is {w}x{h} pixels ({w * h / 1e6:.1f} MP), more than "
                          f"the limit of {MAX_IMAGE_PIXELS / 1e6:.1f} MP "
-                         f"(d2lkaggle.images.MAX_IMAGE_PIXELS); shrink or remove it")
+                         f"(d2lkaggle.data.images.MAX_IMAGE_PIXELS); shrink or remove it")
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:

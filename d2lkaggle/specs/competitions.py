@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .augment import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
+from ..data.transforms import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Recipe:
     cycles: int | None = None        # cyclic: full triangles over the run (sets step_size)
     keep: str = "last"               # "best": predict with the best-validation epoch, no retrain
     normalize: str = "competition"   # loaders' mean/std: the competition's, or "imagenet" (003)
-    # stochastic depth of the model-table models (d2lkaggle.models; None: the model's default)
+    # stochastic depth of the model-table models (d2lkaggle.models.table; None: the model's default)
     drop_path: float | None = None         # resnet18/resnet34 (default 0, off)
     stochastic_depth: float | None = None  # efficientnet_v2_s|m|l (default 0.2, torchvision's)
     # a training set too small for batch_size (fewer than recipes.MIN_STEPS_PER_EPOCH steps per
@@ -68,7 +68,7 @@ class Competition:
     image_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    augment: str                     # augmentation recipe in d2lkaggle.augment
+    augment: str                     # augmentation recipe in d2lkaggle.data.transforms
     fixed_size: bool                 # all images the same size: decode once into one array
     recipe: Recipe | None
     train_dir: str = "train"

@@ -209,7 +209,7 @@ def _read_manifest(data_dir: str) -> dict[str, list[str]]:
 
 
 def _write_manifest(data_dir: str, parts: dict[str, list[str]]) -> None:
-    from .checkpoint import atomic_write_text
+    from ..utils.files import atomic_write_text
     atomic_write_text(_manifest_path(data_dir), json.dumps({"version": 1, "parts": parts}) + "\n")
 
 
@@ -256,7 +256,7 @@ def _own_tmpdir(prefix: str, root: str) -> str:
 
 
 def _umask() -> int:
-    from .checkpoint import current_umask
+    from ..utils.files import current_umask
     return current_umask()
 
 
@@ -328,7 +328,7 @@ def _build_and_swap(data_dir: str, names: tuple[str, ...],
     lists every folder, so a first run never builds it) a tree that already holds exactly
     those links is left as it is (a re-run over an unchanged competition).
     """
-    from .checkpoint import file_lock
+    from ..utils.files import file_lock
     root = os.path.join(data_dir, TRAIN_VALID_TEST)
     if os.path.lexists(root) and not os.path.isdir(root):
         raise NotADirectoryError(f"{root} is a file; reorg needs it to be a folder")

@@ -15,22 +15,21 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .augment import get_transforms
-from .augment import PRESETS, preset_transforms
-from .checkpoint import atomic_write_text
-from .cifar import CifarArrays, find_cifar_archive, read_cifar_archive
-from .writeups import cycle_step_size
-from .ensemble import split_digest
-from .competitions import Competition, Recipe, get_competition
-from .competitions import recipe_for
-from .recipes import check_recipe, fit_batch_to_set, make_mixing, make_schedule, train_kwargs
-from .recipes import describe as describe_tricks
-from .data import ArraySource, FileSource, ImageLoader
-from .images import check_images, list_images, load_image_array, read_images
-from .labels import class_names, read_csv_labels
-from .loop import History
-from .registry import canonical_name, get_backend
-from .reorg import split_train_valid
+from ..data.transforms import PRESETS, preset_transforms
+from ..utils.files import atomic_write_text
+from ..data.cifar import CifarArrays, find_cifar_archive, read_cifar_archive
+from ..specs.writeups import cycle_step_size
+from .ensembles import split_digest
+from ..specs.competitions import Competition, Recipe, get_competition
+from ..specs.competitions import recipe_for
+from ..specs.tricks import check_recipe, fit_batch_to_set, make_mixing, make_schedule, train_kwargs
+from ..specs.tricks import describe as describe_tricks
+from ..data.loader import ArraySource, FileSource, ImageLoader
+from ..data.images import check_images, list_images, load_image_array, read_images
+from ..data.labels import class_names, read_csv_labels
+from ..train.loop import History
+from ..utils.registry import canonical_name, get_backend
+from ..data.reorg import split_train_valid
 from .preflight import check_resume, check_settings, prepare_out
 from .submission import validate_submission, write_label_submission, write_proba_submission
 
@@ -75,7 +74,7 @@ def _check_ids(labels: dict[str, str], images: dict[str, str], labels_path: str,
 
 def test_ids(comp: Competition, data_dir: str) -> list[str]:
     """Test ids in submission order: the sample file's order when present, else natural order."""
-    from .stream import scan_ids   # {id: extension}: no 300,000 full paths held
+    from ..data.stream import scan_ids   # {id: extension}: no 300,000 full paths held
     sample = os.path.join(data_dir, comp.sample_file)
     images = scan_ids(os.path.join(data_dir, comp.test_dir), ordered=not os.path.exists(sample))
     if os.path.exists(sample):
@@ -98,10 +97,10 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
     """Read labels, split train/valid (in memory, the book's rule) and build the loaders.
 
     ``augment`` is a preset name (``book`` — the default —, ``crop-flip``,
-    ``crop-flip-rotate``, ``none``; see :func:`d2lkaggle.augment.preset_transforms`) or your
+    ``crop-flip-rotate``, ``none``; see :func:`d2lkaggle.data.transforms.preset_transforms`) or your
     own ``(train_transform, test_transform)`` pair of ``t(image, rng) -> image`` callables.
     ``data_dir`` is the Kaggle folder layout or a CIFAR python archive (``.tar.gz``, its
-    extracted folder, or a folder holding it; see :mod:`d2lkaggle.cifar`).
+    extracted folder, or a folder holding it; see :mod:`d2lkaggle.data.cifar`).
     ``split=(train_ids, valid_ids)`` replaces the book's split (k-fold, bagging).
     """
     check_settings(SimpleNamespace(valid_ratio=valid_ratio, batch_size=batch_size), image_size)
@@ -129,7 +128,7 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
     pos = {i: k for k, i in enumerate(ids)}
     tr_ids, va_ids = split_train_valid(labels, valid_ratio, seed) if valid_ratio > 0 else (ids, [])
     if split is not None:  # (train_ids, valid_ids) of k-fold or bagging; train ids may repeat
-        from .ensemble import check_split
+        from .ensembles import check_split
         tr_ids, va_ids = check_split(split, labels)
     t_ids = test_ids(comp, data_dir)
     test_images = None if comp.fixed_size else _images_by_id(os.path.join(data_dir, comp.test_dir))
@@ -139,7 +138,7 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
         # The test set streams (Kaggle's is 300,000 PNGs, 6x the training set): every file is
         # decoded once now, in chunks, to name a bad one before training; prediction decodes
         # it again batch by batch, so memory does not grow with the test set (issue 15).
-        from .stream import FolderSource, check_test_images, scan_ids
+        from ..data.stream import FolderSource, check_test_images, scan_ids
         test_dir = os.path.join(data_dir, comp.test_dir)
         test_source = FolderSource(test_dir, t_ids, scan_ids(test_dir, ordered=False))
         check_test_images(test_source, train_array.shape[1:], num_workers)
@@ -182,7 +181,7 @@ def load_array_data(comp: Competition, arrays: CifarArrays, *, batch_size: int,
                     valid_ratio: float, image_size: int | None = None, seed: int = 0,
                     num_workers: int | None = None, augment: Any = None,
                     split: Any = None) -> CompetitionData:
-    """The four loaders from a CIFAR archive held in memory (:func:`d2lkaggle.cifar.read_cifar_archive`).
+    """The four loaders from a CIFAR archive held in memory (:func:`d2lkaggle.data.cifar.read_cifar_archive`).
 
     The same steps as :func:`load_data`: the book's per-class train/valid split of the training
     images (ids ``1..N``), test ids ``1..M`` in archive order (the Kaggle CIFAR-10 submission
@@ -201,7 +200,7 @@ def load_array_data(comp: Competition, arrays: CifarArrays, *, batch_size: int,
     ids = [str(i + 1) for i in range(n)]
     labels = {i: arrays.classes[c] for i, c in zip(ids, arrays.train_y)}
     if split is not None:  # k-fold or bagging
-        from .ensemble import check_split
+        from .ensembles import check_split
         tr_ids, va_ids = check_split(split, labels)
     else:
         tr_ids, va_ids = split_train_valid(labels, valid_ratio, seed) if valid_ratio > 0 else (ids, [])
@@ -235,7 +234,7 @@ def normalized(comp: Competition, recipe: Recipe) -> Competition:
     if recipe.normalize != "imagenet":
         return comp
     from dataclasses import replace
-    from .augment import IMAGENET_MEAN, IMAGENET_STD
+    from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
     return replace(comp, mean=tuple(IMAGENET_MEAN), std=tuple(IMAGENET_STD))
 
 
@@ -250,7 +249,7 @@ def labelled_test_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, fl
 def build_net(backend, recipe: Recipe, num_classes: int, image_size: int | None = None):
     """The recipe's model in ``backend``, by its model-table name (``backend.create_model``):
     the book's ResNet-18, the ResNet-34 fine-tune net, cnn_elu, EfficientNetV2 ..."""
-    from .models import recipe_kwargs
+    from ..models.table import recipe_kwargs
     return backend.create_model(recipe.model, num_classes, **recipe_kwargs(recipe, image_size))
 
 
@@ -322,17 +321,17 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
 
     ``distributed`` (data parallel, docs/scale.md): ``None`` follows the launcher (torchrun
     ...), ``True`` requires one, ``False`` ignores it, or a
-    :class:`d2lkaggle.distributed.DistEnv`. Every rank trains its shard of each global
+    :class:`d2lkaggle.parallel.distributed.DistEnv`. Every rank trains its shard of each global
     batch; rank 0 alone predicts and writes the run folder while the others wait for it.
     """
-    # Ensembles (d2lkaggle.ensemble): the run also keeps test_probs.npy, classes.json,
+    # Ensembles (d2lkaggle.compete.ensembles): the run also keeps test_probs.npy, classes.json,
     # test_ids.json, valid_probs.npy, valid_ids.json; ``tta`` averages test-time augmented
     # views; ``split=(train_ids, valid_ids)`` replaces the book's split (k-fold, bagging).
     comp = get_competition(competition) if isinstance(competition, str) else competition
     base = recipe if isinstance(recipe, Recipe) else recipe_for(comp, recipe)
     aug_pair = tricks.pop("augment") if not isinstance(tricks.get("augment", ""), str) else None
     # cache_features=True (--cache-features): the frozen backbone runs once per image
-    # (d2lkaggle.features); it trains the same head, so it is not part of run_config
+    # (d2lkaggle.train.features); it trains the same head, so it is not part of run_config
     cache_features = bool(tricks.pop("cache_features", False))
     unknown = sorted(set(tricks) - set(Recipe.__dataclass_fields__))
     if unknown:
@@ -341,7 +340,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                                  lr_period=lr_period, lr_decay=lr_decay,
                                  valid_ratio=valid_ratio, weights=weights, **tricks)
     if model is not None:   # --model: a model-table name instead of the recipe's
-        from .models import check_model_name
+        from ..models.table import check_model_name
         recipe = recipe.with_overrides(model=check_model_name(model))
     check_recipe(recipe)  # every trick checked before anything is written
     check_keep(recipe)
@@ -392,7 +391,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     train_fn = bk.train
     if cache_features:
         from functools import partial
-        from .features import check_cacheable, train_with_cached_features
+        from ..train.features import check_cacheable, train_with_cached_features
         check_cacheable(recipe, data.train_iter.transform)   # before the first epoch
         train_fn = partial(train_with_cached_features, bk, backend=name)
     run_bar = _run_progress(progress, recipe.epochs, data, retrain, out if resume else None)
@@ -469,7 +468,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
         # The CIFAR archives label their test split: report what Kaggle would have scored.
         summary.update(labelled_test_metrics(probs, data.test_labels), label_kind=label_kind or "fine")
         say(f"test accuracy {summary['test_acc']:.4f} on {len(data.test_ids)} labelled test images")
-    from .ensemble import save_run_predictions  # test_probs.npy & co. (written before the summary)
+    from .ensembles import save_run_predictions  # test_probs.npy & co. (written before the summary)
     summary.update(save_run_predictions(out, data, probs,
                                         valid_probs if valid_hist is not None else None,
                                         tta=tta, split=split, files=summary["files"]))
@@ -498,7 +497,7 @@ def _f(x: float) -> float | None:
 
 
 def _write_history(out: str, histories: list[tuple[str, History]]) -> None:
-    from .loop import HISTORY_COLUMNS
+    from ..train.loop import HISTORY_COLUMNS
     lines = ["phase," + ",".join(HISTORY_COLUMNS)]
     for phase, h in histories:
         for r in h.rows:
@@ -506,7 +505,7 @@ def _write_history(out: str, histories: list[tuple[str, History]]) -> None:
                 "" if isinstance(r[k], float) and math.isnan(r[k]) else repr(r[k]) if isinstance(r[k], float)
                 else str(r[k]) for k in HISTORY_COLUMNS))
     atomic_write_text(os.path.join(out, "history.csv"), "\n".join(lines) + "\n")
-    from .plotting import plot_history
+    from ..train.plotting import plot_history
     if histories and not os.path.exists(os.path.join(out, "curves.png")):
         plot_history(histories[-1][1], os.path.join(out, "curves.png"))
 
@@ -628,7 +627,7 @@ def _run_progress(progress: Any, epochs: int, data: CompetitionData, retrain: bo
     with ``resume_from`` (the run folder) the epochs its checkpoints already hold are left out."""
     if progress is not True:
         return None
-    from .progress import RunProgress
+    from ..utils.progress import RunProgress
     phases = [("valid", len(data.train_iter))] if data.valid_iter is not None else []
     if retrain or data.valid_iter is None:
         phases.append(("final", len(data.train_valid_iter)))
@@ -639,7 +638,7 @@ def _run_progress(progress: Any, epochs: int, data: CompetitionData, retrain: bo
 
 def _epochs_done(last_npz: str) -> int:
     """Epochs a ``last.npz`` checkpoint holds (0 when there is none); reads only its metadata."""
-    from .checkpoint import _META_KEY
+    from ..utils.files import _META_KEY
     if not os.path.exists(last_npz):
         return 0
     try:
@@ -664,7 +663,7 @@ def _title(comp: Competition, backend: str, recipe: Recipe) -> str:
 
 def _load_best(bk, net, path: str) -> None:
     """Put the validation phase's best epoch (``best.npz``) into ``net``."""
-    from .checkpoint import load_npz
+    from ..utils.files import load_npz
     state, _ = load_npz(path)
     bk.set_state(net, {k[len("model/"):]: v for k, v in state.items() if k.startswith("model/")},
                  source=f"checkpoint {path}")
@@ -672,13 +671,13 @@ def _load_best(bk, net, path: str) -> None:
 
 def valid_predictions(bk, net, data: CompetitionData, amp: Any = "auto", tta: Any = None) -> np.ndarray:
     """Class probabilities of ``net`` on the validation images, in ``data.valid_iter`` order."""
-    from .distributed import unsharded   # every image, also when training was data parallel
+    from ..parallel.distributed import unsharded   # every image, also when training was data parallel
     return bk.predict(net, unsharded(data.valid_iter), amp=amp, tta=tta)
 
 
 def _valid_pictures(out: str, data: CompetitionData, probs: np.ndarray, title: str) -> dict[str, str]:
     """``confusion.png`` and ``mistakes.png`` of the validation set."""
-    from .plotting import plot_confusion, plot_mistakes
+    from ..train.plotting import plot_confusion, plot_mistakes
     y = data.valid_iter.labels
     files = {"confusion": os.path.join(out, "confusion.png"),
              "mistakes": os.path.join(out, "mistakes.png")}
@@ -690,7 +689,7 @@ def _valid_pictures(out: str, data: CompetitionData, probs: np.ndarray, title: s
 def _run_outcome(valid_hist: History | None, final_hist: History | None, predict_with: str,
                  num_classes: int, recipe: Recipe) -> dict[str, Any]:
     """Summary keys saying which model wrote the submission and how validation went."""
-    from .diagnostics import not_learning
+    from ..train.diagnostics import not_learning
     if valid_hist is None:  # no validation images after all: the retrained model it is
         predict_with = "retrain"
     out: dict[str, Any] = {"predict_with": predict_with}
@@ -711,17 +710,17 @@ def _run_outcome(valid_hist: History | None, final_hist: History | None, predict
 
 def plot_run(histories: list[tuple[str, History]], path: str, title: str) -> str:
     """``curves.png`` of every phase of the run."""
-    from .plotting import plot_run as _plot
+    from ..train.plotting import plot_run as _plot
     if histories:
         _plot(histories, path, title)
     return path
 
 
-# ---- data parallel (issue 15; d2lkaggle.distributed) -------------------------------------
+# ---- data parallel (issue 15; d2lkaggle.parallel.distributed) -------------------------------------
 
 def _dist_env(distributed: Any, batch_size: int):
-    """The run's :class:`~d2lkaggle.distributed.DistEnv`, its global batch size checked."""
-    from . import distributed as D
+    """The run's :class:`~d2lkaggle.parallel.distributed.DistEnv`, its global batch size checked."""
+    from ..parallel import distributed as D
     if isinstance(distributed, D.DistEnv):
         env = distributed
     elif distributed is False:
@@ -738,7 +737,7 @@ def _dist_env(distributed: Any, batch_size: int):
 
 def _dist_start(backend: str, env) -> None:
     """Join the backend's process group; rank 0 has created the run folder when it returns."""
-    from . import distributed as D
+    from ..parallel import distributed as D
     D.setup(backend, env)
     D.barrier(backend, env)
 
@@ -748,7 +747,7 @@ def _shard_data(data: CompetitionData, env) -> CompetitionData:
     whole: rank 0 predicts every test image)."""
     if not env.enabled:
         return data
-    from .distributed import shard
+    from ..parallel.distributed import shard
     return replace(data, train_iter=shard(data.train_iter, env),
                    valid_iter=shard(data.valid_iter, env) if data.valid_iter is not None else None,
                    train_valid_iter=shard(data.train_valid_iter, env))
@@ -757,7 +756,7 @@ def _shard_data(data: CompetitionData, env) -> CompetitionData:
 def _dist_done(backend: str, env, out: str, summary: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every rank waits until rank 0 has written the run; the others return a short summary
     (``is_main`` False) that the CLI does not print."""
-    from . import distributed as D
+    from ..parallel import distributed as D
     D.barrier(backend, env)
     if summary is not None:
         return summary

@@ -1,4 +1,4 @@
-"""A :class:`~d2lkaggle.competitions.Recipe`'s tricks turned into training objects.
+"""A :class:`~d2lkaggle.specs.competitions.Recipe`'s tricks turned into training objects.
 
 The pipeline and the CLI call :func:`check_recipe` before anything is written, then, per
 training phase (its own steps per epoch), :func:`make_schedule` and :func:`make_mixing`, and
@@ -9,11 +9,11 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-from . import schedules as S
-from .augment import PRESETS
+from ..train import schedules as S
+from ..data.transforms import PRESETS
 from .competitions import Recipe
-from .mixing import Mixup
-from .optim import OPTIMIZERS
+from ..data.mixing import Mixup
+from ..train.optim import OPTIMIZERS
 
 WD_EXCLUDE = (None, "bn_bias")
 #: one-cycle needs steps, not epochs: a default recipe whose batch leaves fewer optimizer steps
@@ -84,7 +84,7 @@ def check_recipe(r: Recipe) -> None:
             int(m) != m or not 1 <= m < max(2, r.epochs) for m in r.milestones)):
         raise ValueError(f"--milestones must be epochs in 1..{r.epochs - 1}, got "
                          + ",".join(str(m) for m in r.milestones))
-    from .models import check_regularization
+    from ..models.table import check_regularization
     check_regularization(r)   # --drop-path / --stochastic-depth: a rate, for a model that has it
     # a dry run of the schedule (a guess of 10 batches per epoch) catches bad rates early
     if r.epochs > 0:

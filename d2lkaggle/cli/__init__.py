@@ -13,7 +13,7 @@ import time
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    from .models import MODEL_NAMES
+    from ..models.table import MODEL_NAMES
     p.add_argument("--model", metavar="NAME",
                    help="model-table name: " + ", ".join(MODEL_NAMES)
                    + " (default: the competition's recipe model)")
@@ -32,8 +32,8 @@ def _drop_rate(text: str) -> float:
 
 
 def _add_regularization_args(p: argparse.ArgumentParser) -> None:
-    """Stochastic depth of the model-table models (d2lkaggle.models; docs/models.md)."""
-    from .models import REGULARIZERS
+    """Stochastic depth of the model-table models (d2lkaggle.models.table; docs/models.md)."""
+    from ..models.table import REGULARIZERS
     p.add_argument("--drop-path", type=_drop_rate, metavar="RATE",
                    help="stochastic depth of the ResNets' residual blocks ("
                         + ", ".join(REGULARIZERS["drop_path"]) + "): block i of n is dropped "
@@ -46,7 +46,7 @@ def _add_regularization_args(p: argparse.ArgumentParser) -> None:
 def _recipe_values(field: str) -> str:
     """``cifar10 0.02, dog-breed 0.005, demo 0.05``: a recipe field of every competition
     that has a recipe, read from the competitions table (for help texts)."""
-    from .competitions import COMPETITIONS
+    from ..specs.competitions import COMPETITIONS
     vals = []
     for name, comp in COMPETITIONS.items():
         if comp.recipe is None:
@@ -118,7 +118,7 @@ def _add_distributed_args(p: argparse.ArgumentParser) -> None:
 def _distributed_run(a: argparse.Namespace, several_models: bool) -> dict | None:
     """Start this command under the backend's launcher (``--distributed`` outside one);
     ``None`` when this process is to train itself."""
-    from . import distributed as D
+    from ..parallel import distributed as D
     env = D.detect()
     if several_models and (env.enabled or getattr(a, "distributed", False)):
         raise ValueError("--ensemble/--folds train several models one after the other; run "
@@ -143,7 +143,7 @@ def _planned_batch_size(a: argparse.Namespace) -> int | None:
     if a.batch_size is not None:
         return a.batch_size
     try:
-        from .competitions import get_competition, recipe_for
+        from ..specs.competitions import get_competition, recipe_for
         name = getattr(a, "competition", None) or "demo"
         return recipe_for(get_competition(name), getattr(a, "recipe", "default")).batch_size
     except Exception:   # noqa: BLE001 - the ranks check it again and say why
@@ -152,7 +152,7 @@ def _planned_batch_size(a: argparse.Namespace) -> int | None:
 
 def _wait_for_main_rank(path: str, timeout: float = 600.0) -> bool:
     """Under a launcher, ranks > 0 wait for rank 0 to create ``path``; False for rank 0."""
-    from .distributed import detect
+    from ..parallel.distributed import detect
     env = detect()
     if not env.enabled or env.is_main:
         return False
@@ -188,8 +188,8 @@ def _check_archives(a: argparse.Namespace) -> None:
     data_dir = getattr(a, "data_dir", None)
     if not data_dir:
         return
-    from .competitions import get_competition
-    from .kaggle import archive_hint, extract_archives
+    from ..specs.competitions import get_competition
+    from ..compete.kaggle import archive_hint, extract_archives
     comp = get_competition(a.competition)
     if archive_hint(comp, data_dir) is None:
         return
@@ -248,10 +248,10 @@ def _milestones(text: str) -> tuple[int, ...]:
 
 def _add_recipe_args(p: argparse.ArgumentParser) -> None:
     """Training tricks of issue 11 (docs/recipes.md); unset flags keep the recipe's value."""
-    from .augment import PRESETS
-    from .competitions import RECIPE_NAMES
-    from .recipes import OPTIMIZERS
-    from .schedules import CYCLE_MODES, SCHEDULES
+    from ..data.transforms import PRESETS
+    from ..specs.competitions import RECIPE_NAMES
+    from ..specs.tricks import OPTIMIZERS
+    from ..train.schedules import CYCLE_MODES, SCHEDULES
     g = p.add_argument_group("training recipe (docs/recipes.md; unset flags keep the recipe's value)")
     g.add_argument("--recipe", choices=RECIPE_NAMES, default="default",
                    help="default: ours (one-cycle, see docs/recipes.md); book: the chapter's exact "
@@ -330,7 +330,7 @@ def _report(summary: dict) -> None:
         print(f"  test accuracy {summary['test_acc']:.4f} (the archive's labelled test split)")
     for k, v in summary["files"].items():
         print(f"  {k:12s} {v}")
-    from .diagnostics import CAUSES
+    from ..train.diagnostics import CAUSES
     warnings = summary.get("warnings", [])
     for w in warnings:  # already said in full during training: the causes once here
         print("warning: " + w.replace(" " + CAUSES + ".", ""))
@@ -340,10 +340,10 @@ def _report(summary: dict) -> None:
 
 
 def _run_or_ensemble(competition: str, data_dir: str, a: argparse.Namespace) -> dict:
-    """One run, or with --ensemble/--folds several combined (d2lkaggle.ensemble)."""
-    from .ensemble import run_ensemble, run_folds
-    from .pipeline import run_competition
-    from .tta import check_tta
+    """One run, or with --ensemble/--folds several combined (d2lkaggle.compete.ensembles)."""
+    from ..compete.ensembles import run_ensemble, run_folds
+    from ..compete.run import run_competition
+    from ..train.tta import check_tta
     kw = dict(_run_kwargs(a), tta=check_tta(getattr(a, "tta", None)))
     ens, folds = getattr(a, "ensemble", None), getattr(a, "folds", None)
     launched = _distributed_run(a, ens is not None or folds is not None)
@@ -399,7 +399,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_ensemble(a: argparse.Namespace) -> int:
-    from .ensemble import ensemble_runs
+    from ..compete.ensembles import ensemble_runs
     _report_ensemble(ensemble_runs(a.runs, a.out, vote=a.vote, weights=a.weights,
                                    geometric=a.geometric, data_dir=a.data_dir))
     return 0
@@ -408,7 +408,7 @@ def cmd_ensemble(a: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _cli_words():
     """Re-raise errors that tell a Python caller what to pass in the command line's words."""
-    from .weights import WeightsUnavailableError
+    from ..models.weights import WeightsUnavailableError
     try:
         yield
     except WeightsUnavailableError as e:
@@ -416,7 +416,7 @@ def _cli_words():
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from .datasets import make_demo
+    from ..data.demo import make_demo
     root = os.path.abspath(a.dir)
     data_dir = os.path.join(root, "data")
     if not os.path.exists(os.path.join(data_dir, "trainLabels.csv")):
@@ -438,7 +438,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 def cmd_lr_find(a: argparse.Namespace) -> int:
-    from .lrfind import find_lr
+    from ..train.lrfind import find_lr
     with _cli_words():
         res, png = find_lr(a.competition, a.data_dir, backend=a.backend, out=a.out,
                            batch_size=a.batch_size, wd=a.wd, image_size=a.image_size,
@@ -455,7 +455,7 @@ def _competition_arg(runnable: bool):
     """argparse type: a competition of the table (aliases allowed); with ``runnable``, one
     with a training recipe, so ``run`` fails upfront, in one line, for the others."""
     def check(name: str) -> str:
-        from .competitions import get_competition
+        from ..specs.competitions import get_competition
         try:
             comp = get_competition(name)
         except ValueError as e:
@@ -469,12 +469,12 @@ def _competition_arg(runnable: bool):
 
 
 def _competition_names(runnable: bool = False) -> list[str]:
-    from .competitions import COMPETITIONS
+    from ..specs.competitions import COMPETITIONS
     return [n for n, c in COMPETITIONS.items() if c.recipe is not None or not runnable]
 
 
 def _competition_help() -> str:
-    from .competitions import ALIASES, COMPETITIONS
+    from ..specs.competitions import ALIASES, COMPETITIONS
     parts = []
     for n, c in COMPETITIONS.items():
         parts.append(n if c.recipe is not None else f"{n} (not runnable yet: {c.notes})")
@@ -489,7 +489,7 @@ def _set_help(p: argparse.ArgumentParser, option: str, text: str) -> None:
 
 
 def cmd_download(a: argparse.Namespace) -> int:
-    from .hub import download, download_extract
+    from ..data.hub import download, download_extract
     kw = dict(deadline=a.deadline, stall_timeout=a.stall_timeout)
     max_size = None if a.max_extract_gb is None else int(a.max_extract_gb * 1e9)
     path = (download_extract(a.name, a.folder, max_size=max_size, **kw) if a.extract
@@ -499,7 +499,7 @@ def cmd_download(a: argparse.Namespace) -> int:
 
 
 def cmd_make_demo(a: argparse.Namespace) -> int:
-    from .datasets import make_demo
+    from ..data.demo import make_demo
     t = time.perf_counter()
     out = make_demo(a.out, n_train=a.n_train, n_test=a.n_test, size=a.size, seed=a.seed,
                     layout=a.layout, hard=a.hard)
@@ -508,8 +508,8 @@ def cmd_make_demo(a: argparse.Namespace) -> int:
 
 
 def cmd_reorg(a: argparse.Namespace) -> int:
-    from .labels import read_csv_labels
-    from .reorg import reorg_test, reorg_train_valid
+    from ..data.labels import read_csv_labels
+    from ..data.reorg import reorg_test, reorg_train_valid
     labels_file = a.labels or next((os.path.join(a.data_dir, f) for f in ("trainLabels.csv", "labels.csv")
                                     if os.path.exists(os.path.join(a.data_dir, f))), None)
     if labels_file is None:
@@ -528,14 +528,14 @@ def cmd_reorg(a: argparse.Namespace) -> int:
 
 
 def cmd_weights_convert(a: argparse.Namespace) -> int:
-    from .weights import convert, load_neutral
+    from ..models.weights import convert, load_neutral
     out = convert(a.src, a.dst)
     print(f"wrote {len(load_neutral(out))} arrays to {out}")
     return 0
 
 
 def cmd_parity(a: argparse.Namespace) -> int:
-    from .parity import format_table, run_parity
+    from ..models.parity import format_table, run_parity
     optimizers = a.optimizer or None
     if optimizers or a.mixing:   # float32 and float64 runs of the optimizers (cyclic lr per step)
         report = run_parity(a.model, a.steps, a.backends or None, tasks=("train", "train64"),
@@ -547,13 +547,13 @@ def cmd_parity(a: argparse.Namespace) -> int:
 
 
 def cmd_recipes(a: argparse.Namespace) -> int:
-    from .writeups import format_writeups
+    from ..specs.writeups import format_writeups
     print(format_writeups(a.names or None))
     return 0
 
 
 def cmd_extract(a: argparse.Namespace) -> int:
-    from .hub import extract
+    from ..data.hub import extract
     t = time.perf_counter()
     dest = extract(a.archive, a.dest)
     print(f"extracted {a.archive} into {dest} in {time.perf_counter() - t:.1f} s")
@@ -561,14 +561,14 @@ def cmd_extract(a: argparse.Namespace) -> int:
 
 
 def cmd_kaggle_download(a: argparse.Namespace) -> int:
-    from .kaggle import download_competition
+    from ..compete.kaggle import download_competition
     path = download_competition(a.competition, a.path, unpack=not a.no_extract, force=a.force)
     print(path)
     return 0
 
 
 def cmd_kaggle_submit(a: argparse.Namespace) -> int:
-    from .kaggle import submit
+    from ..compete.kaggle import submit
     submit(a.run_dir, a.message, competition=a.competition, sample=a.sample)
     return 0
 
@@ -601,7 +601,7 @@ def _add_kaggle_parsers(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``d2lkaggle`` argument parser."""
-    from . import __version__
+    from .. import __version__
     p = argparse.ArgumentParser(prog="d2lkaggle", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -684,7 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
     rc.set_defaults(func=cmd_recipes)
 
     pa = sub.add_parser("parity", help="compare the installed backends on one neutral checkpoint")
-    from .parity import MODELS as PARITY_MODELS
+    from ..models.parity import MODELS as PARITY_MODELS
     pa.add_argument("--model", choices=list(PARITY_MODELS), default="resnet18",
                     help="default: resnet18")
     pa.add_argument("--steps", type=int, default=10, help="training steps (default: %(default)s)")

@@ -53,7 +53,7 @@ class CifarArrays:
     """One CIFAR archive in memory: images as N×32×32×3 uint8, labels as int64 class indices.
 
     ``classes[k]`` names class ``k``; classes are in sorted order, the order
-    :func:`d2lkaggle.labels.class_names` gives the Kaggle layout's labels (for CIFAR-10/100
+    :func:`d2lkaggle.data.labels.class_names` gives the Kaggle layout's labels (for CIFAR-10/100
     this is also the archives' own order), so a model trained on either source is the same.
     """
 
@@ -359,7 +359,7 @@ def write_cifar_archive(folder: str, kind: str, train_x: np.ndarray, test_x: np.
     """
     import tarfile as _tar
 
-    from .checkpoint import atomic_open
+    from ..utils.files import atomic_open
     if kind not in _MEMBERS:
         raise ValueError(f"unknown CIFAR kind {kind!r}; choose 'cifar10' or 'cifar100'")
     need = {"fine"} if kind == "cifar10" else {"fine", "coarse"}
@@ -396,13 +396,13 @@ def make_demo_archive(folder: str, kind: str = "cifar10", n_train: int = 2000, n
                       seed: int = 0) -> str:
     """A learnable synthetic CIFAR archive in the real format, for trying things offline.
 
-    ``"cifar10"``: the demo competition's ten shapes (:mod:`d2lkaggle.datasets`) as classes.
+    ``"cifar10"``: the demo competition's ten shapes (:mod:`d2lkaggle.data.demo`) as classes.
     ``"cifar100"``: twenty fine classes — each shape drawn once large and once as a 2×2 tile
     of small copies — whose coarse label is the shape (ten superclasses).
     """
     from PIL import Image
 
-    from .datasets import SHAPES, _draw
+    from .demo import SHAPES, _draw
     rng = np.random.default_rng(seed)
     fine_n = len(SHAPES) * (2 if kind == "cifar100" else 1)
 

@@ -37,7 +37,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .registry import BACKENDS, is_installed
+from ..utils.registry import BACKENDS, is_installed
 
 #: per model: constructor call, input size, batch size (kept small: paddle is slow on CPU),
 #: classes, and the spread of the BatchNorm gammas/betas drawn around 1/0
@@ -76,8 +76,8 @@ OPTIMIZER_RUNS: dict[str, dict[str, Any]] = {
     "adamw": {"optimizer": "adamw", "lr": 1e-3, "wd": 5e-2, "betas": (0.9, 0.999), "eps": 1e-8,
               "wd_exclude": "bn_bias"},
 }
-#: MixUp of the parity batches: the core's :class:`~d2lkaggle.mixing.Mixup` (timm's), α = 0.4,
-#: drawn per batch from :func:`~d2lkaggle.mixing.batch_rng` as the training loop draws it
+#: MixUp of the parity batches: the core's :class:`~d2lkaggle.data.mixing.Mixup` (timm's), α = 0.4,
+#: drawn per batch from :func:`~d2lkaggle.data.mixing.batch_rng` as the training loop draws it
 MIX_ALPHA = 0.4
 MIX_SEED = 11
 CYCLE_STEPS = 2   # CyclicLR step_size_up (= step_size_down) in iterations
@@ -85,10 +85,10 @@ CYCLE_STEPS = 2   # CyclicLR step_size_up (= step_size_down) in iterations
 
 def cyclic_lrs(lr: float, steps: int, step_size: int = CYCLE_STEPS) -> list[float]:
     """The rate of each of ``steps`` iterations of the parity runs' per-step schedule: the
-    core's :func:`~d2lkaggle.schedules.cyclic` (torch's ``CyclicLR(base_lr=lr/2, max_lr=2·lr,
+    core's :func:`~d2lkaggle.train.schedules.cyclic` (torch's ``CyclicLR(base_lr=lr/2, max_lr=2·lr,
     step_size_up=step_size, mode="triangular2")``) over one epoch of ``steps`` batches, asked
     at ``t = b / steps`` as the loop asks it."""
-    from .schedules import cyclic
+    from ..train.schedules import cyclic
     schedule = cyclic(lr / 2, 2 * lr, steps_per_epoch=steps, step_size_up=step_size,
                       mode="triangular2")
     return [schedule(b / steps) for b in range(steps)]
@@ -98,7 +98,7 @@ def mix_batches(x: np.ndarray, y: np.ndarray, classes: int, seed: int = MIX_SEED
     """MixUp of every batch with the core's ``Mixup(mixup_alpha=MIX_ALPHA)`` and the loop's
     per-batch generator ``batch_rng(seed, 0, b)``: float32 pixels in 0..255 and float32 soft
     targets, the bytes the loop would hand each backend, made once by :func:`prepare`."""
-    from .mixing import batch_rng, mixup
+    from ..data.mixing import batch_rng, mixup
     mixing = mixup(MIX_ALPHA, num_classes=classes)
     xs, ys = [], []
     for b, (xb, yb) in enumerate(zip(x, y)):
@@ -157,7 +157,7 @@ def _worker(backend: str, task: str, model: str, workdir: str, steps: int,
     With ``optimizers``, ``train``/``train64`` run each of :data:`OPTIMIZER_RUNS` named there
     (cyclic lr; MixUp'd soft targets when ``mixing``), one result file per optimizer."""
     import d2lkaggle
-    from .checkpoint import save_npz
+    from ..utils.files import save_npz
     B = d2lkaggle.get_backend(backend)  # noqa: N806 (used by the MODELS expressions)
     spec = MODELS[model]
     out: dict[str, np.ndarray] = {}
@@ -206,8 +206,8 @@ def _worker(backend: str, task: str, model: str, workdir: str, steps: int,
         out.update({"final/" + k: np.array(v, np.float64) for k, v in step.state_dict().items()})
         out["losses"] = np.array(losses)
     elif task == "data":
-        from .augment import cifar_train
-        from .data import ArraySource, ImageLoader
+        from ..data.transforms import cifar_train
+        from ..data.loader import ArraySource, ImageLoader
         images = np.random.default_rng(7).integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)
         loader = ImageLoader(ArraySource(images), np.arange(24) % 10, 8, transform=cifar_train(32),
                              shuffle=True, seed=3)
@@ -229,12 +229,12 @@ def run_worker(backend: str, task: str, model: str, workdir: str, steps: int = 1
                timeout: int = 900, optimizers: Sequence[str] = (), mixing: bool = False) -> Any:
     """Run :func:`_worker` in a fresh interpreter and load what it saved (with
     ``optimizers``: ``{optimizer: results}``, all of them trained in that one process)."""
-    from .checkpoint import load_npz
+    from ..utils.files import load_npz
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     extra = (["--optimizers", ",".join(optimizers)] + (["--mixing"] if mixing else [])
              if optimizers and task in ("train", "train64") else [])
-    r = subprocess.run([sys.executable, "-m", "d2lkaggle.parity", "--worker", backend, task, model,
+    r = subprocess.run([sys.executable, "-m", "d2lkaggle.models.parity", "--worker", backend, task, model,
                         workdir, str(steps)] + extra, capture_output=True, text=True, env=env,
                        timeout=timeout)
     if r.returncode != 0:
@@ -283,7 +283,7 @@ def prepare(workdir: str, model: str, steps: int, reference: str, seed: int = 0,
 def bn_examples(model: str, name: str, size: int, batch: int) -> int:
     """How many values a BatchNorm layer averages over per channel (batch × its H × W)."""
     if model == "cnn_elu":   # layer.{i}: halved by each max-pool before it; fc_layer: per example
-        from .models import CNN_ELU
+        from .table import CNN_ELU
         if not name.startswith("layer."):
             return batch
         pos = int(name.split(".")[1])
@@ -433,7 +433,7 @@ def _spawn_jobs(backend: str, jobs: list[dict], workdir: str, timeout: int) -> f
     with open(path, "w") as f:
         json.dump(jobs, f)
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "d2lkaggle.parity", "--jobs", backend, path],
+    r = subprocess.run([sys.executable, "-m", "d2lkaggle.models.parity", "--jobs", backend, path],
                        capture_output=True, text=True, env=env, timeout=timeout * max(1, len(jobs)))
     if r.returncode != 0:
         what = ", ".join(sorted({f"{j['task']} {j['model']}" for j in jobs}))
@@ -453,7 +453,7 @@ def run_cases(cases: dict[str, dict[str, Any]], backends: Sequence[str] | None =
     any other ``workdir/<name>``. ``report["seconds"]``: each backend's process wall time (for
     all cases together; ``<backend>-jobs-seconds.json`` in ``workdir`` has it per job).
     """
-    from .checkpoint import load_npz
+    from ..utils.files import load_npz
     from .weights import load_neutral
     specs = {name: parity_case(**dict(c)) for name, c in cases.items()}
     names = [b for b in (backends or BACKENDS) if is_installed(b)]

@@ -5,7 +5,7 @@ tooling) starts one process per device and tells each its rank through environme
 variables; :func:`detect` reads them into a :class:`DistEnv`. The core loader then gives each
 rank a disjoint part of every *global* batch (:func:`shard_batch`), the backend's engine
 (torch ``DistributedDataParallel``, ``paddle.DataParallel``, the MXNet kvstore) averages the
-gradients, :func:`d2lkaggle.loop.fit` sums the metrics over ranks through the step's
+gradients, :func:`d2lkaggle.train.loop.fit` sums the metrics over ranks through the step's
 ``all_reduce_sum``, and only the main rank writes files.
 
 ``--batch-size`` stays the global batch: with ``world_size`` processes each trains on
@@ -86,7 +86,7 @@ def detect(environ: Mapping[str, str] = os.environ) -> DistEnv:
                        launcher="paddle")
     if environ.get("DMLC_ROLE") == "worker" and "DMLC_NUM_WORKER" in environ:
         rank = _int(environ, "DMLC_WORKER_ID", 0)
-        # (DMLC_LOCAL_RANK: the worker's device on its machine, set by d2lkaggle.pslaunch)
+        # (DMLC_LOCAL_RANK: the worker's device on its machine, set by d2lkaggle.parallel.pslaunch)
         return DistEnv(rank=rank, world_size=_int(environ, "DMLC_NUM_WORKER"),
                        local_rank=_int(environ, "DMLC_LOCAL_RANK", rank), launcher="mxnet")
     return DistEnv()
@@ -140,7 +140,7 @@ def unsharded(loader: Any) -> Any:
 
 def backend_module(backend: Any):
     """``d2lkaggle.<name>_impl.distributed`` of a backend module or name (``init``/``barrier``)."""
-    from .registry import canonical_name
+    from ..utils.registry import canonical_name
     name = backend if isinstance(backend, str) else getattr(backend, "NAME", None)
     return importlib.import_module(f"d2lkaggle.{canonical_name(name)}_impl.distributed")
 
@@ -188,7 +188,7 @@ def reduce_metrics(step: Any, loss_sum: float, correct: int, n: int) -> tuple[fl
 def launch_command(backend: str, nproc: int, argv: Sequence[str]) -> list[str]:
     """The command that runs ``d2lkaggle <argv>`` in ``nproc`` processes on this machine
     under the backend's own launcher."""
-    from .registry import canonical_name
+    from ..utils.registry import canonical_name
     name = canonical_name(backend)
     if name == "torch":
         return [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -198,8 +198,8 @@ def launch_command(backend: str, nproc: int, argv: Sequence[str]) -> list[str]:
         # interpreter comes first; measured with Paddle 3.3.1)
         return [sys.executable, "-m", "paddle.distributed.launch", f"--nproc_per_node={int(nproc)}",
                 sys.executable, "-m", "d2lkaggle.cli", *argv]
-    if name == "mxnet":   # ps-lite scheduler + server + workers (d2lkaggle.pslaunch)
-        return [sys.executable, "-m", "d2lkaggle.pslaunch", f"--nproc_per_node={int(nproc)}",
+    if name == "mxnet":   # ps-lite scheduler + server + workers (d2lkaggle.parallel.pslaunch)
+        return [sys.executable, "-m", "d2lkaggle.parallel.pslaunch", f"--nproc_per_node={int(nproc)}",
                 "-m", "d2lkaggle.cli", *argv]
     raise ValueError(f"--distributed with backend {name!r}: no launcher is wired up for it "
                      "(see docs/scale.md); use --backend torch, paddle or mxnet")
@@ -207,7 +207,7 @@ def launch_command(backend: str, nproc: int, argv: Sequence[str]) -> list[str]:
 
 def default_nproc(backend: str) -> int:
     """Processes ``--distributed`` starts by default: one per GPU when there are several, else 2."""
-    from .registry import canonical_name
+    from ..utils.registry import canonical_name
     if canonical_name(backend) == "torch":
         import torch
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -37,14 +37,14 @@ class Writeup:
     name: str
     source: str                      # where the values come from
     competition: str                 # the competition the write-up ran
-    model: str                       # a model-table name (d2lkaggle.models.MODEL_NAMES)
+    model: str                       # a model-table name (d2lkaggle.models.table.MODEL_NAMES)
     epochs: int
     batch_size: int
     optimizer: str                   # sgd | nesterov | adam | adamw (torch's definitions)
     lr: float
     wd: float
     sched: str                       # "cyclic" or "step"
-    augment: str                     # an augmentation preset of d2lkaggle.augment
+    augment: str                     # an augmentation preset of d2lkaggle.data.transforms
     image_size: int
     interpolation: str = "bilinear"
     cycle_mode: str = "triangular2"  # sched="cyclic": torch's CyclicLR mode
@@ -77,7 +77,7 @@ class Writeup:
 
     def schedule(self, steps_per_epoch: int):
         """The core schedule ``lr(t)`` of this recipe for loaders of ``steps_per_epoch`` batches."""
-        from . import schedules
+        from ..train import schedules
         if self.sched == "cyclic":
             return schedules.cyclic(self.lr * self.base_lr_factor, self.lr * self.max_lr_factor,
                                     steps_per_epoch, self.step_size(steps_per_epoch),
@@ -91,7 +91,7 @@ class Writeup:
         """The core MixUp/CutMix callable, or ``None`` when the recipe mixes nothing."""
         if self.mixup <= 0 and self.cutmix <= 0:
             return None
-        from .mixing import Mixup
+        from ..data.mixing import Mixup
         # with both on, timm's rule picks CutMix for half of the mixed batches
         return Mixup(mixup_alpha=self.mixup, cutmix_alpha=self.cutmix, prob=self.mix_prob,
                      switch_prob=0.5)
@@ -116,12 +116,12 @@ class Writeup:
     def norm(self, comp) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """(mean, std) the loaders normalise with: the competition's, or ImageNet's."""
         if self.normalize == "imagenet":
-            from .augment import IMAGENET_MEAN, IMAGENET_STD
+            from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
             return tuple(IMAGENET_MEAN), tuple(IMAGENET_STD)
         return tuple(comp.mean), tuple(comp.std)
 
     def to_recipe(self, comp: Any = None) -> Any:
-        """This write-up as a :class:`d2lkaggle.competitions.Recipe` (what ``--recipe NAME`` runs).
+        """This write-up as a :class:`d2lkaggle.specs.competitions.Recipe` (what ``--recipe NAME`` runs).
 
         The cyclic rates are left to follow ``lr`` (lr/2 and 2·lr, the recipe's defaults), so
         ``--lr`` next to ``--recipe`` moves them too; ``cycles`` sets the half-cycle once the
@@ -197,7 +197,7 @@ def format_writeups(names: list[str] | None = None) -> str:
 def restore_checkpoint(backend, net: Any, path: str) -> Any:
     """Load the model weights of a training checkpoint (``best.npz``/``last.npz``) into ``net``:
     how a recipe with ``keep="best"`` predicts with its best-validation epoch."""
-    from .checkpoint import load_npz
+    from ..utils.files import load_npz
     arrays, _ = load_npz(path)
     backend.set_state(net, {k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")},
                       source=path)

@@ -15,8 +15,8 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 
-from .checkpoint import load_npz, save_npz
-from .mixing import MIX_TAG, batch_rng
+from ..utils.files import load_npz, save_npz
+from ..data.mixing import MIX_TAG, batch_rng
 from .schedules import check_lr, check_schedule
 
 #: ``fit(plot=PATH)`` redraws the curves at most this often (seconds), and after the last epoch
@@ -31,7 +31,7 @@ class Step(Protocol):
 
     Losses are means over the batch for the gradient; ``train_batch`` and ``eval_batch``
     return the *sum* of per-example losses so the loop can average over an epoch exactly.
-    A data-parallel step (``Step(..., dist=DistEnv)``, see :mod:`d2lkaggle.distributed`) also
+    A data-parallel step (``Step(..., dist=DistEnv)``, see :mod:`d2lkaggle.parallel.distributed`) also
     has ``dist``, ``all_reduce_sum(values) -> values summed over ranks`` and ``barrier()``:
     :func:`fit` and :func:`evaluate` then sum their metrics over the ranks and only rank 0
     writes checkpoints.
@@ -100,7 +100,7 @@ class History:
 
     def to_csv(self, path: str, extra: dict[str, Any] | None = None) -> str:
         """Write the history as CSV (atomically)."""
-        from .checkpoint import atomic_write_text
+        from ..utils.files import atomic_write_text
         cols = list(extra or {}) + list(HISTORY_COLUMNS)
         lines = [",".join(cols)]
         for r in self.rows:
@@ -125,7 +125,7 @@ def evaluate(step: Step, data: Iterable) -> tuple[float, float]:
             continue
         ls, c, k = step.eval_batch(x, y)
         loss_sum, correct, n = loss_sum + ls, correct + c, n + k
-    from .distributed import reduce_metrics
+    from ..parallel.distributed import reduce_metrics
     loss_sum, correct, n = reduce_metrics(step, loss_sum, correct, n)  # over ranks (DDP)
     if n == 0:
         raise ValueError("evaluation data is empty")
@@ -141,7 +141,7 @@ def predict(step: Step, data: Iterable, tta: Any = None) -> np.ndarray:
     """Class probabilities for every example of ``data``, in order (rows sum to 1).
 
     ``tta`` ("flip", "flip-crop" or a number of views) averages the probabilities of the
-    augmented views of each batch (see :mod:`d2lkaggle.tta`); rows keep their order.
+    augmented views of each batch (see :mod:`d2lkaggle.train.tta`); rows keep their order.
     """
     if tta is not None:
         from .tta import TTAStep
@@ -176,11 +176,11 @@ def fit(step: Step, train_data, valid_data, num_epochs: int,
     """Train for ``num_epochs`` epochs: the chapters' ``train`` loop, once for all backends.
 
     Before batch ``b`` of epoch ``e`` it sets ``schedule(e + b / len(train_data))`` as the
-    learning rate (see :mod:`d2lkaggle.schedules`; every rate is checked before training
+    learning rate (see :mod:`d2lkaggle.train.schedules`; every rate is checked before training
     starts), trains on every batch of ``train_data`` (metrics accumulated from the per-batch
     loss sums), then evaluates on ``valid_data`` when given and passes the validation loss
     (the training loss without validation data) to ``schedule.observe`` if it has one.
-    ``mixing`` (e.g. :class:`d2lkaggle.mixing.Mixup`) is applied to every training batch with
+    ``mixing`` (e.g. :class:`d2lkaggle.data.mixing.Mixup`) is applied to every training batch with
     the batch's own generator ``default_rng([loader seed, epoch, b, MIX_TAG])``; training
     accuracy is then counted against the argmax of the soft targets.
     With ``checkpoint_dir`` it writes ``last.npz`` after every
@@ -196,7 +196,7 @@ def fit(step: Step, train_data, valid_data, num_epochs: int,
         raise ValueError(f"num_epochs must be >= 0, got {num_epochs}")
     history, start, best = History(devices=devices), 0, -math.inf
     last_path = best_path = None
-    from . import distributed
+    from ..parallel import distributed
     dist = getattr(step, "dist", None) or distributed.DistEnv()
     if not dist.is_main:  # data parallel: rank 0 writes checkpoints and curves, and prints
         plot, progress, log = None, False, None
@@ -336,7 +336,7 @@ def train_net(step_cls: Callable[..., Step], net: Any, train_iter, valid_iter, n
     ``schedule`` (a core schedule) overrides the chapters' StepLR ``lr_period``/``lr_decay``;
     ``mixing`` is handed to :func:`fit` only when given. Every backend's ``train`` is this
     call with its own step class, so none has a loop. ``dist`` (a
-    :class:`d2lkaggle.distributed.DistEnv`; default: the training loader's) makes the step
+    :class:`d2lkaggle.parallel.distributed.DistEnv`; default: the training loader's) makes the step
     data parallel (torch DDP, paddle.DataParallel, MXNet kvstore).
     """
     from .schedules import step_lr

@@ -33,7 +33,7 @@ class LRFinderResult:
 
     def to_csv(self, path: str) -> str:
         """Write ``lr,loss,smoothed`` rows (atomically)."""
-        from .checkpoint import atomic_write_text
+        from ..utils.files import atomic_write_text
         lines = ["lr,loss,smoothed"] + [f"{a!r},{b!r},{c!r}" for a, b, c in
                                         zip(self.lrs, self.losses, self.smoothed)]
         return atomic_write_text(path, "\n".join(lines) + "\n")
@@ -168,9 +168,9 @@ def find_lr(competition: str, data_dir: str, *, backend: str = "torch", out: str
     """``d2lkaggle lr-find``: the range test on a competition's recipe model and training split;
     writes ``lr_find.png`` and ``lr_find.csv`` into ``out`` and returns ``(result, png_path)``."""
     import os
-    from .competitions import get_competition
-    from .pipeline import _recipe_for, build_net, load_data
-    from .registry import canonical_name, get_backend
+    from ..specs.competitions import get_competition
+    from ..compete.run import _recipe_for, build_net, load_data
+    from ..utils.registry import canonical_name, get_backend
     comp = get_competition(competition)
     recipe = _recipe_for(comp, batch_size=batch_size, wd=wd, weights=weights)
     name = canonical_name(backend)

@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .checkpoint import atomic_open, atomic_path
+from ..utils.files import atomic_open, atomic_path
 
 NEUTRAL_SUFFIXES = (".safetensors", ".npz")
 
@@ -176,7 +176,7 @@ def imagenet_file(arch: str, framework: str) -> str:
     When neither exists, the error names the file, its URL and the folder, and the command
     that converts it once.
     """
-    from .models import IMAGENET_WEIGHTS
+    from .table import IMAGENET_WEIGHTS
     if arch not in IMAGENET_WEIGHTS:
         raise ValueError(f"no ImageNet weights for {arch!r}; known: {', '.join(IMAGENET_WEIGHTS)}")
     url = IMAGENET_WEIGHTS[arch]["url"]

@@ -17,7 +17,7 @@ import numpy as np
 from .images import read_image
 
 if TYPE_CHECKING:
-    from .distributed import DistEnv
+    from ..parallel.distributed import DistEnv
 
 Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -77,11 +77,11 @@ class ImageLoader:
         self.num_workers = num_workers or min(4, os.cpu_count() or 1)
         self.prefetch = max(1, int(prefetch))
         self.epoch = 0
-        # data parallel (d2lkaggle.distributed): batch_size stays the global batch, this
+        # data parallel (d2lkaggle.parallel.distributed): batch_size stays the global batch, this
         # process yields its shard of each one; the augmentation stream also takes the rank
         self.dist = dist if dist is not None and dist.enabled else None
         if self.dist is not None:
-            from .distributed import check_batch_size
+            from ..parallel.distributed import check_batch_size
             check_batch_size(self.batch_size, self.dist)
 
     def __len__(self) -> int:
@@ -108,7 +108,7 @@ class ImageLoader:
         order = self.order(epoch)
         batches = [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(len(self))]
         if self.dist is not None:
-            from .distributed import shard_batch
+            from ..parallel.distributed import shard_batch
             batches = [shard_batch(idx, self.dist) for idx in batches]
         return batches
 

@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .data import ImageLoader
+from ..data.loader import ImageLoader
 
 __all__ = ["check_cacheable", "deterministic", "backbone_digest", "feature_key",
            "cached_features", "FeatureLoader", "train_with_cached_features", "FEATURES_VERSION"]
@@ -56,7 +56,7 @@ FEATURE_BATCH = 32
 def deterministic(transform: Any) -> bool:
     """True when ``transform`` draws no randomness: ``None``, Resize, CenterCrop, or a Compose
     of those (what ``augment="none"`` and the test transforms are)."""
-    from .augment import CenterCrop, Compose, Resize
+    from ..data.transforms import CenterCrop, Compose, Resize
     if transform is None:
         return True
     if isinstance(transform, Compose):
@@ -124,7 +124,7 @@ def feature_key(weights_digest: str, transform: Any, **settings: Any) -> dict[st
 
 
 def _cache_folder(paths: Sequence[str]) -> str:
-    from .images import CACHE_DIR_NAME
+    from ..data.images import CACHE_DIR_NAME
     base = os.path.dirname(os.path.dirname(os.path.abspath(paths[0])))
     return os.path.join(base, CACHE_DIR_NAME)
 
@@ -152,8 +152,8 @@ def cached_features(paths: Sequence[str], compute: Callable[[np.ndarray], np.nda
     ``key`` are read; the others are computed with ``compute(uint8 batch)`` over batches of
     :data:`FEATURE_BATCH` images and added to the file (written atomically), so the train,
     validation and retrain phases compute each image once."""
-    from .checkpoint import atomic_open
-    from .data import FileSource
+    from ..utils.files import atomic_open
+    from ..data.loader import FileSource
     paths = [os.fspath(p) for p in paths]
     if not paths:
         raise ValueError("cache_features: no images")

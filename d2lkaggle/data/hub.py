@@ -41,7 +41,7 @@ import py7zr.io
 import requests
 import urllib3
 
-from .checkpoint import atomic_open, current_umask, file_lock
+from ..utils.files import atomic_open, current_umask, file_lock
 from tqdm import tqdm
 
 DATA_URL = "http://d2l-data.s3-accelerate.amazonaws.com/"
@@ -52,7 +52,7 @@ DATA_HUB: dict[str, tuple[str, str]] = {
                      "2068874e4b9a9f0fb07ebe0ad2b29754449ccacd"),
     "dog_tiny": (DATA_URL + "kaggle_dog_tiny.zip",
                  "0cb91d09b814ecdc07b50f31f8dcad3e81d6a86d"),
-    # The CIFAR python archives (d2lkaggle.cifar reads them without unpacking) with the MD5
+    # The CIFAR python archives (d2lkaggle.data.cifar reads them without unpacking) with the MD5
     # sums their authors publish on https://www.cs.toronto.edu/~kriz/cifar.html.
     "cifar10_python": ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
                        "md5:c58f30108f718f92721af3b95e74349a"),

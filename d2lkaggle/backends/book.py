@@ -99,7 +99,7 @@ class Animator:
         self.draw()
 
     def draw(self) -> None:
-        from .plotting import _in_notebook
+        from ..train.plotting import _in_notebook
         notebook = _in_notebook()
         if not (notebook or self.path) or self.X is None:
             return
@@ -125,7 +125,7 @@ class Animator:
                 ax.legend()
             ax.grid(True, alpha=0.3)
             if self.path:
-                from .checkpoint import atomic_path
+                from ..utils.files import atomic_path
                 with atomic_path(self.path, ".png") as tmp:
                     fig.savefig(tmp, dpi=100, format="png")
             if notebook:
@@ -191,7 +191,7 @@ def tensor_loader(data_iter, devices: Any, default: Callable[[], list],
 
 def is_loader(obj: Any) -> bool:
     """True for this library's data loaders (core :class:`ImageLoader` or a TensorLoader)."""
-    from .data import ImageLoader
+    from ..data.loader import ImageLoader
     return isinstance(obj, (ImageLoader, TensorLoader))
 
 
@@ -214,8 +214,8 @@ def get_net(backend, competition: str = "dog-breed",
     ResNet-18 with 10 classes. ``weights="recipe"`` takes the recipe's (``"imagenet"``
     for dog-breed), ``None`` a random backbone, or a weight file's path.
     """
-    from .competitions import get_competition
-    from .pipeline import build_net
+    from ..specs.competitions import get_competition
+    from ..compete.run import build_net
     comp = get_competition(competition)
     if comp.recipe is None:
         raise ValueError(f"competition {comp.name!r} has no recipe to build a net from")

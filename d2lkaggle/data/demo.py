@@ -16,7 +16,7 @@ import tempfile
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .checkpoint import current_umask
+from ..utils.files import current_umask
 
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "hbar", "vbar", "diamond", "dots",
           "frame")

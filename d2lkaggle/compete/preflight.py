@@ -111,7 +111,7 @@ def check_resume(checkpoint_dir: str, config: dict, resume: bool | str,
     last = os.path.join(checkpoint_dir, "last.npz")
     if not resume or not os.path.exists(last):
         return bool(resume)
-    from .checkpoint import load_npz
+    from ..utils.files import load_npz
     _, meta = load_npz(last)
     old = meta.get("config")
     diff = (["the checkpoint records no configuration (written by an older version)"]

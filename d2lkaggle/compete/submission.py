@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from .checkpoint import atomic_open
+from ..utils.files import atomic_open
 
 __all__ = ["write_label_submission", "write_proba_submission", "validate_submission",
            "read_submission", "PROBA_TOLERANCE"]

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .checkpoint import atomic_path
+from ..utils.files import atomic_path
 
 #: how the pipeline names the two phases of a chapter, and how the curves label them
 PHASE_LABELS = {"valid": "train/valid split", "train_valid": "retrain on train+valid"}
