@@ -22,7 +22,8 @@ WORKER = r"""
 import json, sys, time
 import d2lkaggle
 from d2lkaggle.specs.competitions import get_competition
-from d2lkaggle.compete.run import build_net, load_data
+from d2lkaggle.compete.run import load_data
+from d2lkaggle.models.build import build_net
 backend, data_dir, init, epochs, save_init = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "1"
 amp = len(sys.argv) > 6 and sys.argv[6] == "bf16"
 B = d2lkaggle.get_backend(backend)

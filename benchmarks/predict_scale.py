@@ -121,8 +121,9 @@ def child(data_dir: str, out: str) -> dict:
 
     from d2lkaggle.train import loop
     from d2lkaggle.specs.competitions import get_competition
-    from d2lkaggle.compete.ensembles import save_run_predictions
-    from d2lkaggle.compete.run import load_data, write_submission
+    from d2lkaggle.compete.runfolder import save_run_predictions
+    from d2lkaggle.compete.load import load_data
+    from d2lkaggle.compete.submission import write_submission
     comp = get_competition("cifar10")
     t0 = time.perf_counter()
     data = load_data(comp, data_dir, batch_size=256, valid_ratio=0.0, num_workers=2)

@@ -15,7 +15,7 @@ import time
 
 def _loaders(data_dir: str, batch: int):
     from d2lkaggle.specs.competitions import get_competition
-    from d2lkaggle.compete.run import load_data
+    from d2lkaggle.compete.load import load_data
     return load_data(get_competition("cifar10"), data_dir, batch_size=batch, valid_ratio=0.1)
 
 
@@ -100,7 +100,8 @@ def reorg(root: str) -> dict:
     """
     import shutil
     from d2lkaggle.data.labels import read_csv_labels
-    from d2lkaggle.data.reorg import reorg_test, reorg_train_valid, split_train_valid
+    from d2lkaggle.data.reorg import reorg_test, reorg_train_valid
+    from d2lkaggle.data.splits import split_train_valid
     labels = read_csv_labels(os.path.join(root, "trainLabels.csv"))
     _, valid = split_train_valid(labels, 0.1, 0)
     valid = set(valid)

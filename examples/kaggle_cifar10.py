@@ -10,7 +10,8 @@ import d2lkaggle
 from d2lkaggle.specs.competitions import get_competition
 from d2lkaggle.data.demo import make_demo
 from d2lkaggle.data.hub import default_data_dir  # $D2LKAGGLE_DATA or ~/.cache/d2lkaggle: nothing lands in the repo
-from d2lkaggle.compete.run import load_data, write_submission
+from d2lkaggle.compete.load import load_data
+from d2lkaggle.compete.submission import write_submission
 
 
 def main() -> None:

@@ -18,7 +18,9 @@ import d2lkaggle
 from d2lkaggle.data.transforms import preset_transforms
 from d2lkaggle.data.cifar import find_cifar_archive, make_demo_archive, read_cifar_archive
 from d2lkaggle.specs.competitions import get_competition
-from d2lkaggle.compete.run import labelled_test_metrics, load_array_data, write_submission
+from d2lkaggle.compete.load import load_array_data
+from d2lkaggle.compete.report import labelled_test_metrics
+from d2lkaggle.compete.submission import write_submission
 from d2lkaggle.specs.writeups import get_writeup, restore_checkpoint
 
 

@@ -131,7 +131,7 @@ _RUNS: dict[tuple[str, str], subprocess.CompletedProcess] = {}
 
 def run_page_once(path: str, backend: str, new_dir) -> subprocess.CompletedProcess:
     """:func:`run_page` once per test session for ``(path, backend)``: the tests that check the
-    same page (tests/test_docs.py runs every page; a page's own test asserts on its output)
+    same page (tests/docs/test_docs.py runs every page; a page's own test asserts on its output)
     share one run instead of training the same demo twice. ``new_dir()`` gives the folder."""
     key = (os.path.abspath(path), backend)
     if key not in _RUNS:

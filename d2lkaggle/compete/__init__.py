@@ -1,0 +1,33 @@
+"""compete — a whole competition: one run's stages, the run folder, reports, submissions, checks
+before a run, ensembles (their math apart from the runs that train members), Kaggle.
+
+May import: every room below it and, through the registry, the wings.
+"""
+from ..utils.exports import lazy_exports
+
+#: public name -> the module of this room that defines it
+EXPORTS = {
+    "run_competition": "run",
+    "plan_run": "run",
+    "RunPlan": "run",
+    "load_data": "load",
+    "CompetitionData": "load",
+    "write_submission": "submission",
+    "validate_submission": "submission",
+    "ensemble_runs": "ensembles",
+    "run_ensemble": "members",
+    "run_folds": "members",
+    "soft_vote": "voting",
+    "hard_vote": "voting",
+    "fit_weights": "voting",
+    "log_loss": "voting",
+    "accuracy": "voting",
+    "load_run": "runfolder",
+    "save_run_predictions": "runfolder",
+    "download_competition": "kaggle",
+    "submit": "kaggle",
+    "find_lr": "lrfind",
+    "labelled_test_metrics": "report",
+}
+__all__ = list(EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, EXPORTS)

@@ -19,8 +19,8 @@ import json
 import os
 from typing import Any, Callable
 
-from ..specs.competitions import Competition, get_competition
 from ..data.hub import ARCHIVE_SUFFIXES, default_data_dir, extract
+from ..specs.competitions import Competition, get_competition
 
 INSTALL_HINT = 'pip install "d2lkaggle[kaggle]"  (or: pip install kaggle)'
 

@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import csv
 import os
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..utils.files import atomic_open
 
+if TYPE_CHECKING:   # (types only: load.py builds the data, and this room stays below it)
+    from ..specs.competitions import Competition
+    from .load import CompetitionData
+
 __all__ = ["write_label_submission", "write_proba_submission", "validate_submission",
-           "read_submission", "PROBA_TOLERANCE"]
+           "read_submission", "write_submission", "preflight_submission", "PROBA_TOLERANCE"]
 
 #: how far a row of probabilities may sum from 1
 PROBA_TOLERANCE = 1e-6
@@ -223,3 +227,27 @@ def validate_submission(path: str | os.PathLike, sample: str | os.PathLike | pd.
     except ValueError as e:
         raise ValueError(f"{name}: {e}") from None
 
+
+def write_submission(comp: Competition, data_dir: str, probs: np.ndarray, data: CompetitionData,
+                     path: str) -> str:
+    """Write (and validate against the sample file, when present) the competition's submission."""
+    sample = os.path.join(data_dir, comp.sample_file)
+    sample = sample if os.path.exists(sample) else None
+    if comp.submission == "label":
+        labels = [data.classes[k] for k in probs.argmax(axis=1)]
+        write_label_submission(data.test_ids, labels, path, sample=sample,
+                               id_column=comp.id_column, label_column=comp.label_column)
+    else:
+        write_proba_submission(data.test_ids, probs, data.classes, path, sample=sample,
+                               id_column=comp.id_column)
+    if sample:
+        validate_submission(path, sample, kind=comp.submission)
+    return path
+
+def preflight_submission(comp: Competition, data_dir: str, data: CompetitionData) -> None:
+    """Write and validate a placeholder submission (uniform probabilities) in a temporary
+    folder: a sample file whose ids or columns do not fit fails now, before training."""
+    import tempfile
+    probs = np.full((len(data.test_ids), len(data.classes)), 1.0 / len(data.classes))
+    with tempfile.TemporaryDirectory(prefix="d2lkaggle-preflight-") as tmp:
+        write_submission(comp, data_dir, probs, data, os.path.join(tmp, "submission.csv"))

@@ -7,10 +7,8 @@
     data_dir/train_valid_test/train_valid/<label>/<file>  all labelled images
     data_dir/train_valid_test/test/unknown/<file>         the test images
 
-The split follows the chapters: every class gives the same number of validation images,
-``max(1, floor(n_min * valid_ratio))`` where ``n_min`` is the size of the rarest class. Which
-images go to validation is a seeded choice (see :func:`split_train_valid`), so the same seed
-gives the same split on every machine, whatever order the files were created or listed in.
+The split follows the chapters (:func:`d2lkaggle.data.splits.split_train_valid`): every class
+gives the same number of validation images, a seeded choice that is the same on every machine.
 
 Files are hard-linked by default (no extra disk space, ~50,000 files per second), falling
 back to copies when the file system refuses links (another device, FAT/exFAT). Each run
@@ -27,17 +25,14 @@ folder at once take turns (the lock file ``data_dir/.train_valid_test.lock``).
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import tempfile
-from collections import Counter
 from typing import Callable, Mapping
 
-import numpy as np
+from .splits import n_valid_per_label, split_train_valid
 
-__all__ = ["n_valid_per_label", "split_train_valid", "reorg_train_valid", "reorg_test",
-           "MODES", "TRAIN_VALID_TEST"]
+__all__ = ["reorg_train_valid", "reorg_test", "MODES", "TRAIN_VALID_TEST"]
 
 #: ways of placing a file into the layout
 MODES = ("link", "symlink", "copy")
@@ -47,55 +42,10 @@ _OLD_PREFIX = ".reorg-old-"
 _OWNED = ".reorg-owned"  # a file inside every temporary folder reorg makes
 
 
-# --------------------------------------------------------------------------- the split
-
-def _check_ratio(valid_ratio: float) -> float:
-    try:
-        r = float(valid_ratio)
-    except (TypeError, ValueError):
-        raise ValueError(f"valid_ratio must be a number in [0, 1), got {valid_ratio!r}") from None
-    if not (0.0 <= r < 1.0):  # also rejects NaN
-        raise ValueError(f"valid_ratio must be in [0, 1), got {valid_ratio!r}")
-    return r
 
 
-def n_valid_per_label(labels: Mapping[str, str], valid_ratio: float) -> int:
-    """The book's number of validation images per class: ``max(1, floor(n_min * valid_ratio))``.
-
-    ``n_min`` is the number of images of the rarest class. As in the book the result is at
-    least 1, even for ``valid_ratio=0``.
-    """
-    r = _check_ratio(valid_ratio)
-    if not labels:
-        raise ValueError("no labels: cannot split an empty label table")
-    n_min = min(Counter(labels.values()).values())
-    return max(1, math.floor(n_min * r))
 
 
-def split_train_valid(labels: Mapping[str, str], valid_ratio: float,
-                      seed: int = 0) -> tuple[list[str], list[str]]:
-    """Split the ids of ``labels`` into ``(train_ids, valid_ids)``, both sorted.
-
-    Every class puts :func:`n_valid_per_label` ids into validation. The choice is made with
-    ``numpy.random.default_rng(seed)``: classes are taken in sorted order and, for each, a
-    permutation of the class's *sorted* ids picks the first ``n_valid`` of them. It depends
-    only on ``labels``, ``valid_ratio`` and ``seed`` — not on dict order or file order.
-    """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
-    n_valid = n_valid_per_label(labels, valid_ratio)
-    by_class: dict[str, list[str]] = {}
-    for key, label in labels.items():
-        by_class.setdefault(label, []).append(key)
-    rng = np.random.default_rng(int(seed))
-    valid: list[str] = []
-    for label in sorted(by_class):
-        ids = sorted(by_class[label])
-        pick = rng.permutation(len(ids))[:n_valid]
-        valid.extend(ids[k] for k in pick)
-    valid_set = set(valid)
-    train = sorted(k for k in labels if k not in valid_set)
-    return train, sorted(valid)
 
 
 # --------------------------------------------------------------------------- file listing

@@ -37,7 +37,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..utils.registry import BACKENDS, is_installed
+from ..utils.registry import BACKENDS, get_backend, is_installed
 
 #: per model: constructor call, input size, batch size (kept small: paddle is slow on CPU),
 #: classes, and the spread of the BatchNorm gammas/betas drawn around 1/0
@@ -156,9 +156,8 @@ def _worker(backend: str, task: str, model: str, workdir: str, steps: int,
 
     With ``optimizers``, ``train``/``train64`` run each of :data:`OPTIMIZER_RUNS` named there
     (cyclic lr; MixUp'd soft targets when ``mixing``), one result file per optimizer."""
-    import d2lkaggle
     from ..utils.files import save_npz
-    B = d2lkaggle.get_backend(backend)  # noqa: N806 (used by the MODELS expressions)
+    B = get_backend(backend)  # noqa: N806 (used by the MODELS expressions)
     spec = MODELS[model]
     out: dict[str, np.ndarray] = {}
     if task == "init":
@@ -206,8 +205,8 @@ def _worker(backend: str, task: str, model: str, workdir: str, steps: int,
         out.update({"final/" + k: np.array(v, np.float64) for k, v in step.state_dict().items()})
         out["losses"] = np.array(losses)
     elif task == "data":
-        from ..data.transforms import cifar_train
         from ..data.loader import ArraySource, ImageLoader
+        from ..data.transforms import cifar_train
         images = np.random.default_rng(7).integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)
         loader = ImageLoader(ArraySource(images), np.arange(24) % 10, 8, transform=cifar_train(32),
                              shuffle=True, seed=3)
@@ -403,7 +402,6 @@ def parity_case(model: str = "resnet18", steps: int = 10,
 def _run_jobs(backend: str, path: str) -> None:
     """Run every job of the JSON list at ``path`` in this process, with one framework (the
     framework is imported once; a model's calibrated state is computed once per process)."""
-    import d2lkaggle
     with open(path) as f:
         jobs = json.load(f)
     initial: dict[str, dict[str, np.ndarray]] = {}
@@ -413,7 +411,7 @@ def _run_jobs(backend: str, path: str) -> None:
         t0 = time.perf_counter()
         try:
             if task == "prepare":
-                state = _init_state(d2lkaggle.get_backend(backend), model, initial)
+                state = _init_state(get_backend(backend), model, initial)
                 prepare(job["dir"], model, job["steps"], backend, state=state)
             else:
                 _worker(backend, task, model, job["dir"], job["steps"],

@@ -303,40 +303,6 @@ def check_regularization(recipe: Any) -> None:
                              f"it applies to {', '.join(models)}{hint}")
 
 
-def recipe_kwargs(recipe: Any, image_size: int | None = None) -> dict[str, Any]:
-    """Keyword arguments of ``create_model(recipe.model, ...)`` taken from a competition recipe.
-
-    Optional recipe fields (``drop_path``, ``stochastic_depth``, ``dropout``, ``freeze``) are
-    used when the recipe has them and they are set.
-    """
-    name = check_model_name(recipe.model)
-    opt = lambda k: getattr(recipe, k, None)  # noqa: E731
-    kw: dict[str, Any] = {}
-    if name == "resnet18":
-        kw = {"in_channels": 3, "width": recipe.width}
-        if opt("drop_path"):
-            kw["drop_path"] = opt("drop_path")
-    elif name == "resnet34":
-        if opt("drop_path"):
-            kw["drop_path"] = opt("drop_path")
-    elif name == "finetune":
-        kw = {"weights": recipe.weights, "hidden": recipe.hidden}
-        for k in ("arch", "freeze"):
-            if opt(k) is not None:
-                kw[k] = opt(k)
-    elif name == "cnn_elu":
-        if image_size:
-            kw["image_size"] = int(image_size)
-        if opt("dropout") is not None:
-            kw["dropout"] = opt("dropout")
-    else:   # EfficientNetV2
-        kw = {"weights": recipe.weights}
-        for k in ("stochastic_depth", "dropout"):
-            if opt(k) is not None:
-                kw[k] = opt(k)
-    return kw
-
-
 # ----------------------------------------------------------------------------- the table
 
 #: model name → the builder function every backend's models.py defines under that name

@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..utils.files import atomic_open, atomic_path
+from .formats import read_torch_zip
 
 NEUTRAL_SUFFIXES = (".safetensors", ".npz")
 
@@ -109,25 +110,18 @@ def check_state(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, np.
 
 
 def read_pth(path: str) -> dict[str, np.ndarray]:
-    """Read a PyTorch ``.pth`` state_dict into canonical numpy arrays (needs torch installed).
-
-    torch is imported only here, only for this; the other backends can thus fine-tune from a
-    torchvision checkpoint when torch is installed beside them, or from a converted file.
-    """
+    """Read a PyTorch ``.pth`` state_dict into canonical float32 numpy arrays, without torch
+    and without running code from the file (:func:`d2lkaggle.models.formats.read_torch_zip`);
+    the other backends fine-tune from a torchvision checkpoint as it is."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"weight file not found: {path}")
-    try:
-        import torch
-    except ImportError as e:
-        raise ImportError(f"reading {path} needs torch; convert it once where torch is installed "
-                          f"with `d2lkaggle weights convert {path} OUT.safetensors`") from e
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+    sd = read_torch_zip(path)
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
         raise ValueError(f"{path}: expected a state_dict, got {type(sd).__name__}")
-    return {k.removeprefix("module."): v.detach().float().cpu().numpy()
-            for k, v in sd.items() if torch.is_tensor(v) and not k.endswith("num_batches_tracked")}
+    return {k.removeprefix("module."): np.asarray(v, dtype=np.float32) for k, v in sd.items()
+            if isinstance(v, np.ndarray) and not k.endswith("num_batches_tracked")}
 
 
 def read_weights(path: str) -> dict[str, np.ndarray]:

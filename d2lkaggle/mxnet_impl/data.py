@@ -7,7 +7,9 @@ import mxnet as mx
 import numpy as np
 from mxnet import np as mnp
 
+from ..common.book import tensor_loader
 from ..data.transforms import normalize_nchw
+from .device import try_all_gpus
 
 
 def to_tensor(x: np.ndarray, mean: Sequence[float], std: Sequence[float],
@@ -44,6 +46,4 @@ def tensors(data_iter, devices: "Sequence[mx.Context] | None" = None):
     loader's mean/std, X and y on ``devices[0]`` (default: the first GPU, else the CPU).
     Re-iterable (one epoch per ``for``) and ``len()`` gives the number of batches.
     """
-    from ..backends.book import tensor_loader
-    from .train import try_all_gpus
     return tensor_loader(data_iter, devices, try_all_gpus, to_tensor, _soft_or_int)

@@ -13,10 +13,10 @@ from mxnet import autograd
 from mxnet import np as mnp
 from mxnet.gluon import Block
 
-from ..train import features
-from ..train import loop
+from ..train import features, loop
 from .data import to_tensor
-from .train import MXNetStep, try_all_gpus
+from .device import try_all_gpus
+from .train import MXNetStep
 from .weights import get_state
 
 

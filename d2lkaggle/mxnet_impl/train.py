@@ -11,7 +11,6 @@ backend (checked by the parity tests), the optimizer state is torch's
 """
 from __future__ import annotations
 
-import random
 from typing import Any, Sequence
 
 import mxnet as mx
@@ -20,29 +19,15 @@ from mxnet import autograd, npx
 from mxnet import np as mnp
 from mxnet.gluon import Block
 
-from ..backends import book as _book
-from ..train import loop
-from ..train import lrfind
+from ..common import book as _book
+from ..parallel.distributed import Collectives, DistEnv
+from ..train import loop, lrfind
 from ..train import optim as core_optim
-from ..parallel.distributed import DistEnv
-from ..parallel.distributed import Collectives
 from . import distributed as _distributed
 from .data import to_labels, to_tensor
+from .device import try_all_gpus
 from .optim import Optimizer
 from .weights import canonical_parameters, get_state, set_state
-
-#: capability flag: no bf16 training path for MXNet 1.9 on CPU in this library
-SUPPORTS_BF16 = False
-
-
-def try_gpu(i: int = 0) -> mx.Context:
-    """GPU ``i`` if it exists, else the CPU."""
-    return mx.gpu(i) if mx.context.num_gpus() > i else mx.cpu()
-
-
-def try_all_gpus() -> list[mx.Context]:
-    """All GPUs, or ``[cpu]`` when there is none (the book's version returns ``[]``)."""
-    return [mx.gpu(i) for i in range(mx.context.num_gpus())] or [mx.cpu()]
 
 
 def _rank_context(env: DistEnv) -> mx.Context:
@@ -54,13 +39,6 @@ def _rank_context(env: DistEnv) -> mx.Context:
         raise ValueError(f"worker {env.local_rank} has no GPU (this machine has {n}); start "
                          f"at most {n} workers per machine (--nproc_per_node {n})")
     return mx.gpu(env.local_rank)
-
-
-def set_seed(seed: int) -> None:
-    """Seed mxnet, numpy and random so model initialisation is reproducible."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    mx.random.seed(seed)
 
 
 def _log_softmax_loss(logits, y):

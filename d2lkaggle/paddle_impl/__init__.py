@@ -96,8 +96,9 @@ from .data import to_labels, to_tensor  # noqa: E402
 from .models import (CnnElu, EfficientNetV2, FineTuneNet, Residual, ResNet18, cnn_elu,  # noqa: E402
                      create_model, efficientnet_v2_l, efficientnet_v2_m, efficientnet_v2_s,
                      finetune_net, list_models, resnet18, resnet34)
-from .train import (SUPPORTS_BF16, PaddleStep as Step, evaluate_accuracy, evaluate_loss,  # noqa: E402
-                    forward, lr_find, predict, set_seed, train, try_all_gpus, try_gpu)
+from .device import SUPPORTS_BF16, set_seed, try_all_gpus, try_gpu  # noqa: E402
+from .train import (PaddleStep as Step, evaluate_accuracy, evaluate_loss,  # noqa: E402
+                    forward, lr_find, predict, train)
 from .weights import get_state, load_weights, save_weights, set_state  # noqa: E402
 
 NAME = "paddle"

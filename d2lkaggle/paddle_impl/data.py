@@ -6,7 +6,9 @@ from typing import Sequence
 import numpy as np
 import paddle
 
+from ..common.book import tensor_loader
 from ..data.transforms import normalize_nchw
+from .device import try_all_gpus
 
 
 def to_tensor(x: np.ndarray, mean: Sequence[float], std: Sequence[float],
@@ -43,6 +45,4 @@ def tensors(data_iter, devices: "Sequence[paddle.CPUPlace] | None" = None):
     loader's mean/std, X and y on ``devices[0]`` (default: the first GPU, else the CPU).
     Re-iterable (one epoch per ``for``) and ``len()`` gives the number of batches.
     """
-    from ..backends.book import tensor_loader
-    from .train import try_all_gpus
     return tensor_loader(data_iter, devices, try_all_gpus, to_tensor, _soft_or_int)

@@ -11,11 +11,11 @@ import numpy as np
 import paddle
 from paddle import nn
 
-from ..train import features
-from ..train import loop
+from ..train import features, loop
 from ..train import optim as core_optim
 from .data import to_labels, to_tensor
-from .train import PaddleStep, _cross_entropy, try_all_gpus
+from .device import try_all_gpus
+from .train import PaddleStep, _cross_entropy
 from .weights import get_state
 
 

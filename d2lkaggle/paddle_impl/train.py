@@ -7,7 +7,6 @@ torch backend.
 """
 from __future__ import annotations
 
-import random
 from typing import Any, Sequence
 
 import numpy as np
@@ -15,32 +14,15 @@ import paddle
 from paddle import nn
 from paddle.nn import functional as F
 
-from ..backends import book as _book
-from ..train import loop
-from ..train import lrfind
+from ..common import book as _book
+from ..parallel.distributed import Collectives, DistEnv
+from ..train import loop, lrfind
 from ..train import optim as core_optim
-from ..parallel.distributed import DistEnv
-from ..parallel.distributed import Collectives
 from . import distributed as _distributed
 from .data import to_labels, to_tensor
+from .device import try_all_gpus
 from .optim import Optimizer
 from .weights import canonical_name_of, get_state, set_state
-
-#: capability flag: bf16 autocast measured no faster for Paddle 3.3 on this CPU
-SUPPORTS_BF16 = False
-
-
-def try_gpu(i: int = 0):
-    """GPU ``i`` if it exists, else the CPU."""
-    if paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > i:
-        return paddle.CUDAPlace(i)
-    return paddle.CPUPlace()
-
-
-def try_all_gpus() -> list:
-    """All GPUs, or ``[CPUPlace]`` — always a list (the book's Paddle version returns a bare place)."""
-    n = paddle.device.cuda.device_count() if paddle.device.is_compiled_with_cuda() else 0
-    return [paddle.CUDAPlace(i) for i in range(n)] or [paddle.CPUPlace()]
 
 
 def _rank_place(env: DistEnv):
@@ -52,13 +34,6 @@ def _rank_place(env: DistEnv):
         raise ValueError(f"local rank {env.local_rank} has no GPU (this machine has {n}); start "
                          f"at most {n} processes per node (--nproc_per_node {n})")
     return paddle.CUDAPlace(env.local_rank)
-
-
-def set_seed(seed: int) -> None:
-    """Seed paddle, numpy and random so model initialisation is reproducible."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    paddle.seed(seed)
 
 
 def _cross_entropy(logits: paddle.Tensor, labels: paddle.Tensor) -> paddle.Tensor:

@@ -15,7 +15,6 @@ its meaning and, without augmentation, two processes compute the same update as 
 from __future__ import annotations
 
 import copy
-import importlib
 import os
 import sys
 from dataclasses import dataclass
@@ -140,9 +139,8 @@ def unsharded(loader: Any) -> Any:
 
 def backend_module(backend: Any):
     """``d2lkaggle.<name>_impl.distributed`` of a backend module or name (``init``/``barrier``)."""
-    from ..utils.registry import canonical_name
-    name = backend if isinstance(backend, str) else getattr(backend, "NAME", None)
-    return importlib.import_module(f"d2lkaggle.{canonical_name(name)}_impl.distributed")
+    from ..utils.registry import backend_module as wing
+    return wing(backend, "distributed")
 
 
 def setup(backend: Any, env: DistEnv | None = None) -> DistEnv:
@@ -183,6 +181,28 @@ def reduce_metrics(step: Any, loss_sum: float, correct: int, n: int) -> tuple[fl
     return float(total[0]), int(round(total[1])), int(round(total[2]))
 
 
+def run_env(distributed: Any, batch_size: int) -> DistEnv:
+    """The run's :class:`~d2lkaggle.parallel.distributed.DistEnv`, its global batch size checked."""
+    if isinstance(distributed, DistEnv):
+        env = distributed
+    elif distributed is False:
+        env = DistEnv()
+    else:
+        env = detect()
+        if distributed is True and env.launcher is None:   # (a launcher of 1 process is fine)
+            raise ValueError("distributed=True but no launcher started this process (no "
+                             "RANK/WORLD_SIZE in the environment); start it with torchrun "
+                             "--nproc_per_node N -m d2lkaggle.cli run ... (docs/scale.md)")
+    check_batch_size(int(batch_size), env)
+    return env
+
+
+def join(backend: str, env: DistEnv) -> None:
+    """Join the backend's process group; rank 0 has created the run folder when it returns."""
+    setup(backend, env)
+    barrier(backend, env)
+
+
 # ---- launching ----------------------------------------------------------------------------
 
 def launch_command(backend: str, nproc: int, argv: Sequence[str]) -> list[str]:
@@ -207,13 +227,9 @@ def launch_command(backend: str, nproc: int, argv: Sequence[str]) -> list[str]:
 
 def default_nproc(backend: str) -> int:
     """Processes ``--distributed`` starts by default: one per GPU when there are several, else 2."""
-    from ..utils.registry import canonical_name
-    if canonical_name(backend) == "torch":
-        import torch
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if n > 1:
-            return n
-    return 2
+    from ..utils.registry import backend_module
+    n = backend_module(backend, "device").num_gpus()
+    return n if n > 1 else 2
 
 
 class Collectives:

@@ -1,58 +1,11 @@
 """Competition specs: where each competition keeps its files and the recipe that trains it."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass, field
 
 from ..data.transforms import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Default hyperparameters of a competition (losses are batch means in every backend)."""
-
-    model: str                       # "resnet18" (the CIFAR-10 chapter) or "finetune" (Dog Breed)
-    epochs: int
-    batch_size: int
-    lr: float
-    wd: float
-    lr_period: int | None
-    lr_decay: float
-    valid_ratio: float = 0.1
-    width: int = 64                  # first-stage channels of resnet18
-    weights: str | None = None       # finetune backbone: None, "imagenet" or a path
-    hidden: int = 256                # finetune head width
-    # training tricks (issue 11; docs/recipes.md): optimizer, per-batch schedule, mixing, augmentation
-    optimizer: str = "sgd"           # sgd | nesterov | adam | adamw
-    sched: str = "step"              # step | multistep | cyclic | onecycle | cosine | plateau
-    warmup: float | None = None      # warm-up epochs (cosine: 0, onecycle: 30 % of the run)
-    base_lr: float | None = None     # cyclic: lowest rate (default lr / 2)
-    max_lr: float | None = None      # cyclic: peak (default 2 * lr); onecycle: peak (default lr)
-    step_size: int | None = None     # cyclic: iterations per half cycle (default 2 epochs)
-    cycle_mode: str | None = None    # cyclic: triangular (default) | triangular2 | exp_range
-    milestones: tuple[int, ...] | None = None  # multistep epochs (default 1/2 and 3/4 of the run)
-    mixup: float = 0.0               # MixUp Beta(alpha, alpha); 0 = off
-    cutmix: float = 0.0              # CutMix Beta(alpha, alpha); 0 = off
-    mix_prob: float | None = None    # probability a batch is mixed (default 1)
-    switch_prob: float = 0.5         # with both alphas: probability of CutMix for a mixed batch
-    label_smoothing: float = 0.0     # epsilon of the soft targets
-    augment: str = "book"            # book | crop-flip | crop-flip-rotate | none
-    wd_exclude: str | None = None    # "bn_bias": no weight decay on biases and norm layers
-    # the write-up recipes (issue 13; d2lkaggle/writeups.py)
-    image_size: int | None = None    # training/test image size (None: the competition's)
-    cycles: int | None = None        # cyclic: full triangles over the run (sets step_size)
-    keep: str = "last"               # "best": predict with the best-validation epoch, no retrain
-    normalize: str = "competition"   # loaders' mean/std: the competition's, or "imagenet" (003)
-    # stochastic depth of the model-table models (d2lkaggle.models.table; None: the model's default)
-    drop_path: float | None = None         # resnet18/resnet34 (default 0, off)
-    stochastic_depth: float | None = None  # efficientnet_v2_s|m|l (default 0.2, torchvision's)
-    # a training set too small for batch_size (fewer than recipes.MIN_STEPS_PER_EPOCH steps per
-    # epoch) trains at this batch, lr scaled by the same factor (docs/recipes.md); None: never
-    small_set_batch: int | None = None
-
-    def with_overrides(self, **kw: Any) -> "Recipe":
-        """A copy with every non-``None`` keyword replaced."""
-        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+from .recipe import Recipe
+from .writeups import WRITEUPS
 
 
 @dataclass(frozen=True)
@@ -126,9 +79,8 @@ BOOK_RECIPES: dict[str, Recipe] = {
     "demo": Recipe("resnet18", epochs=16, batch_size=64, lr=0.05, wd=5e-4, lr_period=4,
                    lr_decay=0.5, width=16),
 }
-RECIPE_NAMES = ("default", "book")
-from .writeups import WRITEUPS  # noqa: E402  (the write-ups as named recipes; no cycle: data only)
-RECIPE_NAMES = RECIPE_NAMES + tuple(WRITEUPS)
+#: every name ``--recipe`` accepts: ours, the chapter's, and each write-up's
+RECIPE_NAMES = ("default", "book") + tuple(WRITEUPS)
 
 
 def recipe_for(comp: "Competition", which: str = "default") -> Recipe:

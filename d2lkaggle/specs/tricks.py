@@ -9,11 +9,11 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-from ..train import schedules as S
-from ..data.transforms import PRESETS
-from .competitions import Recipe
 from ..data.mixing import Mixup
+from ..data.transforms import PRESETS
+from ..train import schedules as S
 from ..train.optim import OPTIMIZERS
+from .recipe import Recipe
 
 WD_EXCLUDE = (None, "bn_bias")
 #: one-cycle needs steps, not epochs: a default recipe whose batch leaves fewer optimizer steps

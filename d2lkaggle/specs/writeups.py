@@ -128,7 +128,7 @@ class Writeup:
         loader's batches per epoch are known (:func:`cycle_step_size`). Settings a Recipe does
         not hold (``interpolation`` — bilinear, the preset default) are the examples' business.
         """
-        from .competitions import Recipe
+        from .recipe import Recipe
         base = comp.recipe if comp is not None and comp.recipe is not None else None
         cyclic = self.sched == "cyclic"
         return Recipe(

@@ -11,12 +11,13 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ..backends import book as _book
-from ..backends.book import Accumulator, Animator, Timer  # noqa: F401  (the book's d2l.* names)
+from ..common import book as _book
+from ..common.book import Accumulator, Animator, Timer  # noqa: F401  (the book's d2l.* names)
 from ..data.hub import DATA_HUB, DATA_URL, download, download_extract, extract  # noqa: F401
 from ..data.labels import read_csv_labels  # noqa: F401
 from ..data.reorg import reorg_test, reorg_train_valid  # noqa: F401
-from .train import evaluate_accuracy, try_all_gpus
+from .device import try_all_gpus
+from .train import evaluate_accuracy
 
 
 def _devices(devices: Any) -> list:

@@ -6,7 +6,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..common.book import tensor_loader
 from ..data.transforms import normalize_nchw
+from .device import try_all_gpus
 
 
 def copy_settings(device_type: str) -> tuple[bool, bool]:
@@ -69,8 +71,6 @@ def tensors(data_iter, devices: Sequence[torch.device] | None = None):
     loader's mean/std, X and y on ``devices[0]`` (default: the first GPU, else the CPU).
     Re-iterable (one epoch per ``for``) and ``len()`` gives the number of batches.
     """
-    from ..backends.book import tensor_loader
-    from .train import try_all_gpus
     # contiguous NCHW (not channels_last): what a hand-written loop's convolutions expect
     return tensor_loader(data_iter, devices, try_all_gpus,
                          lambda x, m, s, d: to_tensor(x, m, s, torch.device(d), channels_last=False),

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..train import features
-from ..train import loop
-from .train import SUPPORTS_BF16, TorchStep, _cuda_bf16, autocast_dtype, try_all_gpus
+from ..train import features, loop
+from .device import SUPPORTS_BF16, try_all_gpus
+from .train import TorchStep, _cuda_bf16, autocast_dtype
 from .weights import _module, get_state
 
 

@@ -1,7 +1,6 @@
 """Training, evaluation and prediction in PyTorch, driven by the core loop."""
 from __future__ import annotations
 
-import random
 from contextlib import nullcontext
 from typing import Any, Sequence
 
@@ -11,41 +10,15 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from ..backends import book as _book
-from ..train import loop
-from ..train import lrfind
+from ..common import book as _book
+from ..parallel.distributed import Collectives, DistEnv
+from ..train import loop, lrfind
 from ..train import optim as core_optim
-from .data import copy_settings, to_labels, to_tensor  # noqa: F401  (copy_settings: the GPU path)
-from ..parallel.distributed import DistEnv
-from ..parallel.distributed import Collectives
 from . import distributed as _distributed
+from .data import copy_settings, to_labels, to_tensor  # noqa: F401  (copy_settings: the GPU path)
+from .device import SUPPORTS_BF16, try_all_gpus
 from .optim import Optimizer
 from .weights import _module, get_state, set_state
-
-#: capability flag: bf16 autocast on this machine's CPU (AVX-512 BF16 / AMX)
-SUPPORTS_BF16 = bool(getattr(torch.backends, "mkldnn", None) and
-                     torch.backends.mkldnn.is_available() and
-                     getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
-
-
-def try_gpu(i: int = 0) -> torch.device:
-    """GPU ``i`` if it exists, else the CPU."""
-    if torch.cuda.is_available() and i < torch.cuda.device_count():
-        return torch.device(f"cuda:{i}")
-    return torch.device("cpu")
-
-
-def try_all_gpus() -> list[torch.device]:
-    """All GPUs, or ``[cpu]`` when there is none (the book's version returns ``[]``)."""
-    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return [torch.device(f"cuda:{i}") for i in range(n)] or [torch.device("cpu")]
-
-
-def set_seed(seed: int) -> None:
-    """Seed torch, numpy and random so model initialisation is reproducible."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def _cuda_bf16() -> bool:

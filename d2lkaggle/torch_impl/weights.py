@@ -61,6 +61,7 @@ def imagenet_state(arch: str = "resnet34") -> dict[str, np.ndarray]:
     Offline, the error names the file and the folder to place it in.
     """
     import torchvision
+
     from ..models.table import IMAGENET_WEIGHTS
     spec = IMAGENET_WEIGHTS[arch]
     w = getattr(torchvision.models, spec["enum"])[spec["tag"]]

@@ -43,6 +43,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from ..data.loader import ImageLoader
+from ..utils.registry import backend_module
 
 __all__ = ["check_cacheable", "deterministic", "backbone_digest", "feature_key",
            "cached_features", "FeatureLoader", "train_with_cached_features", "FEATURES_VERSION"]
@@ -152,8 +153,8 @@ def cached_features(paths: Sequence[str], compute: Callable[[np.ndarray], np.nda
     ``key`` are read; the others are computed with ``compute(uint8 batch)`` over batches of
     :data:`FEATURE_BATCH` images and added to the file (written atomically), so the train,
     validation and retrain phases compute each image once."""
-    from ..utils.files import atomic_open
     from ..data.loader import FileSource
+    from ..utils.files import atomic_open
     paths = [os.fspath(p) for p in paths]
     if not paths:
         raise ValueError("cache_features: no images")
@@ -251,8 +252,7 @@ def train_with_cached_features(bk: Any, net: Any, train_iter: ImageLoader,
     them (the Dog Breed chapter's training step, ``--cache-features``); returns the history.
     ``net``'s head is trained in place, so it predicts on images afterwards as usual."""
     check_cacheable(_NetRecipe(net), train_iter.transform, train_kwargs.get("mixing"))
-    import importlib
-    feats_mod = importlib.import_module(bk.__name__ + ".features")
+    feats_mod = backend_module(bk, "features")
     name = backend or getattr(bk, "NAME", "backend")
     digest = backbone_digest(feats_mod.backbone_state(net))
     amp_on = feats_mod.uses_amp(net, amp)

@@ -5,6 +5,7 @@ killed mid-write never leaves a file that a later run would trust.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -13,7 +14,7 @@ from typing import IO, Any, Iterator
 
 import numpy as np
 
-_META_KEY = "__meta__"
+META_KEY = "__meta__"
 
 
 def current_umask() -> int:
@@ -80,10 +81,10 @@ def atomic_write_text(path: str, text: str) -> str:
 
 def save_npz(path: str, arrays: dict[str, np.ndarray], meta: dict[str, Any] | None = None) -> str:
     """Save named arrays plus JSON ``meta`` to ``path`` (.npz) atomically."""
-    if _META_KEY in arrays:
-        raise ValueError(f"array name {_META_KEY!r} is reserved")
+    if META_KEY in arrays:
+        raise ValueError(f"array name {META_KEY!r} is reserved")
     payload = {k: np.asarray(v) for k, v in arrays.items()}
-    payload[_META_KEY] = np.array(json.dumps(meta or {}))
+    payload[META_KEY] = np.array(json.dumps(meta or {}))
     with atomic_open(path) as f:
         np.savez(f, **payload)
     return path
@@ -100,8 +101,8 @@ def load_npz(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files if k != _META_KEY}
-            meta = json.loads(str(z[_META_KEY])) if _META_KEY in z.files else {}
+            arrays = {k: z[k] for k in z.files if k != META_KEY}
+            meta = json.loads(str(z[META_KEY])) if META_KEY in z.files else {}
         if not isinstance(meta, dict):
             raise ValueError("its metadata is not a JSON object")
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
@@ -109,3 +110,17 @@ def load_npz(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
                          f"({type(e).__name__}: {e}); delete it (or drop --resume) to start "
                          f"over") from e
     return arrays, meta
+
+
+def file_hash(path: str, algo: str = "sha1") -> str:
+    """Hex digest of a file with ``algo`` (``sha1``, ``md5`` or ``sha256``), read in chunks."""
+    digest = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha1(path: str) -> str:
+    """SHA-1 hex digest of a file, read in chunks (the book's cache check in ``download``)."""
+    return file_hash(path, "sha1")

@@ -81,3 +81,14 @@ class RunProgress:
 
     def __bool__(self) -> bool:  # progress=RunProgress(...) means "show progress"
         return True
+
+
+def epoch_bar(total: int, desc: str, progress: Any):
+    """An epoch's bar: ``None`` when ``progress`` is off, the run's line when it is a
+    :class:`RunProgress`, else a tqdm bar of its own."""
+    if not progress:
+        return None
+    if hasattr(progress, "epoch_bar"):  # a RunProgress: one overall line across phases
+        return progress.epoch_bar(total, desc)
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)

@@ -50,6 +50,15 @@ def backends() -> list[str]:
     return [name for name in BACKENDS if is_installed(name)]
 
 
+def backend_module(backend: str | ModuleType, submodule: str | None = None) -> ModuleType:
+    """A wing, or one of its submodules (``device``, ``distributed``, ``features`` ...), by
+    backend name or module: the one place that turns a backend's name into an import, so
+    the core never spells a wing's path."""
+    name = backend if isinstance(backend, str) else getattr(backend, "NAME", None)
+    mod = get_backend(name)
+    return mod if submodule is None else importlib.import_module(f"{mod.__name__}.{submodule}")
+
+
 def get_backend(name: str) -> ModuleType:
     """Import and return ``d2lkaggle.<name>_impl`` (cached); clear errors when unknown or missing."""
     key = canonical_name(name)

@@ -1,0 +1,270 @@
+"""The options several subcommands share, and the run keywords they become.
+
+Help texts are generated from the tables they describe (the competitions' recipes, the model
+table, the schedules), so ``--help`` says what a run will do.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+
+from ..data.transforms import PRESETS
+from ..models.table import MODEL_NAMES, REGULARIZERS
+from ..specs.competitions import ALIASES, COMPETITIONS, RECIPE_NAMES, get_competition
+from ..specs.tricks import OPTIMIZERS
+from ..train.schedules import CYCLE_MODES, SCHEDULES
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="NAME",
+                   help="model-table name: " + ", ".join(MODEL_NAMES)
+                   + " (default: the competition's recipe model)")
+
+def _drop_rate(text: str) -> float:
+    """A drop probability in [0, 1) (``--drop-path``, ``--stochastic-depth``)."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and 0.0 <= v < 1.0):
+        raise argparse.ArgumentTypeError(f"expected a drop rate in [0, 1), e.g. 0.1; got {text!r}")
+    return v
+
+def add_regularization_args(p: argparse.ArgumentParser) -> None:
+    """Stochastic depth of the model-table models (d2lkaggle.models.table; docs/models.md)."""
+    p.add_argument("--drop-path", type=_drop_rate, metavar="RATE",
+                   help="stochastic depth of the ResNets' residual blocks ("
+                        + ", ".join(REGULARIZERS["drop_path"]) + "): block i of n is dropped "
+                        "per example with RATE*i/n while training (default: 0, off)")
+    p.add_argument("--stochastic-depth", type=_drop_rate, metavar="RATE",
+                   help="EfficientNetV2's stochastic depth, same rule (default: 0.2, torchvision's; "
+                        "writeup-cifar100-effnetv2 0.2 as seeds/003)")
+
+def recipe_values(field: str) -> str:
+    """``cifar10 0.02, dog-breed 0.005, demo 0.05``: a recipe field of every competition
+    that has a recipe, read from the competitions table (for help texts)."""
+    vals = []
+    for name, comp in COMPETITIONS.items():
+        if comp.recipe is None:
+            continue
+        v = getattr(comp.recipe, field, getattr(comp, field, None))
+        vals.append(f"{name} {'none' if v is None else format(v, 'g') if isinstance(v, float) else v}")
+    return ", ".join(vals)
+
+def recipe_help(text: str, field: str) -> str:
+    """``text (recipe default: cifar10 0.02, ...)``; ``%%`` escapes argparse's format."""
+    return f"{text} (recipe default: {recipe_values(field)})".replace("%", "%%")
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="torch", help="torch, mxnet or paddle (default: torch)")
+    add_model_args(p)
+    add_regularization_args(p)
+    p.add_argument("--epochs", type=int, help=recipe_help("epochs of each phase", "epochs"))
+    p.add_argument("--batch-size", type=int, help=recipe_help("images per batch", "batch_size"))
+    p.add_argument("--lr", type=float, help=recipe_help("learning rate (SGD, batch-mean loss)", "lr"))
+    p.add_argument("--wd", type=float, help=recipe_help("weight decay", "wd"))
+    p.add_argument("--lr-period", type=int,
+                   help=recipe_help("multiply the lr by --lr-decay every this many epochs", "lr_period"))
+    p.add_argument("--lr-decay", type=float, help=recipe_help("lr factor every --lr-period", "lr_decay"))
+    p.add_argument("--valid-ratio", type=float,
+                   help=recipe_help("fraction of each class held out for validation (0: none)",
+                                     "valid_ratio"))
+    p.add_argument("--image-size", type=int,
+                   help=recipe_help("side of the square images fed to the net", "image_size"))
+    p.add_argument("--weights", help=recipe_help(
+        "fine-tune backbone: 'imagenet', a .pth/.safetensors/.npz file, or 'none' (random "
+        "initialisation; a frozen random backbone trains poorly)", "weights"))
+    p.add_argument("--out", help="run folder (default: runs/COMPETITION-BACKEND)")
+    p.add_argument("--no-retrain", action="store_true",
+                   help="predict with the validated model instead of retraining on all labels "
+                        "(same as --predict-with last; default: retrain)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, shuffling, augmentation "
+                   "and initialisation (default: 0)")
+    p.add_argument("--resume", nargs="?", const=True, default=False, choices=("force",),
+                   help="continue from the run folder's checkpoints; refused when they were "
+                        "trained with another configuration, unless '--resume force' "
+                        "(default: off, start afresh)")
+    p.add_argument("--workers", type=int,
+                   help="threads decoding and augmenting images (default: min(4, CPU count))")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (default: show them)")
+    p.add_argument("--no-amp", action="store_true",
+                   help="train in float32 (default: bf16 autocast where the backend measured it faster)")
+    add_output_args(p)
+    add_recipe_args(p)
+    add_cifar_args(p)
+    add_ensemble_args(p)
+    add_distributed_args(p)
+    add_features_args(p)
+
+def add_distributed_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data parallel (docs/scale.md)")
+    g.add_argument("--distributed", action="store_true",
+                   help="train data parallel: under torchrun it joins the launcher's processes; "
+                        "outside one it starts `torchrun --standalone --nproc_per_node N` itself "
+                        "with these arguments (torch; --batch-size stays the global batch) "
+                        "(default: one process, unless a launcher started this one)")
+    g.add_argument("--nproc-per-node", type=int,
+                   help="processes --distributed starts on this machine outside a launcher "
+                        "(default: one per GPU when there are several, else 2)")
+
+def add_features_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-features", action="store_true",
+                   help="frozen-backbone models (dog-breed's finetune): compute each image's "
+                        "backbone features once, cache them next to the data and train the "
+                        "head on them; needs --augment none (default: off, every epoch runs "
+                        "the backbone)")
+
+def features_kwargs(a: argparse.Namespace) -> dict:
+    return {"cache_features": True} if getattr(a, "cache_features", False) else {}
+
+def add_archive_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--extract", action="store_true",
+                   help="first unpack archives found in --data-dir (train.7z, test.7z, *.zip); "
+                        "default: stop and name the command that does it")
+
+def add_output_args(p: argparse.ArgumentParser) -> None:
+    """Which model writes submission.csv, and what happens to a finished run folder."""
+    p.add_argument("--predict-with", choices=("retrain", "best", "last"),
+                   help="model that writes submission.csv: 'retrain' (a fresh model trained on "
+                        "train+valid, as the chapters do), 'best' (the validation phase's best "
+                        "epoch, checkpoints/valid/best.npz) or 'last' (its last epoch); best and "
+                        "last skip the retrain (default: retrain)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a finished run in the run folder (default: refuse; --resume "
+                        "continues it instead)")
+
+def add_ensemble_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("ensembles, k-fold and test-time augmentation")
+    g.add_argument("--ensemble", type=int, metavar="K",
+                   help="train K >= 2 members under RUN_DIR/members/k/ and average their "
+                        "probabilities (default: off, one model)")
+    g.add_argument("--bagging", action="store_true",
+                   help="with --ensemble: each member trains on a bootstrap sample of all labels "
+                        "and validates on its out-of-bag images, no retrain (default: off)")
+    g.add_argument("--members-vary", choices=("seed", "augment", "model"), default="seed",
+                   help="what differs between ensemble members (default: seed; member k uses "
+                        "SEED+k)")
+    g.add_argument("--members-values", metavar="LIST",
+                   help="with --members-vary augment|model: the presets or models the members "
+                        "cycle through, comma-separated (default: every augmentation preset but "
+                        "none / the recipe's model and cnn_elu)")
+    g.add_argument("--folds", type=int, metavar="K",
+                   help="stratified K-fold: a model per fold under RUN_DIR/folds/k/, out-of-fold "
+                        "accuracy over all labels, test predictions averaged (default: off)")
+    g.add_argument("--tta", help="test-time augmentation: flip, flip-crop or a number of views N "
+                                 "(default: off)")
+
+def add_cifar_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--label-kind", choices=("fine", "coarse"),
+                   help="CIFAR-100 python archive: learn the 100 fine classes or the 20 coarse "
+                        "superclasses (default: fine)")
+
+def _milestones(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole epochs separated by commas, e.g. 10,15; got {text!r}")
+
+def add_recipe_args(p: argparse.ArgumentParser) -> None:
+    """Training tricks of issue 11 (docs/recipes.md); unset flags keep the recipe's value."""
+    g = p.add_argument_group("training recipe (docs/recipes.md; unset flags keep the recipe's value)")
+    g.add_argument("--recipe", choices=RECIPE_NAMES, default="default",
+                   help="default: ours (one-cycle, see docs/recipes.md); book: the chapter's exact "
+                        "values (SGD, StepLR, its augmentation) (default: default)")
+    g.add_argument("--optimizer", choices=OPTIMIZERS,
+                   help="sgd (momentum 0.9), nesterov, adam, adamw (default: the recipe's, sgd)")
+    g.add_argument("--sched", choices=SCHEDULES,
+                   help="learning-rate schedule, set before every batch (default: the recipe's: "
+                        "onecycle for cifar10/demo, step for dog-breed and --recipe book)")
+    g.add_argument("--warmup", type=float, metavar="EPOCHS",
+                   help="warm-up epochs of cosine/onecycle (default: cosine 0, onecycle 30%% of the run)")
+    g.add_argument("--base-lr", type=float, help="cyclic: lowest rate (default: lr/2)")
+    g.add_argument("--max-lr", type=float,
+                   help="cyclic: peak rate (default: 2*lr); onecycle: peak rate (default: lr)")
+    g.add_argument("--step-size", type=int, metavar="ITERS",
+                   help="cyclic: iterations per half cycle, as torch counts (default: 2 epochs)")
+    g.add_argument("--cycle-mode", choices=CYCLE_MODES, help="cyclic: amplitude rule (default: triangular)")
+    g.add_argument("--milestones", type=_milestones, metavar="E1,E2",
+                   help="multistep: epochs at which lr is multiplied by --lr-decay "
+                        "(default: 1/2 and 3/4 of the run)")
+    g.add_argument("--mixup", type=float, metavar="ALPHA",
+                   help="MixUp with Beta(ALPHA, ALPHA) on training batches, e.g. 0.4 (default: 0, off)")
+    g.add_argument("--cutmix", type=float, metavar="ALPHA",
+                   help="CutMix with Beta(ALPHA, ALPHA), e.g. 1.0 (default: 0, off)")
+    g.add_argument("--mix-prob", type=float, metavar="P",
+                   help="probability that a training batch is mixed (default: 1)")
+    g.add_argument("--switch-prob", type=float, metavar="P",
+                   help="with --mixup and --cutmix: probability of CutMix for a mixed batch (default: 0.5)")
+    g.add_argument("--label-smoothing", type=float, metavar="EPS",
+                   help="soft targets (1-EPS)*onehot + EPS/classes (default: 0, off)")
+    g.add_argument("--augment", choices=PRESETS,
+                   help="augmentation preset (default: book, the chapter's recipe)")
+    g.add_argument("--no-wd-bn-bias", action="store_true",
+                   help="no weight decay on biases and BatchNorm parameters (default: decay all)")
+
+def recipe_kwargs(a: argparse.Namespace) -> dict:
+    kw = {k: getattr(a, k, None) for k in (
+        "optimizer", "sched", "warmup", "base_lr", "max_lr", "step_size", "cycle_mode",
+        "milestones", "mixup", "cutmix", "mix_prob", "switch_prob", "label_smoothing", "augment")}
+    kw = {k: v for k, v in kw.items() if v is not None}
+    if getattr(a, "no_wd_bn_bias", False):
+        kw["wd_exclude"] = "bn_bias"
+    return dict(recipe=getattr(a, "recipe", "default"), **kw)
+
+def run_kwargs(a: argparse.Namespace) -> dict:
+    return dict(backend=a.backend, out=a.out, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
+                wd=a.wd, lr_period=a.lr_period, lr_decay=a.lr_decay, valid_ratio=a.valid_ratio,
+                image_size=a.image_size, weights=a.weights, retrain=not a.no_retrain, seed=a.seed,
+                resume=a.resume, progress=not a.quiet, num_workers=a.workers,
+                amp=False if a.no_amp else "auto", label_kind=a.label_kind, **recipe_kwargs(a),
+                **model_kwargs(a), **output_kwargs(a), **features_kwargs(a))
+
+def model_kwargs(a: argparse.Namespace) -> dict:
+    kw = {"model": a.model} if getattr(a, "model", None) else {}
+    for k in ("drop_path", "stochastic_depth"):   # Recipe fields; None keeps the recipe's
+        if getattr(a, k, None) is not None:
+            kw[k] = getattr(a, k)
+    return kw
+
+def output_kwargs(a: argparse.Namespace) -> dict:
+    return dict(predict_with=getattr(a, "predict_with", None),
+                overwrite=getattr(a, "overwrite", False))
+
+def competition_arg(runnable: bool):
+    """argparse type: a competition of the table (aliases allowed); with ``runnable``, one
+    with a training recipe, so ``run`` fails upfront, in one line, for the others."""
+    def check(name: str) -> str:
+        try:
+            comp = get_competition(name)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        if runnable and comp.recipe is None:
+            raise argparse.ArgumentTypeError(
+                f"{comp.name} has no training recipe yet ({comp.notes}); runnable: "
+                + ", ".join(competition_names(runnable=True)))
+        return comp.name
+    return check
+
+def competition_names(runnable: bool = False) -> list[str]:
+    return [n for n, c in COMPETITIONS.items() if c.recipe is not None or not runnable]
+
+def competition_help() -> str:
+    parts = []
+    for n, c in COMPETITIONS.items():
+        parts.append(n if c.recipe is not None else f"{n} (not runnable yet: {c.notes})")
+    return ("competition: " + ", ".join(parts) + "; aliases: "
+            + ", ".join(f"{k}={v}" for k, v in ALIASES.items())).replace("%", "%%")
+
+def set_help(p: argparse.ArgumentParser, option: str, text: str) -> None:
+    for action in p._actions:
+        if option in action.option_strings:
+            action.help = text
+
+def add_download_limits(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--deadline", type=float,
+                   help="give up a download after this many seconds (default: no limit)")
+    p.add_argument("--stall-timeout", type=float,
+                   help="give up when no byte arrives for this many seconds (default: 60)")
+    p.add_argument("--max-extract-gb", type=float,
+                   help="largest total size an archive may unpack to, in GB (default: 20x "
+                        "the archive, at least 0.27 GB: refuses zip bombs)")

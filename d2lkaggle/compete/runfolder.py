@@ -1,0 +1,180 @@
+"""The run folder's files: what a finished run leaves, what an ensemble reads back.
+
+A run folder (``--out``) holds ``summary.json``, ``submission.csv``, ``history.csv``, the
+pictures and ``checkpoints/``, and the predictions that ensembles combine
+(:data:`PREDICTION_FILES`):
+
+* ``test_probs.npy`` — float32, one row per test image in the submission's id order;
+* ``classes.json`` — the column order (a JSON list of class names);
+* ``test_ids.json`` — the test ids of the rows (a JSON list);
+* ``valid_probs.npy`` + ``valid_ids.json`` (``{"ids": [...], "labels": [...]}``, labels as class
+  names) — when the run validated: the validated model's probabilities on its validation set.
+
+These files hold nothing framework-specific, so runs of different backends and models vote
+together (:mod:`d2lkaggle.compete.ensembles`).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..data.splits import split_digest
+from ..train.tta import check_tta
+from ..utils.files import META_KEY, atomic_open, atomic_write_text
+from .voting import accuracy, log_loss
+
+#: files a finished run leaves; ``overwrite=True`` removes exactly these (and checkpoints/)
+RUN_FILES = ("summary.json", "submission.csv", "history.csv", "curves.png", "confusion.png",
+             "mistakes.png", "test_probs.npy", "classes.json", "test_ids.json", "valid_probs.npy",
+             "valid_ids.json")
+#: what each run folder keeps for ensembles
+PREDICTION_FILES = ("test_probs.npy", "classes.json", "test_ids.json", "valid_probs.npy", "valid_ids.json")
+
+
+def check_run_folder(out: str, *, overwrite: bool, resume: bool) -> None:
+    """Refuse to write over a finished run (its summary.json exists) unless asked to.
+
+    ``resume`` continues it; ``overwrite`` first removes the previous run's own files (never
+    anything else in the folder), so nothing stale is trusted later.
+    """
+    summary = os.path.join(out, "summary.json")
+    if not os.path.exists(summary) or resume:
+        return
+    if not overwrite:
+        raise ValueError(f"{out} holds a finished run ({summary}); pass --overwrite "
+                              "(overwrite=True) to replace it, --resume to continue it, or "
+                              "--out to write elsewhere")
+    import shutil
+    for f in RUN_FILES:
+        with_path = os.path.join(out, f)
+        if os.path.exists(with_path):
+            os.unlink(with_path)
+    for phase in ("valid", "final"):
+        shutil.rmtree(os.path.join(out, "checkpoints", phase), ignore_errors=True)
+
+def epochs_done(last_npz: str) -> int:
+    """Epochs a ``last.npz`` checkpoint holds (0 when there is none); reads only its metadata."""
+    if not os.path.exists(last_npz):
+        return 0
+    try:
+        with np.load(last_npz, allow_pickle=False) as z:   # lazy: the arrays are not read
+            return int(json.loads(str(z[META_KEY])).get("epoch", -1)) + 1
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+    with atomic_open(path, "wb") as f:
+        np.save(f, array)
+
+def save_run_predictions(out: str, data: Any, test_probs: np.ndarray,
+                         valid_probs: np.ndarray | None = None, *, tta: Any = None,
+                         split: Any = None,
+                         files: dict[str, str] | None = None) -> dict[str, Any]:
+    """Write a run's predictions (the files ensembles combine), each atomically.
+
+    ``data`` carries ``classes``, ``test_ids`` and, with ``valid_probs``, ``valid_ids`` and
+    ``valid_iter.labels``. Returns the summary entries (``tta``, TTA valid metrics, the
+    fingerprint of a given ``split``) and adds the paths to ``files``.
+    """
+    test_probs = np.asarray(test_probs, dtype=np.float32)
+    if test_probs.shape != (len(data.test_ids), len(data.classes)):
+        raise ValueError(f"test probabilities have shape {test_probs.shape}, expected "
+                         f"({len(data.test_ids)}, {len(data.classes)})")
+    paths = {"test_probs": os.path.join(out, "test_probs.npy"),
+             "classes": os.path.join(out, "classes.json"),
+             "test_ids": os.path.join(out, "test_ids.json")}
+    _save_npy(paths["test_probs"], test_probs)
+    atomic_write_text(paths["classes"], json.dumps(list(data.classes)) + "\n")
+    atomic_write_text(paths["test_ids"], json.dumps(list(data.test_ids)) + "\n")
+    extra: dict[str, Any] = {"tta": check_tta(tta)}
+    if split is not None:
+        extra["split"] = split_digest(split)
+    if valid_probs is not None:
+        y = np.asarray(data.valid_iter.labels, dtype=np.int64)
+        vp = np.asarray(valid_probs, dtype=np.float32)
+        if vp.shape != (len(data.valid_ids), len(data.classes)) or len(y) != len(vp):
+            raise ValueError(f"valid probabilities have shape {vp.shape}, expected "
+                             f"({len(data.valid_ids)}, {len(data.classes)})")
+        paths["valid_probs"] = os.path.join(out, "valid_probs.npy")
+        paths["valid_ids"] = os.path.join(out, "valid_ids.json")
+        _save_npy(paths["valid_probs"], vp)
+        atomic_write_text(paths["valid_ids"], json.dumps(
+            {"ids": list(data.valid_ids), "labels": [data.classes[k] for k in y]}) + "\n")
+        if extra["tta"] is not None:
+            extra["tta_valid_acc"] = accuracy(vp, y)
+            extra["tta_valid_loss"] = log_loss(vp, y)
+    if files is not None:
+        files.update(paths)
+    return extra
+
+@dataclass
+class RunPredictions:
+    """The predictions of one finished run folder."""
+
+    path: str
+    classes: list[str]
+    test_ids: list[str]
+    test_probs: np.ndarray
+    valid_ids: list[str]
+    valid_labels: list[str]
+    valid_probs: np.ndarray | None
+    summary: dict[str, Any]
+
+def read_json(path: str, what: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read {what} {path}: {e}") from e
+
+def load_run(path: str) -> RunPredictions:
+    """Read a finished run folder's predictions, checked for shape and consistency."""
+    path = os.path.abspath(path)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"run folder not found: {path}")
+    probs_path = os.path.join(path, "test_probs.npy")
+    if not os.path.exists(probs_path):
+        raise FileNotFoundError(
+            f"{path} has no test_probs.npy (a run of an older d2lkaggle, or unfinished); "
+            f"write it by running the same command again with --out {path} --resume "
+            "(finished checkpoints are only re-used to predict)")
+    summary_path = os.path.join(path, "summary.json")
+    if not os.path.exists(summary_path):
+        raise ValueError(f"{path} has no summary.json: the run did not finish; finish it with "
+                         "--resume")
+    summary = read_json(summary_path, "run summary")
+    classes = read_json(os.path.join(path, "classes.json"), "class list")
+    ids_path = os.path.join(path, "test_ids.json")
+    if not os.path.exists(ids_path):
+        raise FileNotFoundError(f"{path} has test_probs.npy but no test_ids.json; re-run it "
+                                "with --resume")
+    test_ids = [str(i) for i in read_json(ids_path, "test id list")]
+    try:
+        probs = np.load(probs_path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read {probs_path}: {e}") from e
+    if probs.shape != (len(test_ids), len(classes)):
+        raise ValueError(f"{probs_path} has shape {probs.shape} but the run lists "
+                         f"{len(test_ids)} test ids and {len(classes)} classes")
+    v_ids: list[str] = []
+    v_labels: list[str] = []
+    v_probs = None
+    vp_path = os.path.join(path, "valid_probs.npy")
+    if os.path.exists(vp_path):
+        meta = read_json(os.path.join(path, "valid_ids.json"), "validation id list")
+        v_ids, v_labels = [str(i) for i in meta["ids"]], [str(c) for c in meta["labels"]]
+        v_probs = np.load(vp_path, allow_pickle=False)
+        if v_probs.shape != (len(v_ids), len(classes)) or len(v_labels) != len(v_ids):
+            raise ValueError(f"{vp_path} has shape {v_probs.shape} but valid_ids.json lists "
+                             f"{len(v_ids)} ids and {len(v_labels)} labels")
+        unknown = sorted(set(v_labels) - set(classes))
+        if unknown:
+            raise ValueError(f"{path}: validation labels {unknown[:5]} are not in classes.json")
+    return RunPredictions(path, [str(c) for c in classes], test_ids, probs.astype(np.float64),
+                          v_ids, v_labels, None if v_probs is None else v_probs.astype(np.float64),
+                          summary)

@@ -1,0 +1,220 @@
+"""The side jobs of :func:`d2lkaggle.train.loop.fit`, as callbacks (Keras' idea).
+
+The loop trains and evaluates; everything else that happens around an epoch is one of these:
+resuming and writing checkpoints, the epoch's progress bar, the epoch line in the log, the
+"not learning" check, the curves PNG (or the live Jupyter plot) and a user's ``on_epoch``.
+:func:`default_callbacks` builds them from ``fit``'s keywords; ``fit(callbacks=[...])`` adds
+your own. Each hook receives the :class:`FitState` and may read or change it (a resumed
+checkpoint sets ``start``, ``best`` and ``history``).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..utils.files import load_npz, save_npz
+from ..utils.progress import epoch_bar
+from .diagnostics import LearningMonitor
+from .history import History
+
+#: ``fit(plot=PATH)`` redraws the curves at most this often (seconds), and after the last epoch
+PLOT_EVERY_S = 10.0
+
+
+@dataclass
+class FitState:
+    """What a fit is doing now: the callbacks' view of the loop."""
+
+    step: Any
+    train_data: Any
+    valid_data: Any
+    num_epochs: int
+    schedule: Any
+    history: Any                   # a loop.History
+    dist: Any                      # a parallel.distributed.DistEnv
+    devices: str = ""
+    start: int = 0                 # first epoch this fit trains (after a resume: the next one)
+    epoch: int = 0                 # the epoch being trained (0-based)
+    best: float = -math.inf        # best validation accuracy so far
+    lr: float | None = None        # the rate the step has now
+    log: Callable[[str], None] | None = print
+
+
+class Callback:
+    """A side job of ``fit``; every hook is optional."""
+
+    def on_train_begin(self, state: FitState) -> None:
+        """Before the first epoch (and before the schedule is checked)."""
+
+    def on_epoch_begin(self, state: FitState) -> None:
+        """Before the first batch of ``state.epoch``."""
+
+    def on_batch_end(self, state: FitState, loss_sum: float, correct: int, n: int) -> None:
+        """After each training batch, with the epoch's running sums."""
+
+    def on_epoch_end(self, state: FitState) -> None:
+        """After the epoch's row was added to ``state.history``."""
+
+    def on_train_end(self, state: FitState) -> None:
+        """When fit ends, also when it raises (release what the callback holds)."""
+
+
+class Checkpoints(Callback):
+    """``last.npz`` after every epoch, ``best.npz`` when valid accuracy improves (both atomic);
+    with ``resume`` the fit continues from ``last.npz`` and ends with the weights an
+    uninterrupted run would have. ``config`` is stored with each checkpoint (``--resume``
+    compares it). Only rank 0 writes."""
+
+    def __init__(self, folder: str, resume: bool = False, config: dict | None = None):
+        self.folder, self.resume, self.config = folder, resume, config
+        self.last = os.path.join(folder, "last.npz")
+        self.best = os.path.join(folder, "best.npz")
+
+    def on_train_begin(self, state: FitState) -> None:
+        if state.dist.is_main:
+            os.makedirs(self.folder, exist_ok=True)
+        if not (self.resume and os.path.exists(self.last)):
+            return
+        arrays, meta = load_npz(self.last)
+        state.step.load_state_dict(arrays)
+        state.history = History.from_json(meta["history"])
+        state.history.devices = state.devices
+        state.start, state.best = int(meta["epoch"]) + 1, float(meta["best"])
+        if meta.get("schedule") is not None and hasattr(state.schedule, "load_state_dict"):
+            state.schedule.load_state_dict(meta["schedule"])  # plateau counters
+        if state.log:
+            state.log(f"resumed from {self.last} after epoch {state.start}")
+
+    def on_epoch_end(self, state: FitState) -> None:
+        if not state.dist.is_main:
+            return
+        r = state.history.last
+        improved = (state.valid_data is not None and math.isfinite(r["valid_loss"])
+                    and r["valid_acc"] > state.best)  # a NaN loss never becomes "best"
+        state.best = max(state.best, r["valid_acc"]) if improved else state.best
+        meta = {"epoch": state.epoch, "best": state.best, "history": state.history.to_json()}
+        if self.config is not None:  # what shaped this training: resume compares it
+            meta["config"] = self.config
+        if hasattr(state.schedule, "state_dict"):
+            meta["schedule"] = state.schedule.state_dict()
+        arrays = state.step.state_dict()
+        save_npz(self.last, arrays, meta)
+        if improved:
+            save_npz(self.best, arrays, meta)
+
+    def on_train_end(self, state: FitState) -> None:
+        if state.start >= state.num_epochs and state.log:
+            state.log(f"{self.last} already holds all {state.num_epochs} epochs; nothing to train")
+
+
+class ProgressBar(Callback):
+    """The epoch's progress bar (a tqdm bar, or the run's overall line when ``progress`` is a
+    :class:`~d2lkaggle.utils.progress.RunProgress`)."""
+
+    def __init__(self, progress: Any):
+        self.progress, self.bar = progress, None
+
+    def on_epoch_begin(self, state: FitState) -> None:
+        self.bar = epoch_bar(len(state.train_data), f"epoch {state.epoch + 1}/{state.num_epochs}",
+                             self.progress)
+
+    def on_batch_end(self, state: FitState, loss_sum: float, correct: int, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss_sum / n:.3f}", acc=f"{correct / n:.3f}")
+
+    def on_epoch_end(self, state: FitState) -> None:
+        self.on_train_end(state)
+
+    def on_train_end(self, state: FitState) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class EpochLog(Callback):
+    """One line per epoch: lr, train loss/accuracy, valid loss/accuracy, examples/s."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.log = log
+
+    def on_epoch_end(self, state: FitState) -> None:
+        r = state.history.last
+        msg = (f"epoch {state.epoch + 1}/{state.num_epochs}  lr {r['lr']:.3g}  train loss "
+               f"{r['train_loss']:.4f}  train acc {r['train_acc']:.3f}")
+        if state.valid_data is not None:
+            msg += f"  valid loss {r['valid_loss']:.4f}  valid acc {r['valid_acc']:.3f}"
+        self.log(msg + f"  ({r['examples_per_sec']:.0f} ex/s)")
+
+
+class NotLearning(Callback):
+    """The early "not learning" check (:class:`~d2lkaggle.train.diagnostics.LearningMonitor`)."""
+
+    def __init__(self, log: Callable[[str], None] | None):
+        self.log, self.monitor = log, None
+
+    def on_train_begin(self, state: FitState) -> None:
+        self.monitor = LearningMonitor(state.train_data, state.num_epochs, self.log)
+
+    def on_epoch_end(self, state: FitState) -> None:
+        self.monitor.after_epoch(state.history)
+
+
+class PlotCurves(Callback):
+    """The curves PNG, redrawn after the last epoch and after any epoch that ends at least
+    :data:`PLOT_EVERY_S` seconds (and 20 drawing times) after the previous drawing: every
+    epoch of a real run, while a run of one-second epochs does not spend half its time in
+    matplotlib."""
+
+    def __init__(self, path: str):
+        self.path, self.drawn_at, self.cost = path, time.perf_counter(), 0.0
+
+    def on_epoch_end(self, state: FitState) -> None:
+        now = time.perf_counter()
+        if state.epoch == state.num_epochs - 1 or now - self.drawn_at >= max(PLOT_EVERY_S,
+                                                                            20 * self.cost):
+            from .plotting import plot_history
+            plot_history(state.history, self.path)
+            self.drawn_at, self.cost = time.perf_counter(), time.perf_counter() - now
+
+
+class LiveCurves(Callback):
+    """The curves drawn live in Jupyter (``plot="live"``)."""
+
+    def on_train_begin(self, state: FitState) -> None:
+        from .plotting import LivePlot
+        self.live = LivePlot(has_valid=state.valid_data is not None)
+
+    def on_epoch_end(self, state: FitState) -> None:
+        self.live.update(state.history)
+
+
+class OnEpoch(Callback):
+    """A user's ``on_epoch(epoch, history)``."""
+
+    def __init__(self, fn: Callable[[int, Any], None]):
+        self.fn = fn
+
+    def on_epoch_end(self, state: FitState) -> None:
+        self.fn(state.epoch, state.history)
+
+
+def default_callbacks(*, checkpoint_dir: str | None = None, resume: bool = False,
+                      config: dict | None = None, progress: Any = True, plot: str | None = None,
+                      log: Callable[[str], None] | None = print,
+                      on_epoch: Callable[[int, Any], None] | None = None) -> list[Callback]:
+    """``fit``'s keywords as callbacks, in the order they run after an epoch: log line,
+    "not learning" check, checkpoints, curves, ``on_epoch``."""
+    cbs: list[Callback] = [ProgressBar(progress)] if progress else []
+    cbs += [EpochLog(log)] if log else []
+    cbs.append(NotLearning(log))
+    cbs += [Checkpoints(checkpoint_dir, resume, config)] if checkpoint_dir else []
+    if plot == "live":
+        cbs.append(LiveCurves())
+    elif plot:
+        cbs.append(PlotCurves(plot))
+    cbs += [OnEpoch(on_epoch)] if on_epoch is not None else []
+    return cbs
