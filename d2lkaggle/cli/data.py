@@ -23,6 +23,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                      "~/.cache/d2lkaggle)")
     dl.add_argument("--extract", action="store_true",
                     help="also extract the archive beside it (default: download only)")
+    dl.add_argument("--local", metavar="PATH",
+                    help="use your own copy instead of downloading: an extracted folder or an "
+                         "archive (layout checked, hash reported; default: $D2LKAGGLE_LOCAL_"
+                         "<NAME> when set, e.g. D2LKAGGLE_LOCAL_CIFAR10_TINY)")
     dl.set_defaults(func=cmd_download)
     add_download_limits(dl)
 
@@ -80,8 +84,8 @@ def _add_kaggle_parsers(sub) -> None:
 def cmd_download(a: argparse.Namespace) -> int:
     kw = dict(deadline=a.deadline, stall_timeout=a.stall_timeout)
     max_size = None if a.max_extract_gb is None else int(a.max_extract_gb * 1e9)
-    path = (download_extract(a.name, a.folder, max_size=max_size, **kw) if a.extract
-            else download(a.name, a.folder, **kw))
+    path = (download_extract(a.name, a.folder, max_size=max_size, local=a.local, **kw)
+            if a.extract else download(a.name, a.folder, local=a.local, **kw))
     print(path)
     return 0
 
