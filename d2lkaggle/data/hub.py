@@ -299,16 +299,17 @@ def download_extract(name_or_url: str, folder: str | None = None, *,
 # --------------------------------------------------------------------------- local data
 
 def local_env_var(name: str) -> str:
-    """The environment variable that points a ``DATA_HUB`` name at local data:
-    ``D2LKAGGLE_LOCAL_`` + the name in capitals, other characters as ``_``
-    (``cifar10_tiny`` -> ``D2LKAGGLE_LOCAL_CIFAR10_TINY``)."""
+    """The environment variable that points a ``DATA_HUB`` name at local data (step 1 of both
+    chapters, offline): ``D2LKAGGLE_LOCAL_`` + the name in capitals, other characters as
+    ``_`` (``cifar10_tiny`` -> ``D2LKAGGLE_LOCAL_CIFAR10_TINY``)."""
     return "D2LKAGGLE_LOCAL_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
 
 
 def local_source(name_or_url: str, local: str | os.PathLike | None = None) -> tuple[str, str] | None:
-    """``(absolute path, where it was named)`` of the user's own data for ``name_or_url``:
-    ``local`` when given, else the name's environment variable, else ``None``. A path that
-    does not exist raises :class:`FileNotFoundError` saying which setting named it."""
+    """Step 1 offline: ``(absolute path, where it was named)`` of the user's own data for
+    ``name_or_url``: ``local`` when given, else the name's environment variable, else
+    ``None``. A path that does not exist raises :class:`FileNotFoundError` saying which
+    setting named it."""
     if local is not None:
         path, origin = os.fspath(local), "given as local="
     elif "://" not in name_or_url and os.environ.get(local_env_var(name_or_url)):
@@ -355,9 +356,10 @@ def _use_local(name_or_url: str, path: str, origin: str, sha1_hash: str | None) 
 
 
 def check_layout(name_or_url: str, path: str, origin: str = "given as local=") -> str:
-    """The folder of ``path`` that holds ``name_or_url``'s :data:`LAYOUTS` (``path`` itself, or
-    its only sub-folder, as an archive's top folder); :class:`ValueError` naming what is
-    missing otherwise. Names without a known layout only need a non-empty folder."""
+    """Step 1 with the user's own data: the folder of ``path`` that holds ``name_or_url``'s
+    :data:`LAYOUTS` (``path`` itself, or its only sub-folder, as an archive's top folder);
+    :class:`ValueError` naming what is missing otherwise. Names without a known layout only
+    need a non-empty folder."""
     need = LAYOUTS.get(name_or_url)
 
     def missing(folder: str) -> list[str]:
