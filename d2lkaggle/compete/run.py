@@ -26,6 +26,7 @@ import numpy as np
 
 from ..data.splits import split_digest
 from ..models.build import build_net
+from ..models.table import weights_choice
 from ..parallel import distributed as D
 from ..specs.competitions import Competition, get_competition, recipe_for
 from ..specs.recipe import Recipe
@@ -446,7 +447,7 @@ PREDICT_WITH = ("retrain", "best", "last")
 
 def _random_init(recipe: Recipe) -> Recipe:
     """``weights="none"`` (CLI ``--weights none``) means a random backbone, like ``weights=None``."""
-    if isinstance(recipe.weights, str) and recipe.weights.strip().lower() in ("none", "random"):
+    if recipe.weights is not None and weights_choice(recipe.weights) is None:
         return replace(recipe, weights=None)
     return recipe
 

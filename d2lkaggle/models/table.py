@@ -19,6 +19,7 @@ block index: block ``i`` of ``n`` gets ``rate·i/n`` (:func:`stochastic_depth_ra
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -51,6 +52,20 @@ def check_finetune_arch(arch: str) -> str:
         raise ValueError(f"finetune_net cannot fine-tune {arch!r}; choose from "
                          f"{', '.join(FINETUNE_ARCHS)}")
     return arch
+
+
+#: what a ``weights`` argument may say for "no pretrained weights" (the CLI's ``--weights none``)
+NO_WEIGHTS = ("none", "random")
+
+
+def weights_choice(weights: Any) -> str | None:
+    """A ``weights`` argument as the builders read it: ``None``, ``"none"`` or ``"random"``
+    (any case; what ``--weights none`` passes) → ``None``, a random backbone; ``"imagenet"``
+    or a weight file's path (``str`` or ``os.PathLike``) as given."""
+    if weights is None:
+        return None
+    weights = os.fspath(weights)
+    return None if weights.strip().lower() in NO_WEIGHTS else weights
 
 
 def stochastic_depth_rates(rate: float, n: int) -> list[float]:

@@ -166,6 +166,10 @@ def _train_epoch(state: FitState, cbs: Sequence[Callback], mixing: Callable | No
             state.lr = lr
         lr_first = lr if lr_first is None else lr_first
         if mixing is not None:
+            if not isinstance(x, np.ndarray):
+                raise TypeError(f"MixUp/CutMix/label smoothing mix d2lkaggle's numpy batches; "
+                                f"got a {type(x).__module__}.{type(x).__name__} from a "
+                                f"framework's own loader: train on d2lkaggle's loaders to mix")
             x, y = mixing(x, y, batch_rng(mix_seed, epoch, b) if not dist.enabled else
                           np.random.default_rng([mix_seed, epoch, b, MIX_TAG, dist.rank]),
                           num_classes)
