@@ -202,28 +202,36 @@ def download(name_or_url: str, folder: str | None = None,
                   file=sys.stderr)
             offline_hint += f" (the earlier file is kept as {aside})"
         print(f"Downloading {fname} from {url}...", file=sys.stderr)
-        fd, part = tempfile.mkstemp(prefix=f".{fname}.", suffix=".part", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                _stream(url, f, fname, offline_hint, deadline,
-                        TIMEOUT[1] if stall_timeout is None else stall_timeout)
-                f.flush()
-                os.fsync(f.fileno())
-            if want is not None:
-                # The hash of the bytes on disk, not of the stream: what is renamed is checked.
-                actual = file_hash(part, want[0])
-                if actual != want[1]:
-                    raise DownloadError(f"{want[0].upper()} mismatch for {url}: expected "
-                                        f"{want[1]}, got {actual}")
-            os.chmod(part, 0o666 & ~current_umask())  # mkstemp makes 0600; honour the umask
-            os.replace(part, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(part)
-            raise
+        _fetch(url, path, want, offline_hint, deadline,
+               TIMEOUT[1] if stall_timeout is None else stall_timeout)
     finally:
         lock.release()
     return path
+
+
+def _fetch(url: str, path: str, want: tuple[str, str] | None, offline_hint: str,
+           deadline: float | None, stall: float) -> None:
+    """Stream ``url`` into a temporary file beside ``path``, check the hash of the bytes on
+    disk, and only then rename it to ``path`` (nothing is left behind on failure)."""
+    folder, fname = os.path.split(path)
+    fd, part = tempfile.mkstemp(prefix=f".{fname}.", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            _stream(url, f, fname, offline_hint, deadline, stall)
+            f.flush()
+            os.fsync(f.fileno())
+        if want is not None:
+            # The hash of the bytes on disk, not of the stream: what is renamed is checked.
+            actual = file_hash(part, want[0])
+            if actual != want[1]:
+                raise DownloadError(f"{want[0].upper()} mismatch for {url}: expected "
+                                    f"{want[1]}, got {actual}")
+        os.chmod(part, 0o666 & ~current_umask())  # mkstemp makes 0600; honour the umask
+        os.replace(part, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(part)
+        raise
 
 
 def _stream(url: str, f: IO[bytes], fname: str, offline_hint: str,
