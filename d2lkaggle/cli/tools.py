@@ -13,8 +13,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     """``weights convert``, ``recipes`` and ``parity``."""
     w = sub.add_parser("weights", help="neutral weight files shared by all backends")
     wsub = w.add_subparsers(dest="weights_command", required=True)
-    wc = wsub.add_parser("convert", help="convert a torchvision .pth state_dict to .safetensors/.npz")
-    wc.add_argument("src", help="torchvision .pth state_dict (or a neutral file)")
+    wc = wsub.add_parser("convert", help="convert a weight file (PyTorch .pth/.pt, MXNet .params, "
+                                         "Paddle .pdparams, .npz, a run's checkpoint) to "
+                                         ".safetensors/.npz, without running code from it")
+    wc.add_argument("src", help="a .pth/.pt state_dict, an MXNet .params, a Paddle .pdparams, a "
+                                ".safetensors/.npz file or a run's checkpoints/valid/best.npz")
     wc.add_argument("dst", help="output .safetensors or .npz")
     wc.set_defaults(func=cmd_weights_convert)
 

@@ -25,7 +25,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..data.splits import split_digest
-from ..models.build import build_net
+from ..models.build import build_net, check_weights, start_weights, weights_file
+from ..models.weights import StartWeights
 from ..parallel import distributed as D
 from ..specs.competitions import Competition, get_competition, recipe_for
 from ..specs.recipe import Recipe
@@ -120,6 +121,8 @@ class Run:
     config: dict[str, Any] = field(default_factory=dict)
     resume: dict[str, Any] = field(default_factory=dict)
     bar: Any = None
+    start: StartWeights | None = None      # what --weights FILE loads into each phase's model
+    start_acc: float | None = None         # the validation accuracy the file starts at
     train_kw: dict[str, Any] = field(default_factory=dict)
     phases: dict[str, Phase] = field(default_factory=dict)
     valid_probs: np.ndarray | None = None
@@ -210,6 +213,7 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
         recipe = recipe.with_overrides(model=check_model_name(model))
     check_recipe(recipe)  # every trick checked before anything is written
     check_keep(recipe)
+    check_weights(_random_init(recipe))
     if image_size is None:   # a write-up recipe's size (224 px for the EfficientNetV2 one)
         image_size = recipe.image_size
     comp = normalized(comp, recipe)    # ImageNet statistics for pretrained weights
@@ -222,6 +226,10 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
     predict_with = _predict_with(predict_with, retrain, recipe.valid_ratio > 0)
     name = canonical_name(backend)
     dist = D.run_env(distributed, recipe.batch_size)  # (batch size checked: nothing written yet)
+    if weights_file(recipe.weights) is not None:
+        # a file that fits nothing is refused now, before the run folder exists (the classes
+        # are the file's here: another number of classes only means a new classifier)
+        start_weights(name, recipe, None, image_size)
     return RunPlan(comp, data_dir, recipe, name,
                    os.path.abspath(out or os.path.join("runs", f"{comp.name}-{name}")),
                    image_size, seed, predict_with, dist, amp=amp, tta=tta, split=split,
@@ -268,15 +276,19 @@ def start_training(run: Run) -> None:
     """Stage 4: the configuration every checkpoint is checked against (``--resume`` refuses
     another one), the backend, its ``train`` (or the cached-features one), the progress line."""
     plan, data = run.plan, run.data
+    run.bk = get_backend(plan.backend)
+    run.start = start_weights(run.bk, plan.recipe, len(data.classes), plan.size)
+    if run.start is not None:
+        plan.say(run.start.note)
     run.config = run_config(plan.comp, plan.recipe, backend=plan.backend,
                             image_size=plan.image_size, seed=plan.seed, amp=plan.amp,
                             num_classes=len(data.classes),
                             num_labelled=data.train_valid_iter.labels.size,
                             **({"split": split_digest(plan.split)} if plan.split is not None else {}),
-                            **({"world_size": plan.dist.world_size} if plan.dist.enabled else {}))
+                            **({"world_size": plan.dist.world_size} if plan.dist.enabled else {}),
+                            **({"weights_sha1": run.start.sha1} if run.start else {}))
     run.resume = {phase: check_resume(os.path.join(plan.out, "checkpoints", phase), run.config,
                                       plan.resume, plan.log) for phase in ("valid", "final")}
-    run.bk = get_backend(plan.backend)
     run.train_fn = run.bk.train
     if plan.cache_features:
         from functools import partial
@@ -306,7 +318,13 @@ def train_phase(run: Run, phase: str) -> Phase:
     train_iter = getattr(data, train_name)
     valid_iter = getattr(data, valid_name) if valid_name else None
     run.bk.set_seed(plan.seed)
-    net = build_net(run.bk, plan.recipe, len(data.classes), plan.size)
+    net = build_net(run.bk, plan.recipe, len(data.classes), plan.size, start=run.start)
+    if run.start is not None and valid_iter is not None and plan.dist.is_main \
+            and not run.resume[phase]:
+        # where the file starts: a checkpoint of this model and split, at its own accuracy
+        run.start_acc = float(run.bk.evaluate_accuracy(net, D.unsharded(valid_iter), amp=plan.amp))
+        plan.say(f"starting from --weights {os.path.basename(run.start.file)} "
+                 f"({run.start.parts}): valid acc {run.start_acc:.4f} before the first epoch")
     t0 = time.perf_counter()
     extra, tricks = tricks_for(plan.recipe, train_iter, len(data.classes), plan.say)
     if run.bar is not None:
@@ -384,6 +402,7 @@ def _summary(run: Run, probs: np.ndarray, sub: str) -> dict[str, Any]:
         "data_dir": os.path.abspath(plan.data_dir), "recipe": asdict(plan.recipe),
         "tricks": tricks, "amp": plan.amp, "image_size": plan.size, "seed": plan.seed,
         "num_classes": len(data.classes), "num_test": len(data.test_ids), "config": run.config,
+        "weights": _weights_record(run),
         "valid_acc": json_float(vh.last["valid_acc"]) if vh else None,
         "valid_loss": json_float(vh.last["valid_loss"]) if vh else None,
         "best_valid_acc": json_float(vh.best_valid_acc) if vh else None,
@@ -402,6 +421,20 @@ def _summary(run: Run, probs: np.ndarray, sub: str) -> dict[str, Any]:
         plan.say(f"test accuracy {summary['test_acc']:.4f} on {len(data.test_ids)} labelled "
                  "test images")
     return summary
+
+
+def _weights_record(run: Run) -> dict[str, Any] | None:
+    """``summary.json["weights"]``: what the models started from — the file, its SHA-1 and the
+    parts loaded, or ImageNet's weights through the builder; ``None``: a random start."""
+    if run.start is not None:
+        rec = run.start.record()
+        if run.start_acc is not None:
+            rec["valid_acc_at_start"] = run.start_acc
+        return rec
+    if run.plan.recipe.weights == "imagenet":
+        return {"file": None, "source": "torchvision's ImageNet weights", "parts":
+                "backbone" if run.plan.recipe.model == "finetune" else "all but the classifier"}
+    return None
 
 
 def tricks_for(recipe: Recipe, train_iter, num_classes: int,
