@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import Any
 
 from ..data.transforms import PRESETS
 from ..models.table import MODEL_NAMES, REGULARIZERS
@@ -86,7 +87,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                         "(default: off, start afresh)")
     p.add_argument("--workers", type=int,
                    help="threads decoding and augmenting images (default: min(4, CPU count))")
-    p.add_argument("--quiet", action="store_true", help="no progress bars (default: show them)")
+    add_verbosity_args(p)
     p.add_argument("--no-amp", action="store_true",
                    help="train in float32 (default: bf16 autocast where the backend measured it faster)")
     add_output_args(p)
@@ -95,6 +96,25 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     add_ensemble_args(p)
     add_distributed_args(p)
     add_features_args(p)
+
+def add_verbosity_args(p: argparse.ArgumentParser) -> None:
+    """Keras' ``verbose`` levels; the run folder's log.txt keeps the epoch lines at every level."""
+    v = p.add_mutually_exclusive_group()
+    v.add_argument("--quiet", action="store_true",
+                   help="Keras' verbose=0: no progress bar and no epoch lines (the run's first "
+                        "lines, warnings and the final report stay; log.txt keeps every line) "
+                        "(default: off, see --verbose)")
+    v.add_argument("--verbose", action="store_true",
+                   help="Keras' verbose=2: one line per epoch and per phase, no bar, also on a "
+                        "terminal. Default (verbose=1): a live bar with the epoch lines above it "
+                        "on a terminal; outside one (a file, a pipe, CI, a notebook capturing "
+                        "output) one line per epoch, as --verbose (default: off)")
+
+
+def verbosity(a: argparse.Namespace) -> Any:
+    """``--quiet`` 0, ``--verbose`` 2, else ``"auto"`` (Keras' levels)."""
+    return 0 if getattr(a, "quiet", False) else 2 if getattr(a, "verbose", False) else "auto"
+
 
 def add_distributed_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data parallel (docs/scale.md)")
@@ -215,7 +235,8 @@ def run_kwargs(a: argparse.Namespace) -> dict:
     return dict(backend=a.backend, out=a.out, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                 wd=a.wd, lr_period=a.lr_period, lr_decay=a.lr_decay, valid_ratio=a.valid_ratio,
                 image_size=a.image_size, weights=a.weights, retrain=not a.no_retrain, seed=a.seed,
-                resume=a.resume, progress=not a.quiet, num_workers=a.workers,
+                resume=a.resume, progress=not a.quiet, verbose=verbosity(a),
+                num_workers=a.workers,
                 amp=False if a.no_amp else "auto", label_kind=a.label_kind, **recipe_kwargs(a),
                 **model_kwargs(a), **output_kwargs(a), **features_kwargs(a))
 

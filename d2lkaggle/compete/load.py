@@ -17,7 +17,7 @@ from ..data.cifar import CifarArrays, find_cifar_archive, read_cifar_archive
 from ..data.images import check_images, list_images, load_image_array, read_images
 from ..data.labels import class_names, read_csv_labels
 from ..data.loader import ArraySource, FileSource, ImageLoader
-from ..data.splits import check_split, split_train_valid
+from ..data.splits import check_split, data_fingerprint, split_train_valid
 from ..data.transforms import PRESETS, preset_transforms
 from ..parallel.distributed import shard
 from ..specs.competitions import Competition
@@ -37,6 +37,8 @@ class CompetitionData:
     test_ids: list[str]
     test_labels: np.ndarray | None = None  # known for the CIFAR python archives' test split
     valid_ids: list[str] | None = None  # the rows of valid_iter, in order (ensembles)
+    fingerprint: dict[str, str] | None = None   # labels, split, image list (checkpoints record it)
+    notes: list[str] | None = None      # what loading changed or left out, said before training
 
 def _images_by_id(folder: str) -> dict[str, str]:
     if not os.path.isdir(folder):
@@ -148,8 +150,10 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
     train_valid_iter = ImageLoader(make(ids), y, transform=train_tf, shuffle=True,
                                    drop_last=len(ids) >= batch_size, seed=seed + 1, **common)
     test_iter = ImageLoader(test_source, None, transform=test_tf, **common)
+    names = [os.path.relpath(images[i], train_folder) for i in ids]
     return CompetitionData(train_iter, valid_iter, train_valid_iter, test_iter, classes, t_ids,
-                           valid_ids=list(va_ids))
+                           valid_ids=list(va_ids),
+                           fingerprint=data_fingerprint(labels, tr_ids, va_ids, names, t_ids))
 
 def augment_transforms(comp: Competition, size: int, augment: Any = None) -> tuple[Any, Any]:
     """(train, test) transforms for ``augment``: None/preset name, or a user's pair."""
@@ -199,9 +203,12 @@ def load_array_data(comp: Competition, arrays: CifarArrays, *, batch_size: int,
                                    drop_last=n >= batch_size, seed=seed + 1, **common)
     # Labels stay off the test loader: prediction treats it as the unlabelled Kaggle test set.
     test_iter = ImageLoader(ArraySource(arrays.test_x), None, transform=test_tf, **common)
+    import hashlib
+    pixels = hashlib.sha1(np.ascontiguousarray(arrays.train_x).data).hexdigest()[:16]
+    t_ids = [str(i + 1) for i in range(len(arrays.test_x))]
     return CompetitionData(train_iter, valid_iter, train_valid_iter, test_iter, list(arrays.classes),
-                           [str(i + 1) for i in range(len(arrays.test_x))],
-                           test_labels=arrays.test_y, valid_ids=list(va_ids))
+                           t_ids, test_labels=arrays.test_y, valid_ids=list(va_ids),
+                           fingerprint=data_fingerprint(labels, tr_ids, va_ids, None, t_ids, pixels))
 
 def normalized(comp: Competition, recipe: Recipe) -> Competition:
     """``comp`` with ImageNet's mean/std when the recipe asks for them (pretrained backbones)."""

@@ -13,7 +13,12 @@ import os
 import sys
 from typing import Any, Callable
 
-__all__ = ["check_settings", "prepare_out", "config_diff", "check_resume", "normalize_config"]
+__all__ = ["check_settings", "prepare_out", "config_diff", "check_resume", "normalize_config",
+           "check_checkpoint"]
+
+#: the data a checkpoint was trained on (data.splits.data_fingerprint), in a user's words
+DATA_KEYS = {"data_labels": "the labels", "data_split": "the train/valid split",
+             "data_images": "the image list"}
 
 
 def _number(name: str, value: Any) -> float:
@@ -118,6 +123,13 @@ def check_resume(checkpoint_dir: str, config: dict, resume: bool | str,
             if old is None else config_diff(old, config))
     if not diff:
         return True
+    changed = [words for key, words in DATA_KEYS.items()
+               if old is not None and old.get(key) is not None and old.get(key) != config.get(key)]
+    if changed and resume != "force":
+        raise ValueError(f"--resume: {last} was trained on other data ({' and '.join(changed)} "
+                         "changed since; " + "; ".join(d for d in diff if d.startswith("data_"))
+                         + "); drop --resume or choose another --out to start over, or pass "
+                         "--resume force to continue it anyway")
     if resume == "force":
         msg = (f"WARNING: --resume force: continuing {last} although its configuration "
                f"differs: " + "; ".join(diff))
@@ -128,3 +140,16 @@ def check_resume(checkpoint_dir: str, config: dict, resume: bool | str,
     raise ValueError(f"--resume: {last} was trained with another configuration ("
                      + "; ".join(diff) + "); drop --resume or choose another --out to start "
                      "over, or pass --resume force to continue it anyway")
+
+
+def check_checkpoint(path: str, meta: dict, config: dict) -> None:
+    """A checkpoint reloaded within a run (its best epoch) must have been made by this run's
+    configuration and data: otherwise one line naming what differs, never a silent reuse."""
+    old = meta.get("config")
+    diff = (["it records no configuration"] if old is None else config_diff(old, config))
+    if diff:
+        changed = [w for k, w in DATA_KEYS.items()
+                   if old and old.get(k) is not None and old.get(k) != config.get(k)]
+        what = f"other data ({' and '.join(changed)})" if changed else "another configuration"
+        raise ValueError(f"{path} was made by {what} than this run (" + "; ".join(diff[:4])
+                         + "); it is not used: delete it or choose another --out")

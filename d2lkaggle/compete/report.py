@@ -90,10 +90,12 @@ def run_outcome(valid_hist: History | None, final_hist: History | None, predict_
              "best": f"the validation phase's best epoch ({out.get('best_epoch')})",
              "last": "the validation phase's last epoch"}[predict_with]
     out["submission_model"] = model
-    warnings = [f"{phase}: {w}" for phase, w in
-                (("train/valid split", not_learning(valid_hist, num_classes) if valid_hist else None),
-                 ("retrain", not_learning(final_hist, num_classes) if final_hist else None)) if w]
-    out["warnings"] = warnings
+    # how each phase ENDED (an early warning of a run that learned later is not repeated)
+    frozen_random = recipe.model == "finetune" and recipe.weights is None
+    out["warnings"] = [f"{phase}: {w}" for phase, h in (("train/valid split", valid_hist),
+                                                        ("retrain", final_hist))
+                       if h is not None and (w := not_learning(h, num_classes, final=True,
+                                                               frozen_random=frozen_random))]
     return out
 
 def plot_run(histories: list[tuple[str, History]], path: str, title: str) -> str:
