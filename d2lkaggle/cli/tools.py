@@ -6,7 +6,7 @@ import argparse
 from ..models.parity import MODELS as PARITY_MODELS
 from ..models.parity import format_table, run_parity
 from ..models.weights import convert, load_neutral
-from ..specs.writeups import format_writeups
+from ..specs.competitions import RECIPE_NAMES, format_recipes
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     wc.add_argument("dst", help="output .safetensors or .npz")
     wc.set_defaults(func=cmd_weights_convert)
 
-    rc = sub.add_parser("recipes", help="list the named recipes (--recipe NAME) with all their values")
+    rc = sub.add_parser("recipes", help="list every name --recipe accepts (" + ", ".join(RECIPE_NAMES)
+                        + ") with what it trains")
     rc.add_argument("names", nargs="*", help="recipes to show (default: all)")
     rc.set_defaults(func=cmd_recipes)
 
@@ -54,5 +55,5 @@ def cmd_parity(a: argparse.Namespace) -> int:
     return 0
 
 def cmd_recipes(a: argparse.Namespace) -> int:
-    print(format_writeups(a.names or None))
+    print(format_recipes(a.names or None))
     return 0

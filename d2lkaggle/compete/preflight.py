@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any, Callable
 
-__all__ = ["check_settings", "prepare_out", "config_diff", "check_resume", "normalize_config",
+__all__ = ["check_settings", "check_data_dir", "check_out_outside_data", "prepare_out", "config_diff", "check_resume", "normalize_config",
            "check_checkpoint"]
 
 #: the data a checkpoint was trained on (data.splits.data_fingerprint), in a user's words
@@ -60,6 +60,44 @@ def check_settings(recipe: Any, image_size: int | None = None) -> None:
     period = getattr(recipe, "lr_period", None)
     if period is not None and (int(period) != period or period < 1):
         raise ValueError(f"--lr-period must be an integer >= 1, got {period!r}")
+
+
+def check_data_dir(comp: Any, data_dir: str, others: Any = ()) -> None:
+    """``--data-dir`` exists and holds ``comp``'s label file — or, when it holds another
+    competition's (``others``: the competitions table), one line saying which it looks like.
+    (A CIFAR python archive is checked when it is read.)"""
+    if not os.path.exists(data_dir):
+        raise FileNotFoundError(f"--data-dir {data_dir} does not exist; give the folder with "
+                                f"{comp.labels_file}, {comp.train_dir}/ and {comp.test_dir}/")
+    if not os.path.isdir(data_dir) or os.path.exists(os.path.join(data_dir, comp.labels_file)):
+        return
+    from ..data.cifar import find_cifar_archive
+    if find_cifar_archive(data_dir) is not None:
+        return
+    like = [c.name for c in others if c.name != comp.name and c.recipe is not None
+            and c.labels_file != comp.labels_file
+            and os.path.exists(os.path.join(data_dir, c.labels_file))]
+    if like:
+        other = next(c for c in others if c.name == like[0])
+        raise FileNotFoundError(
+            f"{data_dir} has no {comp.labels_file} but a {other.labels_file}: it looks like a "
+            f"{' / '.join(like)} folder, not {comp.name}; run it as `d2lkaggle run {like[0]} "
+            f"--data-dir {data_dir}`, or give {comp.name}'s folder")
+    raise FileNotFoundError(f"{os.path.join(data_dir, comp.labels_file)} not found: --data-dir "
+                            f"must hold {comp.name}'s {comp.labels_file}, {comp.train_dir}/ and "
+                            f"{comp.test_dir}/")
+
+
+def check_out_outside_data(out: str, comp: Any, data_dir: str) -> None:
+    """A run folder inside the data's ``train/`` or ``test/`` would be read as images by every
+    later run: refused before anything is written."""
+    real = os.path.realpath(out)
+    for sub in (comp.train_dir, comp.test_dir):
+        folder = os.path.realpath(os.path.join(data_dir, sub))
+        if real == folder or real.startswith(folder + os.sep):
+            raise ValueError(f"--out {out} is inside the data's {sub}/ folder ({folder}): the "
+                             f"run's files would be read as images there by every later run; "
+                             f"choose an --out outside {sub}/")
 
 
 def prepare_out(out: str) -> str:

@@ -30,7 +30,7 @@ from ..data.splits import split_digest
 from ..models.build import build_net, check_weights, start_weights, weights_file
 from ..models.weights import StartWeights
 from ..parallel import distributed as D
-from ..specs.competitions import Competition, get_competition, recipe_for
+from ..specs.competitions import COMPETITIONS, Competition, get_competition, recipe_for
 from ..specs.recipe import Recipe
 from ..specs.tricks import (
     check_recipe,
@@ -46,7 +46,8 @@ from ..utils.files import atomic_write_text, load_npz
 from ..utils.progress import RunProgress, resolve_verbose
 from ..utils.registry import canonical_name, get_backend
 from .load import CompetitionData, load_data, normalized, shard_data, training_set_size
-from .preflight import check_checkpoint, check_resume, check_settings, prepare_out
+from .preflight import (check_checkpoint, check_data_dir, check_out_outside_data, check_resume,
+                        check_settings, prepare_out)
 from .report import (
     header,
     json_float,
@@ -220,6 +221,7 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
     """Stage 1: the run's :class:`RunPlan` — the recipe with every override, checked before
     anything is written or loaded (the keywords of :func:`run_competition`)."""
     comp = get_competition(competition) if isinstance(competition, str) else competition
+    check_data_dir(comp, data_dir, COMPETITIONS.values())
     base = recipe if isinstance(recipe, Recipe) else recipe_for(comp, recipe)
     aug_pair = tricks.pop("augment") if not isinstance(tricks.get("augment", ""), str) else None
     # cache_features=True (--cache-features): the frozen backbone runs once per image
@@ -248,14 +250,14 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
         predict_with = "best"   # a write-up that keeps its best-validation epoch
     predict_with = _predict_with(predict_with, retrain, recipe.valid_ratio > 0)
     name = canonical_name(backend)
+    out = os.path.abspath(out or os.path.join("runs", f"{comp.name}-{name}"))
+    check_out_outside_data(out, comp, data_dir)
     dist = D.run_env(distributed, recipe.batch_size)  # (batch size checked: nothing written yet)
     if weights_file(recipe.weights) is not None:
         # a file that fits nothing is refused now, before the run folder exists (the classes
         # are the file's here: another number of classes only means a new classifier)
         start_weights(name, recipe, None, image_size)
-    return RunPlan(comp, data_dir, recipe, name,
-                   os.path.abspath(out or os.path.join("runs", f"{comp.name}-{name}")),
-                   image_size, seed, predict_with, dist, amp=amp, tta=tta, split=split,
+    return RunPlan(comp, data_dir, recipe, name, out, image_size, seed, predict_with, dist, amp=amp, tta=tta, split=split,
                    label_kind=label_kind, num_workers=num_workers,
                    augment=aug_pair or recipe.augment, cache_features=cache_features,
                    resume=resume, overwrite=overwrite, progress=progress, log=log,
@@ -318,6 +320,8 @@ def load_stage(plan: RunPlan) -> Run:
                      label_kind=plan.label_kind, split=plan.split)
     data = shard_data(data, plan.dist)
     plan.say(header(plan.comp, data, plan.backend, plan.recipe))
+    for note in data.notes or ():
+        plan.say(note)
     if plan.batch_note:
         plan.say(plan.batch_note)
     if plan.dist.enabled:
