@@ -140,7 +140,7 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
         train_array = load_image_array([images[i] for i in ids])
         # The test set streams (Kaggle's is 300,000 PNGs, 6x the training set): every file is
         # decoded once now, in chunks, to name a bad one before training; prediction decodes
-        # it again batch by batch, so memory does not grow with the test set (issue 15).
+        # it again batch by batch, so memory does not grow with the test set.
         from ..data.stream import FolderSource, check_test_images, scan_ids
         test_dir = os.path.join(data_dir, comp.test_dir)
         test_source = FolderSource(test_dir, t_ids, scan_ids(test_dir, ordered=False))

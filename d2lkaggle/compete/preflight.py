@@ -1,4 +1,4 @@
-"""Checks made before a run writes anything or trains an epoch (issue 12).
+"""Checks made before a run writes anything or trains an epoch.
 
 Every setting and every input is checked first, so a mistake costs seconds, not a night of
 training, and a failure never leaves a file a later run would trust: the numbers of a run

@@ -516,7 +516,7 @@ def tricks_for(recipe: Recipe, train_iter, num_classes: int,
     Built per phase: a schedule depends on the loader's batches per epoch, and a plateau
     schedule carries state that a second run must not inherit.
     """
-    recipe = cycle_step_size(recipe, len(train_iter))  # write-up 004: cycles per run
+    recipe = cycle_step_size(recipe, len(train_iter))  # the CIFAR-10 write-up: cycles per run
     sched = make_schedule(recipe, recipe.epochs, len(train_iter), log)
     mix = make_mixing(recipe, num_classes)
     return train_kwargs(recipe, sched, mix), describe_tricks(recipe, sched, mix)
