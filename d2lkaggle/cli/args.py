@@ -225,10 +225,11 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
                                   for n in RECIPE_NAMES).replace("%", "%%")
                    + " (`d2lkaggle recipes` shows every value) (default: default)")
     g.add_argument("--optimizer", choices=OPTIMIZERS,
-                   help=recipe_help("sgd (momentum 0.9), nesterov, adam, adamw", "optimizer"))
+                   help=f"sgd (momentum 0.9), nesterov, adam, adamw (default: the recipe's: "
+                        f"{recipe_values('optimizer')})")
     g.add_argument("--sched", choices=SCHEDULES,
-                   help=recipe_help("learning-rate schedule, set before every batch; --recipe "
-                                    "book is step for every competition", "sched"))
+                   help=f"learning-rate schedule, set before every batch; --recipe book is step "
+                        f"for every competition (default: the recipe's: {recipe_values('sched')})")
     g.add_argument("--warmup", type=float, metavar="EPOCHS",
                    help="warm-up epochs of cosine/onecycle (default: cosine 0, onecycle 30%% of the run)")
     g.add_argument("--base-lr", type=float, help="cyclic: lowest rate (default: lr/2)")
