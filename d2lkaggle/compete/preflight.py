@@ -164,10 +164,11 @@ def check_resume(checkpoint_dir: str, config: dict, resume: bool | str,
     changed = [words for key, words in DATA_KEYS.items()
                if old is not None and old.get(key) is not None and old.get(key) != config.get(key)]
     if changed and resume != "force":
+        more = any(not d.startswith("data_") for d in diff)
         raise ValueError(f"--resume: {last} was trained on other data ({' and '.join(changed)} "
-                         "changed since; " + "; ".join(d for d in diff if d.startswith("data_"))
-                         + "); drop --resume or choose another --out to start over, or pass "
-                         "--resume force to continue it anyway")
+                         f"changed since){' and with another configuration' if more else ''}: "
+                         + "; ".join(diff) + "; drop --resume or choose another --out to start "
+                         "over, or pass --resume force to continue it anyway")
     if resume == "force":
         msg = (f"WARNING: --resume force: continuing {last} although its configuration "
                f"differs: " + "; ".join(diff))

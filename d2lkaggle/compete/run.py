@@ -221,7 +221,6 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
     """Stage 1: the run's :class:`RunPlan` — the recipe with every override, checked before
     anything is written or loaded (the keywords of :func:`run_competition`)."""
     comp = get_competition(competition) if isinstance(competition, str) else competition
-    check_data_dir(comp, data_dir, COMPETITIONS.values())
     base = recipe if isinstance(recipe, Recipe) else recipe_for(comp, recipe)
     aug_pair = tricks.pop("augment") if not isinstance(tricks.get("augment", ""), str) else None
     # cache_features=True (--cache-features): the frozen backbone runs once per image
@@ -243,6 +242,7 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
         image_size = recipe.image_size
     comp = normalized(comp, recipe)    # ImageNet statistics for pretrained weights
     check_settings(recipe, image_size)
+    check_data_dir(comp, data_dir, COMPETITIONS.values())
     recipe, batch_note = fit_batch_to_set(
         _random_init(recipe), training_set_size(comp, data_dir, recipe.valid_ratio, split),
         batch_given=batch_size is not None, lr_given=lr is not None)

@@ -352,7 +352,8 @@ def match_weights(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, n
            f"{model} (another number of classes)" if k else
            f"the file's classifier ({', '.join(sorted(file_head)[:3])}) is not {model}'s")
     return body, "all but the classifier", (head,), (
-        f"{source}: {why}: all but the classifier is loaded, and a new classifier is trained")
+        f"{source}: {why}: all but the classifier is loaded; the head is replaced by a new, "
+        "randomly initialised one")
 
 
 def load_pretrained(net: Any, weights: str, arch: str, head: str, *, framework: str,

@@ -234,8 +234,8 @@ def test_picture_title_names_competition_backend_model_and_recipe():
     dog = get_competition("dog-breed")
     t = report.title(dog, "paddle", pipeline._recipe_for(dog, weights="none", lr=0.01))
     parts = t.split(" · ")
-    assert parts[:3] == ["dog-breed", "paddle", "finetune"]
-    assert "lr 0.01 x" in parts[3] and "backbone weights random" in parts[3]
+    assert parts[:3] == ["dog-breed", "paddle", "finetune (random backbone)"]
+    assert "lr 0.01 x0.9 every 2 epochs (StepLR)" in parts[3] and "SGD (momentum 0.9)" in parts[3]
 
 
 def test_overall_progress_leaves_out_epochs_a_resumed_run_holds(tmp_path):

@@ -197,3 +197,35 @@ def test_no_code_runs_from_a_users_file():
                     if unsafe.search(line) and "``" not in line:
                         hits.append(f"{f}:{n}: {line.strip()}")
     assert not hits, "\n".join(hits)
+
+
+def test_pictures_keep_their_titles_whole_and_legends_true(tmp_path):
+    from d2lkaggle.train import plotting
+    long = report.title(get_competition("cifar100"), "torch",
+                        recipe_for(get_competition("cifar100"), "writeup-cifar100-effnetv2"))
+    probs = np.eye(3)[[0, 1, 2]]
+    fig = plotting.plot_mistakes(np.zeros((3, 8, 8, 3), np.uint8), np.arange(3), probs,
+                                 ["a", "b", "c"], str(tmp_path / "m.png"), title=long)
+    assert fig.get_figwidth() >= 6          # not a blank 2-inch strip
+    text = fig._suptitle.get_text()
+    assert text.replace("\n", " ").startswith(long) and "no mistakes on 3 validation images" in text
+    fits = lambda text, fig: all(len(l) * 0.55 * 9 / 72 <= fig.get_figwidth()  # noqa: E731
+                                 for l in text.splitlines())   # wrapped, never cut off
+    assert fits(text, fig)
+    fig = plotting.plot_confusion(np.arange(3), probs[[1, 1, 2]], ["a", "b", "c"],
+                                  str(tmp_path / "c.png"), long)
+    title = fig.axes[0].get_title()
+    assert " ".join(title.split()).startswith(" ".join(long.split()))
+    assert fits(title, fig) and len(title.splitlines()) >= 4
+    h = History()
+    for e in (1, 2):
+        h.add(epoch=e, lr=0.1, lr_last=0.05, train_loss=1.0 / e, train_acc=0.5, valid_loss=1.2 / e,
+              valid_acc=0.4, seconds=1.0, examples_per_sec=1.0)
+    fig = plotting.plot_run([("valid", h), ("train_valid", h)], str(tmp_path / "r.png"), long)
+    for ax in fig.axes[:2]:    # each legend entry drawn as its line: style and marker
+        legend = ax.get_legend()
+        assert legend.handlelength >= 3
+        for line, handle in zip(ax.lines, legend.legend_handles):
+            assert (handle.get_linestyle(), handle.get_marker()) == (line.get_linestyle(),
+                                                                     line.get_marker())
+        assert {l.get_marker() for l in ax.lines} == {".", "s"}   # train dots, valid squares

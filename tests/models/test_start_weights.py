@@ -25,7 +25,7 @@ ten = make_demo(os.path.join(root, "ten"), n_train=60, n_test=4, size=16, seed=5
 four = make_demo(os.path.join(root, "four"), n_train=40, n_test=4, size=16, seed=6, num_classes=4)
 lines = []
 kw = dict(backend=backend, epochs=1, image_size=16, batch_size=16, retrain=False, progress=False,
-          log=lines.append, num_workers=1, valid_ratio=0.2)
+          log=lines.append, num_workers=1, valid_ratio=0.2, amp=False)
 res = {}
 for model in ("cnn_elu", "resnet18"):
     first = run_competition("demo", ten, out=os.path.join(root, model + "-1"), model=model, **kw)
