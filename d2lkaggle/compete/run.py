@@ -257,8 +257,8 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
         # a file that fits nothing is refused now, before the run folder exists (the classes
         # are the file's here: another number of classes only means a new classifier)
         start_weights(name, recipe, None, image_size)
-    return RunPlan(comp, data_dir, recipe, name, out, image_size, seed, predict_with, dist, amp=amp, tta=tta, split=split,
-                   label_kind=label_kind, num_workers=num_workers,
+    return RunPlan(comp, data_dir, recipe, name, out, image_size, seed, predict_with, dist,
+                   amp=amp, tta=tta, split=split, label_kind=label_kind, num_workers=num_workers,
                    augment=aug_pair or recipe.augment, cache_features=cache_features,
                    resume=resume, overwrite=overwrite, progress=progress, log=log,
                    batch_note=batch_note, verbose=resolve_verbose(verbose))
@@ -288,11 +288,10 @@ def open_run_folder(plan: RunPlan) -> RunPlan:
         raise
     plan = replace(plan, out=work, final_out=out if work != out else None,
                    lock=lock, runlog=runlog)
-    for note in (lock.stale_note(),):
-        if note:
-            plan.say(note)
+    if lock.stale_note():
+        plan.say(lock.stale_note())
     if work != out:
-        plan.say(f"--overwrite: the new run is built in {work} and replaces the finished run "
+        plan.say(f"overwrite: the new run is built in {work} and replaces the finished run "
                  f"in {out} once it has finished")
     D.join(plan.backend, plan.dist)
     return plan
