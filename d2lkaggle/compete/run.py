@@ -242,7 +242,6 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
         image_size = recipe.image_size
     comp = normalized(comp, recipe)    # ImageNet statistics for pretrained weights
     check_settings(recipe, image_size)
-    check_data_dir(comp, data_dir, COMPETITIONS.values())
     recipe, batch_note = fit_batch_to_set(
         _random_init(recipe), training_set_size(comp, data_dir, recipe.valid_ratio, split),
         batch_given=batch_size is not None, lr_given=lr is not None)
@@ -253,6 +252,7 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
     out = os.path.abspath(out or os.path.join("runs", f"{comp.name}-{name}"))
     check_out_outside_data(out, comp, data_dir)
     dist = D.run_env(distributed, recipe.batch_size)  # (batch size checked: nothing written yet)
+    check_data_dir(comp, data_dir, COMPETITIONS.values())
     if weights_file(recipe.weights) is not None:
         # a file that fits nothing is refused now, before the run folder exists (the classes
         # are the file's here: another number of classes only means a new classifier)
