@@ -20,8 +20,16 @@ VERBOSE_LEVELS = (0, 1, 2)
 
 
 def interactive() -> bool:
-    """True when stdout and stderr are both terminals: bars may redraw in place there."""
-    return all(bool(getattr(s, "isatty", lambda: False)()) for s in (sys.stdout, sys.stderr))
+    """True when stdout and stderr are both terminals, or in a Jupyter kernel (tqdm's widget):
+    bars may redraw in place there."""
+    if all(bool(getattr(s, "isatty", lambda: False)()) for s in (sys.stdout, sys.stderr)):
+        return True
+    ipython = sys.modules.get("IPython")   # (never imported here: only when already running)
+    try:
+        shell = ipython.get_ipython() if ipython is not None else None
+        return shell is not None and "IPKernelApp" in shell.config
+    except Exception:   # noqa: BLE001 - an odd shell is not a notebook
+        return False
 
 
 def resolve_verbose(verbose: Any = "auto") -> int:
