@@ -540,8 +540,8 @@ def preset_transforms(preset: str, size: int, book: str = "cifar",
     """(train, test) transforms of an augmentation preset at image size ``size``.
 
     ``book`` is the chapter recipe (``cifar``/``dog``) whose transforms ``"book"`` returns and
-    whose test transform every preset keeps. ``crop-flip`` is the 004 write-up's
-    RandomCrop(size, padding size/8) + flip; ``crop-flip-rotate`` the 003 write-up's
+    whose test transform every preset keeps. ``crop-flip`` is the CIFAR-10 write-up's
+    RandomCrop(size, padding size/8) + flip; ``crop-flip-rotate`` the CIFAR-100 write-up's
     reflect-padded crop + flip + rotation (±15°); ``none`` trains on the test transform.
     Images are first resized (shorter side to ``size``, with ``interpolation``).
     """

@@ -290,6 +290,20 @@ IMAGENET_WEIGHTS: dict[str, dict[str, Any]] = {
 }
 
 
+#: each model's classifier (a canonical name prefix): what a checkpoint made for another number
+#: of classes leaves new (``--weights``; :func:`d2lkaggle.models.weights.match_weights`)
+HEADS: dict[str, str] = {
+    "resnet18": "fc.", "resnet34": "fc.", "finetune": "head.", "cnn_elu": "fc_layer.4.",
+    "efficientnet_v2_s": "classifier.", "efficientnet_v2_m": "classifier.",
+    "efficientnet_v2_l": "classifier.",
+}
+#: a backbone file's own ImageNet classifier, which a fine-tune net (its own ``head.``) drops
+BACKBONE_CLASSIFIERS: dict[str, tuple[str, ...]] = {"finetune": ("fc.", "classifier.")}
+#: models whose builder takes ``weights="imagenet"`` (torchvision's ImageNet files)
+IMAGENET_MODELS: tuple[str, ...] = ("finetune", "efficientnet_v2_s", "efficientnet_v2_m",
+                                    "efficientnet_v2_l")
+
+
 #: which models take each stochastic-depth field of a Recipe (``--drop-path``, ``--stochastic-depth``)
 REGULARIZERS: dict[str, tuple[str, ...]] = {
     "drop_path": ("resnet18", "resnet34"),
