@@ -15,8 +15,8 @@ from .table import check_model_name
 def recipe_kwargs(recipe: Any, image_size: int | None = None) -> dict[str, Any]:
     """Keyword arguments of ``create_model(recipe.model, ...)`` taken from a competition recipe.
 
-    Optional recipe fields (``drop_path``, ``stochastic_depth``, ``dropout``, ``freeze``) are
-    used when the recipe has them and they are set.
+    Optional recipe fields (``drop_path``, ``stochastic_depth``, ``dropout``, ``freeze``,
+    ``bn_momentum``) are used when the recipe has them and they are set.
     """
     name = check_model_name(recipe.model)
     opt = lambda k: getattr(recipe, k, None)  # noqa: E731
@@ -25,6 +25,8 @@ def recipe_kwargs(recipe: Any, image_size: int | None = None) -> dict[str, Any]:
         kw = {"in_channels": 3, "width": recipe.width}
         if opt("drop_path"):
             kw["drop_path"] = opt("drop_path")
+        if opt("bn_momentum") is not None:
+            kw["bn_momentum"] = opt("bn_momentum")
     elif name == "resnet34":
         if opt("drop_path"):
             kw["drop_path"] = opt("drop_path")
