@@ -540,8 +540,8 @@ def preset_transforms(preset: str, size: int, book: str = "cifar",
     """(train, test) transforms of an augmentation preset at image size ``size``.
 
     ``book`` is the chapter recipe (``cifar``/``dog``) whose transforms ``"book"`` returns and
-    whose test transform every preset keeps. ``crop-flip`` is the 004 write-up's
-    RandomCrop(size, padding size/8) + flip; ``crop-flip-rotate`` the 003 write-up's
+    whose test transform every preset keeps. ``crop-flip`` is the CIFAR-10 write-up's
+    RandomCrop(size, padding size/8) + flip; ``crop-flip-rotate`` the CIFAR-100 write-up's
     reflect-padded crop + flip + rotation (±15°); ``shift-flip`` the speed-runs' light one
     (airbench): a reflect-padded crop that shifts by up to size/16 (2 px at 32) + flip, no
     resampling; ``none`` trains on the test transform.
