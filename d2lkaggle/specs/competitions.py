@@ -37,7 +37,7 @@ COMPETITIONS: dict[str, Competition] = {
         # ours (docs/recipes.md): the book's model and batch; AdamW (decoupled wd 0.05) with
         # one-cycle (30 % warm-up, cosine) peaking at 2e-3; lr_period/lr_decay are the book's,
         # used by --sched step; a small set (< 40 steps per epoch at 128) trains at batch 32
-        # (Adam's lr unscaled). Issue 24, learning from the first epoch at any --epochs: the
+        # (Adam's lr unscaled). Learning from the first epoch at any --epochs: the
         # stem whitened from the training images, the speed-runs' light augmentation (2 px
         # shift + flip, no resampling), BatchNorm statistics at momentum 0.4 — hard demo,
         # 5 epochs 0.93 where it gave 0.18, 15 epochs 1.00

@@ -52,7 +52,7 @@ class Recipe:
     # a training set too small for batch_size (fewer than recipes.MIN_STEPS_PER_EPOCH steps per
     # epoch) trains at this batch, lr scaled by the same factor (docs/recipes.md); None: never
     small_set_batch: int | None = None
-    # issue 24 (docs/recipes.md, "time to a good submission"): the speed-runs' first layer, the
+    # docs/recipes.md, "learning from the first epoch": the speed-runs' first layer, the
     # stem conv initialised with the training images' patch-whitening filters
     # (d2lkaggle.models.whitening), and BatchNorm statistics that follow fast-moving weights
     whiten: bool = False
