@@ -237,6 +237,17 @@ def _train_rows() -> list[Row]:
                     job("book", "paddle", 32, "pd"), "examples_per_sec",
                     lambda o, b, q: "textbook: DatasetFolder + paddle.io.DataLoader, "
                                     "paddle.DataParallel, Paddle's default threads", pre=pre))
+
+    def note_vs_torch(o, b, q):
+        return (f"issue 24: ours in {o[0].get('precision')} against ours in torch "
+                f"({b[0].get('precision')}, the 'textbook' column), batch 128, the same loader; "
+                "Paddle's dygraph has no CPU bf16 path (docs/speed.md)")
+    for backend, which in (("mxnet", "mx"), ("paddle", "pd")):
+        rows.append(Row(f"{backend}-vs-torch-b128",
+                        f"training, batch 128, {backend} against torch (both ours, amp='auto')",
+                        "examples/s", 0.7, True, job("ours", backend, 128, which),
+                        job("ours", "torch", 128, which), "examples_per_sec", note_vs_torch,
+                        pre=pre))
     return rows
 
 

@@ -132,3 +132,58 @@ def train_speed(data_dir, batch_size, steps, warmup):
         if i + 1 >= warmup + steps:
             break
     return {"examples_per_sec": (metric[2] - n0) / (time.perf_counter() - t0)}
+
+
+def evaluate_accuracy_gpus(net, data_iter, split_f=split_batch):
+    """d2l.evaluate_accuracy_gpus (the chapter's validation each epoch)."""
+    devices = list(net.collect_params().values())[0].list_ctx()
+    metric = Accumulator(2)
+    for features, labels in data_iter:
+        X_shards, y_shards = split_f(features, labels, devices)
+        pred_shards = [net(X_shard) for X_shard in X_shards]
+        metric.add(sum(float(accuracy(pred_shard, y_shard)) for
+                       pred_shard, y_shard in zip(pred_shards, y_shards)), labels.size)
+    return metric[0] / metric[1]
+
+
+transform_test = gluon.data.vision.transforms.Compose([
+    gluon.data.vision.transforms.ToTensor(),
+    gluon.data.vision.transforms.Normalize([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010])])
+
+
+def time_to_accuracy(data_dir, target, max_seconds, epochs=20, batch_size=32, lr=0.02,
+                     wd=5e-4, lr_period=4, lr_decay=0.9):
+    """Wall seconds until the chapter's ``train`` first validates at ``target`` accuracy.
+
+    The MXNet tab's recipe (Trainer 'sgd' momentum 0.9, lr 0.02, wd 5e-4, ``trainer.step
+    (batch_size)``, lr × 0.9 every 4 epochs, 20 epochs; batch 32 as for its demo), epoch by
+    epoch: train, ``evaluate_accuracy_gpus`` on valid, then the lr decay. The clock starts
+    before the datasets are made and stops at the first epoch at ``target``, or after the
+    first epoch that ends past ``max_seconds`` (``seconds`` None: not reached)."""
+    t0 = time.perf_counter()
+    mx.random.seed(0)
+    train_ds, valid_ds = [gluon.data.vision.ImageFolderDataset(
+        os.path.join(data_dir, 'train_valid_test', folder)) for folder in ('train', 'valid')]
+    train_iter = gluon.data.DataLoader(train_ds.transform_first(transform_train), batch_size,
+                                       shuffle=True, last_batch='discard')
+    valid_iter = gluon.data.DataLoader(valid_ds.transform_first(transform_test), batch_size,
+                                       shuffle=False, last_batch='discard')
+    devices = [mx.cpu()]
+    net = get_net(devices)
+    net.hybridize()
+    trainer = gluon.Trainer(net.collect_params(), 'sgd',
+                            {'learning_rate': lr, 'momentum': 0.9, 'wd': wd})
+    curve = []
+    for epoch in range(epochs):
+        for features, labels in train_iter:
+            train_batch_ch13(net, features, labels.astype('float32'), loss, trainer, devices,
+                             split_batch)
+        acc = evaluate_accuracy_gpus(net, valid_iter, split_batch)
+        if epoch > 0 and epoch % lr_period == 0:
+            trainer.set_learning_rate(trainer.learning_rate * lr_decay)
+        curve.append((round(time.perf_counter() - t0, 1), round(acc, 3)))
+        if acc >= target or curve[-1][0] > max_seconds:
+            break
+    hit = next((t for t, a in curve if a >= target), None)
+    return {"seconds": hit, "curve": curve, "epochs": len(curve),
+            "best_acc": max(a for _, a in curve), "wall": time.perf_counter() - t0}

@@ -197,3 +197,37 @@ def pipeline_speed(data_dir, batch_size, n_batches):
     from benchmarks.worker import batches_per_sec  # the same clock as ours
     train_iter, _ = loaders(data_dir, batch_size)
     return {"batches_per_sec": batches_per_sec(train_iter, n_batches)}
+
+
+def time_to_accuracy(data_dir, target, max_seconds, epochs=20, batch_size=32, lr=2e-4,
+                     wd=5e-4, lr_period=4, lr_decay=0.9):
+    """Wall seconds until the chapter's ``train`` first validates at ``target`` accuracy.
+
+    The chapter's recipe as its torch tab sets it (SGD momentum 0.9 on the SUMMED loss, lr
+    2e-4, wd 5e-4, StepLR(4, 0.9), 20 epochs; batch 32, the chapter's choice for its
+    1,000-image demo), its loop epoch by epoch: train, ``evaluate_accuracy_gpu`` on valid,
+    ``scheduler.step()``. The clock starts before the loaders are made and stops at the
+    first epoch whose validation reaches ``target``, or after the first epoch that ends past
+    ``max_seconds`` (then ``seconds`` is None: not reached)."""
+    t0 = time.perf_counter()
+    torch.manual_seed(0)
+    devices = [torch.device("cpu")]
+    train_iter, valid_iter = loaders(data_dir, batch_size)
+    net = get_net()
+    net(next(iter(train_iter))[0][:2])   # materialise the lazy layers before SGD sees them
+    trainer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=wd)
+    scheduler = torch.optim.lr_scheduler.StepLR(trainer, lr_period, lr_decay)
+    net = nn.DataParallel(net, device_ids=devices).to(devices[0])
+    curve = []
+    for epoch in range(epochs):
+        net.train()
+        for features, labels in train_iter:
+            train_batch_ch13(net, features, labels, loss, trainer, devices)
+        acc = evaluate_accuracy_gpu(net, valid_iter)
+        scheduler.step()
+        curve.append((round(time.perf_counter() - t0, 1), round(acc, 3)))
+        if acc >= target or curve[-1][0] > max_seconds:
+            break
+    hit = next((t for t, a in curve if a >= target), None)
+    return {"seconds": hit, "curve": curve, "epochs": len(curve),
+            "best_acc": max(a for _, a in curve), "wall": time.perf_counter() - t0}

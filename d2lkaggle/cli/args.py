@@ -252,14 +252,23 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label-smoothing", type=float, metavar="EPS",
                    help="soft targets (1-EPS)*onehot + EPS/classes (default: 0, off)")
     g.add_argument("--augment", choices=PRESETS,
-                   help="augmentation preset (default: book, the chapter's recipe)")
+                   help="augmentation preset (default: the recipe's: shift-flip for cifar10, "
+                        "cifar100 and demo; book, the chapter's, for --recipe book)")
     g.add_argument("--no-wd-bn-bias", action="store_true",
                    help="no weight decay on biases and BatchNorm parameters (default: decay all)")
+    g.add_argument("--whiten", action=argparse.BooleanOptionalAction, default=None,
+                   help="initialise the first convolution with the training images' "
+                        "patch-whitening filters, the speed-runs' first layer (default: the "
+                        "recipe's: on for cifar10, cifar100 and demo, off for --recipe book)")
+    g.add_argument("--bn-momentum", type=float, metavar="M",
+                   help="momentum of the BatchNorm running statistics, torch's convention "
+                        "(default: the recipe's; the book's 0.1)")
 
 def recipe_kwargs(a: argparse.Namespace) -> dict:
     kw = {k: getattr(a, k, None) for k in (
         "optimizer", "sched", "warmup", "base_lr", "max_lr", "step_size", "cycle_mode",
-        "milestones", "mixup", "cutmix", "mix_prob", "switch_prob", "label_smoothing", "augment")}
+        "milestones", "mixup", "cutmix", "mix_prob", "switch_prob", "label_smoothing", "augment",
+        "whiten", "bn_momentum")}
     kw = {k: v for k, v in kw.items() if v is not None}
     if getattr(a, "no_wd_bn_bias", False):
         kw["wd_exclude"] = "bn_bias"

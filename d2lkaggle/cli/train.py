@@ -177,7 +177,8 @@ def _run_or_ensemble(competition: str, data_dir: str, a: argparse.Namespace) -> 
                             vary=a.members_vary, values=a.members_values, **kw)
     if folds is not None:
         return run_folds(competition, data_dir, folds=folds, **kw)
-    return run_competition(competition, data_dir, **kw)
+    # `d2lkaggle demo` says how long it will take before it starts (a few timed batches)
+    return run_competition(competition, data_dir, estimate=getattr(a, "estimate", False), **kw)
 
 def _report_ensemble(summary: dict) -> None:
     print(f"\n{summary['competition']} {summary['kind']} of {len(summary['members'])} "
@@ -234,6 +235,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
         a.out = os.path.join(root, f"run-{a.backend}")
     if not a.resume:
         a.overwrite = True   # the demo's own run folder: a second `d2lkaggle demo` replaces it
+    a.estimate = True        # the first command a user runs says how long it will take
     with _cli_words():
         s = _run_or_ensemble("demo", data_dir, a)
     if "returncode" in s or s.get("is_main") is False:   # the launcher's or another rank's

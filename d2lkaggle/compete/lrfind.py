@@ -8,13 +8,12 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from ..models.build import build_net
 from ..specs.competitions import get_competition
 from ..train.lrfind import LRFinderResult
 from ..utils.registry import canonical_name, get_backend
 from .load import load_data
 from .preflight import check_out_outside_data
-from .run import _recipe_for
+from .run import _recipe_for, recipe_net
 
 
 def find_lr(competition: str, data_dir: str, *, backend: str = "torch", out: str | None = None,
@@ -32,8 +31,7 @@ def find_lr(competition: str, data_dir: str, *, backend: str = "torch", out: str
     data = load_data(comp, data_dir, batch_size=recipe.batch_size, valid_ratio=recipe.valid_ratio,
                      image_size=image_size, seed=seed, num_workers=num_workers)
     bk = get_backend(name)
-    bk.set_seed(seed)
-    net = build_net(bk, recipe, len(data.classes))
+    net = recipe_net(bk, recipe, len(data.classes), None, data.train_iter, seed)
     res = bk.lr_find(net, data.train_iter, start_lr, end_lr, num_iter, wd=recipe.wd, amp=amp,
                      progress=progress, log=log)
     os.makedirs(out, exist_ok=True)

@@ -26,16 +26,19 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..data.loader import source_images
 from ..data.splits import split_digest
 from ..models.build import build_net, check_weights, start_weights, weights_file
 from ..models.table import weights_choice
 from ..models.weights import StartWeights
+from ..models.whitening import whiten_first_conv
 from ..parallel import distributed as D
 from ..specs.competitions import COMPETITIONS, Competition, get_competition, recipe_for
 from ..specs.recipe import Recipe
 from ..specs.tricks import (
     check_recipe,
     fit_batch_to_set,
+    fit_tricks_to_model,
     make_mixing,
     make_schedule,
     train_kwargs,
@@ -93,6 +96,7 @@ class RunPlan:
     final_out: str | None = None   # with overwrite: where the run goes once finished (out: beside it)
     lock: Any = None           # the run folder's RunFolderLock (rank 0)
     runlog: Any = None         # log.txt (rank 0)
+    estimate: bool = False     # time a few batches first and say how long the run will take
 
     @property
     def retrain(self) -> bool:
@@ -158,7 +162,8 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                     recipe: str | Recipe = "default", tta: Any = None,
                     split: tuple[Any, Any] | None = None, predict_with: str | None = None,
                     overwrite: bool = False, distributed: Any = None,
-                    verbose: Any = "auto", **tricks: Any) -> dict[str, Any]:
+                    verbose: Any = "auto", estimate: bool = False,
+                    **tricks: Any) -> dict[str, Any]:
     """Run a whole chapter and write ``out/{submission.csv, history.csv, curves.png,
     confusion.png, mistakes.png, summary.json, checkpoints/}``; returns the summary.
 
@@ -187,6 +192,10 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     ...), ``True`` requires one, ``False`` ignores it, or a
     :class:`d2lkaggle.parallel.distributed.DistEnv`. Every rank trains its shard of each global
     batch; rank 0 alone predicts and writes the run folder while the others wait for it.
+
+    ``estimate``: before the first epoch, time a few batches of a throwaway model and say how
+    long the whole run will take on this machine (``d2lkaggle demo`` does; see
+    :func:`estimate_duration`).
     """
     # (the keywords are this function's public signature; plan_run takes the same ones)
     given = {k: v for k, v in locals().items() if k not in ("competition", "data_dir", "tricks")}
@@ -194,6 +203,8 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     try:
         run = load_stage(plan)
         start_training(run)
+        if plan.estimate and plan.dist.is_main and not plan.cache_features:
+            estimate_duration(run)
         if run.data.valid_iter is not None:
             validate(run)
         if plan.retrain or run.data.valid_iter is None:
@@ -218,6 +229,7 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
              model: str | None = None, recipe: str | Recipe = "default", tta: Any = None,
              split: tuple[Any, Any] | None = None, predict_with: str | None = None,
              overwrite: bool = False, distributed: Any = None, verbose: Any = "auto",
+             estimate: bool = False,
              **tricks: Any) -> RunPlan:
     """Stage 1: the run's :class:`RunPlan` — the recipe with every override, checked before
     anything is written or loaded (the keywords of :func:`run_competition`)."""
@@ -233,12 +245,23 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
     recipe = base.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr, wd=wd,
                                  lr_period=lr_period, lr_decay=lr_decay,
                                  valid_ratio=valid_ratio, weights=weights, **tricks)
+    model_note = None
     if model is not None:   # --model: a model-table name instead of the recipe's
         from ..models.table import check_model_name
         recipe = recipe.with_overrides(model=check_model_name(model))
+        recipe, model_note = fit_tricks_to_model(recipe, given=tricks)
     check_recipe(recipe)  # every trick checked before anything is written
     check_keep(recipe)
     check_weights(_random_init(recipe))
+    if recipe.whiten and weights_file(recipe.weights) is not None:
+        # a weights file brings its own first layer: the whitened stem is the recipe's
+        # start from scratch, so it is dropped (said), or refused when asked for
+        if "whiten" in tricks:
+            raise ValueError("--whiten initialises the first layer from the training images and "
+                             "--weights from a file: give one of them (--no-whiten)")
+        recipe = recipe.with_overrides(whiten=False)
+        model_note = "\n".join(n for n in (model_note, "--weights: the first layer starts from "
+                                           "the file, not whitened") if n)
     if image_size is None:   # a write-up recipe's size (224 px for the EfficientNetV2 one)
         image_size = recipe.image_size
     comp = normalized(comp, recipe)    # ImageNet statistics for pretrained weights
@@ -262,7 +285,8 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
                    amp=amp, tta=tta, split=split, label_kind=label_kind, num_workers=num_workers,
                    augment=aug_pair or recipe.augment, cache_features=cache_features,
                    resume=resume, overwrite=overwrite, progress=progress, log=log,
-                   batch_note=batch_note, verbose=resolve_verbose(verbose))
+                   batch_note="\n".join(n for n in (model_note, batch_note) if n) or None,
+                   verbose=resolve_verbose(verbose), estimate=bool(estimate))
 
 
 def open_run_folder(plan: RunPlan) -> RunPlan:
@@ -369,9 +393,85 @@ def start_training(run: Run) -> None:
         run.train_kw.update(progress=run.bar, log=run.bar.wrap(plan.lines))
 
 
+def estimate_duration(run: Run, timed: int = 4, warmup: int = 2) -> float:
+    """Stage 4b: the seconds this run will take on this machine, said before the first epoch.
+
+    A throwaway model of the recipe trains ``timed`` batches (after ``warmup`` untimed ones
+    that build the framework's kernels, graphs and optimizer state) and predicts two; the
+    run's own counts of training batches (every phase and epoch) and of images to evaluate
+    (each epoch's validation, the validation and test predictions) scale them up. The figure
+    goes to the log and, as the first ETA, to the progress line; the models that train
+    afterwards start from their own seed, so the run is the one it would have been."""
+    plan, data = run.plan, run.data
+    phases = [(data.train_iter, data.valid_iter)] if data.valid_iter is not None else []
+    if plan.retrain or data.valid_iter is None:
+        phases.append((data.train_valid_iter, None))
+    first = phases[0][0]
+    extra, _ = tricks_for(plan.recipe, first, len(data.classes))
+    step = run.bk.Step(build_net(run.bk, plan.recipe, len(data.classes), plan.size),
+                       lr=plan.recipe.lr, wd=plan.recipe.wd, amp=plan.amp,
+                       mean=first.mean, std=first.std,
+                       **{k: v for k, v in extra.items() if k in ("optimizer", "nesterov",
+                                                                  "wd_exclude")})
+    idx = first.batch_indices(0)
+    batches = [first.make_batch(0, b % len(idx), idx[b % len(idx)])
+               for b in range(warmup + timed)]
+    per_train = _seconds_per_batch(lambda xy: step.train_batch(*xy), batches, warmup)
+    per_image = _seconds_per_batch(lambda xy: step.predict_batch(xy[0]), batches[:3], 1) / len(
+        batches[0][0])
+    n_train = sum(len(tr) for tr, _ in phases) * plan.recipe.epochs
+    if run.bar is not None:   # the progress line's count: a resumed run's epochs left
+        n_train = run.bar.total
+    # each epoch's validation and the validation predictions, then the test set once
+    n_eval = sum(len(va.source) * (plan.recipe.epochs + 1) for _, va in phases if va is not None)
+    n_eval += len(data.test_ids)
+    total = per_train * n_train + per_image * n_eval
+    say = run.bar.wrap(plan.lines) if run.bar is not None else plan.lines   # above the bars
+    if say:
+        say(f"expected duration: about {_clock(total)} on this machine (a training batch of "
+            f"{first.batch_size} took {per_train:.2f} s just now; {len(phases)} phase"
+            f"{'s' if len(phases) > 1 else ''} of {plan.recipe.epochs} epoch"
+            f"{'s' if plan.recipe.epochs != 1 else ''}: {n_train} "
+            f"training batches, {n_eval} images to evaluate)")
+    if run.bar is not None:
+        run.bar.set_estimate(total)
+    return total
+
+
+def _seconds_per_batch(fn: Callable[[Any], Any], batches: list, warmup: int) -> float:
+    """Median seconds of ``fn`` over the batches after the first ``warmup`` (run, untimed)."""
+    for xy in batches[:warmup]:
+        fn(xy)
+    times = []
+    for xy in batches[warmup:] or batches[-1:]:
+        t = time.perf_counter()
+        fn(xy)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s} s" if s < 90 else f"{s // 60} min {s % 60:02d} s" if s < 5400 else \
+        f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
 #: phase -> (progress label, training loader, validation loader, timings key)
 PHASES = {"valid": ("train/valid", "train_iter", "valid_iter", "train_s"),
           "final": ("retrain", "train_valid_iter", None, "retrain_s")}
+
+
+def recipe_net(bk: ModuleType, recipe: Recipe, num_classes: int, image_size: int | None,
+               train_iter, seed: int, start: StartWeights | None = None) -> Any:
+    """A fresh, seeded model of ``recipe`` in backend ``bk`` (the chapters' ``get_net``), its
+    stem whitened from ``train_iter``'s own images when the recipe says so (never from the
+    validation images, never over a --weights file's stem: :func:`plan_run` drops it then)."""
+    bk.set_seed(seed)
+    net = build_net(bk, recipe, num_classes, image_size, start=start)
+    if recipe.whiten and weights_file(recipe.weights) is None:
+        whiten_first_conv(bk, net, recipe.model, source_images(train_iter, seed=seed),
+                          train_iter.mean, train_iter.std, seed=seed)
+    return net
 
 
 def train_phase(run: Run, phase: str) -> Phase:
@@ -382,8 +482,8 @@ def train_phase(run: Run, phase: str) -> Phase:
     label, train_name, valid_name, timing = PHASES[phase]
     train_iter = getattr(data, train_name)
     valid_iter = getattr(data, valid_name) if valid_name else None
-    run.bk.set_seed(plan.seed)
-    net = build_net(run.bk, plan.recipe, len(data.classes), plan.size, start=run.start)
+    net = recipe_net(run.bk, plan.recipe, len(data.classes), plan.size, train_iter, plan.seed,
+                     start=run.start)
     if run.start is not None and valid_iter is not None and plan.dist.is_main \
             and not run.resume[phase]:
         # where the file starts: a checkpoint of this model and split, at its own accuracy

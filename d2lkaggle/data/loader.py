@@ -71,6 +71,23 @@ class FileSource:
         return read_image(self.paths[i])
 
 
+def source_images(loader: "ImageLoader", limit: int = 1024, seed: int = 0) -> np.ndarray:
+    """Up to ``limit`` of the loader's images as they are stored (N×H×W×3 uint8, a seeded
+    sample in source order, no augmentation): what a data-dependent initialisation reads
+    (:func:`d2lkaggle.models.whitening.whiten_first_conv`). Images of different sizes raise a
+    ``ValueError``."""
+    src, n = loader.source, len(loader.source)
+    idx = np.arange(n) if n <= limit else np.sort(
+        np.random.default_rng([seed, 0x1A6E]).choice(n, limit, replace=False))
+    if isinstance(src, ArraySource):
+        return src.array[src.index[idx]]
+    images = [src[int(i)] for i in idx]
+    if len({im.shape for im in images}) != 1:
+        raise ValueError("the training images differ in size; a whitened first layer needs "
+                         "images of one size (--no-whiten)")
+    return np.stack(images)
+
+
 class ImageLoader:
     """Seeded, prefetching batch iterator over an image source (the book's DataLoader).
 

@@ -532,7 +532,7 @@ def get_transforms(name: str, size: int) -> tuple[Compose, Compose]:
 
 
 #: named augmentation presets (``--augment``); "book" is each chapter's own recipe
-PRESETS = ("book", "crop-flip", "crop-flip-rotate", "none")
+PRESETS = ("book", "crop-flip", "crop-flip-rotate", "shift-flip", "none")
 
 
 def preset_transforms(preset: str, size: int, book: str = "cifar",
@@ -542,7 +542,9 @@ def preset_transforms(preset: str, size: int, book: str = "cifar",
     ``book`` is the chapter recipe (``cifar``/``dog``) whose transforms ``"book"`` returns and
     whose test transform every preset keeps. ``crop-flip`` is the CIFAR-10 write-up's
     RandomCrop(size, padding size/8) + flip; ``crop-flip-rotate`` the CIFAR-100 write-up's
-    reflect-padded crop + flip + rotation (±15°); ``none`` trains on the test transform.
+    reflect-padded crop + flip + rotation (±15°); ``shift-flip`` the speed-runs' light one
+    (airbench): a reflect-padded crop that shifts by up to size/16 (2 px at 32) + flip, no
+    resampling; ``none`` trains on the test transform.
     Images are first resized (shorter side to ``size``, with ``interpolation``).
     """
     if preset not in PRESETS:
@@ -556,6 +558,9 @@ def preset_transforms(preset: str, size: int, book: str = "cifar",
         return Compose(first + [CenterCrop(size)]), book_test
     if preset == "crop-flip":
         rest = [RandomCrop(size, pad_px), RandomHorizontalFlip()]
+    elif preset == "shift-flip":
+        rest = [RandomCrop(size, max(1, int(round(size / 16))), padding_mode="reflect"),
+                RandomHorizontalFlip()]
     else:
         rest = [RandomCrop(size, pad_px, padding_mode="reflect"), RandomHorizontalFlip(),
                 RandomRotation(15)]

@@ -1,5 +1,5 @@
 """models — architectures as data (the model table every wing builds from), a recipe's model, neutral
-weight files, cross-framework parity.
+weight files, cross-framework parity, the whitened first layer.
 
 May import: utils, parallel, data, train.
 """
@@ -17,6 +17,8 @@ EXPORTS = {
     "read_weights": "weights",
     "convert": "weights",
     "run_parity": "parity",
+    "patch_whitening": "whitening",
+    "whiten_first_conv": "whitening",
 }
 __all__ = list(EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, EXPORTS, fallback='table')

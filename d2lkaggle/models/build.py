@@ -56,10 +56,10 @@ def head_of(recipe: Any) -> str:
 def recipe_kwargs(recipe: Any, image_size: int | None = None) -> dict[str, Any]:
     """Keyword arguments of ``create_model(recipe.model, ...)`` taken from a competition recipe.
 
-    Optional recipe fields (``drop_path``, ``stochastic_depth``, ``dropout``, ``freeze``) are
-    used when the recipe has them and they are set. ``weights`` reaches the builder only as
-    ``"imagenet"`` (or ``None``): a file is loaded by :func:`build_net`, the same way for
-    every model.
+    Optional recipe fields (``drop_path``, ``stochastic_depth``, ``dropout``, ``freeze``,
+    ``bn_momentum``) are used when the recipe has them and they are set. ``weights`` reaches
+    the builder only as ``"imagenet"`` (or ``None``): a file is loaded by :func:`build_net`,
+    the same way for every model.
     """
     name = check_model_name(recipe.model)
     opt = lambda k: getattr(recipe, k, None)  # noqa: E731
@@ -69,6 +69,8 @@ def recipe_kwargs(recipe: Any, image_size: int | None = None) -> dict[str, Any]:
         kw = {"in_channels": 3, "width": recipe.width}
         if opt("drop_path"):
             kw["drop_path"] = opt("drop_path")
+        if opt("bn_momentum") is not None:
+            kw["bn_momentum"] = opt("bn_momentum")
     elif name == "resnet34":
         if opt("drop_path"):
             kw["drop_path"] = opt("drop_path")

@@ -309,6 +309,8 @@ REGULARIZERS: dict[str, tuple[str, ...]] = {
     "drop_path": ("resnet18", "resnet34"),
     "stochastic_depth": ("efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l"),
 }
+#: models whose builder takes ``bn_momentum`` (the recipe's ``--bn-momentum``)
+BN_MOMENTUM_MODELS: tuple[str, ...] = ("resnet18",)
 
 
 def check_regularization(recipe: Any) -> None:

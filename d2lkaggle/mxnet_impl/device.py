@@ -6,8 +6,12 @@ import random
 import mxnet as mx
 import numpy as np
 
-#: capability flag: no bf16 training path for MXNet 1.9 on CPU in this library
-SUPPORTS_BF16 = False
+from ..common.cpu import native_bf16
+
+#: capability flag: bf16 training on the CPU — MXNet built with oneDNN (its bf16 convolution,
+#: BatchNorm, pooling kernels) on a CPU with native bf16 (AVX-512 BF16 / AMX); elsewhere oneDNN
+#: emulates bf16, slower than float32
+SUPPORTS_BF16 = bool(mx.runtime.Features().is_enabled("MKLDNN")) and native_bf16()
 
 
 def try_gpu(i: int = 0) -> mx.Context:

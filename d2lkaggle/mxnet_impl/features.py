@@ -52,7 +52,8 @@ class FeatureStep(MXNetStep):
     """
 
     def __init__(self, net: Block, **kwargs: Any):
-        super().__init__(_check(net), **kwargs)
+        # the head alone is a few Dense layers on cached float32 features: float32 (uses_amp)
+        super().__init__(_check(net), **dict(kwargs, amp=False))
         self.full_net = self.net
         self.net = self.full_net.head
 

@@ -25,6 +25,24 @@ def _bn(c: int, eps: float = 1e-5, torch_momentum: float = 0.1) -> nn.BatchNorm:
     return nn.BatchNorm(momentum=1.0 - torch_momentum, epsilon=eps, in_channels=c)
 
 
+# The ResNets' ReLU, residual sum and global pooling as the legacy operators MXNet 1.9 runs on
+# oneDNN (``Activation``, ``elemwise_add``, ``Pooling``): their numpy-namespace twins
+# (``npx.relu``, ``+``, ``np.mean``) have no oneDNN kernel, so every one of them turned the
+# convolutions' blocked layout back into NCHW and forth (a third of a training step's time in
+# reorders, benchmarks/bf16_speed.py), and they have no bfloat16 kernel. Same numbers.
+def _relu(F, x):
+    return F.npx.activation(x, act_type="relu")
+
+
+def _add(F, a, b):
+    return F.elemwise_add(a.as_nd_ndarray(), b.as_nd_ndarray()).as_np_ndarray()
+
+
+def _global_avg(F, x):
+    pooled = F.Pooling(x.as_nd_ndarray(), kernel=(1, 1), global_pool=True, pool_type="avg")
+    return F.Flatten(pooled).as_np_ndarray()
+
+
 class StochasticDepth(nn.HybridBlock):
     """torchvision's ``StochasticDepth(p, "row")`` for NCHW inputs: in training each example is
     zeroed with probability ``p`` and the kept ones scaled by ``1/(1-p)``; identity in
@@ -44,46 +62,49 @@ class Residual(nn.HybridBlock):
     """The book's residual block: two 3×3 conv+BN, optional 1×1 conv shortcut (``conv3``)."""
 
     def __init__(self, in_channels: int, num_channels: int, use_1x1conv: bool = False,
-                 strides: int = 1, drop_path: float = 0.0):
+                 strides: int = 1, drop_path: float = 0.0, bn_momentum: float = 0.1):
         super().__init__()
         self.conv1 = nn.Conv2D(num_channels, 3, strides, 1, in_channels=in_channels)
-        self.bn1 = _bn(num_channels)
+        self.bn1 = _bn(num_channels, torch_momentum=bn_momentum)
         self.conv2 = nn.Conv2D(num_channels, 3, 1, 1, in_channels=num_channels)
-        self.bn2 = _bn(num_channels)
+        self.bn2 = _bn(num_channels, torch_momentum=bn_momentum)
         self.conv3 = (nn.Conv2D(num_channels, 1, strides, in_channels=in_channels)
                       if use_1x1conv else None)
         self.drop_path = StochasticDepth(drop_path) if drop_path > 0 else None
 
     def hybrid_forward(self, F, x):
-        y = F.npx.relu(self.bn1(self.conv1(x)))
+        y = _relu(F, self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
         if self.drop_path is not None:
             y = self.drop_path(y)
         if self.conv3 is not None:
             x = self.conv3(x)
-        return F.npx.relu(y + x)
+        return _relu(F, _add(F, y, x))
 
 
 class ResNet18(nn.HybridBlock):
     """The CIFAR-10 chapter's ResNet-18: 3×3 stride-1 stem, no max-pool, 4 stages of 2 blocks."""
 
+    #: every operator has a oneDNN bfloat16 kernel (not Dropout: see :func:`bf16_capable`)
+    bf16 = True
+
     def __init__(self, num_classes: int, in_channels: int = 3, width: int = 64,
-                 drop_path: float = 0.0):
+                 drop_path: float = 0.0, bn_momentum: float = 0.1):
         super().__init__()
         self.conv1 = nn.Conv2D(width, 3, 1, 1, in_channels=in_channels)
-        self.bn1 = _bn(width)
+        self.bn1 = _bn(width, torch_momentum=bn_momentum)
         stages = [nn.HybridSequential() for _ in table.RESNET18_STAGES]
         for b in table.resnet18_blocks(width, drop_path):
             stages[b.stage].add(Residual(b.in_channels, b.out_channels, b.shortcut, b.stride,
-                                         b.drop_path))
+                                         b.drop_path, bn_momentum))
         for i, stage in enumerate(stages):
             setattr(self, f"layer{i + 1}", stage)
         self.fc = nn.Dense(num_classes, in_units=width * table.RESNET18_STAGES[-1].channels)
 
     def hybrid_forward(self, F, x):
-        x = F.npx.relu(self.bn1(self.conv1(x)))
+        x = _relu(F, self.bn1(self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(F.np.mean(x, axis=(2, 3)))
+        return self.fc(_global_avg(F, x))
 
 
 class BasicBlock(nn.HybridBlock):
@@ -103,17 +124,19 @@ class BasicBlock(nn.HybridBlock):
         self.stochastic_depth = StochasticDepth(drop_path) if drop_path > 0 else None
 
     def hybrid_forward(self, F, x):
-        y = F.npx.relu(self.bn1(self.conv1(x)))
+        y = _relu(F, self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
         if self.stochastic_depth is not None:
             y = self.stochastic_depth(y)
         if self.downsample is not None:
             x = self.downsample(x)
-        return F.npx.relu(y + x)
+        return _relu(F, _add(F, y, x))
 
 
 class ResNet34Features(nn.HybridBlock):
     """torchvision's ResNet-34 up to the pooled 512 features; ``fc`` when ``num_classes``."""
+
+    bf16 = True
 
     def __init__(self, num_classes: int | None = None, drop_path: float = 0.0):
         super().__init__()
@@ -128,9 +151,9 @@ class ResNet34Features(nn.HybridBlock):
         self.fc = nn.Dense(num_classes, in_units=512) if num_classes else None
 
     def hybrid_forward(self, F, x):
-        x = self.maxpool(F.npx.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(_relu(F, self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        x = F.np.mean(x, axis=(2, 3))
+        x = _global_avg(F, x)
         return self.fc(x) if self.fc is not None else x
 
 
@@ -157,13 +180,15 @@ def _blocks(block: nn.Block):
 
 
 def resnet18(num_classes: int, in_channels: int = 3, width: int = 64,
-             drop_path: float = 0.0) -> ResNet18:
+             drop_path: float = 0.0, bn_momentum: float = 0.1) -> ResNet18:
     """The book's ResNet-18 (``width`` = channels of the first stage; 64 in the book).
 
     ``drop_path``: stochastic depth (torchvision's "row" mode; block ``i`` of
     8 drops its residual branch with probability ``drop_path·i/8``); 0 is the book's network.
+    ``bn_momentum``: the BatchNorm running statistics' momentum (torch's convention; 0.1 is
+    the book's).
     """
-    return _ready(ResNet18(num_classes, in_channels, width, drop_path))
+    return _ready(ResNet18(num_classes, in_channels, width, drop_path, bn_momentum))
 
 
 def resnet34(num_classes: int = 1000, drop_path: float = 0.0) -> ResNet34Features:
@@ -179,6 +204,8 @@ class FineTuneNet(nn.Block):
     always runs in inference mode, so its BatchNorm uses and keeps its running statistics;
     only ``head`` is trained. The backbone and head are hybridized separately.
     """
+
+    bf16 = True
 
     def __init__(self, num_classes: int, hidden: int = 256, freeze: bool = True):
         super().__init__()

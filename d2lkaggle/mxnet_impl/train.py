@@ -17,7 +17,8 @@ import mxnet as mx
 import numpy as np
 from mxnet import autograd, npx
 from mxnet import np as mnp
-from mxnet.gluon import Block
+from mxnet.contrib.amp.amp import bfloat16 as _BF16   # MXNet's bfloat16, as a numpy dtype
+from mxnet.gluon import Block, HybridBlock, nn
 
 from ..common import book as _book
 from ..parallel.distributed import Collectives, DistEnv
@@ -25,7 +26,8 @@ from ..train import loop, lrfind
 from ..train import optim as core_optim
 from . import distributed as _distributed
 from .data import as_input, labels_numpy, to_labels
-from .device import try_all_gpus
+from .device import SUPPORTS_BF16, try_all_gpus
+from .models import StochasticDepth
 from .optim import Optimizer
 from .weights import canonical_parameters, get_state, set_state
 
@@ -39,6 +41,70 @@ def _rank_context(env: DistEnv) -> mx.Context:
         raise ValueError(f"worker {env.local_rank} has no GPU (this machine has {n}); start "
                          f"at most {n} workers per machine (--nproc_per_node {n})")
     return mx.gpu(env.local_rank)
+
+
+def _blocks(block: Block):
+    yield block
+    for child in block._children.values():
+        yield from _blocks(child)
+
+
+def bf16_capable(net: Block) -> bool:
+    """Whether every operator of ``net`` has a oneDNN bfloat16 kernel in MXNet 1.9: the
+    ResNets and the fine-tune net (``bf16 = True`` on their class), not with stochastic depth
+    (``Dropout`` has no bf16 kernel: "Unknown type enum 12"); cnn_elu and EfficientNetV2 train
+    in float32."""
+    return bool(getattr(net, "bf16", False)) and not any(
+        isinstance(b, StochasticDepth) and b.p > 0 for b in _blocks(net))
+
+
+def amp_enabled(amp: Any, dtype: str = "float32", cpu: bool = True, capable: bool = True,
+                native: bool = SUPPORTS_BF16) -> bool:
+    """Whether a step computes in bfloat16 — torch's rule (``autocast_dtype``): on the CPU
+    with ``amp="auto"`` where the CPU has native bf16, always with ``amp=True``; never in
+    float64 (the parity reference), with ``amp=False`` or for a net that cannot
+    (:func:`bf16_capable`). On a GPU this backend stays float32."""
+    if dtype != "float32" or not amp or not capable or not cpu:
+        return False
+    return amp != "auto" or native
+
+
+def _narrow_forward(block: HybridBlock):
+    """``block``'s forward with its weight (and bias) cast to the input's type when that is
+    narrower (bf16 input: bf16 weights; float32/float64 input: unchanged). The parameters stay
+    float32 and ``amp_cast``'s backward hands them float32 gradients."""
+    forward = type(block).hybrid_forward
+
+    def hybrid_forward(self, F, x, weight, bias=None):
+        args = [a.as_nd_ndarray() for a in (x, weight, bias) if a is not None]
+        cast = F.amp_multicast(*args, num_outputs=len(args), cast_narrow=True)
+        return forward(self, F, *(cast[i].as_np_ndarray() for i in range(len(args))))
+    return hybrid_forward.__get__(block)
+
+
+def _enable_bf16(net: Block) -> None:
+    """Let ``net`` compute in the precision of its input (once per net): Conv2D and Dense cast
+    their parameters to a bf16 input's type; BatchNorm keeps float32 parameters and running
+    statistics (oneDNN's bf16 BatchNorm takes them as they are); the cached graphs are traced
+    again on the next call."""
+    if getattr(net, "_d2l_bf16", False):
+        return
+    for b in _blocks(net):
+        if isinstance(b, (nn.Conv2D, nn.Dense)):
+            b.hybrid_forward = _narrow_forward(b)
+        if isinstance(b, HybridBlock):
+            b._clear_cached_op()
+    net._d2l_bf16 = True
+
+
+def _to_bf16(x):
+    return nd_cast(x, _BF16)
+
+
+def nd_cast(x, dtype):
+    """``x`` (a numpy-semantics array) as ``dtype`` through the legacy ``amp_cast`` (which,
+    unlike ``astype``, knows bfloat16 and has a backward)."""
+    return mx.nd.amp_cast(x.as_nd_ndarray(), dtype=dtype).as_np_ndarray()
 
 
 def _log_softmax_loss(logits, y):
@@ -84,6 +150,12 @@ class MXNetStep(Collectives):
             self.net.cast(self.dtype)   # before hybridize: the cached graph is typed
         if self.net.collect_params().list_ctx() != self.devices:
             self.net.collect_params().reset_ctx(self.devices)
+        # bf16 on oneDNN where the CPU has it (torch's rule): the input is cast once, Conv2D and
+        # Dense cast their float32 weights, BatchNorm statistics and the update stay float32
+        self.amp = amp_enabled(amp, self.dtype, all(d.device_type == "cpu" for d in self.devices),
+                               bf16_capable(self.net))
+        if self.amp:
+            _enable_bf16(self.net)
         if not getattr(self.net, "_active", False):
             # hybridizing again would throw away the cached graph (evaluate/predict build a
             # step per call), so a net that is already hybridized keeps its graph
@@ -97,6 +169,11 @@ class MXNetStep(Collectives):
             everything = canonical_parameters(net)
             self.sync.broadcast(list(everything), [p.data(self.devices[0]).as_nd_ndarray()
                                                    for p in everything.values()])
+
+    @property
+    def precision(self) -> str:
+        """What the step computes in: ``bf16`` (oneDNN), else its dtype."""
+        return "bf16" if self.amp else self.dtype
 
     def set_lr(self, lr: float) -> None:
         self.optimizer.set_lr(lr)
@@ -113,12 +190,20 @@ class MXNetStep(Collectives):
         # there, Gluon's arrays as they are (common/batches.py)
         if len(self.devices) == 1:
             d = self.devices[0]
-            return [(as_input(x, self.mean, self.std, d, dtype=self.dtype),
-                     None if y is None else self._target(y, d))]
+            return [(self._input(x, d), None if y is None else self._target(y, d))]
         parts = np.array_split(np.arange(len(x)), len(self.devices))
-        return [(as_input(x[int(p[0]):int(p[-1]) + 1], self.mean, self.std, d, dtype=self.dtype),
+        return [(self._input(x[int(p[0]):int(p[-1]) + 1], d),
                  None if y is None else self._target(y[int(p[0]):int(p[-1]) + 1], d))
                 for p, d in zip(parts, self.devices) if len(p)]
+
+    def _input(self, x: np.ndarray, d):
+        X = as_input(x, self.mean, self.std, d, dtype=self.dtype)
+        return _to_bf16(X) if self.amp else X
+
+    def _forward(self, X):
+        # logits in float32 whatever the net computed in (bf16: cast back, with a backward)
+        out = self.net(X)
+        return nd_cast(out, np.float32) if self.amp else out
 
     def train_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
         """One optimizer step on the batch-mean cross-entropy; ``y`` is int labels (N,) or
@@ -130,7 +215,7 @@ class MXNetStep(Collectives):
         shards = self._shards(x, hard if soft is None else soft)
         lossf = _log_softmax_loss if soft is None else _soft_loss
         with autograd.record():
-            outs = [self.net(X) for X, _ in shards]
+            outs = [self._forward(X) for X, _ in shards]
             # the ONE place the batch size enters: each shard contributes (sum of its losses)/n,
             # so the gradients add up to those of the batch MEAN; nothing rescales them later
             losses = [lossf(o, Y).sum() / n for o, (_, Y) in zip(outs, shards)]
@@ -146,7 +231,7 @@ class MXNetStep(Collectives):
         return loss_sum, correct, n
 
     def _logits(self, shards):
-        return [self.net(X) for X, _ in shards]
+        return [self._forward(X) for X, _ in shards]
 
     def eval_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
         loss_sum, correct = 0.0, 0

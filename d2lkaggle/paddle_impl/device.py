@@ -6,7 +6,11 @@ import random
 import numpy as np
 import paddle
 
-#: capability flag: bf16 autocast measured no faster for Paddle 3.3 on this CPU
+#: capability flag: no bf16 training on the CPU in Paddle 3.3's dygraph. ``paddle.amp.auto_cast``
+#: is a no-op on a CPUPlace (python/paddle/amp/auto_cast.py: "amp_guard can only be enabled on
+#: CUDAPlace, XPUPlace, and CustomPlace"), the CPU kernels of ``conv2d`` are registered for
+#: float32/float64 only (a bf16 input: "kernel_key.backend() == Backend::CPU"), and the oneDNN
+#: kernels that have bf16 run only in static graphs, where training crashed (docs/speed.md)
 SUPPORTS_BF16 = False
 
 

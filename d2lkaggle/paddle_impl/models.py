@@ -61,12 +61,12 @@ class Residual(nn.Layer):
     """The book's residual block: two 3×3 conv+BN, optional 1×1 conv shortcut (``conv3``)."""
 
     def __init__(self, in_channels: int, num_channels: int, use_1x1conv: bool = False,
-                 strides: int = 1, drop_path: float = 0.0):
+                 strides: int = 1, drop_path: float = 0.0, bn_momentum: float = 0.1):
         super().__init__()
         self.conv1 = nn.Conv2D(in_channels, num_channels, 3, stride=strides, padding=1)
-        self.bn1 = _bn(num_channels)
+        self.bn1 = _bn(num_channels, torch_momentum=bn_momentum)
         self.conv2 = nn.Conv2D(num_channels, num_channels, 3, padding=1)
-        self.bn2 = _bn(num_channels)
+        self.bn2 = _bn(num_channels, torch_momentum=bn_momentum)
         self.conv3 = (nn.Conv2D(in_channels, num_channels, 1, stride=strides)
                       if use_1x1conv else None)
         self.drop_path = StochasticDepth(drop_path) if drop_path > 0 else None
@@ -85,14 +85,14 @@ class ResNet18(nn.Layer):
     """The CIFAR-10 chapter's ResNet-18: 3×3 stride-1 stem, no max-pool, 4 stages of 2 blocks."""
 
     def __init__(self, num_classes: int, in_channels: int = 3, width: int = 64,
-                 drop_path: float = 0.0):
+                 drop_path: float = 0.0, bn_momentum: float = 0.1):
         super().__init__()
         self.conv1 = nn.Conv2D(in_channels, width, 3, stride=1, padding=1)
-        self.bn1 = _bn(width)
+        self.bn1 = _bn(width, torch_momentum=bn_momentum)
         stages: list[list[Residual]] = [[] for _ in table.RESNET18_STAGES]
         for b in table.resnet18_blocks(width, drop_path):
             stages[b.stage].append(Residual(b.in_channels, b.out_channels, b.shortcut, b.stride,
-                                            b.drop_path))
+                                            b.drop_path, bn_momentum))
         for i, blocks in enumerate(stages):
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
         self.fc = nn.Linear(width * table.RESNET18_STAGES[-1].channels, num_classes)
@@ -155,13 +155,15 @@ class ResNet34(nn.Layer):
 
 
 def resnet18(num_classes: int, in_channels: int = 3, width: int = 64,
-             drop_path: float = 0.0) -> ResNet18:
+             drop_path: float = 0.0, bn_momentum: float = 0.1) -> ResNet18:
     """The book's ResNet-18 (``width`` = channels of the first stage; 64 in the book).
 
     ``drop_path``: stochastic depth (torchvision's "row" mode; block ``i`` of
     8 drops its residual branch with probability ``drop_path·i/8``); 0 is the book's network.
+    ``bn_momentum``: the BatchNorm running statistics' momentum (torch's convention; 0.1 is
+    the book's).
     """
-    return init_like_torch(ResNet18(num_classes, in_channels, width, drop_path))
+    return init_like_torch(ResNet18(num_classes, in_channels, width, drop_path, bn_momentum))
 
 
 def resnet34(num_classes: int = 1000, drop_path: float = 0.0) -> ResNet34:

@@ -95,6 +95,11 @@ class PaddleStep(Collectives):
         transposed = [n for n, p in params.items() if names[id(p)][1]]
         self.optimizer = Optimizer(params, self.spec, transposed) if params else None
 
+    @property
+    def precision(self) -> str:
+        """What the step computes in: its dtype (Paddle has no CPU bf16 path, device.py)."""
+        return self.dtype
+
     def set_lr(self, lr: float) -> None:
         if self.optimizer is not None:
             self.optimizer.set_lr(lr)

@@ -52,6 +52,11 @@ class Recipe:
     # a training set too small for batch_size (fewer than recipes.MIN_STEPS_PER_EPOCH steps per
     # epoch) trains at this batch, lr scaled by the same factor (docs/recipes.md); None: never
     small_set_batch: int | None = None
+    # docs/recipes.md, "learning from the first epoch": the speed-runs' first layer, the
+    # stem conv initialised with the training images' patch-whitening filters
+    # (d2lkaggle.models.whitening), and BatchNorm statistics that follow fast-moving weights
+    whiten: bool = False
+    bn_momentum: float | None = None  # torch's convention (0.1 = the book's); None: the model's
 
     def with_overrides(self, **kw: Any) -> "Recipe":
         """A copy with every non-``None`` keyword replaced."""

@@ -7,6 +7,7 @@ give the backend's ``train`` the keywords of :func:`train_kwargs`. No framework 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Callable
 
 from ..data.mixing import Mixup
@@ -84,8 +85,17 @@ def check_recipe(r: Recipe) -> None:
             int(m) != m or not 1 <= m < max(2, r.epochs) for m in r.milestones)):
         raise ValueError(f"--milestones must be epochs in 1..{r.epochs - 1}, got "
                          + ",".join(str(m) for m in r.milestones))
-    from ..models.table import check_regularization
+    from ..models.table import BN_MOMENTUM_MODELS, check_regularization
+    from ..models.whitening import FIRST_CONV
     check_regularization(r)   # --drop-path / --stochastic-depth: a rate, for a model that has it
+    if r.whiten and r.model not in FIRST_CONV:
+        raise ValueError(f"--whiten: model {r.model!r} has no stem convolution to whiten; it "
+                         f"applies to {', '.join(FIRST_CONV)} (--no-whiten turns it off)")
+    if r.bn_momentum is not None:
+        _finite("--bn-momentum", r.bn_momentum, low_ok=False, high=1.0)
+        if r.model not in BN_MOMENTUM_MODELS:
+            raise ValueError(f"--bn-momentum applies to {', '.join(BN_MOMENTUM_MODELS)}, not "
+                             f"{r.model!r}")
     # a dry run of the schedule (a guess of 10 batches per epoch) catches bad rates early
     if r.epochs > 0:
         sched = make_schedule(r, r.epochs, 10)
@@ -186,6 +196,30 @@ def fit_batch_to_set(r: Recipe, n_train: int | None, *, batch_given: bool = Fals
     return r.with_overrides(batch_size=b, lr=lr), note
 
 
+def fit_tricks_to_model(r: Recipe, given: Any = ()) -> tuple[Recipe, str | None]:
+    """The recipe's model-specific tricks (the whitened stem, the BatchNorm momentum) after
+    ``--model`` chose another model: kept where the model has them, dropped where it has not
+    unless the user gave them (then :func:`check_recipe` refuses them in one line). Returns
+    the recipe and a line saying what was dropped (``None``: nothing)."""
+    from ..models.table import BN_MOMENTUM_MODELS
+    from ..models.whitening import FIRST_CONV
+    drop = {}
+    if r.whiten and r.model not in FIRST_CONV and "whiten" not in given:
+        drop["whiten"] = False
+    if r.bn_momentum is not None and r.model not in BN_MOMENTUM_MODELS \
+            and "bn_momentum" not in given:
+        drop["bn_momentum"] = None
+    if not drop:
+        return r, None
+    what = " and ".join(("whitened first layer" if k == "whiten" else
+                         f"BatchNorm momentum {r.bn_momentum:g}") for k in drop)
+    verb = "apply" if len(drop) > 1 else "applies"
+    return replace(r, **drop), (f"--model {r.model}: the recipe's {what} {verb} to "
+                                f"{', '.join(sorted(set(FIRST_CONV) | set(BN_MOMENTUM_MODELS)))} "
+                                f"only; {r.model} trains without "
+                                f"{'them' if len(drop) > 1 else 'it'}")
+
+
 #: how titles, help and ``d2lkaggle recipes`` name each optimizer
 OPTIMIZER_WORDS = {"sgd": "SGD (momentum 0.9)", "nesterov": "SGD (Nesterov momentum 0.9)",
                    "adam": "Adam", "adamw": "AdamW"}
@@ -242,4 +276,8 @@ def recipe_text(r: Recipe) -> str:
     if mix:
         parts.append(mix)
     parts.append(f"augment {r.augment}")
+    if r.whiten:
+        parts.append("whitened first layer")
+    if r.bn_momentum is not None:
+        parts.append(f"BatchNorm momentum {r.bn_momentum:g}")
     return ", ".join(parts)

@@ -21,12 +21,12 @@ class Residual(nn.Module):
     """The book's residual block: two 3×3 conv+BN, optional 1×1 conv shortcut (``conv3``)."""
 
     def __init__(self, in_channels: int, num_channels: int, use_1x1conv: bool = False,
-                 strides: int = 1, drop_path: float = 0.0):
+                 strides: int = 1, drop_path: float = 0.0, bn_momentum: float = 0.1):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, num_channels, 3, padding=1, stride=strides)
-        self.bn1 = nn.BatchNorm2d(num_channels)
+        self.bn1 = nn.BatchNorm2d(num_channels, momentum=bn_momentum)
         self.conv2 = nn.Conv2d(num_channels, num_channels, 3, padding=1)
-        self.bn2 = nn.BatchNorm2d(num_channels)
+        self.bn2 = nn.BatchNorm2d(num_channels, momentum=bn_momentum)
         self.conv3 = (nn.Conv2d(in_channels, num_channels, 1, stride=strides)
                       if use_1x1conv else None)
         # torchvision's "row" stochastic depth on the residual branch (no parameters)
@@ -46,14 +46,14 @@ class ResNet18(nn.Module):
     """The CIFAR-10 chapter's ResNet-18: 3×3 stride-1 stem, no max-pool, 4 stages of 2 blocks."""
 
     def __init__(self, num_classes: int, in_channels: int = 3, width: int = 64,
-                 drop_path: float = 0.0):
+                 drop_path: float = 0.0, bn_momentum: float = 0.1):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.bn1 = nn.BatchNorm2d(width, momentum=bn_momentum)
         stages: list[list[Residual]] = [[] for _ in table.RESNET18_STAGES]
         for b in table.resnet18_blocks(width, drop_path):
             stages[b.stage].append(Residual(b.in_channels, b.out_channels, b.shortcut, b.stride,
-                                            b.drop_path))
+                                            b.drop_path, bn_momentum))
         for i, blocks in enumerate(stages):
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
         self.fc = nn.Linear(stages[-1][-1].bn2.num_features, num_classes)
@@ -65,13 +65,15 @@ class ResNet18(nn.Module):
 
 
 def resnet18(num_classes: int, in_channels: int = 3, width: int = 64,
-             drop_path: float = 0.0) -> ResNet18:
+             drop_path: float = 0.0, bn_momentum: float = 0.1) -> ResNet18:
     """The book's ResNet-18 (``width`` = channels of the first stage; 64 in the book).
 
     ``drop_path``: stochastic depth (torchvision's "row" mode; block ``i`` of
     8 drops its residual branch with probability ``drop_path·i/8``); 0 is the book's network.
+    ``bn_momentum``: the BatchNorm running statistics' momentum (torch's convention; 0.1 is
+    the book's).
     """
-    return ResNet18(num_classes, in_channels, width, drop_path)
+    return ResNet18(num_classes, in_channels, width, drop_path, bn_momentum)
 
 
 class DropPathBasicBlock(torchvision.models.resnet.BasicBlock):

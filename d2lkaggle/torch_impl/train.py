@@ -118,6 +118,11 @@ class TorchStep(Collectives):
         params = {n: p for n, p in self.net.named_parameters() if p.requires_grad}
         self.optimizer = Optimizer(params, self.spec) if params else None
 
+    @property
+    def precision(self) -> str:
+        """What the step computes in: ``bf16``/``fp16`` (autocast), else its dtype."""
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.amp_dtype, self.dtype)
+
     def _autocast(self):
         if not self.amp:
             return nullcontext()

@@ -236,6 +236,8 @@ def train_net(step_cls: Callable[..., Step], net: Any, train_iter, valid_iter, n
     names = ", ".join(str(d) for d in getattr(step, "devices", []))
     if dist_kw:   # e.g. "cpu x 2 processes (data parallel)"
         names += f" x {dist.world_size} processes (data parallel)"
+    if getattr(step, "precision", None):   # what ran: "cpu, bf16" (amp="auto" decides per CPU)
+        names += f", {step.precision}"
     if mixing is not None:   # (a fit without mixing support is never handed the keyword)
         fit_kwargs["mixing"] = mixing
     history = fit(step, train_iter, valid_iter, num_epochs,

@@ -75,8 +75,12 @@ class RunProgress:
         self.total = int(total)
         self.phase = ""
         self.t0 = time.time()
+        # smoothing=0: the rate is batches over the whole run's time so far, so the time spent
+        # validating between epochs (and a slow first batch) is in the ETA; tqdm's default
+        # moving average forgot it and the first ETA of a busy machine was minutes short
         self.bar = tqdm(total=self.total, desc=desc, position=0, dynamic_ncols=True, unit="batch",
-                        file=file, bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+                        file=file, smoothing=0,
+                        bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
                         "batches [{elapsed}<{remaining} left{postfix}]")
         self.file = file
 
@@ -84,6 +88,11 @@ class RunProgress:
     def plan(*phases: tuple[int, int]) -> int:
         """Total batches of phases given as ``(epochs, batches_per_epoch)``."""
         return sum(int(e) * int(b) for e, b in phases)
+
+    def set_estimate(self, seconds: float) -> None:
+        """The expected duration measured before training: the ETA until batches are done."""
+        eta = time.localtime(time.time() + float(seconds))
+        self.bar.set_postfix_str(f"done at {time.strftime('%H:%M', eta)} (estimated)")
 
     def set_phase(self, phase: str) -> None:
         """Name the phase shown before each epoch's bar (e.g. ``"retrain"``)."""
@@ -97,9 +106,9 @@ class RunProgress:
 
     def update(self, n: int = 1) -> None:
         self.bar.update(n)
-        left = self.bar.format_dict.get("rate")
-        if left:
-            eta = time.localtime(time.time() + (self.total - self.bar.n) / left)
+        elapsed = time.time() - self.t0
+        if self.bar.n and elapsed > 0:   # the whole run's average rate (see smoothing=0)
+            eta = time.localtime(time.time() + (self.total - self.bar.n) * elapsed / self.bar.n)
             self.bar.set_postfix_str(f"done at {time.strftime('%H:%M', eta)}", refresh=False)
 
     def wrap(self, log: Callable[[str], Any] | None) -> Callable[[str], Any] | None:

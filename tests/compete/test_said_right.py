@@ -37,7 +37,7 @@ def test_titles_name_what_each_recipe_trains():
         ("cifar10", "default"): ["resnet18", "batch 128", "AdamW wd 0.05",
                                  "one-cycle to lr 0.002 (30% warm-up"],
         ("cifar10", "book"): ["SGD (momentum 0.9) wd 0.0005", "lr 0.02 x0.9 every 4 epochs (StepLR)"],
-        ("demo", "default"): ["SGD (momentum 0.9)", "one-cycle to lr 0.2"],
+        ("demo", "default"): ["AdamW wd 0.05", "one-cycle to lr 0.002", "whitened first layer"],
         ("dog-breed", "default"): ["finetune from ImageNet weights", "lr 0.005 x0.9 every 2 epochs"],
         ("cifar10", "writeup-cifar10-mixup"): ["cnn_elu", "Adam wd 0.001", "batch 32",
                                                "cyclic triangular2 lr 0.001-0.004, 10 cycles",
@@ -60,7 +60,7 @@ def test_title_follows_the_small_set_rule_and_the_overrides(tmp_path):
     data = make_demo(str(tmp_path / "d"), n_train=40, n_test=2, size=16, seed=1)
     plan = plan_run("demo", data, out=str(tmp_path / "o"), sched="cosine", mixup=0.2)
     text = report.title(plan.comp, plan.backend, plan.recipe)
-    assert "batch 32" in text and "cosine from lr 0.1" in text and "MixUp 0.2" in text
+    assert "batch 32" in text and "cosine from lr 0.002" in text and "MixUp 0.2" in text
     assert not os.path.exists(tmp_path / "o")   # planning writes nothing
 
 

@@ -62,3 +62,21 @@ def test_quick_pipeline_row_against_torchvision(tmp_path):
 def test_unknown_row_is_one_clear_error(tmp_path):
     r = _run(["--only", "no-such-row"], tmp_path)
     assert r.returncode != 0 and "no row 'no-such-row'" in r.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None
+                    or importlib.util.find_spec("torchvision") is None,
+                    reason="the textbook side needs torch + torchvision")
+def test_quick_time_to_accuracy_row(tmp_path):
+    # the row alone, tiny: ours (default recipe) and the chapter's loop, each run once in its
+    # own process, the textbook capped by ours' time; no timing is asserted
+    out = tmp_path / "r.json"
+    r = _run(["--quick", "--only", "time_to_accuracy", "--json", str(out)], tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = json.loads(out.read_text())["results"][0]
+    assert row["row"] == "time-to-0.30-torch" and row["unit"] == "s", row
+    assert "failed" not in row["note"] and row["goal"] == "≥ 5× faster", row
+    # both curves are in the note: (accuracy @ seconds) after every epoch of each side
+    ours, book = row["note"].split("; textbook: ")
+    assert "default recipe" in ours and "@" in ours and "@" in book, row["note"]
+    assert (row["ours"] is None) == ("not reached" in ours), row

@@ -77,7 +77,9 @@ def test_unknown_model_and_keyword_list_the_valid_ones():
 def test_recipe_kwargs():
     from d2lkaggle.models.build import recipe_kwargs
     demo = get_competition("demo").recipe
-    assert recipe_kwargs(demo) == {"in_channels": 3, "width": 16}
+    assert recipe_kwargs(demo) == {"in_channels": 3, "width": 16, "bn_momentum": 0.4}
+    from dataclasses import replace   # the book's BatchNorm: no keyword, the model's 0.1
+    assert recipe_kwargs(replace(demo, bn_momentum=None)) == {"in_channels": 3, "width": 16}
     dog = get_competition("dog-breed").recipe
     assert recipe_kwargs(dog) == {"weights": "imagenet", "hidden": 256}
     assert recipe_kwargs(demo.with_overrides(model="cnn_elu"), 64) == {"image_size": 64}

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from conftest import ROOT, backend_params, run_py
+from conftest import backend_params, run_py
 
 #: builds that need ImageNet weights, by name: (constructor call, a parameter checked against
 #: the file after loading, and the torchvision file it comes from)

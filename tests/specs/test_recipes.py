@@ -148,9 +148,10 @@ def test_a_small_training_set_trains_at_the_small_set_batch_with_the_same_rate_p
     assert (given_lr.batch_size, given_lr.lr) == (32, 2e-3)
     book = recipe_for(get_competition("cifar10"), "book")
     assert fit_batch_to_set(book, 1350) == (book, None)
-    # the demo (1,000 images, 900 to train) is such a set: 14 steps at 64 -> batch 32, peak 0.1
+    # the demo (1,000 images, 900 to train) is such a set: 14 steps at 64 -> batch 32, AdamW's
+    # peak 2e-3 kept
     demo, note = fit_batch_to_set(recipe_for(get_competition("demo")), 900)
-    assert (demo.batch_size, demo.lr) == (32, pytest.approx(0.1)) and "14 steps per epoch" in note
+    assert (demo.batch_size, demo.lr) == (32, pytest.approx(2e-3)) and "14 steps per epoch" in note
     # counted from the labels file (valid split taken off), before any image is decoded
     d = make_demo(str(tmp_path / "c"), n_train=50, n_test=5)
     assert training_set_size(get_competition("cifar10"), d, 0.1) == 45
