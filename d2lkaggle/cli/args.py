@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from ..compete.calibration import CALIBRATIONS, default_calibration
 from ..data.transforms import PRESETS
 from ..models.table import MODEL_NAMES, REGULARIZERS
 from ..specs.competitions import ALIASES, COMPETITIONS, RECIPE_NAMES, get_competition
@@ -95,6 +96,17 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     add_ensemble_args(p)
     add_distributed_args(p)
     add_features_args(p)
+    add_calibration_args(p)
+
+def add_calibration_args(p: argparse.ArgumentParser) -> None:
+    """``--calibrate``: its default per competition, from the competitions table."""
+    by = {m: [n for n, c in COMPETITIONS.items() if default_calibration(c) == m]
+          for m in CALIBRATIONS}
+    p.add_argument("--calibrate", choices=CALIBRATIONS,
+                   help="temperature: divide the logits by one number fitted on the validation "
+                        "images (minimising their log loss) before writing probabilities; none: "
+                        "the net's softmax as it is (default: " + "; ".join(
+                            f"{m} for {', '.join(v)}" for m, v in by.items() if v) + ")")
 
 def add_distributed_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data parallel (docs/scale.md)")
@@ -217,7 +229,8 @@ def run_kwargs(a: argparse.Namespace) -> dict:
                 image_size=a.image_size, weights=a.weights, retrain=not a.no_retrain, seed=a.seed,
                 resume=a.resume, progress=not a.quiet, num_workers=a.workers,
                 amp=False if a.no_amp else "auto", label_kind=a.label_kind, **recipe_kwargs(a),
-                **model_kwargs(a), **output_kwargs(a), **features_kwargs(a))
+                **model_kwargs(a), **output_kwargs(a), **features_kwargs(a),
+                calibrate=getattr(a, "calibrate", None))
 
 def model_kwargs(a: argparse.Namespace) -> dict:
     kw = {"model": a.model} if getattr(a, "model", None) else {}

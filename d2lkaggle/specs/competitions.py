@@ -28,6 +28,7 @@ class Competition:
     test_dir: str = "test"
     url: str = ""
     notes: str = field(default="", compare=False)
+    metric: str = "accuracy"         # how Kaggle scores it: "accuracy" or "log_loss"
 
 
 COMPETITIONS: dict[str, Competition] = {
@@ -46,7 +47,7 @@ COMPETITIONS: dict[str, Competition] = {
         IMAGENET_MEAN, IMAGENET_STD, "dog", False,
         Recipe("finetune", epochs=10, batch_size=128, lr=5e-3, wd=1e-4, lr_period=2,
                lr_decay=0.9, weights="imagenet"),
-        url="https://www.kaggle.com/c/dog-breed-identification"),
+        url="https://www.kaggle.com/c/dog-breed-identification", metric="log_loss"),
     "cifar100": Competition(
         "cifar100", "trainLabels.csv", "id", "label", "sampleSubmission.csv", "label", 32,
         (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "cifar", True,

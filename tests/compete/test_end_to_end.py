@@ -2,6 +2,9 @@
 import csv
 import json
 import os
+import shutil
+
+import numpy as np
 
 import pytest
 
@@ -106,10 +109,24 @@ def test_run_unknown_backend_lists_choices(demo_dir, tmp_path):
 @pytest.mark.parametrize("backend", backend_params("torch"))
 def test_resume_whole_run(backend, demo_dir, tmp_path):
     out = tmp_path / "run"
-    args = ["run", "demo", "--data-dir", demo_dir, "--backend", backend, "--out", str(out), *FAST]
-    assert run_cli(*args).returncode == 0
+    args = ["run", "demo", "--data-dir", demo_dir, "--backend", backend, "--out", str(out), *FAST,
+            "--calibrate", "temperature"]
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr[-2000:]
     first = open(out / "submission.csv").read()
+    cal = json.load(open(out / "summary.json"))["calibration"]
+    assert cal["method"] == "temperature" and cal["num_valid"] == 20
+    assert cal["log_loss_after"] <= cal["log_loss_before"]
+    assert json.load(open(out / "calibration.json"))["temperature"] == cal["temperature"]
+    assert f"calibrated with temperature {cal['temperature']:.3f}" in r.stdout
+    test_probs = np.load(out / "test_probs.npy")
+    # interrupted during the retrain on all labels: its checkpoints and the summary are gone
+    shutil.rmtree(out / "checkpoints" / "final")
+    os.unlink(out / "summary.json")
     r = run_cli(*args, "--resume")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "nothing to train" in r.stdout
+    assert "nothing to train" in r.stdout   # the validation phase, restored
     assert open(out / "submission.csv").read() == first
+    # the retrained model's test probabilities take the validation phase's temperature again
+    assert json.load(open(out / "summary.json"))["calibration"] == cal
+    np.testing.assert_allclose(np.load(out / "test_probs.npy"), test_probs, atol=1e-5)
