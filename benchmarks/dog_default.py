@@ -14,11 +14,15 @@ and leaving it out halves the time. The figures come from each run's ``summary.j
         --backends torch,mxnet,paddle --seeds 0,1,2 --image-size 64 --epochs 5 \\
         --row default --row "book=--recipe book" --row "hand=--recipe book --lr 0.05 --batch-size 32"
 
-Results are appended to ``--results`` (JSON lines, default /tmp/i25/dog_results.jsonl) and
-printed as a table: valid accuracy, the loop's last valid loss, the log loss before and after
+Results are appended to ``--results`` (JSON lines, default /tmp/i25/dog_results.jsonl), one
+line per run: valid accuracy, the loop's last valid loss, the log loss before and after
 calibration (and cross-fitted: each fifth of the validation images scored with a temperature
-fitted on the other four), the temperature. Accuracy and loss figures hold under load; the
-seconds do not.
+fitted on the other four), the temperature, and the same log losses on the 100 test images
+(the demo's test labels are not in its folder, as on Kaggle; :func:`demo_test_labels` draws
+them again from ``make_demo``'s seed). Accuracy and loss figures hold under load; the
+seconds do not. ``--table`` prints the means and every seed of a results file:
+
+    python benchmarks/dog_default.py --table /tmp/i25/dog_results.jsonl
 """
 from __future__ import annotations
 
@@ -31,6 +35,44 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def demo_test_labels(data_dir: str, seed: int = 0) -> dict[str, int]:
+    """The test labels of a Dog-layout ``make_demo(data_dir, seed=seed)`` set: its generator's
+    first draws are the training classes, then the test classes, then the ids."""
+    import numpy as np
+    from d2lkaggle.data.labels import read_csv_labels
+    labels = read_csv_labels(os.path.join(data_dir, "labels.csv"))
+    n_train, n_test = len(labels), len(os.listdir(os.path.join(data_dir, "test")))
+    breeds = sorted(set(labels.values()))
+    c = len(breeds)
+    rng = np.random.default_rng(seed)
+    train_cls = rng.permutation(np.arange(n_train) % c)
+    test_cls = rng.integers(0, c, n_test)
+    ids = sorted({bytes(rng.integers(0, 256, 16, dtype=np.uint8)).hex()
+                  for _ in range(4 * (n_train + n_test))})
+    rng.shuffle(ids)
+    from d2lkaggle.data.demo import BREEDS
+    if any(labels[i] != BREEDS[k] for i, k in zip(ids[:n_train], train_cls)):
+        raise ValueError(f"{data_dir} is not make_demo(layout='dog', seed={seed})")
+    return {i: breeds.index(BREEDS[k]) for i, k in zip(ids[n_train:n_train + n_test], test_cls)}
+
+
+def test_figures(out: str, data_dir: str) -> dict:
+    """Accuracy and log loss on the demo's test images, as written (calibrated) and without
+    the temperature (``apply_temperature(p, 1/T)`` undoes it)."""
+    import numpy as np
+    from d2lkaggle.compete.calibration import apply_temperature
+    from d2lkaggle.compete.voting import accuracy, log_loss
+    truth = demo_test_labels(data_dir)
+    with open(os.path.join(out, "test_ids.json")) as f:
+        y = np.array([truth[i] for i in json.load(f)])
+    with open(os.path.join(out, "summary.json")) as f:
+        t = (json.load(f).get("calibration") or {}).get("temperature") or 1.0
+    p = np.load(os.path.join(out, "test_probs.npy"))
+    return {"test_acc": accuracy(p, y), "test_log_loss": log_loss(apply_temperature(p, 1 / t), y),
+            "test_calibrated": log_loss(p, y)}
 
 
 def run_one(data: str, weights: str, backend: str, seed: int, size: int, epochs: int,
@@ -55,14 +97,41 @@ def run_one(data: str, weights: str, backend: str, seed: int, size: int, epochs:
             "cross_fitted": cal.get("log_loss_cross_fitted"),
             "temperature": cal.get("temperature"), "tta": s.get("tta"),
             "batch_size": s["recipe"]["batch_size"], "lr": s["recipe"]["lr"],
-            "seconds": round(time.perf_counter() - t0, 1),
+            "seconds": round(time.perf_counter() - t0, 1), "out": out,
+            **test_figures(out, data),
             "command": "d2lkaggle " + " ".join(shlex.quote(c) for c in cmd[3:])}
+
+
+def table(path: str) -> None:
+    """Means and seeds per (set, size, epochs, row, backend) of a results file."""
+    import numpy as np
+    groups: dict[tuple, list[dict]] = {}
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            if "test_log_loss" not in r:   # a line written before the test figures
+                r.update(test_figures(r.get("out") or os.path.join(
+                    "/tmp/i25/runs", f"{os.path.basename(r['data'])}-{r['row']}-{r['backend']}-"
+                                     f"{r['image_size']}-{r['epochs']}-s{r['seed']}"), r["data"]))
+            key = (os.path.basename(r["data"]), r["image_size"], r["epochs"], r["row"], r["backend"])
+            groups.setdefault(key, []).append(r)
+    cols = ("valid_acc", "log_loss", "calibrated", "cross_fitted", "temperature", "test_acc",
+            "test_log_loss", "test_calibrated")
+    print("| set | px | epochs | row | backend | " + " | ".join(cols) + " | seeds |")
+    print("|" + "---|" * (len(cols) + 6))
+    for key, rs in groups.items():
+        rs = sorted(rs, key=lambda r: r["seed"])
+        cells = [f"{np.mean([r[c] for r in rs]):.3f} (" + " / ".join(f"{r[c]:.3f}" for r in rs) + ")"
+                 for c in cols]
+        print("| " + " | ".join(map(str, key)) + " | " + " | ".join(cells)
+              + f" | {','.join(str(r['seed']) for r in rs)} |")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--weights", required=True)
+    ap.add_argument("--table", metavar="RESULTS", help="print the table of a results file and stop")
+    ap.add_argument("--data")
+    ap.add_argument("--weights")
     ap.add_argument("--backends", default="torch")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--image-size", type=int, default=64)
@@ -72,6 +141,11 @@ def main(argv=None) -> int:
     ap.add_argument("--results", default="/tmp/i25/dog_results.jsonl")
     ap.add_argument("--runs", default="/tmp/i25/runs", help="where the run folders go")
     a = ap.parse_args(argv)
+    if a.table:
+        table(a.table)
+        return 0
+    if not a.data or not a.weights:
+        ap.error("--data and --weights are needed to run (or --table RESULTS)")
     rows = [r.split("=", 1) if "=" in r else (r, "") for r in (a.row or ["default"])]
     for name, flags in rows:
         for backend in a.backends.split(","):

@@ -95,7 +95,7 @@ def train(out: str, images: int, epochs: int, size: int, seed: int, batch: int =
                  if not k.endswith("num_batches_tracked")}
     save_neutral(out, state)
     return {"train_loss": tot / n, "train_acc": right / n, "seconds": time.perf_counter() - t0,
-            "bf16": bf16, "arrays": len(state), "file": out, "sha_note": "not committed"}
+            "bf16": bf16, "arrays": len(state), "file": out}
 
 
 def main(argv=None) -> int:

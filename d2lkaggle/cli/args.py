@@ -123,8 +123,8 @@ def add_features_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-features", action="store_true",
                    help="frozen-backbone models (dog-breed's finetune): compute each image's "
                         "backbone features once, cache them next to the data and train the "
-                        "head on them; needs --augment none (default: off, every epoch runs "
-                        "the backbone)")
+                        "head on them; needs --augment none (default: on by itself when the "
+                        "run allows it: a frozen backbone, --augment none, one process)")
 
 def features_kwargs(a: argparse.Namespace) -> dict:
     return {"cache_features": True} if getattr(a, "cache_features", False) else {}
@@ -163,8 +163,8 @@ def add_ensemble_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--folds", type=int, metavar="K",
                    help="stratified K-fold: a model per fold under RUN_DIR/folds/k/, out-of-fold "
                         "accuracy over all labels, test predictions averaged (default: off)")
-    g.add_argument("--tta", help="test-time augmentation: flip, flip-crop or a number of views N "
-                                 "(default: off)")
+    g.add_argument("--tta", help=recipe_help("test-time augmentation: flip, flip-crop, a number "
+                                             "of views N, or none", "tta"))
 
 def add_cifar_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-kind", choices=("fine", "coarse"),
@@ -184,10 +184,11 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
                    help="default: ours (one-cycle, see docs/recipes.md); book: the chapter's exact "
                         "values (SGD, StepLR, its augmentation) (default: default)")
     g.add_argument("--optimizer", choices=OPTIMIZERS,
-                   help="sgd (momentum 0.9), nesterov, adam, adamw (default: the recipe's, sgd)")
+                   help="sgd (momentum 0.9), nesterov, adam, adamw (default: the recipe's: "
+                        + recipe_values("optimizer") + ")")
     g.add_argument("--sched", choices=SCHEDULES,
                    help="learning-rate schedule, set before every batch (default: the recipe's: "
-                        "onecycle for cifar10/demo, step for dog-breed and --recipe book)")
+                        + recipe_values("sched") + "; --recipe book: step)")
     g.add_argument("--warmup", type=float, metavar="EPOCHS",
                    help="warm-up epochs of cosine/onecycle (default: cosine 0, onecycle 30%% of the run)")
     g.add_argument("--base-lr", type=float, help="cyclic: lowest rate (default: lr/2)")
@@ -210,7 +211,9 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label-smoothing", type=float, metavar="EPS",
                    help="soft targets (1-EPS)*onehot + EPS/classes (default: 0, off)")
     g.add_argument("--augment", choices=PRESETS,
-                   help="augmentation preset (default: book, the chapter's recipe)")
+                   help="augmentation preset: book (the chapter's), scaled (the chapter's crop "
+                        "and jitter scaled to the image size), crop-flip, crop-flip-rotate, none "
+                        "(default: the recipe's: " + recipe_values("augment") + ")")
     g.add_argument("--no-wd-bn-bias", action="store_true",
                    help="no weight decay on biases and BatchNorm parameters (default: decay all)")
 

@@ -163,7 +163,8 @@ def _report(summary: dict) -> None:
 
 def _run_or_ensemble(competition: str, data_dir: str, a: argparse.Namespace) -> dict:
     """One run, or with --ensemble/--folds several combined (d2lkaggle.compete.ensembles)."""
-    kw = dict(run_kwargs(a), tta=check_tta(getattr(a, "tta", None)))
+    tta = getattr(a, "tta", None)   # not given: the recipe's; "none": off
+    kw = dict(run_kwargs(a), tta=None if tta is None else (check_tta(tta) or False))
     ens, folds = getattr(a, "ensemble", None), getattr(a, "folds", None)
     launched = _distributed_run(a, ens is not None or folds is not None)
     if launched is not None:

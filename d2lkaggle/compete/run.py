@@ -40,6 +40,7 @@ from ..specs.tricks import describe as describe_tricks
 from ..specs.writeups import cycle_step_size
 from ..train.features import cacheable
 from ..train.loop import History
+from ..train.tta import check_tta
 from ..utils.files import atomic_write_text, load_npz
 from ..utils.progress import RunProgress
 from ..utils.registry import canonical_name, get_backend
@@ -162,7 +163,8 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     ``sched``, ``warmup``, ``base_lr``, ``max_lr``, ``step_size``, ``cycle_mode``,
     ``milestones``, ``mixup``, ``cutmix``, ``mix_prob``, ``switch_prob``, ``label_smoothing``,
     ``augment``, ``wd_exclude``; see docs/recipes.md). ``augment`` may also be a
-    ``(train_transform, test_transform)`` pair.
+    ``(train_transform, test_transform)`` pair. ``tta``: ``None`` is the recipe's
+    test-time augmentation (``flip`` for Dog Breed's default), ``False`` or ``"none"`` none.
 
     ``calibrate``: ``"temperature"`` fits one temperature on the validation probabilities
     (minimising their log loss) and applies it to the test probabilities, also the retrained
@@ -232,6 +234,7 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
     if predict_with is None and recipe.keep == "best" and recipe.valid_ratio > 0:
         predict_with = "best"   # a write-up that keeps its best-validation epoch
     predict_with = _predict_with(predict_with, retrain, recipe.valid_ratio > 0)
+    tta = check_tta(recipe.tta if tta is None else tta)   # None: the recipe's; False/"none": off
     calibrate, calibrate_note = resolve_calibration(
         calibrate, comp, bool(split[1]) if split is not None else recipe.valid_ratio > 0)
     name = canonical_name(backend)
@@ -476,6 +479,7 @@ def run_config(comp: Competition, recipe: Recipe, *, backend: str, image_size: i
               "image_size": int(image_size or comp.image_size), "seed": int(seed), "amp": amp,
               **extra}
     config.pop("small_set_batch", None)  # a rule, applied already: batch_size and lr record it
+    config.pop("tta", None)   # how the trained net predicts, not what is trained
     return json.loads(json.dumps(config, default=str))
 
 def check_keep(recipe: Recipe) -> None:

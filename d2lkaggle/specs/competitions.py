@@ -45,8 +45,15 @@ COMPETITIONS: dict[str, Competition] = {
     "dog-breed": Competition(
         "dog-breed", "labels.csv", "id", "breed", "sample_submission.csv", "proba", 224,
         IMAGENET_MEAN, IMAGENET_STD, "dog", False,
-        Recipe("finetune", epochs=10, batch_size=128, lr=5e-3, wd=1e-4, lr_period=2,
-               lr_decay=0.9, weights="imagenet"),
+        # ours (docs/kaggle_dog.md): the chapter's frozen ResNet-34 and head, trained with
+        # AdamW (wd 0.05) and one-cycle peaking at 1e-3 on unaugmented images, so the backbone
+        # runs once per image (cached features); predictions average the image and its mirror
+        # (TTA flip) and are calibrated (a temperature fitted on validation). A small set
+        # (< 40 steps per epoch at 128) trains at batch 32. Stand-in Dog set, 64 px, 5 epochs,
+        # torch: valid log loss 0.14 where the chapter's values gave 0.54
+        Recipe("finetune", epochs=10, batch_size=128, lr=1e-3, wd=0.05, lr_period=2,
+               lr_decay=0.9, weights="imagenet", optimizer="adamw", sched="onecycle",
+               augment="none", tta="flip", small_set_batch=32),
         url="https://www.kaggle.com/c/dog-breed-identification", metric="log_loss"),
     "cifar100": Competition(
         "cifar100", "trainLabels.csv", "id", "label", "sampleSubmission.csv", "label", 32,

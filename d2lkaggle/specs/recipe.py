@@ -52,6 +52,9 @@ class Recipe:
     # a training set too small for batch_size (fewer than recipes.MIN_STEPS_PER_EPOCH steps per
     # epoch) trains at this batch, lr scaled by the same factor (docs/recipes.md); None: never
     small_set_batch: int | None = None
+    # test-time augmentation the recipe predicts with (d2lkaggle.train.tta: flip, flip-crop, N);
+    # --tta overrides it, --tta none turns it off. Prediction only: not part of run_config
+    tta: str | None = None
 
     def with_overrides(self, **kw: Any) -> "Recipe":
         """A copy with every non-``None`` keyword replaced."""

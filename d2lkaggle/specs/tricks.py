@@ -13,6 +13,7 @@ from ..data.mixing import Mixup
 from ..data.transforms import PRESETS
 from ..train import schedules as S
 from ..train.optim import OPTIMIZERS
+from ..train.tta import check_tta
 from .recipe import Recipe
 
 WD_EXCLUDE = (None, "bn_bias")
@@ -84,6 +85,7 @@ def check_recipe(r: Recipe) -> None:
             int(m) != m or not 1 <= m < max(2, r.epochs) for m in r.milestones)):
         raise ValueError(f"--milestones must be epochs in 1..{r.epochs - 1}, got "
                          + ",".join(str(m) for m in r.milestones))
+    check_tta(r.tta)   # --tta's values
     from ..models.table import check_regularization
     check_regularization(r)   # --drop-path / --stochastic-depth: a rate, for a model that has it
     # a dry run of the schedule (a guess of 10 batches per epoch) catches bad rates early

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import backend_params, run_cli, run_py
+from d2lkaggle.compete.voting import log_loss
 
 FAST = ["--epochs", "2", "--batch-size", "32", "--quiet", "--workers", "2"]
 
@@ -81,6 +82,15 @@ def test_dog_layout_run_with_checkpoint(backend, dog_dir, tiny_resnet34, tmp_pat
         assert all(0 <= v <= 1 for v in p) and abs(sum(p) - 1) < 1e-6
     s = json.load(open(out / "summary.json"))
     assert s["recipe"]["model"] == "finetune" and s["valid_loss"] > 0
+    # the Dog default: cached backbone features, TTA flip, calibrated probabilities
+    assert s["cache_features"] and s["tta"] == "flip" and "computed once" in r.stdout
+    cal = s["calibration"]
+    assert cal["method"] == "temperature" and cal["log_loss_after"] <= cal["log_loss_before"]
+    classes = json.load(open(out / "classes.json"))
+    y = [classes.index(c) for c in json.load(open(out / "valid_ids.json"))["labels"]]
+    # valid_probs.npy holds the calibrated probabilities, as submission.csv does
+    assert log_loss(np.load(out / "valid_probs.npy"), y) == pytest.approx(cal["log_loss_after"],
+                                                                         abs=1e-5)
 
 
 @pytest.mark.parametrize("backend", backend_params("torch"))
