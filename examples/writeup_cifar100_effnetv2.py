@@ -1,13 +1,13 @@
-"""The CIFAR-100 EfficientNetV2 write-up (seeds/003) as a script: archive → 224 px loaders →
+"""The CIFAR-100 EfficientNetV2 write-up (a team's CIFAR-100 write-up) as a script: archive → 224 px loaders →
 EfficientNetV2-S from ImageNet weights → AdamW + StepLR(10, 0.9) + CutMix p 0.5 → test
 accuracy + submission.csv.
 
     python examples/writeup_cifar100_effnetv2.py --backend torch      # a 1,000-image subset, 3 epochs
-    python examples/writeup_cifar100_effnetv2.py --full               # 003's run: 50,000 images, 25 epochs
+    python examples/writeup_cifar100_effnetv2.py --full               # the write-up's run: 50,000 images, 25 epochs
     python examples/writeup_cifar100_effnetv2.py --demo --weights none --image-size 64   # offline
 
 The data is ``cifar-100-python.tar.gz`` (``--data-dir`` names it or its folder; by default it is
-downloaded into $D2LKAGGLE_DATA). ``--weights imagenet`` (the default, as in 003) needs
+downloaded into $D2LKAGGLE_DATA). ``--weights imagenet`` (the default, as in the write-up) needs
 torchvision's EfficientNetV2-S file in its cache (offline: the error names file and folder);
 ``none`` starts from random weights. Every value comes from
 ``d2lkaggle.specs.writeups.get_writeup("writeup-cifar100-effnetv2")``; flags override them.
@@ -33,7 +33,7 @@ def main() -> None:
     p.add_argument("--backend", default="torch", help="torch, mxnet or paddle (default: torch)")
     p.add_argument("--data-dir", help="cifar-100-python.tar.gz or a folder holding it (default: download)")
     p.add_argument("--demo", action="store_true", help="use a synthetic archive in the same format")
-    p.add_argument("--full", action="store_true", help="all 50,000 + 10,000 images and 003's 25 epochs")
+    p.add_argument("--full", action="store_true", help="all 50,000 + 10,000 images and the write-up's 25 epochs")
     p.add_argument("--n-train", type=int, default=1000, help="training images of the subset (default: 1000)")
     p.add_argument("--n-test", type=int, default=200, help="test images of the subset (default: 200)")
     p.add_argument("--epochs", type=int, help="default: 3 on the subset, 25 with --full")
@@ -75,7 +75,7 @@ def main() -> None:
     data = load_array_data(comp, arrays, batch_size=w.batch_size, valid_ratio=w.valid_ratio,
                            image_size=w.image_size, augment=augment)
 
-    # EfficientNetV2-S, all layers trained (003 fine-tunes the whole network).
+    # EfficientNetV2-S, all layers trained (the write-up fine-tunes the whole network).
     bk = d2lkaggle.get_backend(args.backend)
     bk.set_seed(0)
     net = bk.create_model(w.model, len(data.classes), **w.model_kwargs())

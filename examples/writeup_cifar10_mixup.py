@@ -1,8 +1,8 @@
-"""The CIFAR-10 MixUp write-up (seeds/004) as a script: archive → loaders → ELU CNN → Adam +
+"""The CIFAR-10 MixUp write-up (a CIFAR-10 challenge notebook) as a script: archive → loaders → ELU CNN → Adam +
 CyclicLR triangular2 + MixUp 0.4 → best checkpoint → test accuracy + submission.csv.
 
     python examples/writeup_cifar10_mixup.py --backend torch          # a 5,000-image subset, 20 epochs
-    python examples/writeup_cifar10_mixup.py --full                   # 004's run: 50,000 images, 200 epochs
+    python examples/writeup_cifar10_mixup.py --full                   # the notebook's run: 50,000 images, 200 epochs
     python examples/writeup_cifar10_mixup.py --demo                   # a synthetic archive, no download
 
 The data is torchvision's ``cifar-10-python.tar.gz`` (``--data-dir`` names it or its folder;
@@ -29,7 +29,7 @@ def main() -> None:
     p.add_argument("--backend", default="torch", help="torch, mxnet or paddle (default: torch)")
     p.add_argument("--data-dir", help="cifar-10-python.tar.gz or a folder holding it (default: download)")
     p.add_argument("--demo", action="store_true", help="use a synthetic archive in the same format")
-    p.add_argument("--full", action="store_true", help="all 50,000 + 10,000 images and 004's 200 epochs")
+    p.add_argument("--full", action="store_true", help="all 50,000 + 10,000 images and the notebook's 200 epochs")
     p.add_argument("--n-train", type=int, default=5000, help="training images of the subset (default: 5000)")
     p.add_argument("--n-test", type=int, default=1000, help="test images of the subset (default: 1000)")
     p.add_argument("--epochs", type=int, help="default: 20 on the subset, 200 with --full")
@@ -71,7 +71,7 @@ def main() -> None:
                     checkpoint_dir=ckpt, plot=os.path.join(args.out, "curves.png"),
                     **w.train_kwargs(len(data.train_iter)))
 
-    # The best checkpoint (chosen on validation, not on the test set as 004 did).
+    # The best checkpoint (chosen on validation, not on the test set as the notebook did).
     if w.keep == "best" and os.path.exists(os.path.join(ckpt, "best.npz")):
         restore_checkpoint(bk, net, os.path.join(ckpt, "best.npz"))
     probs = bk.predict(net, data.test_iter)

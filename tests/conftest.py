@@ -16,6 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: network): their tests stay on one pytest-xdist worker, so the fixture is built once
 ONE_WORKER_MODULES = {"test_backend_optim", "test_backends", "test_contract", "test_end_to_end",
                       "test_models", "test_mxnet_backend", "test_writeup_cli",
+                      "test_weights_advice",
                       # several processes and ports each: one such test at a time
                       "test_distributed", "test_distributed_mxnet", "test_distributed_paddle"}
 

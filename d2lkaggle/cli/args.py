@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import Any
 
 from ..compete.calibration import CALIBRATIONS, default_calibration
 from ..data.transforms import PRESETS
 from ..models.table import MODEL_NAMES, REGULARIZERS
-from ..specs.competitions import ALIASES, COMPETITIONS, RECIPE_NAMES, get_competition
+from ..specs.competitions import ALIASES, COMPETITIONS, RECIPE_NAMES, RECIPE_WORDS, get_competition
+from ..specs.writeups import WRITEUPS
 from ..specs.tricks import OPTIMIZERS
 from ..train.schedules import CYCLE_MODES, SCHEDULES
 
@@ -38,19 +40,30 @@ def add_regularization_args(p: argparse.ArgumentParser) -> None:
                         + ", ".join(REGULARIZERS["drop_path"]) + "): block i of n is dropped "
                         "per example with RATE*i/n while training (default: 0, off)")
     p.add_argument("--stochastic-depth", type=_drop_rate, metavar="RATE",
-                   help="EfficientNetV2's stochastic depth, same rule (default: 0.2, torchvision's; "
-                        "writeup-cifar100-effnetv2 0.2 as seeds/003)")
+                   help="EfficientNetV2's stochastic depth, same rule (default: 0.2, torchvision's, "
+                        "which the CIFAR-100 write-up's recipe writeup-cifar100-effnetv2 keeps)")
+
+#: recipe fields only some schedules read: the others' recipes do not use them
+SCHEDULE_FIELDS = {"lr_period": ("step", "plateau"), "lr_decay": ("step", "multistep", "plateau")}
+
 
 def recipe_values(field: str) -> str:
     """``cifar10 0.02, dog-breed 0.005, demo 0.05``: a recipe field of every competition
-    that has a recipe, read from the competitions table (for help texts)."""
-    vals = []
+    that has a recipe, read from the competitions table (for help texts); a schedule's field
+    is listed only for the recipes whose schedule uses it."""
+    vals, unused = [], []
     for name, comp in COMPETITIONS.items():
         if comp.recipe is None:
             continue
+        if field in SCHEDULE_FIELDS and comp.recipe.sched not in SCHEDULE_FIELDS[field]:
+            unused.append(f"{name}'s {comp.recipe.sched}")
+            continue
         v = getattr(comp.recipe, field, getattr(comp, field, None))
         vals.append(f"{name} {'none' if v is None else format(v, 'g') if isinstance(v, float) else v}")
-    return ", ".join(vals)
+    text = ", ".join(vals)
+    if unused:
+        text += ("; " if text else "") + f"unused by {', '.join(unused)} schedule"
+    return text
 
 def recipe_help(text: str, field: str) -> str:
     """``text (recipe default: cifar10 0.02, ...)``; ``%%`` escapes argparse's format."""
@@ -62,18 +75,26 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     add_regularization_args(p)
     p.add_argument("--epochs", type=int, help=recipe_help("epochs of each phase", "epochs"))
     p.add_argument("--batch-size", type=int, help=recipe_help("images per batch", "batch_size"))
-    p.add_argument("--lr", type=float, help=recipe_help("learning rate (SGD, batch-mean loss)", "lr"))
+    p.add_argument("--lr", type=float, help=recipe_help(
+        "learning rate of the recipe's optimizer on the batch-mean loss: the peak of one-cycle, "
+        "the start of step/multistep/cosine, the middle of cyclic", "lr"))
     p.add_argument("--wd", type=float, help=recipe_help("weight decay", "wd"))
     p.add_argument("--lr-period", type=int,
-                   help=recipe_help("multiply the lr by --lr-decay every this many epochs", "lr_period"))
-    p.add_argument("--lr-decay", type=float, help=recipe_help("lr factor every --lr-period", "lr_decay"))
+                   help=recipe_help("step schedule: multiply the lr by --lr-decay every this many "
+                                    "epochs (plateau: the patience)", "lr_period"))
+    p.add_argument("--lr-decay", type=float, help=recipe_help(
+        "step schedule: the lr factor every --lr-period (multistep, plateau: their factor)",
+        "lr_decay"))
     p.add_argument("--valid-ratio", type=float,
                    help=recipe_help("fraction of each class held out for validation (0: none)",
                                      "valid_ratio"))
     p.add_argument("--image-size", type=int,
                    help=recipe_help("side of the square images fed to the net", "image_size"))
     p.add_argument("--weights", help=recipe_help(
-        "fine-tune backbone: 'imagenet', a .pth/.safetensors/.npz file, or 'none' (random "
+        "what every model starts from: a weight file (.safetensors, .npz or a run's "
+        "checkpoints/valid/best.npz, PyTorch .pth/.pt, MXNet .params, Paddle .pdparams; read "
+        "without running code from it) loads whole, with a new classifier for another number of "
+        "classes, or as a backbone; 'imagenet' (finetune, efficientnet_v2_*); 'none' (random "
         "initialisation; a frozen random backbone trains poorly)", "weights"))
     p.add_argument("--out", help="run folder (default: runs/COMPETITION-BACKEND)")
     p.add_argument("--no-retrain", action="store_true",
@@ -87,7 +108,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                         "(default: off, start afresh)")
     p.add_argument("--workers", type=int,
                    help="threads decoding and augmenting images (default: min(4, CPU count))")
-    p.add_argument("--quiet", action="store_true", help="no progress bars (default: show them)")
+    add_verbosity_args(p)
     p.add_argument("--no-amp", action="store_true",
                    help="train in float32 (default: bf16 autocast where the backend measured it faster)")
     add_output_args(p)
@@ -107,6 +128,25 @@ def add_calibration_args(p: argparse.ArgumentParser) -> None:
                         "images (minimising their log loss) before writing probabilities; none: "
                         "the net's softmax as it is (default: " + "; ".join(
                             f"{m} for {', '.join(v)}" for m, v in by.items() if v) + ")")
+
+def add_verbosity_args(p: argparse.ArgumentParser) -> None:
+    """Keras' ``verbose`` levels; the run folder's log.txt keeps the epoch lines at every level."""
+    v = p.add_mutually_exclusive_group()
+    v.add_argument("--quiet", action="store_true",
+                   help="Keras' verbose=0: no progress bar and no epoch lines (the run's first "
+                        "lines, warnings and the final report stay; log.txt keeps every line) "
+                        "(default: off, see --verbose)")
+    v.add_argument("--verbose", action="store_true",
+                   help="Keras' verbose=2: one line per epoch and per phase, no bar, also on a "
+                        "terminal. Default (verbose=1): a live bar with the epoch lines above it "
+                        "on a terminal; outside one (a file, a pipe, CI, a notebook capturing "
+                        "output) one line per epoch, as --verbose (default: off)")
+
+
+def verbosity(a: argparse.Namespace) -> Any:
+    """``--quiet`` 0, ``--verbose`` 2, else ``"auto"`` (Keras' levels)."""
+    return 0 if getattr(a, "quiet", False) else 2 if getattr(a, "verbose", False) else "auto"
+
 
 def add_distributed_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data parallel (docs/scale.md)")
@@ -163,8 +203,21 @@ def add_ensemble_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--folds", type=int, metavar="K",
                    help="stratified K-fold: a model per fold under RUN_DIR/folds/k/, out-of-fold "
                         "accuracy over all labels, test predictions averaged (default: off)")
-    g.add_argument("--tta", help=recipe_help("test-time augmentation: flip, flip-crop, a number "
-                                             "of views N, or none", "tta"))
+    g.add_argument("--tta", nargs="?", const="flip", type=_tta, metavar="{flip,flip-crop,N,none}",
+                   help=recipe_help("test-time augmentation of the predictions: flip (the image "
+                                    "and its mirror; what --tta alone means), flip-crop (10 "
+                                    "views: corners, centre, mirrored) or N random views of the "
+                                    "training augmentation; none turns it off", "tta"))
+
+def _tta(text: str) -> str | int | bool:
+    """``--tta``'s value, checked when the command line is read (one-line error); ``none``
+    is ``False``: off, where not given (``None``) is the recipe's."""
+    from ..train.tta import check_tta
+    try:
+        return check_tta(text) or False
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
 
 def add_cifar_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-kind", choices=("fine", "coarse"),
@@ -178,17 +231,18 @@ def _milestones(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected whole epochs separated by commas, e.g. 10,15; got {text!r}")
 
 def add_recipe_args(p: argparse.ArgumentParser) -> None:
-    """Training tricks of issue 11 (docs/recipes.md); unset flags keep the recipe's value."""
+    """A recipe's training tricks (docs/recipes.md); unset flags keep the recipe's value."""
     g = p.add_argument_group("training recipe (docs/recipes.md; unset flags keep the recipe's value)")
     g.add_argument("--recipe", choices=RECIPE_NAMES, default="default",
-                   help="default: ours (one-cycle, see docs/recipes.md); book: the chapter's exact "
-                        "values (SGD, StepLR, its augmentation) (default: default)")
+                   help="; ".join(f"{n}: {RECIPE_WORDS.get(n, WRITEUPS[n].source if n in WRITEUPS else n)}"
+                                  for n in RECIPE_NAMES).replace("%", "%%")
+                   + " (`d2lkaggle recipes` shows every value) (default: default)")
     g.add_argument("--optimizer", choices=OPTIMIZERS,
-                   help="sgd (momentum 0.9), nesterov, adam, adamw (default: the recipe's: "
-                        + recipe_values("optimizer") + ")")
+                   help=f"sgd (momentum 0.9), nesterov, adam, adamw (default: the recipe's: "
+                        f"{recipe_values('optimizer')})")
     g.add_argument("--sched", choices=SCHEDULES,
-                   help="learning-rate schedule, set before every batch (default: the recipe's: "
-                        + recipe_values("sched") + "; --recipe book: step)")
+                   help=f"learning-rate schedule, set before every batch; --recipe book is step "
+                        f"for every competition (default: the recipe's: {recipe_values('sched')})")
     g.add_argument("--warmup", type=float, metavar="EPOCHS",
                    help="warm-up epochs of cosine/onecycle (default: cosine 0, onecycle 30%% of the run)")
     g.add_argument("--base-lr", type=float, help="cyclic: lowest rate (default: lr/2)")
@@ -230,7 +284,8 @@ def run_kwargs(a: argparse.Namespace) -> dict:
     return dict(backend=a.backend, out=a.out, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
                 wd=a.wd, lr_period=a.lr_period, lr_decay=a.lr_decay, valid_ratio=a.valid_ratio,
                 image_size=a.image_size, weights=a.weights, retrain=not a.no_retrain, seed=a.seed,
-                resume=a.resume, progress=not a.quiet, num_workers=a.workers,
+                resume=a.resume, progress=not a.quiet, verbose=verbosity(a),
+                num_workers=a.workers,
                 amp=False if a.no_amp else "auto", label_kind=a.label_kind, **recipe_kwargs(a),
                 **model_kwargs(a), **output_kwargs(a), **features_kwargs(a),
                 calibrate=getattr(a, "calibrate", None))

@@ -23,6 +23,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                      "~/.cache/d2lkaggle)")
     dl.add_argument("--extract", action="store_true",
                     help="also extract the archive beside it (default: download only)")
+    dl.add_argument("--local", metavar="PATH",
+                    help="use your own copy instead of downloading: an extracted folder or an "
+                         "archive (layout checked, hash reported; default: $D2LKAGGLE_LOCAL_"
+                         "<NAME> when set, e.g. D2LKAGGLE_LOCAL_CIFAR10_TINY)")
     dl.set_defaults(func=cmd_download)
     add_download_limits(dl)
 
@@ -34,6 +38,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--n-train", type=int, default=1000, help="labelled images (default: %(default)s)")
     m.add_argument("--n-test", type=int, default=200, help="test images (default: %(default)s)")
     m.add_argument("--size", type=int, default=32, help="image side in pixels (default: %(default)s)")
+    m.add_argument("--num-classes", type=int, default=10,
+                   help="classes: up to 10 shapes, or up to the competition's 120 breeds with "
+                        "--layout dog (the Dog chapter's code expects 120; default: %(default)s)")
     m.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     m.add_argument("--hard", action="store_true",
                    help="the harder demo of docs/recipes.md: random colours, noise, clutter (default: off)")
@@ -86,16 +93,16 @@ def _add_kaggle_parsers(sub) -> None:
 def cmd_download(a: argparse.Namespace) -> int:
     kw = dict(deadline=a.deadline, stall_timeout=a.stall_timeout)
     max_size = None if a.max_extract_gb is None else int(a.max_extract_gb * 1e9)
-    path = (download_extract(a.name, a.folder, max_size=max_size, **kw) if a.extract
-            else download(a.name, a.folder, **kw))
+    path = (download_extract(a.name, a.folder, max_size=max_size, local=a.local, **kw)
+            if a.extract else download(a.name, a.folder, local=a.local, **kw))
     print(path)
     return 0
 
 def cmd_make_demo(a: argparse.Namespace) -> int:
     t = time.perf_counter()
     out = make_demo(a.out, n_train=a.n_train, n_test=a.n_test, size=a.size, seed=a.seed,
-                    layout=a.layout, hard=a.hard, small_subjects=a.small_subjects,
-                    max_size=a.max_size)
+                    layout=a.layout, num_classes=a.num_classes, hard=a.hard,
+                    small_subjects=a.small_subjects, max_size=a.max_size)
     print(f"wrote a {a.layout} demo competition to {out} in {time.perf_counter() - t:.1f} s")
     return 0
 

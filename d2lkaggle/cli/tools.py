@@ -6,19 +6,23 @@ import argparse
 from ..models.parity import MODELS as PARITY_MODELS
 from ..models.parity import format_table, run_parity
 from ..models.weights import convert, load_neutral
-from ..specs.writeups import format_writeups
+from ..specs.competitions import RECIPE_NAMES, format_recipes
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """``weights convert``, ``recipes`` and ``parity``."""
     w = sub.add_parser("weights", help="neutral weight files shared by all backends")
     wsub = w.add_subparsers(dest="weights_command", required=True)
-    wc = wsub.add_parser("convert", help="convert a torchvision .pth state_dict to .safetensors/.npz")
-    wc.add_argument("src", help="torchvision .pth state_dict (or a neutral file)")
+    wc = wsub.add_parser("convert", help="convert a weight file (PyTorch .pth/.pt, MXNet .params, "
+                                         "Paddle .pdparams, .npz, a run's checkpoint) to "
+                                         ".safetensors/.npz, without running code from it")
+    wc.add_argument("src", help="a .pth/.pt state_dict, an MXNet .params, a Paddle .pdparams, a "
+                                ".safetensors/.npz file or a run's checkpoints/valid/best.npz")
     wc.add_argument("dst", help="output .safetensors or .npz")
     wc.set_defaults(func=cmd_weights_convert)
 
-    rc = sub.add_parser("recipes", help="list the named recipes (--recipe NAME) with all their values")
+    rc = sub.add_parser("recipes", help="list every name --recipe accepts (" + ", ".join(RECIPE_NAMES)
+                        + ") with what it trains")
     rc.add_argument("names", nargs="*", help="recipes to show (default: all)")
     rc.set_defaults(func=cmd_recipes)
 
@@ -51,5 +55,5 @@ def cmd_parity(a: argparse.Namespace) -> int:
     return 0
 
 def cmd_recipes(a: argparse.Namespace) -> int:
-    print(format_writeups(a.names or None))
+    print(format_recipes(a.names or None))
     return 0

@@ -154,10 +154,10 @@ def _report(summary: dict) -> None:
               f"{cal['log_loss_before']:.4f} -> {cal['log_loss_after']:.4f}")
     for k, v in summary["files"].items():
         print(f"  {k:12s} {v}")
-    warnings = summary.get("warnings", [])
-    for w in warnings:  # already said in full during training: the causes once here
+    warnings = summary.get("warnings", [])   # how the run ended (diagnostics, final=True)
+    for w in warnings:  # the usual causes once, after every warning that names them
         print("warning: " + w.replace(" " + CAUSES + ".", ""))
-    if warnings:
+    if any(CAUSES in w for w in warnings):
         print(f"  {CAUSES}.")
     print(_last_line(summary))
 

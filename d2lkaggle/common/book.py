@@ -8,6 +8,8 @@ training loops), the book's argument order and the chapters' ``get_net``.
 """
 from __future__ import annotations
 
+import os
+import sys
 import time
 from dataclasses import replace
 from typing import Any, Callable, Iterator, Sequence
@@ -72,8 +74,14 @@ class Animator:
     """The book's ``d2l.Animator``: points added one by one, drawn as lines.
 
     Same arguments as the book's, plus ``path``: where a PNG of the figure is written after
-    every ``add`` (the book's version only shows in Jupyter; here it shows there too).
+    every ``add``. In Jupyter it shows in the cell, as the book's does. Outside Jupyter, with
+    no ``path``, it writes ``animator.png`` in the working folder (``animator-2.png`` ... for
+    later Animators of the process in that folder, so a chapter's two ``train`` calls keep
+    both figures) and says so in one line: the book's code runs headless and still shows
+    its curves.
     """
+
+    _headless: dict[str, int] = {}   # folder -> Animators of this process that drew there
 
     def __init__(self, xlabel: str | None = None, ylabel: str | None = None,
                  legend: Sequence[str] | None = None, xlim=None, ylim=None,
@@ -101,8 +109,14 @@ class Animator:
     def draw(self) -> None:
         from ..train.plotting import _in_notebook
         notebook = _in_notebook()
-        if not (notebook or self.path) or self.X is None:
+        if self.X is None:
             return
+        if not (notebook or self.path):
+            here = os.getcwd()
+            k = Animator._headless[here] = Animator._headless.get(here, 0) + 1
+            self.path = os.path.join(here, "animator.png" if k == 1 else f"animator-{k}.png")
+            print(f"Animator: drawing to {self.path} (not in Jupyter; Animator(path=...) "
+                  f"picks the file)", file=sys.stderr)
         import matplotlib
         if not notebook:
             matplotlib.use("Agg", force=False)
@@ -195,10 +209,16 @@ def is_loader(obj: Any) -> bool:
     return isinstance(obj, (ImageLoader, TensorLoader))
 
 
-def net_first(a: Any, b: Any) -> tuple[Any, Any]:
+def net_first(a: Any, b: Any, net_types: type | tuple[type, ...] | None = None) -> tuple[Any, Any]:
     """``(net, data_iter)`` from either order: ours ``(net, data_iter)`` or the Dog chapter's
-    ``evaluate_loss(data_iter, net, devices)``. A TensorLoader is unwrapped to its loader."""
-    if is_loader(a) and not is_loader(b):
+    ``evaluate_loss(data_iter, net, devices)``, told apart by type: ``net_types`` (the
+    framework's layer class), else this library's loader types. A TensorLoader is unwrapped
+    to its loader."""
+    if net_types is not None:
+        swap = isinstance(b, net_types) and not isinstance(a, net_types)
+    else:
+        swap = is_loader(a) and not is_loader(b)
+    if swap:
         a, b = b, a
     if isinstance(b, TensorLoader):
         b = b.loader

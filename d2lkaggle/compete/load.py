@@ -17,7 +17,7 @@ from ..data.cifar import CifarArrays, find_cifar_archive, read_cifar_archive
 from ..data.images import check_images, list_images, load_image_array, read_images
 from ..data.labels import class_names, read_csv_labels
 from ..data.loader import ArraySource, FileSource, ImageLoader
-from ..data.splits import check_split, split_train_valid
+from ..data.splits import check_split, data_fingerprint, split_train_valid
 from ..data.transforms import PRESETS, preset_transforms
 from ..parallel.distributed import shard
 from ..specs.competitions import Competition
@@ -37,6 +37,8 @@ class CompetitionData:
     test_ids: list[str]
     test_labels: np.ndarray | None = None  # known for the CIFAR python archives' test split
     valid_ids: list[str] | None = None  # the rows of valid_iter, in order (ensembles)
+    fingerprint: dict[str, str] | None = None   # labels, split, image list (checkpoints record it)
+    notes: list[str] | None = None      # what loading changed or left out, said before training
 
 def _images_by_id(folder: str) -> dict[str, str]:
     if not os.path.isdir(folder):
@@ -60,8 +62,11 @@ def _check_ids(labels: dict[str, str], images: dict[str, str], labels_path: str,
             raise ValueError(f"{len(ids)} {what} (checked against {where}): "
                              + ", ".join(ids[:10]) + (" ..." if len(ids) > 10 else ""))
 
-def test_ids(comp: Competition, data_dir: str) -> list[str]:
-    """Test ids in submission order: the sample file's order when present, else natural order."""
+def test_ids(comp: Competition, data_dir: str, notes: list[str] | None = None) -> list[str]:
+    """Test ids in submission order: the sample file's order when present, else natural order.
+
+    A sample file that repeats an id is an error naming the file and the lines; test images the
+    sample does not list get no prediction, which ``notes`` (when given) says."""
     from ..data.stream import scan_ids  # {id: extension}: no 300,000 full paths held
     sample = os.path.join(data_dir, comp.sample_file)
     images = scan_ids(os.path.join(data_dir, comp.test_dir), ordered=not os.path.exists(sample))
@@ -70,10 +75,21 @@ def test_ids(comp: Competition, data_dir: str) -> list[str]:
         # keep_default_na=False: the ids "NA", "null", "nan" are ids, not missing values
         ids = pd.read_csv(sample, dtype=str, usecols=[0], keep_default_na=False,
                           na_filter=False).iloc[:, 0].str.strip().tolist()
+        first: dict[str, int] = {}
+        for line, i in enumerate(ids, start=2):
+            if i in first:
+                raise ValueError(f"{sample}, line {line}: duplicate id {i!r} (first on line "
+                                 f"{first[i]}); a submission has one row per test image")
+            first[i] = line
         missing = [i for i in ids if i not in images]
         if missing:
             raise ValueError(f"{len(missing)} ids of {sample} have no image in "
                              f"{os.path.join(data_dir, comp.test_dir)}: {', '.join(missing[:10])}")
+        unlisted = [i + images[i] for i in images if i not in first]
+        if unlisted and notes is not None:
+            notes.append(f"note: {len(unlisted)} images of {os.path.join(data_dir, comp.test_dir)} "
+                         f"are not in {comp.sample_file} and get no prediction: "
+                         + ", ".join(sorted(unlisted)[:10]) + (" ..." if len(unlisted) > 10 else ""))
         return ids
     return list(images)
 
@@ -103,7 +119,8 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
                          "per image")
     size = int(image_size or comp.image_size)
     labels_path = os.path.join(data_dir, comp.labels_file)
-    labels = read_csv_labels(labels_path)
+    notes: list[str] = []
+    labels = read_csv_labels(labels_path, notes=notes)
     check_settings(SimpleNamespace(valid_ratio=valid_ratio, batch_size=batch_size), image_size)
     train_folder = os.path.join(data_dir, comp.train_dir)
     images = _images_by_id(train_folder)
@@ -116,14 +133,14 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
     tr_ids, va_ids = split_train_valid(labels, valid_ratio, seed) if valid_ratio > 0 else (ids, [])
     if split is not None:  # (train_ids, valid_ids) of k-fold or bagging; train ids may repeat
         tr_ids, va_ids = check_split(split, labels)
-    t_ids = test_ids(comp, data_dir)
+    t_ids = test_ids(comp, data_dir, notes)
     test_images = None if comp.fixed_size else _images_by_id(os.path.join(data_dir, comp.test_dir))
     if comp.fixed_size:
         # CIFAR-sized images: decode each PNG once into one cached array.
         train_array = load_image_array([images[i] for i in ids])
         # The test set streams (Kaggle's is 300,000 PNGs, 6x the training set): every file is
         # decoded once now, in chunks, to name a bad one before training; prediction decodes
-        # it again batch by batch, so memory does not grow with the test set (issue 15).
+        # it again batch by batch, so memory does not grow with the test set.
         from ..data.stream import FolderSource, check_test_images, scan_ids
         test_dir = os.path.join(data_dir, comp.test_dir)
         test_source = FolderSource(test_dir, t_ids, scan_ids(test_dir, ordered=False))
@@ -148,8 +165,11 @@ def load_data(comp: Competition, data_dir: str, *, batch_size: int, valid_ratio:
     train_valid_iter = ImageLoader(make(ids), y, transform=train_tf, shuffle=True,
                                    drop_last=len(ids) >= batch_size, seed=seed + 1, **common)
     test_iter = ImageLoader(test_source, None, transform=test_tf, **common)
+    names = [os.path.relpath(images[i], train_folder) for i in ids]
     return CompetitionData(train_iter, valid_iter, train_valid_iter, test_iter, classes, t_ids,
-                           valid_ids=list(va_ids))
+                           valid_ids=list(va_ids),
+                           fingerprint=data_fingerprint(labels, tr_ids, va_ids, names, t_ids),
+                           notes=notes)
 
 def augment_transforms(comp: Competition, size: int, augment: Any = None) -> tuple[Any, Any]:
     """(train, test) transforms for ``augment``: None/preset name, or a user's pair."""
@@ -199,9 +219,12 @@ def load_array_data(comp: Competition, arrays: CifarArrays, *, batch_size: int,
                                    drop_last=n >= batch_size, seed=seed + 1, **common)
     # Labels stay off the test loader: prediction treats it as the unlabelled Kaggle test set.
     test_iter = ImageLoader(ArraySource(arrays.test_x), None, transform=test_tf, **common)
+    import hashlib
+    pixels = hashlib.sha1(np.ascontiguousarray(arrays.train_x).data).hexdigest()[:16]
+    t_ids = [str(i + 1) for i in range(len(arrays.test_x))]
     return CompetitionData(train_iter, valid_iter, train_valid_iter, test_iter, list(arrays.classes),
-                           [str(i + 1) for i in range(len(arrays.test_x))],
-                           test_labels=arrays.test_y, valid_ids=list(va_ids))
+                           t_ids, test_labels=arrays.test_y, valid_ids=list(va_ids),
+                           fingerprint=data_fingerprint(labels, tr_ids, va_ids, None, t_ids, pixels))
 
 def normalized(comp: Competition, recipe: Recipe) -> Competition:
     """``comp`` with ImageNet's mean/std when the recipe asks for them (pretrained backbones)."""

@@ -13,6 +13,7 @@ from ..specs.competitions import get_competition
 from ..train.lrfind import LRFinderResult
 from ..utils.registry import canonical_name, get_backend
 from .load import load_data
+from .preflight import check_out_outside_data
 from .run import _recipe_for
 
 
@@ -27,6 +28,7 @@ def find_lr(competition: str, data_dir: str, *, backend: str = "torch", out: str
     recipe = _recipe_for(comp, batch_size=batch_size, wd=wd, weights=weights)
     name = canonical_name(backend)
     out = os.path.abspath(out or os.path.join("runs", f"{comp.name}-{name}"))
+    check_out_outside_data(out, comp, data_dir)
     data = load_data(comp, data_dir, batch_size=recipe.batch_size, valid_ratio=recipe.valid_ratio,
                      image_size=image_size, seed=seed, num_workers=num_workers)
     bk = get_backend(name)

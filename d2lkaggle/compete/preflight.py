@@ -1,4 +1,4 @@
-"""Checks made before a run writes anything or trains an epoch (issue 12).
+"""Checks made before a run writes anything or trains an epoch.
 
 Every setting and every input is checked first, so a mistake costs seconds, not a night of
 training, and a failure never leaves a file a later run would trust: the numbers of a run
@@ -13,7 +13,12 @@ import os
 import sys
 from typing import Any, Callable
 
-__all__ = ["check_settings", "prepare_out", "config_diff", "check_resume", "normalize_config"]
+__all__ = ["check_settings", "check_data_dir", "check_out_outside_data", "prepare_out", "config_diff", "check_resume", "normalize_config",
+           "check_checkpoint"]
+
+#: the data a checkpoint was trained on (data.splits.data_fingerprint), in a user's words
+DATA_KEYS = {"data_labels": "the labels", "data_split": "the train/valid split",
+             "data_images": "the image list"}
 
 
 def _number(name: str, value: Any) -> float:
@@ -55,6 +60,44 @@ def check_settings(recipe: Any, image_size: int | None = None) -> None:
     period = getattr(recipe, "lr_period", None)
     if period is not None and (int(period) != period or period < 1):
         raise ValueError(f"--lr-period must be an integer >= 1, got {period!r}")
+
+
+def check_data_dir(comp: Any, data_dir: str, others: Any = ()) -> None:
+    """``--data-dir`` exists and holds ``comp``'s label file — or, when it holds another
+    competition's (``others``: the competitions table), one line saying which it looks like.
+    (A CIFAR python archive is checked when it is read.)"""
+    if not os.path.exists(data_dir):
+        raise FileNotFoundError(f"--data-dir {data_dir} does not exist; give the folder with "
+                                f"{comp.labels_file}, {comp.train_dir}/ and {comp.test_dir}/")
+    if not os.path.isdir(data_dir) or os.path.exists(os.path.join(data_dir, comp.labels_file)):
+        return
+    from ..data.cifar import find_cifar_archive
+    if find_cifar_archive(data_dir) is not None:
+        return
+    like = [c.name for c in others if c.name != comp.name and c.recipe is not None
+            and c.labels_file != comp.labels_file
+            and os.path.exists(os.path.join(data_dir, c.labels_file))]
+    if like:
+        other = next(c for c in others if c.name == like[0])
+        raise FileNotFoundError(
+            f"{data_dir} has no {comp.labels_file} but a {other.labels_file}: it looks like a "
+            f"{' / '.join(like)} folder, not {comp.name}; run it as `d2lkaggle run {like[0]} "
+            f"--data-dir {data_dir}`, or give {comp.name}'s folder")
+    raise FileNotFoundError(f"{os.path.join(data_dir, comp.labels_file)} not found: --data-dir "
+                            f"must hold {comp.name}'s {comp.labels_file}, {comp.train_dir}/ and "
+                            f"{comp.test_dir}/")
+
+
+def check_out_outside_data(out: str, comp: Any, data_dir: str) -> None:
+    """A run folder inside the data's ``train/`` or ``test/`` would be read as images by every
+    later run: refused before anything is written."""
+    real = os.path.realpath(out)
+    for sub in (comp.train_dir, comp.test_dir):
+        folder = os.path.realpath(os.path.join(data_dir, sub))
+        if real == folder or real.startswith(folder + os.sep):
+            raise ValueError(f"--out {out} is inside the data's {sub}/ folder ({folder}): the "
+                             f"run's files would be read as images there by every later run; "
+                             f"choose an --out outside {sub}/")
 
 
 def prepare_out(out: str) -> str:
@@ -118,6 +161,14 @@ def check_resume(checkpoint_dir: str, config: dict, resume: bool | str,
             if old is None else config_diff(old, config))
     if not diff:
         return True
+    changed = [words for key, words in DATA_KEYS.items()
+               if old is not None and old.get(key) is not None and old.get(key) != config.get(key)]
+    if changed and resume != "force":
+        more = any(not d.startswith("data_") for d in diff)
+        raise ValueError(f"--resume: {last} was trained on other data ({' and '.join(changed)} "
+                         f"changed since){' and with another configuration' if more else ''}: "
+                         + "; ".join(diff) + "; drop --resume or choose another --out to start "
+                         "over, or pass --resume force to continue it anyway")
     if resume == "force":
         msg = (f"WARNING: --resume force: continuing {last} although its configuration "
                f"differs: " + "; ".join(diff))
@@ -128,3 +179,16 @@ def check_resume(checkpoint_dir: str, config: dict, resume: bool | str,
     raise ValueError(f"--resume: {last} was trained with another configuration ("
                      + "; ".join(diff) + "); drop --resume or choose another --out to start "
                      "over, or pass --resume force to continue it anyway")
+
+
+def check_checkpoint(path: str, meta: dict, config: dict) -> None:
+    """A checkpoint reloaded within a run (its best epoch) must have been made by this run's
+    configuration and data: otherwise one line naming what differs, never a silent reuse."""
+    old = meta.get("config")
+    diff = (["it records no configuration"] if old is None else config_diff(old, config))
+    if diff:
+        changed = [w for k, w in DATA_KEYS.items()
+                   if old and old.get(k) is not None and old.get(k) != config.get(k)]
+        what = f"other data ({' and '.join(changed)})" if changed else "another configuration"
+        raise ValueError(f"{path} was made by {what} than this run (" + "; ".join(diff[:4])
+                         + "); it is not used: delete it or choose another --out")

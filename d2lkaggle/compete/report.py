@@ -10,6 +10,7 @@ import numpy as np
 
 from ..specs.competitions import Competition
 from ..specs.recipe import Recipe
+from ..specs.tricks import recipe_text
 from ..train.loop import History
 from ..utils.files import atomic_write_text
 from .load import CompetitionData
@@ -54,16 +55,17 @@ def header(comp: Competition, data: CompetitionData, backend: str, recipe: Recip
     return head
 
 def title(comp: Competition, backend: str, recipe: Recipe) -> str:
-    """``competition · backend · model · recipe`` for the pictures."""
-    sched = (f"lr {recipe.lr:g} x{recipe.lr_decay:g} every {recipe.lr_period} epochs"
-             if recipe.lr_period else f"lr {recipe.lr:g}")
-    extra = [f"{k} {getattr(recipe, k)}" for k in ("optimizer", "schedule", "mixing")
-             if getattr(recipe, k, None)]
-    if recipe.model == "finetune":
-        extra.append(f"backbone weights {os.path.basename(str(recipe.weights)) if recipe.weights else 'random'}")
-    return " · ".join([comp.name, backend, recipe.model,
-                       ", ".join([f"{recipe.epochs} epochs", f"batch {recipe.batch_size}", sched,
-                                  f"wd {recipe.wd:g}"] + extra)])
+    """``competition · backend · model · what it trains with`` for the pictures, generated from
+    the recipe the run used (optimizer, schedule and its parameters, mixing, batch after the
+    small-set rule; :func:`d2lkaggle.specs.tricks.recipe_text`)."""
+    model = recipe.model
+    if recipe.weights == "imagenet":
+        model += " from ImageNet weights"
+    elif recipe.weights:
+        model += f" from {os.path.basename(str(recipe.weights))}"
+    elif recipe.model == "finetune":
+        model += " (random backbone)"
+    return " · ".join([comp.name, backend, model, recipe_text(recipe)])
 
 def valid_pictures(out: str, data: CompetitionData, probs: np.ndarray, title: str) -> dict[str, str]:
     """``confusion.png`` and ``mistakes.png`` of the validation set."""
@@ -90,10 +92,12 @@ def run_outcome(valid_hist: History | None, final_hist: History | None, predict_
              "best": f"the validation phase's best epoch ({out.get('best_epoch')})",
              "last": "the validation phase's last epoch"}[predict_with]
     out["submission_model"] = model
-    warnings = [f"{phase}: {w}" for phase, w in
-                (("train/valid split", not_learning(valid_hist, num_classes) if valid_hist else None),
-                 ("retrain", not_learning(final_hist, num_classes) if final_hist else None)) if w]
-    out["warnings"] = warnings
+    # how each phase ENDED (an early warning of a run that learned later is not repeated)
+    frozen_random = recipe.model == "finetune" and recipe.weights is None
+    out["warnings"] = [f"{phase}: {w}" for phase, h in (("train/valid split", valid_hist),
+                                                        ("retrain", final_hist))
+                       if h is not None and (w := not_learning(h, num_classes, final=True,
+                                                               frozen_random=frozen_random))]
     return out
 
 def plot_run(histories: list[tuple[str, History]], path: str, title: str) -> str:

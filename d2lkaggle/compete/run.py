@@ -4,14 +4,16 @@
 
 1. :func:`plan_run` — resolve the recipe, the overrides and every setting, and check them
    (nothing is written yet);
-2. :func:`open_run_folder` — refuse or clear a finished run, create ``out``, join the ranks;
+2. :func:`open_run_folder` — lock ``out`` for this run, refuse a finished run (or, with
+   ``overwrite``, build the new one beside it), open ``log.txt``, join the ranks;
 3. :func:`load_stage` — labels, split, loaders, the first line, a placeholder submission;
 4. :func:`start_training` — the configuration checkpoints are checked against, the backend;
 5. :func:`train_phase` — a fresh model trained on one phase's data; called for the
    validation phase (:func:`validate` adds its probabilities, their calibration —
    :func:`calibrate_stage` — and pictures) and for the retrain on all labels;
 6. :func:`finish_run` — predict the test set, write the submission, history, curves and
-   ``summary.json``.
+   ``summary.json`` (and with ``overwrite``, put the new run in place of the old one);
+   :func:`close_run_folder` releases the folder, also when the run fails.
 """
 from __future__ import annotations
 
@@ -25,9 +27,11 @@ from typing import Any, Callable
 import numpy as np
 
 from ..data.splits import split_digest
-from ..models.build import build_net
+from ..models.build import build_net, check_weights, start_weights, weights_file
+from ..models.table import weights_choice
+from ..models.weights import StartWeights
 from ..parallel import distributed as D
-from ..specs.competitions import Competition, get_competition, recipe_for
+from ..specs.competitions import COMPETITIONS, Competition, get_competition, recipe_for
 from ..specs.recipe import Recipe
 from ..specs.tricks import (
     check_recipe,
@@ -42,11 +46,12 @@ from ..train.features import cacheable
 from ..train.loop import History
 from ..train.tta import check_tta
 from ..utils.files import atomic_write_text, load_npz
-from ..utils.progress import RunProgress
+from ..utils.progress import RunProgress, resolve_verbose
 from ..utils.registry import canonical_name, get_backend
 from .calibration import Calibration, calibrate, resolve_calibration
 from .load import CompetitionData, load_data, normalized, shard_data, training_set_size
-from .preflight import check_resume, check_settings, prepare_out
+from .preflight import (check_checkpoint, check_data_dir, check_out_outside_data, check_resume,
+                        check_settings, prepare_out)
 from .report import (
     header,
     json_float,
@@ -57,7 +62,8 @@ from .report import (
     valid_pictures,
     write_history,
 )
-from .runfolder import check_run_folder, epochs_done, save_run_predictions
+from .runfolder import (RunFolderLock, RunLog, check_run_folder, clear_run, epochs_done,
+                        install_run, retarget, save_run_predictions, stage_folder)
 from .submission import preflight_submission, write_submission
 
 
@@ -88,6 +94,10 @@ class RunPlan:
     batch_note: str | None = None
     calibrate: str = "none"    # none | temperature (compete/calibration.py), resolved
     calibrate_note: str = ""
+    verbose: int = 2           # Keras' levels: 0 no epoch lines, 1 live bars, 2 one line per epoch
+    final_out: str | None = None   # with overwrite: where the run goes once finished (out: beside it)
+    lock: Any = None           # the run folder's RunFolderLock (rank 0)
+    runlog: Any = None         # log.txt (rank 0)
 
     @property
     def retrain(self) -> bool:
@@ -98,8 +108,15 @@ class RunPlan:
         return int(self.image_size or self.comp.image_size)
 
     def say(self, msg: str) -> None:
-        if self.log:
+        if self.runlog is not None:
+            self.runlog(msg)
+        elif self.log:
             self.log(msg)
+
+    @property
+    def lines(self) -> Callable[[str], Any] | None:
+        """Where the run's lines go: the log and ``log.txt``."""
+        return self.runlog if self.runlog is not None else self.log
 
 
 @dataclass
@@ -125,6 +142,8 @@ class Run:
     config: dict[str, Any] = field(default_factory=dict)
     resume: dict[str, Any] = field(default_factory=dict)
     bar: Any = None
+    start: StartWeights | None = None      # what --weights FILE loads into each phase's model
+    start_acc: float | None = None         # the validation accuracy the file starts at
     train_kw: dict[str, Any] = field(default_factory=dict)
     phases: dict[str, Phase] = field(default_factory=dict)
     valid_probs: np.ndarray | None = None     # calibrated, as the run would submit them
@@ -145,14 +164,20 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                     recipe: str | Recipe = "default", tta: Any = None,
                     split: tuple[Any, Any] | None = None, predict_with: str | None = None,
                     overwrite: bool = False, distributed: Any = None,
-                    calibrate: str | None = None, **tricks: Any) -> dict[str, Any]:
+                    calibrate: str | None = None, verbose: Any = "auto",
+                    **tricks: Any) -> dict[str, Any]:
     """Run a whole chapter and write ``out/{submission.csv, history.csv, curves.png,
     confusion.png, mistakes.png, summary.json, checkpoints/}``; returns the summary.
 
     ``predict_with``: ``"retrain"`` (the chapters: a fresh model on all labels; the default),
     ``"best"`` (the validation phase's best epoch) or ``"last"`` (its last epoch; what
-    ``retrain=False`` means). A finished run in ``out`` is kept unless ``overwrite`` (or
-    ``resume``) is given.
+    ``retrain=False`` means). A finished run in ``out`` is kept unless ``overwrite`` (the new
+    run is built beside it and replaces it only once finished) or ``resume`` is given; a run
+    folder belongs to one run at a time (a lock held for the whole run).
+
+    ``verbose`` is Keras': ``"auto"`` (a live bar on a terminal, one line per epoch anywhere
+    else), 0 (no epoch lines), 1 (bars), 2 (one line per epoch); ``progress=False`` turns the
+    bars off. ``out/log.txt`` keeps the lines either way.
 
     Settings, inputs (labels, every image, the sample file's ids and columns) and the
     resume configuration are checked before the first epoch. ``resume``: False, True
@@ -179,17 +204,20 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     # (the keywords are this function's public signature; plan_run takes the same ones)
     given = {k: v for k, v in locals().items() if k not in ("competition", "data_dir", "tricks")}
     plan = open_run_folder(plan_run(competition, data_dir, **given, **tricks))
-    run = load_stage(plan)
-    start_training(run)
-    if run.data.valid_iter is not None:
-        validate(run)
-    if plan.retrain or run.data.valid_iter is None:
-        train_phase(run, "final")
-    if run.bar is not None:
-        run.bar.close()
-    if not plan.dist.is_main:   # rank 0 predicts everything and writes; the others wait for it
-        return _dist_done(plan.backend, plan.dist, plan.out)
-    return finish_run(run)
+    try:
+        run = load_stage(plan)
+        start_training(run)
+        if run.data.valid_iter is not None:
+            validate(run)
+        if plan.retrain or run.data.valid_iter is None:
+            train_phase(run, "final")
+        if run.bar is not None:
+            run.bar.close()
+        if not plan.dist.is_main:   # rank 0 predicts everything and writes; the others wait
+            return _dist_done(plan.backend, plan.dist, plan.out)
+        return finish_run(run)
+    finally:
+        close_run_folder(plan)
 
 
 def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "torch",
@@ -203,7 +231,7 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
              model: str | None = None, recipe: str | Recipe = "default", tta: Any = None,
              split: tuple[Any, Any] | None = None, predict_with: str | None = None,
              overwrite: bool = False, distributed: Any = None, calibrate: str | None = None,
-             **tricks: Any) -> RunPlan:
+             verbose: Any = "auto", **tricks: Any) -> RunPlan:
     """Stage 1: the run's :class:`RunPlan` — the recipe with every override, checked before
     anything is written or loaded (the keywords of :func:`run_competition`)."""
     comp = get_competition(competition) if isinstance(competition, str) else competition
@@ -224,6 +252,7 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
         recipe = recipe.with_overrides(model=check_model_name(model))
     check_recipe(recipe)  # every trick checked before anything is written
     check_keep(recipe)
+    check_weights(_random_init(recipe))
     if image_size is None:   # a write-up recipe's size (224 px for the EfficientNetV2 one)
         image_size = recipe.image_size
     comp = normalized(comp, recipe)    # ImageNet statistics for pretrained weights
@@ -238,30 +267,68 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
     calibrate, calibrate_note = resolve_calibration(
         calibrate, comp, bool(split[1]) if split is not None else recipe.valid_ratio > 0)
     name = canonical_name(backend)
+    out = os.path.abspath(out or os.path.join("runs", f"{comp.name}-{name}"))
+    check_out_outside_data(out, comp, data_dir)
     dist = D.run_env(distributed, recipe.batch_size)  # (batch size checked: nothing written yet)
     if cache_features is None:
         cache_features = (aug_pair is None and not comp.fixed_size and cacheable(recipe)
                           and not dist.enabled)
-    return RunPlan(comp, data_dir, recipe, name,
-                   os.path.abspath(out or os.path.join("runs", f"{comp.name}-{name}")),
-                   image_size, seed, predict_with, dist, amp=amp, tta=tta, split=split,
-                   label_kind=label_kind, num_workers=num_workers,
+    check_data_dir(comp, data_dir, COMPETITIONS.values())
+    if weights_file(recipe.weights) is not None:
+        # a file that fits nothing is refused now, before the run folder exists (the classes
+        # are the file's here: another number of classes only means a new classifier)
+        start_weights(name, recipe, None, image_size)
+    return RunPlan(comp, data_dir, recipe, name, out, image_size, seed, predict_with, dist,
+                   amp=amp, tta=tta, split=split, label_kind=label_kind, num_workers=num_workers,
                    augment=aug_pair or recipe.augment, cache_features=bool(cache_features),
                    resume=resume, overwrite=overwrite, progress=progress, log=log,
-                   batch_note=batch_note, calibrate=calibrate, calibrate_note=calibrate_note)
+                   batch_note=batch_note, verbose=resolve_verbose(verbose),
+                   calibrate=calibrate, calibrate_note=calibrate_note)
 
 
 def open_run_folder(plan: RunPlan) -> RunPlan:
-    """Stage 2: refuse a finished run in ``out`` (or clear it with ``overwrite``), create the
-    folder, and join the ranks of a data-parallel run (only rank 0 prints and writes)."""
-    if plan.dist.is_main or not plan.overwrite:   # (rank 0 alone removes a finished run's files)
-        check_run_folder(plan.out, overwrite=plan.overwrite, resume=plan.resume)
-    if plan.dist.is_main:
-        plan = replace(plan, out=prepare_out(plan.out))
-    else:
+    """Stage 2: create ``out`` and lock it for this run (a second run into it gets one line
+    naming the running one), refuse a finished run in it — or with ``overwrite`` build the new
+    run in a folder beside it, which replaces it only once finished —, open ``log.txt``, and
+    join the ranks of a data-parallel run (only rank 0 prints and writes)."""
+    if not plan.dist.is_main:
+        if not plan.overwrite:
+            check_run_folder(plan.out, overwrite=False, resume=plan.resume)
         plan = replace(plan, log=None, progress=False)
+        D.join(plan.backend, plan.dist)
+        return plan
+    out = prepare_out(plan.out)
+    lock = RunFolderLock(out).acquire()
+    try:
+        staged = check_run_folder(out, overwrite=plan.overwrite, resume=plan.resume)
+        work = stage_folder(out) if staged and not plan.dist.enabled else out
+        if staged and plan.dist.enabled:   # every rank must see one folder: the old run goes now
+            clear_run(out)
+        runlog = RunLog(os.path.join(work, "log.txt"), plan.log, append=bool(plan.resume))
+    except BaseException:
+        lock.release()
+        raise
+    plan = replace(plan, out=work, final_out=out if work != out else None,
+                   lock=lock, runlog=runlog)
+    if lock.stale_note():
+        plan.say(lock.stale_note())
+    if work != out:
+        plan.say(f"overwrite: the new run is built in {work} and replaces the finished run "
+                 f"in {out} once it has finished")
     D.join(plan.backend, plan.dist)
     return plan
+
+
+def close_run_folder(plan: RunPlan) -> None:
+    """Close ``log.txt`` and release the run folder's lock (rank 0); a run that failed in a
+    folder beside the old one (``overwrite``) leaves the old run as it was."""
+    if plan.runlog is not None:
+        plan.runlog.close()
+    if plan.final_out is not None and os.path.isdir(plan.out):
+        import shutil
+        shutil.rmtree(plan.out, ignore_errors=True)   # unfinished: the old run stays
+    if plan.lock is not None:
+        plan.lock.release()
 
 
 def load_stage(plan: RunPlan) -> Run:
@@ -274,6 +341,8 @@ def load_stage(plan: RunPlan) -> Run:
                      label_kind=plan.label_kind, split=plan.split)
     data = shard_data(data, plan.dist)
     plan.say(header(plan.comp, data, plan.backend, plan.recipe))
+    for note in data.notes or ():
+        plan.say(note)
     if plan.batch_note:
         plan.say(plan.batch_note)
     if plan.dist.enabled:
@@ -288,15 +357,20 @@ def start_training(run: Run) -> None:
     """Stage 4: the configuration every checkpoint is checked against (``--resume`` refuses
     another one), the backend, its ``train`` (or the cached-features one), the progress line."""
     plan, data = run.plan, run.data
+    run.bk = get_backend(plan.backend)
+    run.start = start_weights(run.bk, plan.recipe, len(data.classes), plan.size)
+    if run.start is not None:
+        plan.say(run.start.note)
     run.config = run_config(plan.comp, plan.recipe, backend=plan.backend,
                             image_size=plan.image_size, seed=plan.seed, amp=plan.amp,
                             num_classes=len(data.classes),
                             num_labelled=data.train_valid_iter.labels.size,
                             **({"split": split_digest(plan.split)} if plan.split is not None else {}),
-                            **({"world_size": plan.dist.world_size} if plan.dist.enabled else {}))
+                            **({"world_size": plan.dist.world_size} if plan.dist.enabled else {}),
+                            **({"weights_sha1": run.start.sha1} if run.start else {}),
+                            **(data.fingerprint or {}))
     run.resume = {phase: check_resume(os.path.join(plan.out, "checkpoints", phase), run.config,
-                                      plan.resume, plan.log) for phase in ("valid", "final")}
-    run.bk = get_backend(plan.backend)
+                                      plan.resume, plan.lines) for phase in ("valid", "final")}
     run.train_fn = run.bk.train
     if plan.cache_features:
         from functools import partial
@@ -304,12 +378,16 @@ def start_training(run: Run) -> None:
         from ..train.features import check_cacheable, train_with_cached_features
         check_cacheable(plan.recipe, data.train_iter.transform)   # before the first epoch
         run.train_fn = partial(train_with_cached_features, run.bk, backend=plan.backend)
-    run.bar = _run_progress(plan.progress, plan.recipe.epochs, data, plan.retrain,
+    bars = plan.progress is True and plan.verbose == 1
+    run.bar = _run_progress(bars, plan.recipe.epochs, data, plan.retrain,
                             plan.out if plan.resume else None)
+    # verbose 0: no epoch lines on the screen, but log.txt keeps them
+    epoch_log = True if plan.verbose else (plan.runlog.write if plan.runlog else False)
     run.train_kw = dict(lr_period=plan.recipe.lr_period, lr_decay=plan.recipe.lr_decay,
-                        progress=plan.progress, log=plan.log, amp=plan.amp, config=run.config)
+                        progress=bars, log=plan.lines, amp=plan.amp, config=run.config,
+                        epoch_log=epoch_log)
     if run.bar is not None:
-        run.train_kw.update(progress=run.bar, log=run.bar.wrap(plan.log))
+        run.train_kw.update(progress=run.bar, log=run.bar.wrap(plan.lines))
 
 
 #: phase -> (progress label, training loader, validation loader, timings key)
@@ -326,7 +404,13 @@ def train_phase(run: Run, phase: str) -> Phase:
     train_iter = getattr(data, train_name)
     valid_iter = getattr(data, valid_name) if valid_name else None
     run.bk.set_seed(plan.seed)
-    net = build_net(run.bk, plan.recipe, len(data.classes), plan.size)
+    net = build_net(run.bk, plan.recipe, len(data.classes), plan.size, start=run.start)
+    if run.start is not None and valid_iter is not None and plan.dist.is_main \
+            and not run.resume[phase]:
+        # where the file starts: a checkpoint of this model and split, at its own accuracy
+        run.start_acc = float(run.bk.evaluate_accuracy(net, D.unsharded(valid_iter), amp=plan.amp))
+        plan.say(f"starting from --weights {os.path.basename(run.start.file)} "
+                 f"({run.start.parts}): valid acc {run.start_acc:.4f} before the first epoch")
     t0 = time.perf_counter()
     extra, tricks = tricks_for(plan.recipe, train_iter, len(data.classes), plan.say)
     if run.bar is not None:
@@ -336,7 +420,7 @@ def train_phase(run: Run, phase: str) -> Phase:
                            plan.recipe.wd, None,
                            checkpoint_dir=os.path.join(plan.out, "checkpoints", phase),
                            resume=run.resume[phase],
-                           plot=None if "valid" in run.phases else curves,
+                           plot=None if "valid" in run.phases else curves, label=label,
                            **run.train_kw, **extra)
     run.timings[timing] = time.perf_counter() - t0
     run.phases[phase] = Phase(phase, net, history, tricks, run.timings[timing])
@@ -350,7 +434,8 @@ def validate(run: Run) -> Phase:
     plan = run.plan
     phase = train_phase(run, "valid")
     if plan.predict_with == "best":
-        _load_best(run.bk, phase.net, os.path.join(plan.out, "checkpoints", "valid", "best.npz"))
+        _load_best(run.bk, phase.net, os.path.join(plan.out, "checkpoints", "valid", "best.npz"),
+                   run.config)
     if plan.dist.is_main:
         run.valid_probs = valid_predictions(run.bk, phase.net, run.data, plan.amp, tta=plan.tta)
         run.calibration = calibrate_stage(run)
@@ -409,7 +494,12 @@ def finish_run(run: Run) -> dict[str, Any]:
     if valid is not None:
         summary["files"]["calibration"] = os.path.join(plan.out, "calibration.json")
     summary["world_size"] = plan.dist.world_size
-    atomic_write_text(summary["files"]["summary"], json.dumps(summary, indent=2) + "\n")
+    if plan.final_out is not None:   # --overwrite: built beside the old run, which it replaces now
+        summary = retarget(summary, plan.out, plan.final_out)
+    atomic_write_text(os.path.join(plan.out, "summary.json"), json.dumps(summary, indent=2) + "\n")
+    if plan.final_out is not None:
+        plan.runlog.close()
+        install_run(plan.out, plan.final_out)
     return _dist_done(plan.backend, plan.dist, plan.out, summary)
 
 
@@ -429,6 +519,7 @@ def _summary(run: Run, probs: np.ndarray, sub: str) -> dict[str, Any]:
         "data_dir": os.path.abspath(plan.data_dir), "recipe": asdict(plan.recipe),
         "tricks": tricks, "amp": plan.amp, "image_size": plan.size, "seed": plan.seed,
         "num_classes": len(data.classes), "num_test": len(data.test_ids), "config": run.config,
+        "weights": _weights_record(run), "data": data.fingerprint,
         "valid_acc": json_float(vh.last["valid_acc"]) if vh else None,
         "valid_loss": json_float(vh.last["valid_loss"]) if vh else None,
         "best_valid_acc": json_float(vh.best_valid_acc) if vh else None,
@@ -439,6 +530,7 @@ def _summary(run: Run, probs: np.ndarray, sub: str) -> dict[str, Any]:
         "files": {"submission": sub, "history": os.path.join(out, "history.csv"),
                   "curves": os.path.join(out, "curves.png"),
                   "checkpoints": os.path.join(out, "checkpoints"),
+                  "log": os.path.join(out, "log.txt"),
                   "summary": os.path.join(out, "summary.json")},
     }
     if data.test_labels is not None:
@@ -450,6 +542,20 @@ def _summary(run: Run, probs: np.ndarray, sub: str) -> dict[str, Any]:
     return summary
 
 
+def _weights_record(run: Run) -> dict[str, Any] | None:
+    """``summary.json["weights"]``: what the models started from — the file, its SHA-1 and the
+    parts loaded, or ImageNet's weights through the builder; ``None``: a random start."""
+    if run.start is not None:
+        rec = run.start.record()
+        if run.start_acc is not None:
+            rec["valid_acc_at_start"] = run.start_acc
+        return rec
+    if run.plan.recipe.weights == "imagenet":
+        return {"file": None, "source": "torchvision's ImageNet weights", "parts":
+                "backbone" if run.plan.recipe.model == "finetune" else "all but the classifier"}
+    return None
+
+
 def tricks_for(recipe: Recipe, train_iter, num_classes: int,
                log: Callable[[str], Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(extra ``train`` keywords, summary) of the recipe's tricks for one training phase.
@@ -457,7 +563,7 @@ def tricks_for(recipe: Recipe, train_iter, num_classes: int,
     Built per phase: a schedule depends on the loader's batches per epoch, and a plateau
     schedule carries state that a second run must not inherit.
     """
-    recipe = cycle_step_size(recipe, len(train_iter))  # write-up 004: cycles per run
+    recipe = cycle_step_size(recipe, len(train_iter))  # the CIFAR-10 write-up: cycles per run
     sched = make_schedule(recipe, recipe.epochs, len(train_iter), log)
     mix = make_mixing(recipe, num_classes)
     return train_kwargs(recipe, sched, mix), describe_tricks(recipe, sched, mix)
@@ -493,7 +599,7 @@ PREDICT_WITH = ("retrain", "best", "last")
 
 def _random_init(recipe: Recipe) -> Recipe:
     """``weights="none"`` (CLI ``--weights none``) means a random backbone, like ``weights=None``."""
-    if isinstance(recipe.weights, str) and recipe.weights.strip().lower() in ("none", "random"):
+    if recipe.weights is not None and weights_choice(recipe.weights) is None:
         return replace(recipe, weights=None)
     return recipe
 
@@ -530,9 +636,12 @@ def _run_progress(progress: Any, epochs: int, data: CompetitionData, retrain: bo
             if resume_from else 0 for ph, _ in phases}
     return RunProgress(RunProgress.plan(*((max(0, epochs - done[ph]), n) for ph, n in phases)))
 
-def _load_best(bk, net, path: str) -> None:
-    """Put the validation phase's best epoch (``best.npz``) into ``net``."""
-    state, _ = load_npz(path)
+def _load_best(bk, net, path: str, config: dict[str, Any] | None = None) -> None:
+    """Put the validation phase's best epoch (``best.npz``) into ``net``, after checking it was
+    made by this run's configuration and data (``config``)."""
+    state, meta = load_npz(path)
+    if config is not None:
+        check_checkpoint(path, meta, config)
     bk.set_state(net, {k[len("model/"):]: v for k, v in state.items() if k.startswith("model/")},
                  source=f"checkpoint {path}")
 

@@ -30,34 +30,40 @@ from ..train.tta import check_tta
 from ..utils.files import META_KEY, atomic_open, atomic_write_text
 from .voting import accuracy, log_loss
 
-#: files a finished run leaves; ``overwrite=True`` removes exactly these (and checkpoints/)
+#: files a finished run leaves; ``overwrite=True`` replaces exactly these (and checkpoints/)
 RUN_FILES = ("summary.json", "submission.csv", "history.csv", "curves.png", "confusion.png",
              "mistakes.png", "test_probs.npy", "classes.json", "test_ids.json", "valid_probs.npy",
-             "valid_ids.json", "calibration.json")
+             "valid_ids.json", "calibration.json", "log.txt")
 #: what each run folder keeps for ensembles
 PREDICTION_FILES = ("test_probs.npy", "classes.json", "test_ids.json", "valid_probs.npy", "valid_ids.json")
 
 
-def check_run_folder(out: str, *, overwrite: bool, resume: bool) -> None:
-    """Refuse to write over a finished run (its summary.json exists) unless asked to.
+def check_run_folder(out: str, *, overwrite: bool, resume: bool) -> bool:
+    """Refuse to write over a finished run (its summary.json exists) unless asked to; True when
+    the new run must be built beside it (``overwrite``: :func:`stage_folder`, then
+    :func:`install_run` once it has finished, so a crash leaves the old run whole).
 
-    ``resume`` continues it; ``overwrite`` first removes the previous run's own files (never
-    anything else in the folder), so nothing stale is trusted later.
+    ``resume`` continues it; a folder without a finished run is simply used.
     """
     summary = os.path.join(out, "summary.json")
     if not os.path.exists(summary) or resume:
-        return
+        return False
     if not overwrite:
         raise ValueError(f"{out} holds a finished run ({summary}); pass --overwrite "
                               "(overwrite=True) to replace it, --resume to continue it, or "
                               "--out to write elsewhere")
+    return True
+
+def clear_run(out: str) -> None:
+    """Remove the finished run's own files from ``out`` (never anything else in the folder):
+    ``--overwrite`` of a data-parallel run, whose ranks must all see one folder."""
     import shutil
-    for f in RUN_FILES:
-        with_path = os.path.join(out, f)
-        if os.path.exists(with_path):
-            os.unlink(with_path)
+    for f in RUN_FILES:   # summary.json first: the folder no longer claims a finished run
+        if os.path.exists(os.path.join(out, f)):
+            os.unlink(os.path.join(out, f))
     for phase in ("valid", "final"):
         shutil.rmtree(os.path.join(out, "checkpoints", phase), ignore_errors=True)
+
 
 def epochs_done(last_npz: str) -> int:
     """Epochs a ``last.npz`` checkpoint holds (0 when there is none); reads only its metadata."""
@@ -181,3 +187,170 @@ def load_run(path: str) -> RunPredictions:
     return RunPredictions(path, [str(c) for c in classes], test_ids, probs.astype(np.float64),
                           v_ids, v_labels, None if v_probs is None else v_probs.astype(np.float64),
                           summary)
+
+
+# ----------------------------------------------------------------------------- one run per folder
+
+#: the run folder's lock (held for the whole run) and who holds it
+LOCK_FILE, OWNER_FILE = ".d2lkaggle-run.lock", ".d2lkaggle-run.json"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:          # (another user's process: it exists)
+        return True
+    return True
+
+
+def _owner_text(owner: dict[str, Any]) -> str:
+    return (f"process {owner.get('pid')} on {owner.get('host')}, started {owner.get('started')}: "
+            f"{owner.get('command', '?')}")
+
+
+def _command() -> str:
+    import sys
+    prog = sys.argv[0] if sys.argv and sys.argv[0] else "python"
+    prog = "d2lkaggle" if "d2lkaggle" in prog else os.path.basename(prog)
+    return " ".join([prog, *sys.argv[1:]])
+
+
+class RunFolderLock:
+    """A run folder belongs to one run: an inter-process lock on ``folder/.d2lkaggle-run.lock``
+    (``filelock``; the OS releases it when its holder exits, even by ``kill -9``, so a dead
+    run's lock is simply taken over) and ``.d2lkaggle-run.json`` saying who holds it.
+
+    A second run into a held folder gets one line naming the running one.
+    """
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.path, self.owner = os.path.join(folder, LOCK_FILE), os.path.join(folder, OWNER_FILE)
+        self.lock: Any = None
+        self.taken_over: dict[str, Any] | None = None   # a dead run's record, when there was one
+
+    def _read_owner(self) -> dict[str, Any]:
+        try:
+            with open(self.owner, encoding="utf-8") as f:
+                owner = json.load(f)
+            return owner if isinstance(owner, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def acquire(self) -> "RunFolderLock":
+        import socket
+        import sys
+        import time
+
+        from filelock import FileLock, Timeout
+        lock = FileLock(self.path)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            owner = self._read_owner()
+            who = _owner_text(owner) if owner else "another process"
+            raise RuntimeError(f"{self.folder} is in use by another run ({who}); wait for it to "
+                               "finish, or choose another --out") from None
+        self.lock = lock
+        old = self._read_owner()
+        host = socket.gethostname()
+        if old and not (old.get("host") == host and old.get("pid") == os.getpid()):
+            self.taken_over = old   # its holder is gone: the OS released its lock
+        atomic_write_text(self.owner, json.dumps({
+            "pid": os.getpid(), "host": host, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": _command()}) + "\n")
+        return self
+
+    def stale_note(self) -> str | None:
+        """A line saying whose lock was taken over (``None`` when it was free)."""
+        if not self.taken_over:
+            return None
+        pid = self.taken_over.get("pid")
+        dead = isinstance(pid, int) and not _alive(pid)
+        return (f"note: {self.folder} was locked by {_owner_text(self.taken_over)}, which is "
+                f"{'no longer running' if dead else 'gone'}; its lock was taken over")
+
+    def release(self) -> None:
+        if self.lock is not None:
+            try:
+                os.unlink(self.owner)
+            except OSError:
+                pass
+            self.lock.release()
+            self.lock = None
+
+
+def stage_folder(out: str) -> str:
+    """An empty folder beside ``out`` where ``--overwrite`` builds the new run
+    (``.<name>.overwrite-<pid>``); earlier ones of dead processes are removed (the caller holds
+    ``out``'s lock, so nobody else is building one)."""
+    import shutil
+    parent, name = os.path.split(os.path.abspath(out))
+    prefix = f".{name}.overwrite-"
+    for entry in os.listdir(parent):
+        if entry.startswith(prefix) and entry[len(prefix):].isdigit() \
+                and not _alive(int(entry[len(prefix):])):
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+    stage = os.path.join(parent, f"{prefix}{os.getpid()}")
+    shutil.rmtree(stage, ignore_errors=True)
+    os.makedirs(stage)
+    return stage
+
+
+def install_run(stage: str, out: str) -> None:
+    """Replace the finished run in ``out`` by the one built in ``stage``: the old run's own
+    files go (never anything else in the folder), the new ones move in with one rename each,
+    ``summary.json`` last, and ``stage`` is removed."""
+    import shutil
+    clear_run(out)   # summary.json first: the folder no longer claims a finished run
+    for entry in sorted(os.listdir(stage), key=lambda e: e == "summary.json"):
+        src, dst = os.path.join(stage, entry), os.path.join(out, entry)
+        if entry in (LOCK_FILE, OWNER_FILE):
+            continue
+        if entry == "checkpoints" and os.path.isdir(src):
+            os.makedirs(dst, exist_ok=True)
+            for phase in os.listdir(src):
+                shutil.rmtree(os.path.join(dst, phase), ignore_errors=True)
+                os.replace(os.path.join(src, phase), os.path.join(dst, phase))
+            continue
+        if os.path.isdir(dst) and not os.path.islink(dst):
+            shutil.rmtree(dst)
+        os.replace(src, dst)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def retarget(value: Any, stage: str, out: str) -> Any:
+    """``value`` (a summary, nested) with every path under ``stage`` moved to ``out``."""
+    if isinstance(value, str) and (value == stage or value.startswith(stage + os.sep)):
+        return out + value[len(stage):]
+    if isinstance(value, dict):
+        return {k: retarget(v, stage, out) for k, v in value.items()}
+    if isinstance(value, list):
+        return [retarget(v, stage, out) for v in value]
+    return value
+
+
+class RunLog:
+    """Every line a run says, also kept in its folder's ``log.txt`` (the same lines a
+    redirected stdout gets: one per epoch, one per phase, no progress frames)."""
+
+    def __init__(self, path: str, log: Any = print, append: bool = False):
+        self.path, self.log = path, log
+        self.file = open(path, "a" if append else "w", encoding="utf-8")
+
+    def write(self, msg: Any) -> None:
+        """``msg`` into ``log.txt`` only."""
+        if not self.file.closed:
+            self.file.write(str(msg).rstrip("\n") + "\n")
+            self.file.flush()
+
+    def __call__(self, msg: Any) -> Any:
+        self.write(msg)
+        if self.log is not None:
+            return self.log(msg)
+        return None
+
+    def close(self) -> None:
+        self.file.close()

@@ -1,6 +1,6 @@
 """The CIFAR-10 / CIFAR-100 *python* archives as a data source beside the Kaggle folder layout.
 
-``cifar-10-python.tar.gz`` and ``cifar-100-python.tar.gz`` (the files torchvision and 004's
+``cifar-10-python.tar.gz`` and ``cifar-100-python.tar.gz`` (the files torchvision and the CIFAR-10 write-up's
 notebook download from https://www.cs.toronto.edu/~kriz/) hold pickled dicts, not PNGs:
 
 * CIFAR-10 — ``cifar-10-batches-py/data_batch_1`` … ``data_batch_5`` (50,000 training images),
@@ -236,7 +236,7 @@ def _split(path: str, members, bases: list[str], kind: str, key: str,
 def read_cifar_archive(path: str | os.PathLike, label_kind: str = "fine") -> CifarArrays:
     """Read a CIFAR python archive (``.tar.gz`` or its extracted folder) into memory.
 
-    The data step of 004's notebook (``torchvision.datasets.CIFAR10``) without torchvision:
+    The data step of the CIFAR-10 write-up's notebook (``torchvision.datasets.CIFAR10``) without torchvision:
     train and test images as N×32×32×3 uint8, labels as int64. ``label_kind`` chooses
     CIFAR-100's ``"fine"`` (100 classes) or ``"coarse"`` (20 superclasses) labels; CIFAR-10
     has only fine labels. Raises :class:`ValueError` naming the member for a missing or

@@ -11,6 +11,7 @@ loses it).
 from __future__ import annotations
 
 import csv
+import math
 import os
 import shutil
 import tempfile
@@ -22,8 +23,36 @@ from ..utils.files import current_umask
 
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "hbar", "vbar", "diamond", "dots",
           "frame")
+#: the Dog Breed layout's class names: the first ten of the demo, then the competition's other
+#: breeds ("husky" stands for its siberian_husky), so that ``num_classes=120`` has the 120
+#: columns of the competition's sample submission, as the Dog chapter's code expects
 BREEDS = ("affenpinscher", "beagle", "chihuahua", "dingo", "eskimo_dog", "french_bulldog",
-          "golden_retriever", "husky", "labrador_retriever", "maltese_dog")
+          "golden_retriever", "husky", "labrador_retriever", "maltese_dog",
+          "afghan_hound", "african_hunting_dog", "airedale", "american_staffordshire_terrier",
+          "appenzeller", "australian_terrier", "basenji", "basset", "bedlington_terrier",
+          "bernese_mountain_dog", "black-and-tan_coonhound", "blenheim_spaniel", "bloodhound",
+          "bluetick", "border_collie", "border_terrier", "borzoi", "boston_bull",
+          "bouvier_des_flandres", "boxer", "brabancon_griffon", "briard", "brittany_spaniel",
+          "bull_mastiff", "cairn", "cardigan", "chesapeake_bay_retriever", "chow", "clumber",
+          "cocker_spaniel", "collie", "curly-coated_retriever", "dandie_dinmont", "dhole",
+          "doberman", "english_foxhound", "english_setter", "english_springer", "entlebucher",
+          "flat-coated_retriever", "german_shepherd", "german_short-haired_pointer",
+          "giant_schnauzer", "gordon_setter", "great_dane", "great_pyrenees",
+          "greater_swiss_mountain_dog", "groenendael", "ibizan_hound", "irish_setter",
+          "irish_terrier", "irish_water_spaniel", "irish_wolfhound", "italian_greyhound",
+          "japanese_spaniel", "keeshond", "kelpie", "kerry_blue_terrier", "komondor", "kuvasz",
+          "lakeland_terrier", "leonberg", "lhasa", "malamute", "malinois", "mexican_hairless",
+          "miniature_pinscher", "miniature_poodle", "miniature_schnauzer", "newfoundland",
+          "norfolk_terrier", "norwegian_elkhound", "norwich_terrier", "old_english_sheepdog",
+          "otterhound", "papillon", "pekinese", "pembroke", "pomeranian", "pug", "redbone",
+          "rhodesian_ridgeback", "rottweiler", "saint_bernard", "saluki", "samoyed",
+          "schipperke", "scotch_terrier", "scottish_deerhound", "sealyham_terrier",
+          "shetland_sheepdog", "shih-tzu", "silky_terrier", "soft-coated_wheaten_terrier",
+          "staffordshire_bullterrier", "standard_poodle", "standard_schnauzer",
+          "sussex_spaniel", "tibetan_mastiff", "tibetan_terrier", "toy_poodle", "toy_terrier",
+          "vizsla", "walker_hound", "weimaraner", "welsh_springer_spaniel",
+          "west_highland_white_terrier", "whippet", "wire-haired_fox_terrier",
+          "yorkshire_terrier")
 
 
 #: the subject's radius as a fraction of the shorter side: (low, high) for normal and small subjects
@@ -140,7 +169,9 @@ def make_demo(out_dir: str, n_train: int = 1000, n_test: int = 200, size: int = 
     Classes are balanced (``n_train // num_classes`` each, the remainder spread over the
     first classes) and shuffled over ids. The folder is built beside ``out_dir`` and renamed
     into place, so an interrupted call never leaves a half-written competition; an existing
-    ``out_dir`` is replaced. ``hard=True`` draws the harder demo of docs/recipes.md (random
+    ``out_dir`` is replaced. The Dog layout takes up to 120 breeds, the competition's count
+    (beyond ten the shapes repeat: a layout for the chapter's code, not a learnable set).
+    ``hard=True`` draws the harder demo of docs/recipes.md (random
     colours and blotchy backgrounds, low contrast, strong noise, clutter, rotated and scaled
     shapes, channels permuted or inverted per image) on which the book's recipe learns slowly.
     ``small_subjects=True`` draws every shape at 10–18 % of the shorter side (instead of
@@ -150,8 +181,9 @@ def make_demo(out_dir: str, n_train: int = 1000, n_test: int = 200, size: int = 
     """
     if layout not in ("cifar10", "dog"):
         raise ValueError(f"unknown layout {layout!r}; choose 'cifar10' or 'dog'")
-    if not 2 <= num_classes <= len(SHAPES):
-        raise ValueError(f"num_classes must be in 2..{len(SHAPES)}, got {num_classes}")
+    most = len(SHAPES) if layout == "cifar10" else len(BREEDS)
+    if not 2 <= num_classes <= most:
+        raise ValueError(f"num_classes must be in 2..{most} for the {layout} layout, got {num_classes}")
     if n_train < num_classes:
         raise ValueError(f"n_train={n_train} is smaller than num_classes={num_classes}")
     if max_size is not None and (layout != "dog" or max_size < size):
@@ -185,7 +217,7 @@ def make_demo(out_dir: str, n_train: int = 1000, n_test: int = 200, size: int = 
                         os.path.join(tmp, split, f"{i}.png"))
                 else:
                     w, h = (int(v) for v in rng.integers(lo, hi + 1, 2))
-                    draw(SHAPES[c], w, h, rng, small_subjects).save(
+                    draw(SHAPES[c % len(SHAPES)], w, h, rng, small_subjects).save(
                         os.path.join(tmp, split, f"{i}.jpg"), quality=90)
         if layout == "cifar10":
             _write_csv(os.path.join(tmp, "trainLabels.csv"), ["id", "label"],
@@ -205,3 +237,27 @@ def make_demo(out_dir: str, n_train: int = 1000, n_test: int = 200, size: int = 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def book_demo_size(batch_size: int, num_classes: int, valid_ratio: float = 0.1,
+                   min_batches: int = 5) -> int:
+    """The smallest ``n_train`` of a (balanced) :func:`make_demo` on which the chapters' own
+    code runs with ``batch_size`` (step 2 of both chapters, "organizing the dataset").
+
+    The book's loops have two weak spots on a tiny set, kept as the book has them
+    (docs/from-the-book.md): ``(i + 1) % (num_batches // 5)`` divides by zero with fewer than
+    ``min_batches`` training batches, and the validation loader drops its last partial batch,
+    so a validation folder smaller than a batch yields nothing (and the accuracy divides by
+    zero). The folders are the book's ``reorg_train_valid``: ``max(1, floor(n_min * ratio))``
+    images of each class in ``valid/``, the rest in ``train/``; every class keeps at least
+    one training image (a class missing from ``train/`` shifts ImageFolder's labels).
+    """
+    if batch_size < 1 or num_classes < 2 or not 0 < valid_ratio < 1:
+        raise ValueError(f"batch_size >= 1, num_classes >= 2 and 0 < valid_ratio < 1, got "
+                         f"{batch_size}, {num_classes}, {valid_ratio}")
+    n = 2 * num_classes
+    while True:
+        n_valid = num_classes * max(1, math.floor(n // num_classes * valid_ratio))
+        if n_valid >= batch_size and (n - n_valid) // batch_size >= min_batches:
+            return n
+        n += 1

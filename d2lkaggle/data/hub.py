@@ -9,7 +9,13 @@ unpack them (:mod:`d2lkaggle.data.archives`). Compared with the book's helpers, 
   so an interrupted, corrupted or concurrent download is never mistaken for a good one;
 * save the raw bytes whatever ``Content-Encoding`` the server claims, and give up on a
   stalled (``stall_timeout``) or too slow (``deadline``) server;
-* raise :class:`DownloadError` with an "offline" hint instead of a bare ``requests`` error.
+* raise :class:`DownloadError` with an "offline" hint instead of a bare ``requests`` error;
+* never delete a file found in the cache that fails its hash: it is moved aside
+  (``NAME.sha1-mismatch``) with one line saying so, before anything is downloaded;
+* take local data for a ``DATA_HUB`` name, offline: ``download_extract(name, local=PATH)`` or
+  the environment variable ``D2LKAGGLE_LOCAL_<NAME>`` (e.g. ``D2LKAGGLE_LOCAL_CIFAR10_TINY``),
+  PATH an extracted folder or an archive. The user chose that data, so its hash is reported,
+  not enforced; its layout (:data:`LAYOUTS`) is checked instead.
 """
 from __future__ import annotations
 
@@ -45,6 +51,15 @@ DATA_HUB: dict[str, tuple[str, str]] = {
                        "md5:c58f30108f718f92721af3b95e74349a"),
     "cifar100_python": ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
                         "md5:eb9058c3a382ffc7106e4002c42a8d85"),
+}
+
+#: what an entry's data must hold (folders end with "/"), checked instead of the hash when the
+#: data is the user's own (``local=``): the files the chapters read
+LAYOUTS: dict[str, tuple[str, ...]] = {
+    "cifar10_tiny": ("train/", "test/", "trainLabels.csv"),
+    "dog_tiny": ("train/", "test/", "labels.csv"),
+    "cifar10_python": ("data_batch_1", "test_batch", "batches.meta"),
+    "cifar100_python": ("train", "test", "meta"),
 }
 
 #: requests timeout: (connect, read between two chunks) in seconds
@@ -96,6 +111,23 @@ def parse_hash(spec: str | None) -> tuple[str, str] | None:
     return algo, hexd
 
 
+def _move_aside(path: str, algo: str) -> str:
+    """Rename a cached file that failed its hash to ``<stem>.<algo>-mismatch<suffix>``
+    (``kaggle_cifar10_tiny.sha1-mismatch.zip``; ``-1``, ``-2`` ... when that exists): the
+    user may have placed it there, so it is never deleted, and it keeps its archive suffix
+    so that ``download_extract(name, local=...)`` can still unpack it."""
+    name = os.path.basename(path)
+    suffix = next((x for x in ARCHIVE_SUFFIXES if name.lower().endswith(x)),
+                  os.path.splitext(name)[1])
+    stem = os.path.join(os.path.dirname(path), name[:len(name) - len(suffix)])
+    aside, k = f"{stem}.{algo}-mismatch{suffix}", 0
+    while os.path.lexists(aside):
+        k += 1
+        aside = f"{stem}.{algo}-mismatch-{k}{suffix}"
+    os.replace(path, aside)
+    return aside
+
+
 def _remove_stale_parts(folder: str, fname: str) -> None:
     """Delete temporary files of downloads of ``fname`` that died (called under the lock:
     only the lock holder writes one, so every other one is stale)."""
@@ -107,12 +139,18 @@ def _remove_stale_parts(folder: str, fname: str) -> None:
 
 def download(name_or_url: str, folder: str | None = None,
              sha1_hash: str | None = None, *, deadline: float | None = None,
-             stall_timeout: float | None = None) -> str:
+             stall_timeout: float | None = None, local: str | os.PathLike | None = None) -> str:
     """Download a ``DATA_HUB`` entry or a URL into ``folder`` and return the local file path.
 
     The book's ``d2l.download`` (step 1 of both Kaggle chapters). An existing file is reused
-    when its hash matches (or when no hash is known); a file with the wrong hash is fetched
-    again. ``sha1_hash`` is SHA-1 hex or ``"md5:<hex>"`` / ``"sha256:<hex>"``.
+    when its hash matches (or when no hash is known). A file there with the wrong hash (an
+    interrupted copy, or one the user placed: a re-packed archive, another release) is moved
+    aside to ``<stem>.sha1-mismatch<suffix>``, never deleted, with one line giving both hashes, and
+    the file is fetched again. ``sha1_hash`` is SHA-1 hex or ``"md5:<hex>"`` / ``"sha256:<hex>"``.
+
+    ``local`` (or the environment variable :func:`local_env_var` of a ``DATA_HUB`` name): the
+    user's own copy, a file or a folder, returned as it is after one line reporting its hash
+    against the entry's (not enforced; :func:`download_extract` checks its layout).
 
     Safe with several processes at once: the download holds a lock file
     (``.<file>.lock``), streams into a temporary file unique to the process, hashes that
@@ -123,6 +161,9 @@ def download(name_or_url: str, folder: str | None = None,
     default none) bound a slow server. Raises :class:`DownloadError` on any failure,
     leaving no file at the final path.
     """
+    chosen = local_source(name_or_url, local)
+    if chosen is not None:
+        return _use_local(name_or_url, *chosen, sha1_hash)
     url, expected = _resolve_source(name_or_url, sha1_hash)
     want = parse_hash(expected)
     fname = unquote(os.path.basename(urlparse(url).path))
@@ -142,38 +183,55 @@ def download(name_or_url: str, folder: str | None = None,
     lock = file_lock(os.path.join(folder, f".{fname}.lock"), f"is downloading {fname}")
     try:
         _remove_stale_parts(folder, fname)
+        offline_hint = f"place {fname} at {path} to use it offline"
+        if _local_hint(name_or_url):
+            offline_hint += (f", or use your own copy of {name_or_url} (a folder or an "
+                             f"archive; its layout is checked, not its hash): "
+                             f"{_local_hint(name_or_url)}")
         if os.path.exists(path):
             if verified():  # another process finished it while we waited
                 return path
-            # Removed up front so that a failed re-download cannot leave the bad copy behind,
-            # where a later call without a hash would trust it.
-            print(f"{path} does not match its {want[0].upper()}; downloading it again",
+            # Moved away first: a failed download then cannot leave the bad copy where a later
+            # call without a hash would trust it, and a file the user placed is not lost.
+            actual = "a folder" if os.path.isdir(path) else file_hash(path, want[0])
+            aside = _move_aside(path, want[0])
+            keep = (f"; to use it as it is: {_local_hint(name_or_url, aside)}"
+                    if _local_hint(name_or_url) else "")
+            print(f"{path} does not match its {want[0].upper()} (expected {want[1]}, got "
+                  f"{actual}): moved to {aside}, downloading {fname} again{keep}",
                   file=sys.stderr)
-            os.remove(path)
-        offline_hint = f"place {fname} at {path} to use it offline"
+            offline_hint += f" (the earlier file is kept as {aside})"
         print(f"Downloading {fname} from {url}...", file=sys.stderr)
-        fd, part = tempfile.mkstemp(prefix=f".{fname}.", suffix=".part", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                _stream(url, f, fname, offline_hint, deadline,
-                        TIMEOUT[1] if stall_timeout is None else stall_timeout)
-                f.flush()
-                os.fsync(f.fileno())
-            if want is not None:
-                # The hash of the bytes on disk, not of the stream: what is renamed is checked.
-                actual = file_hash(part, want[0])
-                if actual != want[1]:
-                    raise DownloadError(f"{want[0].upper()} mismatch for {url}: expected "
-                                        f"{want[1]}, got {actual}")
-            os.chmod(part, 0o666 & ~current_umask())  # mkstemp makes 0600; honour the umask
-            os.replace(part, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.remove(part)
-            raise
+        _fetch(url, path, want, offline_hint, deadline,
+               TIMEOUT[1] if stall_timeout is None else stall_timeout)
     finally:
         lock.release()
     return path
+
+
+def _fetch(url: str, path: str, want: tuple[str, str] | None, offline_hint: str,
+           deadline: float | None, stall: float) -> None:
+    """Stream ``url`` into a temporary file beside ``path``, check the hash of the bytes on
+    disk, and only then rename it to ``path`` (nothing is left behind on failure)."""
+    folder, fname = os.path.split(path)
+    fd, part = tempfile.mkstemp(prefix=f".{fname}.", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            _stream(url, f, fname, offline_hint, deadline, stall)
+            f.flush()
+            os.fsync(f.fileno())
+        if want is not None:
+            # The hash of the bytes on disk, not of the stream: what is renamed is checked.
+            actual = file_hash(part, want[0])
+            if actual != want[1]:
+                raise DownloadError(f"{want[0].upper()} mismatch for {url}: expected "
+                                    f"{want[1]}, got {actual}")
+        os.chmod(part, 0o666 & ~current_umask())  # mkstemp makes 0600; honour the umask
+        os.replace(part, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(part)
+        raise
 
 
 def _stream(url: str, f: IO[bytes], fname: str, offline_hint: str,
@@ -215,7 +273,8 @@ def _stream(url: str, f: IO[bytes], fname: str, offline_hint: str,
 
 
 def download_extract(name_or_url: str, folder: str | None = None, *,
-                     max_size: int | None = None, **download_kw) -> str:
+                     max_size: int | None = None, local: str | os.PathLike | None = None,
+                     **download_kw) -> str:
     """Download and unpack a dataset next to its archive; return the data folder.
 
     The book's ``d2l.download_extract`` (step 1 of both Kaggle chapters), e.g.
@@ -224,8 +283,105 @@ def download_extract(name_or_url: str, folder: str | None = None, *,
     return. When the archive holds a single top-level folder its path is returned,
     otherwise the folder the archive was unpacked into. ``max_size`` goes to :func:`extract`,
     other keywords (``deadline``, ``stall_timeout``) to :func:`download`.
+
+    Offline, with the user's own data: ``local=PATH`` or the environment variable
+    ``D2LKAGGLE_LOCAL_<NAME>`` (:func:`local_env_var`; the chapters' own
+    ``download_extract('cifar10_tiny')`` line then runs unchanged). PATH is an extracted
+    folder (returned as it is, or its one sub-folder holding the data) or an archive
+    (unpacked into ``folder``, the download folder); either way the entry's layout
+    (:data:`LAYOUTS`) is checked, and an archive's hash is reported, not enforced.
     """
-    archive = download(name_or_url, folder, **download_kw)
-    dest, record = extract_once(archive, None, max_size)
+    chosen = local_source(name_or_url, local)
+    archive = download(name_or_url, folder, local=local, **download_kw)
+    if chosen is not None and os.path.isdir(archive):
+        return check_layout(name_or_url, archive, chosen[1])
+    dest = None
+    if chosen is not None:   # the user's archive: unpacked into the download folder, not beside it
+        dest = os.path.abspath(folder or default_data_dir())
+    dest, record = extract_once(archive, dest, max_size)
     top = record.get("top_folder")
-    return os.path.join(dest, top) if top else dest
+    out = os.path.join(dest, top) if top else dest
+    return check_layout(name_or_url, out, chosen[1]) if chosen is not None else out
+
+
+# --------------------------------------------------------------------------- local data
+
+def local_env_var(name: str) -> str:
+    """The environment variable that points a ``DATA_HUB`` name at local data (step 1 of both
+    chapters, offline): ``D2LKAGGLE_LOCAL_`` + the name in capitals, other characters as
+    ``_`` (``cifar10_tiny`` -> ``D2LKAGGLE_LOCAL_CIFAR10_TINY``)."""
+    return "D2LKAGGLE_LOCAL_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+
+
+def local_source(name_or_url: str, local: str | os.PathLike | None = None) -> tuple[str, str] | None:
+    """Step 1 offline: ``(absolute path, where it was named)`` of the user's own data for
+    ``name_or_url``: ``local`` when given, else the name's environment variable, else
+    ``None``. A path that does not exist raises :class:`FileNotFoundError` saying which
+    setting named it."""
+    if local is not None:
+        path, origin = os.fspath(local), "given as local="
+    elif "://" not in name_or_url and os.environ.get(local_env_var(name_or_url)):
+        path, origin = os.environ[local_env_var(name_or_url)], "from " + local_env_var(name_or_url)
+    else:
+        return None
+    path = os.path.abspath(os.path.expanduser(path))
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{name_or_url}: {path} ({origin}) does not exist; give an "
+                                f"extracted folder or an archive of {name_or_url}")
+    return path, origin
+
+
+def _local_hint(name_or_url: str, path: str | None = None) -> str:
+    """The two documented ways to use one's own copy of a DATA_HUB entry (empty for a URL):
+    ``D2LKAGGLE_LOCAL_<NAME>=PATH`` or ``download_extract(name, local=PATH)``."""
+    if "://" in name_or_url:
+        return ""
+    shown = "PATH" if path is None else path
+    arg = "PATH" if path is None else repr(path)
+    return (f"{local_env_var(name_or_url)}={shown} or "
+            f"download_extract({name_or_url!r}, local={arg})")
+
+
+def _use_local(name_or_url: str, path: str, origin: str, sha1_hash: str | None) -> str:
+    """The user's own file or folder: one line saying it is used, with its hash against the
+    entry's for a file (reported, never enforced: the user chose it)."""
+    known = sha1_hash or DATA_HUB.get(name_or_url, (None, None))[1]
+    want = parse_hash(known)
+    if os.path.isdir(path):
+        note = "a folder: its layout is checked, there is no hash"
+    else:
+        algo = want[0] if want else "sha1"
+        actual = file_hash(path, algo)
+        if want is None:
+            note = f"{algo.upper()} {actual}"
+        elif actual == want[1]:
+            note = f"{algo.upper()} {actual}, as in DATA_HUB"
+        else:
+            note = (f"{algo.upper()} {actual}, DATA_HUB has {want[1]}: not enforced for data "
+                    f"you chose, its layout is checked")
+    print(f"{name_or_url}: using {path} ({origin}; {note})", file=sys.stderr)
+    return path
+
+
+def check_layout(name_or_url: str, path: str, origin: str = "given as local=") -> str:
+    """Step 1 with the user's own data: the folder of ``path`` that holds ``name_or_url``'s
+    :data:`LAYOUTS` (``path`` itself, or its only sub-folder, as an archive's top folder);
+    :class:`ValueError` naming what is missing otherwise. Names without a known layout only
+    need a non-empty folder."""
+    need = LAYOUTS.get(name_or_url)
+
+    def missing(folder: str) -> list[str]:
+        if need is None:
+            return [] if os.listdir(folder) else ["any file"]
+        return [n for n in need if not (os.path.isdir(os.path.join(folder, n.rstrip("/")))
+                                         if n.endswith("/")
+                                         else os.path.isfile(os.path.join(folder, n)))]
+
+    if not missing(path):
+        return path
+    subs = [e.path for e in os.scandir(path) if e.is_dir() and not e.name.startswith((".", "__"))]
+    if len(subs) == 1 and not missing(subs[0]):
+        return subs[0]
+    raise ValueError(f"{path} ({origin}) does not hold {name_or_url}: no "
+                     f"{', '.join(missing(path))} in it; give the folder that holds "
+                     f"{', '.join(need or ('its files',))}, or its archive")

@@ -29,7 +29,7 @@ __all__ = ["read_image", "read_images", "load_image_array", "list_images", "imag
 
 #: name of the cache folder :func:`load_image_array` creates next to the data
 CACHE_DIR_NAME = ".d2lkaggle_cache"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 # images decoded per read_images call when building a cache: their separate arrays and
 # futures are what the build holds beyond the cache array (benchmarks/memory.py)
 _CHUNK = 1024
@@ -163,8 +163,10 @@ def read_images(paths: Iterable[str | os.PathLike],
 # --------------------------------------------------------------------------- cache
 
 def _cache_key(paths: Sequence[str], base: str) -> str:
-    # SHA-256 of json.dumps([_CACHE_VERSION, [[rel, size, mtime_ns], ...]]) (compact
-    # separators), hashed entry by entry: no list of 50,000 entries is held
+    # SHA-256 of json.dumps([_CACHE_VERSION, [[rel, size, mtime_ns, ctime_ns, inode], ...]])
+    # (compact separators), hashed entry by entry: no list of 50,000 entries is held. Like
+    # git's index, ctime and the inode are in the key too: a copy with preserved times (cp -p,
+    # rsync -t, shutil.copy2) keeps size and mtime but cannot keep those.
     h = hashlib.sha256(f"[{_CACHE_VERSION},[".encode())
     for k, p in enumerate(paths):
         st = os.stat(p)
@@ -172,7 +174,8 @@ def _cache_key(paths: Sequence[str], base: str) -> str:
             rel = os.path.relpath(os.path.abspath(p), base)
         except ValueError:  # another drive on Windows
             rel = os.path.abspath(p)
-        entry = json.dumps([rel.replace(os.sep, "/"), st.st_size, st.st_mtime_ns],
+        entry = json.dumps([rel.replace(os.sep, "/"), st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                            st.st_ino],
                            separators=(",", ":"))
         h.update(((",") if k else "").encode() + entry.encode())
     h.update(b"]]")
@@ -206,8 +209,9 @@ def load_image_array(paths: Sequence[str | os.PathLike],
     The cache lives in ``cache_dir``, by default ``<data>/.d2lkaggle_cache`` where ``<data>``
     is the parent of the first file's folder (``data_dir/train/1.png`` →
     ``data_dir/.d2lkaggle_cache``). The cache file's name is a hash of the list of (path
-    relative to ``<data>``, size, modification time in ns): the same file list reuses it, any
-    added, removed, reordered, resized or touched file builds a new one. The file is written
+    relative to ``<data>``, size, modification and change times in ns, inode): the same file
+    list reuses it, any added, removed, reordered, resized, touched or replaced file (also a
+    copy with preserved times) builds a new one. The file is written
     to a temporary name and renamed, so a crash never leaves a truncated cache. Old cache
     files are not deleted (delete the folder to reclaim the space). When the cache cannot be
     written (read-only data) a warning is issued and the array is returned anyway.

@@ -12,7 +12,8 @@ File format
   (``1,frog`` — the CIFAR-10 ids) because a column name never is; a missing header whose first
   id is not numeric (a Dog Breed hex id) cannot be told from a header and is read as one.
 * Every other non-empty row has exactly two cells: the id and the label. Surrounding spaces
-  are stripped from both; ids are kept as given (Kaggle ids are bare stems such as ``1`` or
+  are stripped from both, and said (``notes``, or a warning): ``"cat "`` and ``"cat"`` are one
+  class; ids are kept as given (Kaggle ids are bare stems such as ``1`` or
   ``000bec180eb18c7604dcecc8fe0dba07``; nothing is removed from them).
 * UTF-8 with or without a byte-order mark, LF or CRLF line ends, quoted fields (``"a, b"``).
   Blank lines are ignored.
@@ -33,16 +34,19 @@ def _blank(row: Sequence[str]) -> bool:
     return all(not cell.strip() for cell in row)
 
 
-def read_csv_labels(path: str | os.PathLike) -> dict[str, str]:
+def read_csv_labels(path: str | os.PathLike, notes: list[str] | None = None) -> dict[str, str]:
     """Read a two-column label CSV into ``{id: label}`` (in file order).
 
     Raises :class:`ValueError` naming the file and line number for a missing or malformed
     header, a row without exactly two cells, an empty id or label, a duplicate id, a file that
     is not UTF-8 or not valid CSV. See the module docstring for the accepted format.
+    Labels with surrounding spaces (stripped) are said in one line: appended to ``notes``
+    when given, else a :class:`UserWarning`.
     """
     name = os.fspath(path)
     labels: dict[str, str] = {}
     first_line: dict[str, int] = {}
+    spaced: list[tuple[int, str]] = []
     header_seen = False
     try:
         with open(name, encoding="utf-8-sig", newline="") as f:
@@ -72,6 +76,8 @@ def read_csv_labels(path: str | os.PathLike) -> dict[str, str]:
                             f"{name}, line {line}: expected 2 columns (id, label), got "
                             f"{len(cells)}: {row!r}")
                     key, label = cells
+                    if row[1] != label and label:
+                        spaced.append((line, row[1]))
                     if any("\n" in c or "\r" in c for c in row):
                         raise ValueError(
                             f"{name}, line {line}: malformed CSV: a line break inside a field "
@@ -93,6 +99,15 @@ def read_csv_labels(path: str | os.PathLike) -> dict[str, str]:
     if not header_seen:
         raise ValueError(f"{name}: empty label file (expected a header such as 'id,label' "
                          f"followed by one 'id,label' row per image)")
+    if spaced:
+        line, raw = spaced[0]
+        msg = (f"note: {name}: {len(spaced)} labels have spaces around them, which are removed "
+               f"(line {line}: {raw!r} is read as {raw.strip()!r})")
+        if notes is not None:
+            notes.append(msg)
+        else:
+            import warnings
+            warnings.warn(msg[len("note: "):], UserWarning, stacklevel=2)
     return labels
 
 

@@ -1,7 +1,8 @@
 """Batches of uint8 images for every backend: the chapters' DataLoader, without a framework.
 
 A :class:`ImageLoader` yields ``(x, y)`` with ``x`` an N×H×W×3 uint8 array (already
-augmented) and ``y`` int64 labels (``-1`` for unlabelled test images). Randomness comes from
+augmented; an :class:`ImageBatch`, which carries the loader's mean/std) and ``y`` int64
+labels (``-1`` for unlabelled test images). Randomness comes from
 ``numpy.random.default_rng([seed, epoch, batch])``: the batches of epoch ``e`` are the same
 bytes whichever backend consumes them, in whatever order the worker threads finish, and a
 resumed run sees exactly the batches an uninterrupted one would.
@@ -20,6 +21,25 @@ if TYPE_CHECKING:
     from ..parallel.distributed import DistEnv
 
 Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+class ImageBatch(np.ndarray):
+    """A loader's N×H×W×3 pixel batch: a numpy array that also carries ``norm``, the
+    ``(mean, std)`` it is to be normalised with, so the book's batch-level helpers
+    (``d2l.train_batch_ch13``, ``d2l.split_batch``) can normalise it as the loader's own
+    consumers do. Arrays computed from it (slices, MixUp's mix) keep ``norm``."""
+
+    norm: tuple[tuple[float, ...], tuple[float, ...]] | None
+
+    def __array_finalize__(self, obj) -> None:
+        self.norm = getattr(obj, "norm", None)
+
+
+def image_batch(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> ImageBatch:
+    """``x`` (no copy) as an :class:`ImageBatch` to be normalised with ``mean``/``std``."""
+    out = np.asarray(x).view(ImageBatch)
+    out.norm = (tuple(mean), tuple(std))
+    return out
 
 
 class ArraySource:
@@ -114,6 +134,10 @@ class ImageLoader:
 
     def make_batch(self, epoch: int, b: int, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Decode and augment one batch; its randomness depends only on (seed, epoch, b)."""
+        x, y = self._pixels(epoch, b, idx)
+        return image_batch(x, self.mean, self.std), y
+
+    def _pixels(self, epoch: int, b: int, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch, b] + ([self.dist.rank] if self.dist else []))
         if len(idx) == 0:  # a rank's share of a short last evaluation batch (loop.evaluate skips it)
             return np.zeros((0, 1, 1, 3), np.uint8), self.labels[idx]

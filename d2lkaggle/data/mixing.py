@@ -133,12 +133,12 @@ class Mixup:
 
 
 def mixup(alpha: float, **kw: Any) -> Mixup:
-    """MixUp alone with ``Beta(alpha, alpha)`` (the 004 write-up uses ``alpha=0.4``)."""
+    """MixUp alone with ``Beta(alpha, alpha)`` (the CIFAR-10 MixUp write-up uses ``alpha=0.4``)."""
     return Mixup(mixup_alpha=alpha, cutmix_alpha=0.0, **kw)
 
 
 def cutmix(alpha: float = 1.0, **kw: Any) -> Mixup:
-    """CutMix alone with ``Beta(alpha, alpha)`` (the 003 write-up: ``alpha=1, prob=0.5``)."""
+    """CutMix alone with ``Beta(alpha, alpha)`` (the CIFAR-100 write-up: ``alpha=1, prob=0.5``)."""
     return Mixup(mixup_alpha=0.0, cutmix_alpha=alpha, **kw)
 
 

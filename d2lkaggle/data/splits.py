@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 from collections import Counter
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -77,6 +77,26 @@ def split_digest(split: tuple[Sequence[str], Sequence[str]] | None) -> str | Non
         return None
     text = json.dumps([[str(i) for i in split[0]], [str(i) for i in split[1]]])
     return f"{len(split[0])}/{len(split[1])}:" + hashlib.sha1(text.encode()).hexdigest()[:16]
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha1(json.dumps(obj, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def data_fingerprint(labels: Mapping[str, str], train_ids: Sequence[str],
+                     valid_ids: Sequence[str], images: Sequence[str] | None = None,
+                     test_ids: Sequence[str] | None = None, pixels: str | None = None) -> dict[str, str]:
+    """What a checkpoint was trained on, as short digests (``count:sha1``): the labels (every
+    ``id,label``), the train/valid split, and the image list (the training images' file names
+    — or a digest of an archive's ``pixels`` — and the test ids). Stored with every checkpoint
+    and in ``summary.json``; reloading a checkpoint of other data is refused."""
+    pairs = sorted((str(k), str(v)) for k, v in labels.items())
+    split = [[str(i) for i in train_ids], [str(i) for i in valid_ids]]
+    image_list = [sorted(str(i) for i in images or ()), [str(i) for i in test_ids or ()], pixels]
+    return {"data_labels": f"{len(pairs)}:{_digest(pairs)}",
+            "data_split": f"{len(split[0])}/{len(split[1])}:{_digest(split)}",
+            "data_images": f"{len(image_list[0]) or len(pairs)}/{len(image_list[1])}:"
+                           f"{_digest(image_list)}"}
+
 
 def check_split(split: tuple[Sequence[str], Sequence[str]],
                 labels: Mapping[str, str]) -> tuple[list[str], list[str]]:

@@ -566,8 +566,8 @@ def preset_transforms(preset: str, size: int, book: str = "cifar",
     whose test transform every preset keeps. ``scaled`` is the book's with its crop and
     colour noise scaled to ``size`` (:func:`dog_train_scaled`; the CIFAR chapter's recipe is
     already defined in proportion to its size, so ``scaled`` is the book's there).
-    ``crop-flip`` is the 004 write-up's
-    RandomCrop(size, padding size/8) + flip; ``crop-flip-rotate`` the 003 write-up's
+    ``crop-flip`` is the CIFAR-10 write-up's
+    RandomCrop(size, padding size/8) + flip; ``crop-flip-rotate`` the CIFAR-100 write-up's
     reflect-padded crop + flip + rotation (±15°); ``none`` trains on the test transform.
     Images are first resized (shorter side to ``size``, with ``interpolation``).
     """

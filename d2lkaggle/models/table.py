@@ -19,6 +19,7 @@ block index: block ``i`` of ``n`` gets ``rate·i/n`` (:func:`stochastic_depth_ra
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -51,6 +52,20 @@ def check_finetune_arch(arch: str) -> str:
         raise ValueError(f"finetune_net cannot fine-tune {arch!r}; choose from "
                          f"{', '.join(FINETUNE_ARCHS)}")
     return arch
+
+
+#: what a ``weights`` argument may say for "no pretrained weights" (the CLI's ``--weights none``)
+NO_WEIGHTS = ("none", "random")
+
+
+def weights_choice(weights: Any) -> str | None:
+    """A ``weights`` argument as the builders read it: ``None``, ``"none"`` or ``"random"``
+    (any case; what ``--weights none`` passes) → ``None``, a random backbone; ``"imagenet"``
+    or a weight file's path (``str`` or ``os.PathLike``) as given."""
+    if weights is None:
+        return None
+    weights = os.fspath(weights)
+    return None if weights.strip().lower() in NO_WEIGHTS else weights
 
 
 def stochastic_depth_rates(rate: float, n: int) -> list[float]:
@@ -273,6 +288,20 @@ IMAGENET_WEIGHTS: dict[str, dict[str, Any]] = {
     "efficientnet_v2_l": {"enum": "EfficientNet_V2_L_Weights", "tag": "IMAGENET1K_V1",
                           "url": "https://download.pytorch.org/models/efficientnet_v2_l-59c71312.pth"},
 }
+
+
+#: each model's classifier (a canonical name prefix): what a checkpoint made for another number
+#: of classes leaves new (``--weights``; :func:`d2lkaggle.models.weights.match_weights`)
+HEADS: dict[str, str] = {
+    "resnet18": "fc.", "resnet34": "fc.", "finetune": "head.", "cnn_elu": "fc_layer.4.",
+    "efficientnet_v2_s": "classifier.", "efficientnet_v2_m": "classifier.",
+    "efficientnet_v2_l": "classifier.",
+}
+#: a backbone file's own ImageNet classifier, which a fine-tune net (its own ``head.``) drops
+BACKBONE_CLASSIFIERS: dict[str, tuple[str, ...]] = {"finetune": ("fc.", "classifier.")}
+#: models whose builder takes ``weights="imagenet"`` (torchvision's ImageNet files)
+IMAGENET_MODELS: tuple[str, ...] = ("finetune", "efficientnet_v2_s", "efficientnet_v2_m",
+                                    "efficientnet_v2_l")
 
 
 #: which models take each stochastic-depth field of a Recipe (``--drop-path``, ``--stochastic-depth``)

@@ -17,18 +17,30 @@ canonical names, in PyTorch's layouts:
 Linear weights are ``[out, in]`` and convolutions ``[out, in, kh, kw]``; a backend whose
 layout differs (Paddle's Linear is ``[in, out]``) transposes when it maps names.
 Files are ``.safetensors`` (via ``safetensors.numpy``) or ``.npz``.
+
+:func:`read_weights` also reads the frameworks' own files (``.pth``/``.pt``, MXNet
+``.params``, Paddle ``.pdparams``; :mod:`d2lkaggle.models.formats`) and a run's training
+checkpoints (``checkpoints/valid/best.npz``), always without running code from the file.
+:func:`match_weights` decides how a file starts a model — whole, all but a classifier for
+another number of classes, or a backbone — or names the first key or shape that fits nothing.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..utils.files import atomic_open, atomic_path
-from .formats import read_torch_zip
+from ..utils.files import META_KEY, atomic_open, atomic_path
+from .formats import (MXNET_SUFFIXES, PADDLE_SUFFIXES, TORCH_SUFFIXES, UnsafeWeightsError,
+                      read_mxnet_params, read_paddle_params, read_torch_zip, refused)
 
 NEUTRAL_SUFFIXES = (".safetensors", ".npz")
+#: every weight file :func:`read_weights` reads
+WEIGHT_SUFFIXES = NEUTRAL_SUFFIXES + TORCH_SUFFIXES + MXNET_SUFFIXES + PADDLE_SUFFIXES
+#: a training checkpoint's model arrays (``last.npz``/``best.npz``: ``model/<name>``)
+CHECKPOINT_PREFIX = "model/"
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -70,17 +82,35 @@ def save_neutral(path: str, state: Mapping[str, np.ndarray]) -> str:
 
 
 def load_neutral(path: str) -> dict[str, np.ndarray]:
-    """Read a neutral weight file into ``{name: float32 array}``."""
+    """Read a neutral weight file into ``{name: float32 array}``; a run's training checkpoint
+    (``model/<name>`` arrays beside the optimizer's) gives its model's arrays."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"weight file not found: {path}")
     if path.endswith(".safetensors"):
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
-        state = load_file(path)
+        try:
+            state = load_file(path)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise refused(path, "a .safetensors file", f"damaged ({e})",
+                          "download or save it again") from e
     elif path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as z:
-            state = {k: z[k] for k in z.files if not k.startswith("__")}
+        import zipfile
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                state = {k: z[k] for k in z.files if k != META_KEY and not k.startswith("__")}
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            why = ("it holds pickled Python objects, which are not read (nothing from it was "
+                   "run)" if "allow_pickle" in str(e) else f"damaged ({type(e).__name__}: {e})")
+            raise refused(path, "a numpy .npz file of arrays", why) from e
+        if any(k.startswith(CHECKPOINT_PREFIX) for k in state):   # a training checkpoint
+            state = {k[len(CHECKPOINT_PREFIX):]: v for k, v in state.items()
+                     if k.startswith(CHECKPOINT_PREFIX)}
     else:
         raise ValueError(f"{path}: not a neutral weight file ({', '.join(NEUTRAL_SUFFIXES)})")
+    bad = [k for k, v in state.items() if not np.issubdtype(np.asarray(v).dtype, np.number)]
+    if bad:
+        raise refused(path, "a file of numeric arrays", f"{bad[0]!r} is not numeric")
     return {k: np.asarray(v, dtype=np.float32) for k, v in state.items()}
 
 
@@ -124,14 +154,68 @@ def read_pth(path: str) -> dict[str, np.ndarray]:
             if isinstance(v, np.ndarray) and not k.endswith("num_batches_tracked")}
 
 
+#: MXNet's and Paddle's parameter names -> torch's (canonical) leaf names
+_MXNET_LEAVES = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean",
+                 "moving_var": "running_var"}
+_PADDLE_LEAVES = {"_mean": "running_mean", "_variance": "running_var"}
+
+
+def _renamed(state: Mapping[str, np.ndarray], leaves: Mapping[str, str]) -> dict[str, np.ndarray]:
+    out = {}
+    for k, v in state.items():
+        prefix, _, leaf = k.rpartition(".")
+        out[(prefix + "." if prefix else "") + leaves.get(leaf, leaf)] = v
+    return out
+
+
+def read_mxnet(path: str) -> dict[str, np.ndarray]:
+    """Canonical arrays of an MXNet ``.params`` file (``arg:``/``aux:`` prefixes dropped,
+    BatchNorm's ``gamma``/``beta``/``moving_*`` under torch's names; Dense is ``[out, in]``
+    in both frameworks)."""
+    state = {k.split(":", 1)[1] if k.startswith(("arg:", "aux:")) else k: v
+             for k, v in read_mxnet_params(path).items()}
+    return {k: np.asarray(v, dtype=np.float32) for k, v in _renamed(state, _MXNET_LEAVES).items()}
+
+
+def read_pdparams(path: str) -> dict[str, np.ndarray]:
+    """Canonical arrays of a Paddle ``.pdparams`` file: BatchNorm's ``_mean``/``_variance``
+    renamed, and Linear weights (Paddle's ``[in, out]``, the only 2-D ``weight`` of the
+    table's models) transposed to ``[out, in]``."""
+    state = _renamed(read_paddle_params(path), _PADDLE_LEAVES)
+    return {k: np.ascontiguousarray(np.asarray(v, dtype=np.float32).T)
+            if k.endswith("weight") and np.ndim(v) == 2 else np.asarray(v, dtype=np.float32)
+            for k, v in state.items()}
+
+
 def read_weights(path: str) -> dict[str, np.ndarray]:
-    """Canonical ``{name: float32 array}`` from a neutral file or a torch ``.pth``."""
+    """Canonical ``{name: float32 array}`` of any weight file: neutral ``.safetensors``/``.npz``
+    (a run's checkpoint too), torch ``.pth``/``.pt``, MXNet ``.params``, Paddle ``.pdparams``.
+
+    Nothing in the file is executed; a file that holds more than arrays, or is not what its
+    name says, raises :class:`~d2lkaggle.models.formats.UnsafeWeightsError` in one line (the
+    file, the format it was read as, why, what to do).
+    """
     path = os.fspath(path)
-    return load_neutral(path) if is_neutral(path) else read_pth(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"weight file not found: {path}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"--weights {path} is a folder; give a weight file "
+                                f"({', '.join(WEIGHT_SUFFIXES)})")
+    if is_neutral(path):
+        return load_neutral(path)
+    if path.endswith(TORCH_SUFFIXES):
+        return read_pth(path)
+    if path.endswith(MXNET_SUFFIXES):
+        return read_mxnet(path)
+    if path.endswith(PADDLE_SUFFIXES):
+        return read_pdparams(path)
+    raise ValueError(f"{path}: not a weight file this version reads (by its name); expected "
+                     f"one of {', '.join(WEIGHT_SUFFIXES)}")
 
 
 def convert(src: str, dst: str) -> str:
-    """Convert a torchvision ``.pth`` state_dict (or any weight file) to a neutral file."""
+    """Convert any weight file :func:`read_weights` reads (a torchvision ``.pth``, an MXNet
+    ``.params``, a Paddle ``.pdparams`` ...) to a neutral ``.safetensors``/``.npz`` file."""
     return save_neutral(dst, read_weights(src))
 
 
@@ -201,6 +285,75 @@ def fit_classifier(state: Mapping[str, np.ndarray], expected: Mapping[str, tuple
            f"model (another number of classes); the head is replaced by a new, randomly "
            "initialised one")
     return {k: v for k, v in state.items() if not k.startswith(head)}, msg
+
+
+@dataclass
+class StartWeights:
+    """How a weight file starts a model (``--weights FILE``, ``weights=FILE``): the arrays to
+    set, the name prefixes the model keeps as initialised, and what ``summary.json`` records."""
+
+    file: str                       # absolute path
+    sha1: str
+    parts: str                      # "whole model" | "all but the classifier" | "backbone"
+    state: dict[str, np.ndarray] = field(repr=False)
+    keep: tuple[str, ...] = ()      # prefixes left new (the classifier)
+    note: str = ""                  # the line a run says when it starts
+
+    def record(self) -> dict[str, Any]:
+        """``summary.json["weights"]``: the file, its SHA-1, which parts were loaded."""
+        return {"file": self.file, "sha1": self.sha1, "parts": self.parts,
+                "arrays": len(self.state), "new": [f"{k}*" for k in self.keep]}
+
+
+def match_weights(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, np.ndarray],
+                  head: str, *, source: str = "weights", model: str = "the model",
+                  drop: tuple[str, ...] = ()) -> tuple[dict[str, np.ndarray], str, tuple[str, ...], str]:
+    """How ``state`` (a file's canonical arrays) starts a model of ``expected`` shapes whose
+    classifier's names start with ``head``: ``(state to set, parts, prefixes kept new, note)``.
+
+    * every name and shape fits: the whole model;
+    * all but the classifier fit and the file's classifier has other shapes (another number of
+      classes) or other names: all but the classifier, which starts new;
+    * the file has no classifier: the backbone (a file's own classifier under a ``drop``
+      prefix — ImageNet's ``fc.`` under a fine-tune net's ``head.`` — is left out first);
+    * anything else raises ``ValueError`` naming the first name or shape that differs.
+    """
+    state = {k: v for k, v in state.items()
+             if k in expected or not (drop and k.startswith(drop))}
+    diffs = []
+    for k, shape in expected.items():
+        if k.startswith(head):
+            continue
+        if k not in state:
+            diffs.append(f"{k} {tuple(shape)} of {model} is not in the file")
+        elif tuple(state[k].shape) != tuple(shape):
+            diffs.append(f"{k} is {tuple(state[k].shape)} in the file, {tuple(shape)} in {model}")
+    diffs += [f"{k} {tuple(v.shape)} of the file is not in {model}" for k, v in state.items()
+              if k not in expected and not k.startswith(head)]
+    if diffs:
+        fitting = sum(1 for k, v in state.items()
+                      if k in expected and tuple(v.shape) == tuple(expected[k]))
+        more = f"{len(diffs) - 1} more differences; " if len(diffs) > 1 else ""
+        raise ValueError(f"{source} does not fit {model}: {diffs[0]} ({more}{fitting} of the "
+                         f"file's {len(state)} arrays fit); pass a checkpoint "
+                         f"of this model (--model chooses the model), or no --weights")
+    body = {k: v for k, v in state.items() if not k.startswith(head)}
+    file_head = {k: v for k, v in state.items() if k.startswith(head)}
+    model_head = {k: tuple(s) for k, s in expected.items() if k.startswith(head)}
+    if not file_head:
+        return body, "backbone", (head,), (f"{source}: the backbone is loaded; the file has no "
+                                           f"classifier ({head}*), so the model's starts new")
+    if set(file_head) == set(model_head) and all(
+            tuple(v.shape) == model_head[k] for k, v in file_head.items()):
+        return dict(state), "whole model", (), f"{source}: the whole model is loaded"
+    k = next((k for k in model_head if k in file_head and tuple(file_head[k].shape) != model_head[k]),
+             None)
+    why = (f"classifier {k} is {tuple(file_head[k].shape)} in the file, {model_head[k]} in "
+           f"{model} (another number of classes)" if k else
+           f"the file's classifier ({', '.join(sorted(file_head)[:3])}) is not {model}'s")
+    return body, "all but the classifier", (head,), (
+        f"{source}: {why}: all but the classifier is loaded; the head is replaced by a new, "
+        "randomly initialised one")
 
 
 def load_pretrained(net: Any, weights: str, arch: str, head: str, *, framework: str,

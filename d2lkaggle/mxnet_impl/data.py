@@ -1,4 +1,5 @@
-"""uint8 NHWC batches from the core loader → normalised float arrays on a context."""
+"""Batches → the net's input: the core loader's uint8 NHWC batches normalised to float arrays,
+Gluon's own (already normalised NCHW) arrays as they are (``common/batches.py``)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -7,6 +8,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import np as mnp
 
+from ..common.batches import FRAMEWORK, LIBRARY, host_labels, input_kind, label_kind
 from ..common.book import tensor_loader
 from ..data.transforms import normalize_nchw
 from .device import try_all_gpus
@@ -23,6 +25,29 @@ def to_tensor(x: np.ndarray, mean: Sequence[float], std: Sequence[float],
     ctx = mx.cpu() if device in (None, "cpu") else device
     # normalised in numpy (one fused pass) before the copy: fewer framework ops per batch
     return mnp.array(normalize_nchw(x, mean, std, dtype), ctx=ctx, dtype=dtype)
+
+
+def as_input(x, mean: Sequence[float], std: Sequence[float], device: "mx.Context | str" = "cpu",
+             channels_last: bool = True, dtype: str = "float32") -> "mnp.ndarray":
+    """A batch as the net's input, told apart by type: d2lkaggle's numpy N×H×W×3 →
+    :func:`to_tensor` (normalised with ``mean``/``std``); an MXNet array from Gluon's loaders
+    (the chapters' ``ImageFolderDataset.transform_first`` + ``DataLoader``, already normalised
+    N×C×H×W) → on ``device`` in ``dtype`` as it is; anything else → one-line error."""
+    if input_kind(x, mx.nd.NDArray, "mxnet") == LIBRARY:   # (mx.np.ndarray is an NDArray)
+        return to_tensor(x, mean, std, device, channels_last, dtype)
+    if not isinstance(x, mnp.ndarray):
+        x = x.as_np_ndarray()
+    ctx = mx.cpu() if device in (None, "cpu") else device
+    x = x.as_in_ctx(ctx)
+    return x if x.dtype == np.dtype(dtype) else x.astype(dtype)
+
+
+def labels_numpy(y) -> np.ndarray:
+    """Labels on the host as numpy, told apart by type: an MXNet array (Gluon's loaders) or
+    d2lkaggle's numpy labels; class indices (N,) or soft targets (N, C)."""
+    if label_kind(y, mx.nd.NDArray, "mxnet") == FRAMEWORK:
+        y = y.asnumpy()
+    return host_labels(y)
 
 
 def to_labels(y: np.ndarray, device: "mx.Context | str" = "cpu") -> "mnp.ndarray":

@@ -24,7 +24,7 @@ from ..parallel.distributed import Collectives, DistEnv
 from ..train import loop, lrfind
 from ..train import optim as core_optim
 from . import distributed as _distributed
-from .data import to_labels, to_tensor
+from .data import as_input, labels_numpy, to_labels
 from .device import try_all_gpus
 from .optim import Optimizer
 from .weights import canonical_parameters, get_state, set_state
@@ -107,16 +107,17 @@ class MXNetStep(Collectives):
             return mnp.array(y, ctx=d, dtype=self.dtype)
         return to_labels(y, d)
 
-    def _shards(self, x: np.ndarray, y: np.ndarray | None = None):
+    def _shards(self, x, y: np.ndarray | None = None):
         # the batch split across the devices (like ``gluon.utils.split_and_load`` with
-        # even_split=False), normalised straight onto each device
+        # even_split=False), each part on its device: d2lkaggle's numpy batches normalised
+        # there, Gluon's arrays as they are (common/batches.py)
         if len(self.devices) == 1:
             d = self.devices[0]
-            return [(to_tensor(x, self.mean, self.std, d, dtype=self.dtype),
+            return [(as_input(x, self.mean, self.std, d, dtype=self.dtype),
                      None if y is None else self._target(y, d))]
         parts = np.array_split(np.arange(len(x)), len(self.devices))
-        return [(to_tensor(x[p], self.mean, self.std, d, dtype=self.dtype),
-                 None if y is None else self._target(y[p], d))
+        return [(as_input(x[int(p[0]):int(p[-1]) + 1], self.mean, self.std, d, dtype=self.dtype),
+                 None if y is None else self._target(y[int(p[0]):int(p[-1]) + 1], d))
                 for p, d in zip(parts, self.devices) if len(p)]
 
     def train_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
@@ -124,7 +125,7 @@ class MXNetStep(Collectives):
         float soft targets (N, C) (−Σ y·log_softmax(z), mean). Accuracy against argmax(y)."""
         if not self.params:
             raise ValueError("the model has no trainable parameter")
-        soft, hard = core_optim.split_targets(y, len(x))
+        soft, hard = core_optim.split_targets(labels_numpy(y), len(x))
         n = len(hard)
         shards = self._shards(x, hard if soft is None else soft)
         lossf = _log_softmax_loss if soft is None else _soft_loss
@@ -149,6 +150,7 @@ class MXNetStep(Collectives):
 
     def eval_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
         loss_sum, correct = 0.0, 0
+        y = labels_numpy(y)
         shards = self._shards(x, y)
         for o, (_, Y) in zip(self._logits(shards), shards):
             loss_sum += float(_log_softmax_loss(o, Y).sum())
@@ -197,14 +199,14 @@ def train(net: Block, train_iter, valid_iter, num_epochs: int, lr: float, wd: fl
 def evaluate_loss(net: Block, data_iter, devices: Sequence[mx.Context] | None = None,
                   amp: Any = False) -> float:
     """Mean cross-entropy of ``net`` over ``data_iter`` (inference mode)."""
-    net, data_iter = _book.net_first(net, data_iter)  # also the Dog chapter's (data_iter, net)
+    net, data_iter = _book.net_first(net, data_iter, Block)  # also the Dog chapter's (data_iter, net)
     return loop.evaluate(loop.inference_step(MXNetStep, net, data_iter, devices, amp), data_iter)[0]
 
 
 def evaluate_accuracy(net: Block, data_iter, devices: Sequence[mx.Context] | None = None,
                       amp: Any = False) -> float:
     """Accuracy of ``net`` over ``data_iter`` (inference mode)."""
-    net, data_iter = _book.net_first(net, data_iter)  # the book's (data_iter, net) order too
+    net, data_iter = _book.net_first(net, data_iter, Block)  # the book's (data_iter, net) order too
     return loop.evaluate(loop.inference_step(MXNetStep, net, data_iter, devices, amp), data_iter)[1]
 
 
@@ -212,7 +214,7 @@ def predict(net: Block, data_iter, devices: Sequence[mx.Context] | None = None,
             amp: Any = False, tta: Any = None) -> np.ndarray:
     """Class probabilities (softmax over classes) for every example of ``data_iter``;
     ``tta`` ("flip", "flip-crop" or N views) averages augmented views in the core."""
-    net, data_iter = _book.net_first(net, data_iter)  # the book's (data_iter, net) order too
+    net, data_iter = _book.net_first(net, data_iter, Block)  # the book's (data_iter, net) order too
     return loop.predict(loop.inference_step(MXNetStep, net, data_iter, devices, amp), data_iter,
                         tta=tta)
 

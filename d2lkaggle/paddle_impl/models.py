@@ -217,10 +217,11 @@ def finetune_net(num_classes: int, weights: str | None = None, hidden: int = 256
     ``arch="efficientnet_v2_s|m|l"``: EfficientNetV2 with a new ``num_classes`` classifier
     (``hidden`` unused). ``freeze=True`` trains only the head (the chapter); ``False`` trains
     everything (the EfficientNetV2 write-up's full fine-tuning).
-    ``weights``: ``None`` (random backbone), ``"imagenet"`` (torchvision's file from torch's
+    ``weights``: ``None`` or ``'none'`` (random backbone), ``"imagenet"`` (torchvision's file from torch's
     cache) or a path to a neutral weight file (``.safetensors``/``.npz``) or a torch ``.pth``
     state_dict (read with torch when installed).
     """
+    weights = table.weights_choice(weights)   # 'none' as on the command line: random
     if table.check_finetune_arch(arch) != "resnet34":
         return _efficientnet(arch, num_classes, None, None, weights, freeze)
     from .weights import load_backbone
@@ -389,6 +390,7 @@ class EfficientNetV2(nn.Layer):
 
 def _efficientnet(arch: str, num_classes: int, stochastic_depth: float | None,
                   dropout: float | None, weights: str | None, freeze: bool) -> EfficientNetV2:
+    weights = table.weights_choice(weights)
     from .weights import load_pretrained
     net = EfficientNetV2(arch, num_classes, 0.2 if stochastic_depth is None else stochastic_depth,
                          dropout)

@@ -19,7 +19,7 @@ from ..parallel.distributed import Collectives, DistEnv
 from ..train import loop, lrfind
 from ..train import optim as core_optim
 from . import distributed as _distributed
-from .data import to_labels, to_tensor
+from .data import as_input, labels_numpy, to_labels
 from .device import try_all_gpus
 from .optim import Optimizer
 from .weights import canonical_name_of, get_state, set_state
@@ -81,7 +81,9 @@ class PaddleStep(Collectives):
             devices = [_rank_place(self.dist)]
         self.devices = list(devices) if devices else try_all_gpus()
         self.device = self.devices[0]
-        self.net = net
+        # the book's paddle.DataParallel(net) in one process: the layer it wraps
+        self.net = net._layers if isinstance(net, paddle.DataParallel) else net
+        net = self.net
         self.dtype = loop.check_dtype(dtype)
         if self.dtype != "float32":
             self.net.to(dtype=self.dtype)
@@ -102,9 +104,9 @@ class PaddleStep(Collectives):
         float soft targets (N, C) (−Σ y·log_softmax(z), mean). Accuracy against argmax(y)."""
         if self.optimizer is None:
             raise ValueError("the model has no trainable parameter")
-        soft, hard = core_optim.split_targets(y, len(x))
+        soft, hard = core_optim.split_targets(labels_numpy(y), len(x))
         self.net.train()
-        X, Y = to_tensor(x, self.mean, self.std, self.device, dtype=self.dtype), to_labels(hard, self.device)
+        X, Y = self._inputs(x), to_labels(hard, self.device)
         out = self.model(X)
         if soft is None:
             loss = _cross_entropy(out, Y).mean()  # batch mean
@@ -118,13 +120,18 @@ class PaddleStep(Collectives):
         correct = int((out.argmax(axis=1) == Y).astype("int64").sum())
         return float(loss) * n, correct, n
 
+    def _inputs(self, x) -> paddle.Tensor:
+        # d2lkaggle's numpy batches are normalised here; paddle.vision's tensors are used as
+        # they are (common/batches.py)
+        return as_input(x, self.mean, self.std, self.device, dtype=self.dtype)
+
     def _logits(self, x: np.ndarray) -> paddle.Tensor:
         self.net.eval()
         with paddle.no_grad():
-            return self.net(to_tensor(x, self.mean, self.std, self.device, dtype=self.dtype))
+            return self.net(self._inputs(x))
 
     def eval_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
-        out, Y = self._logits(x), to_labels(y, self.device)
+        out, Y = self._logits(x), to_labels(labels_numpy(y), self.device)
         loss = _cross_entropy(out, Y).sum()
         return float(loss), int((out.argmax(axis=1) == Y).astype("int64").sum()), len(y)
 
@@ -170,14 +177,14 @@ def train(net: nn.Layer, train_iter, valid_iter, num_epochs: int, lr: float, wd:
 def evaluate_loss(net: nn.Layer, data_iter, devices: Sequence | None = None,
                   amp: Any = False) -> float:
     """Mean cross-entropy of ``net`` over ``data_iter`` (inference mode)."""
-    net, data_iter = _book.net_first(net, data_iter)  # also the Dog chapter's (data_iter, net)
+    net, data_iter = _book.net_first(net, data_iter, nn.Layer)  # also the Dog chapter's (data_iter, net)
     return loop.evaluate(loop.inference_step(PaddleStep, net, data_iter, devices, amp), data_iter)[0]
 
 
 def evaluate_accuracy(net: nn.Layer, data_iter, devices: Sequence | None = None,
                       amp: Any = False) -> float:
     """Accuracy of ``net`` over ``data_iter`` (inference mode)."""
-    net, data_iter = _book.net_first(net, data_iter)  # the book's (data_iter, net) order too
+    net, data_iter = _book.net_first(net, data_iter, nn.Layer)  # the book's (data_iter, net) order too
     return loop.evaluate(loop.inference_step(PaddleStep, net, data_iter, devices, amp), data_iter)[1]
 
 
@@ -185,7 +192,7 @@ def predict(net: nn.Layer, data_iter, devices: Sequence | None = None,
             amp: Any = False, tta: Any = None) -> np.ndarray:
     """Class probabilities (softmax over classes) for every example of ``data_iter``;
     ``tta`` ("flip", "flip-crop" or N views) averages augmented views in the core."""
-    net, data_iter = _book.net_first(net, data_iter)  # the book's (data_iter, net) order too
+    net, data_iter = _book.net_first(net, data_iter, nn.Layer)  # the book's (data_iter, net) order too
     return loop.predict(loop.inference_step(PaddleStep, net, data_iter, devices, amp), data_iter,
                         tta=tta)
 

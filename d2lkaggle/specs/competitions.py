@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from ..data.transforms import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 from .recipe import Recipe
-from .writeups import WRITEUPS
+from .writeups import WRITEUPS, format_writeups
 
 
 @dataclass(frozen=True)
@@ -113,3 +113,36 @@ def get_competition(name: str) -> Competition:
     if key not in COMPETITIONS:
         raise ValueError(f"unknown competition {name!r}; choose from {', '.join(COMPETITIONS)}")
     return COMPETITIONS[key]
+
+
+#: what ``default`` and ``book`` are, in ``d2lkaggle recipes``
+RECIPE_WORDS = {
+    "default": "ours, per competition (docs/recipes.md): the chapters' models with a one-cycle "
+               "schedule where it measured better",
+    "book": "each chapter's exact values from Dive into Deep Learning (SGD with momentum, "
+            "StepLR, the chapter's augmentation)",
+}
+
+
+def format_recipes(names: list[str] | None = None) -> str:
+    """Every name ``--recipe`` accepts (``default``, ``book``, each write-up) with what it
+    trains, per competition for ``default`` and ``book`` (``d2lkaggle recipes``)."""
+    from .tricks import recipe_text
+    names = names or list(RECIPE_NAMES)
+    unknown = [n for n in names if n not in RECIPE_NAMES]
+    if unknown:
+        raise ValueError(f"unknown recipe {unknown[0]!r}; choose from {', '.join(RECIPE_NAMES)}")
+    out = []
+    for name in names:
+        if name in WRITEUPS:
+            listing = format_writeups([name]).split("\n")
+            r = WRITEUPS[name].to_recipe()
+            out += [listing[0], f"    {'trains':17s} {r.model}: {recipe_text(r)}", *listing[1:]]
+            continue
+        out.append(f"{name}  ({RECIPE_WORDS[name]})")
+        for comp in COMPETITIONS.values():
+            if comp.recipe is not None:
+                r = recipe_for(comp, name)
+                weights = f" from {r.weights} weights" if r.weights else ""
+                out.append(f"    {comp.name:10s} {r.model}{weights}: {recipe_text(r)}")
+    return "\n".join(out)

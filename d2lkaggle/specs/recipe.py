@@ -25,7 +25,7 @@ class Recipe:
     width: int = 64                  # first-stage channels of resnet18
     weights: str | None = None       # finetune backbone: None, "imagenet" or a path
     hidden: int = 256                # finetune head width
-    # training tricks (issue 11; docs/recipes.md): optimizer, per-batch schedule, mixing, augmentation
+    # training tricks (docs/recipes.md): optimizer, per-batch schedule, mixing, augmentation
     optimizer: str = "sgd"           # sgd | nesterov | adam | adamw
     sched: str = "step"              # step | multistep | cyclic | onecycle | cosine | plateau
     warmup: float | None = None      # warm-up epochs (cosine: 0, onecycle: 30 % of the run)
@@ -41,11 +41,11 @@ class Recipe:
     label_smoothing: float = 0.0     # epsilon of the soft targets
     augment: str = "book"            # book | crop-flip | crop-flip-rotate | none
     wd_exclude: str | None = None    # "bn_bias": no weight decay on biases and norm layers
-    # the write-up recipes (issue 13; d2lkaggle/writeups.py)
+    # the write-up recipes (d2lkaggle/specs/writeups.py)
     image_size: int | None = None    # training/test image size (None: the competition's)
     cycles: int | None = None        # cyclic: full triangles over the run (sets step_size)
     keep: str = "last"               # "best": predict with the best-validation epoch, no retrain
-    normalize: str = "competition"   # loaders' mean/std: the competition's, or "imagenet" (003)
+    normalize: str = "competition"   # loaders' mean/std: the competition's, or "imagenet" (pretrained weights)
     # stochastic depth of the model-table models (d2lkaggle.models.table; None: the model's default)
     drop_path: float | None = None         # resnet18/resnet34 (default 0, off)
     stochastic_depth: float | None = None  # efficientnet_v2_s|m|l (default 0.2, torchvision's)

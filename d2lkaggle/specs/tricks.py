@@ -186,3 +186,62 @@ def fit_batch_to_set(r: Recipe, n_train: int | None, *, batch_given: bool = Fals
             f"at batch {r.batch_size}, so the recipe trains at batch {b}"
             + ("" if lr_given else f", lr {lr:g} ({why})") + "; --batch-size sets the batch")
     return r.with_overrides(batch_size=b, lr=lr), note
+
+
+#: how titles, help and ``d2lkaggle recipes`` name each optimizer
+OPTIMIZER_WORDS = {"sgd": "SGD (momentum 0.9)", "nesterov": "SGD (Nesterov momentum 0.9)",
+                   "adam": "Adam", "adamw": "AdamW"}
+
+
+def schedule_text(r: Recipe) -> str:
+    """The recipe's learning-rate schedule with its parameters, in words (what a run uses)."""
+    if r.sched == "step":
+        return (f"lr {r.lr:g} x{r.lr_decay:g} every {r.lr_period} epochs (StepLR)"
+                if r.lr_period and r.lr_decay != 1 else f"constant lr {r.lr:g}")
+    if r.sched == "multistep":
+        at = ",".join(str(m) for m in r.milestones) if r.milestones else "1/2 and 3/4 of the run"
+        return f"lr {r.lr:g} x{r.lr_decay:g} at epochs {at} (MultiStepLR)"
+    if r.sched == "cyclic":
+        base = r.base_lr if r.base_lr is not None else r.lr / 2
+        peak = r.max_lr if r.max_lr is not None else 2 * r.lr
+        length = (f"{r.cycles} cycles over the run" if r.cycles else
+                  f"{r.step_size} iterations up and down" if r.step_size else "2 epochs up and down")
+        return f"cyclic {r.cycle_mode or 'triangular'} lr {base:g}-{peak:g}, {length}"
+    if r.sched == "onecycle":
+        warm = f"{r.warmup:g}-epoch warm-up" if r.warmup is not None else "30% warm-up"
+        return f"one-cycle to lr {(r.max_lr or r.lr):g} ({warm}, cosine down)"
+    if r.sched == "cosine":
+        return f"cosine from lr {r.lr:g}" + (f" after a {r.warmup:g}-epoch warm-up" if r.warmup else "")
+    if r.sched == "plateau":
+        return (f"lr {r.lr:g} x{r.lr_decay if r.lr_decay < 1 else 0.1:g} on a plateau "
+                f"(patience {r.lr_period if r.lr_period is not None else 10})")
+    return f"{r.sched} lr {r.lr:g}"
+
+
+def mixing_text(r: Recipe) -> str | None:
+    """MixUp / CutMix / label smoothing in words (``None``: integer labels)."""
+    parts = []
+    if r.mixup:
+        parts.append(f"MixUp {r.mixup:g}")
+    if r.cutmix:
+        parts.append(f"CutMix {r.cutmix:g}")
+    if parts and r.mix_prob is not None and r.mix_prob < 1:
+        parts[-1] += f" on {r.mix_prob:.0%} of batches"
+    if r.label_smoothing:
+        parts.append(f"label smoothing {r.label_smoothing:g}")
+    return " + ".join(parts) or None
+
+
+def recipe_text(r: Recipe) -> str:
+    """What a run trains with, from its recipe (after the overrides and the small-set rule):
+    epochs, batch, optimizer and weight decay, the schedule and its parameters, mixing and the
+    augmentation — the words of titles, legends and ``d2lkaggle recipes``."""
+    opt = OPTIMIZER_WORDS.get(r.optimizer, r.optimizer) + f" wd {r.wd:g}"
+    if r.wd_exclude:
+        opt += " (none on biases and norms)"
+    parts = [f"{r.epochs} epochs", f"batch {r.batch_size}", opt, schedule_text(r)]
+    mix = mixing_text(r)
+    if mix:
+        parts.append(mix)
+    parts.append(f"augment {r.augment}")
+    return ", ".join(parts)

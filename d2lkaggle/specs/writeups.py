@@ -1,19 +1,19 @@
 """The two competitors' write-ups as named recipes: every value of their training, as data.
 
-* ``writeup-cifar10-mixup`` — the CIFAR-10 challenge notebook (``seeds/004``, 78.58 % test):
+* ``writeup-cifar10-mixup`` — a CIFAR-10 challenge notebook (its author reports 78.58 % test):
   the ELU + BatchNorm CNN, Adam (lr 2e-3, coupled weight decay 1e-3), batch 32, CyclicLR
   ``triangular2`` between lr/2 and 2·lr, MixUp α = 0.4 on every batch, RandomCrop(32, pad 4)
   + flip, the best checkpoint kept.
-* ``writeup-cifar100-effnetv2`` — the CIFAR-100 team write-up (``seeds/003``, 5-run mean
-  0.8667): EfficientNetV2-S from ImageNet weights, AdamW (lr 4e-4, wd 1e-3), StepLR(10, 0.9),
+* ``writeup-cifar100-effnetv2`` — a team's CIFAR-100 write-up (its authors report a 5-run
+  mean of 0.8667): EfficientNetV2-S from ImageNet weights, AdamW (lr 4e-4, wd 1e-3), StepLR(10, 0.9),
   batch 128, 25 epochs, reflect-padded crop + flip + rotation, CutMix with p = 0.5, images
   resized to 224 px (bilinear).
 
-Where a write-up is weak we do not copy it: 004's training loop never calls
+Where a write-up is weak we do not copy it: the CIFAR-10 notebook's training loop never calls
 ``scheduler.step()`` (its rate stays at lr/2), applies ``log_softmax`` before
 ``CrossEntropyLoss`` and picks its best checkpoint on the *test* set; here the schedule steps
 after every batch, the model returns logits, and the best checkpoint is chosen on the
-validation split. 004's ``step_size_up`` is cut off in the text; its baseline cell has 10
+validation split. Its ``step_size_up`` is cut off in the text; its baseline cell has 10
 and its schedule plot spans its 200 epochs, so the recipe makes ten full triangles over the
 run (10 epochs up and 10 down at 200 epochs), scaled to whatever ``--epochs`` is.
 
@@ -151,17 +151,21 @@ class Writeup:
 
 WRITEUPS: dict[str, Writeup] = {w.name: w for w in (
     Writeup("writeup-cifar10-mixup",
-            "seeds/004: CIFAR-10 challenge notebook, ELU CNN + MixUp, 78.58% test accuracy",
+            "a CIFAR-10 challenge notebook (an ELU + BatchNorm CNN with MixUp and CyclicLR, after "
+            "He et al.'s 'Bag of tricks for image classification'); its author reports 78.58% "
+            "test accuracy",
             "cifar10", "cnn_elu", epochs=200, batch_size=32, optimizer="adam", lr=2e-3, wd=1e-3,
             sched="cyclic", cycle_mode="triangular2", base_lr_factor=0.5, max_lr_factor=2.0,
             cycles=10, mixup=0.4, mix_prob=1.0, augment="crop-flip", image_size=32, keep="best"),
     Writeup("writeup-cifar100-effnetv2",
-            "seeds/003: CIFAR-100 team write-up, EfficientNetV2-S fine-tuned, 0.8667 5-run mean",
+            "a team's CIFAR-100 classification write-up (EfficientNetV2-S fine-tuned from "
+            "ImageNet with CutMix and StepLR, ensembled by bagging); its authors report a mean "
+            "accuracy of 0.8667 over 5 runs",
             "cifar100", "efficientnet_v2_s", epochs=25, batch_size=128, optimizer="adamw",
             lr=4e-4, wd=1e-3, sched="step", lr_period=10, lr_decay=0.9, cutmix=1.0, mix_prob=0.5,
             augment="crop-flip-rotate", image_size=224, interpolation="bilinear",
             weights="imagenet", normalize="imagenet", keep="last",
-            # 003 builds torchvision's efficientnet_v2_s without touching its
+            # the write-up builds torchvision's efficientnet_v2_s without touching its
             # stochastic_depth_prob, so it trained with torchvision's 0.2 (its own ablation of
             # the rate, struck out in the write-up, "made little difference")
             stochastic_depth=0.2),
@@ -181,7 +185,8 @@ def get_writeup(name: str) -> Writeup:
 
 
 def format_writeups(names: list[str] | None = None) -> str:
-    """A readable listing of the write-up recipes and all their values."""
+    """A readable listing of the write-up recipes and all their values (``d2lkaggle recipes``
+    lists these after ``default`` and ``book``: :func:`d2lkaggle.specs.competitions.format_recipes`)."""
     out = []
     for name in names or list(WRITEUPS):
         w = get_writeup(name)

@@ -1,4 +1,5 @@
-"""uint8 NHWC batches from the core loader → normalised float tensors on a device."""
+"""Batches → the net's input: the core loader's uint8 NHWC batches normalised to float tensors,
+torchvision's own (already normalised NCHW) tensors as they are (``common/batches.py``)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -6,6 +7,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..common.batches import FRAMEWORK, LIBRARY, host_labels, input_kind, label_kind
 from ..common.book import tensor_loader
 from ..data.transforms import normalize_nchw
 from .device import try_all_gpus
@@ -49,6 +51,27 @@ def to_tensor(x: np.ndarray, mean: Sequence[float], std: Sequence[float],
     s = torch.tensor(std, dtype=torch.float32, device=t.device).view(1, -1, 1, 1)
     t = (t - m) / s
     return t.contiguous(memory_format=torch.channels_last) if channels_last else t.contiguous()
+
+
+def as_input(x, mean: Sequence[float], std: Sequence[float], device: torch.device | str = "cpu",
+             channels_last: bool = True, dtype: str = "float32") -> torch.Tensor:
+    """A batch as the net's input, told apart by type: d2lkaggle's numpy N×H×W×3 →
+    :func:`to_tensor` (normalised with ``mean``/``std``); a torch tensor from torchvision's
+    loaders (the chapters' ``ImageFolder`` + ``DataLoader``, already normalised N×C×H×W) →
+    moved to ``device`` in ``dtype`` as it is; anything else → one-line error."""
+    if input_kind(x, torch.Tensor, "torch") == LIBRARY:
+        return to_tensor(x, mean, std, device, channels_last, dtype)
+    t = x.to(device=torch.device(device), dtype=getattr(torch, dtype))
+    return t.contiguous(memory_format=torch.channels_last if channels_last
+                        else torch.contiguous_format)
+
+
+def labels_numpy(y) -> np.ndarray:
+    """Labels on the host as numpy, told apart by type: a torch tensor (torchvision's loaders)
+    or d2lkaggle's numpy labels; class indices (N,) or soft targets (N, C)."""
+    if label_kind(y, torch.Tensor, "torch") == FRAMEWORK:
+        y = y.detach().cpu().numpy()
+    return host_labels(y)
 
 
 def to_labels(y: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -144,9 +144,10 @@ def finetune_net(num_classes: int, weights: str | None = None, hidden: int = 256
     ``arch="efficientnet_v2_s|m|l"``: EfficientNetV2 with a new ``num_classes`` classifier
     (``hidden`` unused). ``freeze=True`` trains only the head (the chapter); ``False`` trains
     everything (the EfficientNetV2 write-up's full fine-tuning).
-    ``weights``: ``None`` (random backbone), ``"imagenet"`` (torchvision's ImageNet weights
+    ``weights``: ``None`` or ``'none'`` (random backbone), ``"imagenet"`` (torchvision's ImageNet weights
     through its download cache) or a path to a ``.pth`` state_dict / neutral weight file.
     """
+    weights = table.weights_choice(weights)   # 'none' as on the command line: random
     if table.check_finetune_arch(arch) != "resnet34":
         return _efficientnet(arch, num_classes, None, None, weights, freeze)
     from .weights import load_backbone
@@ -238,6 +239,7 @@ class EfficientNetV2(torchvision.models.EfficientNet):
 
 def _efficientnet(arch: str, num_classes: int, stochastic_depth: float | None,
                   dropout: float | None, weights: str | None, freeze: bool) -> EfficientNetV2:
+    weights = table.weights_choice(weights)
     from .weights import load_pretrained
     net = EfficientNetV2(arch, num_classes, 0.2 if stochastic_depth is None else stochastic_depth,
                          dropout)

@@ -15,7 +15,7 @@ from ..parallel.distributed import Collectives, DistEnv
 from ..train import loop, lrfind
 from ..train import optim as core_optim
 from . import distributed as _distributed
-from .data import copy_settings, to_labels, to_tensor  # noqa: F401  (copy_settings: the GPU path)
+from .data import as_input, copy_settings, labels_numpy, to_labels  # noqa: F401  (copy_settings: the GPU path)
 from .device import SUPPORTS_BF16, try_all_gpus
 from .optim import Optimizer
 from .weights import _module, get_state, set_state
@@ -124,7 +124,9 @@ class TorchStep(Collectives):
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _inputs(self, x: np.ndarray) -> torch.Tensor:
-        return to_tensor(x, self.mean, self.std, self.device, self.channels_last, self.dtype)
+        # d2lkaggle's numpy batches are normalised here; torchvision's tensors are used as
+        # they are (common/batches.py)
+        return as_input(x, self.mean, self.std, self.device, self.channels_last, self.dtype)
 
     def set_lr(self, lr: float) -> None:
         if self.optimizer is not None:
@@ -135,7 +137,7 @@ class TorchStep(Collectives):
         float soft targets (N, C) (−Σ y·log_softmax(z), mean). Accuracy against argmax(y)."""
         if self.optimizer is None:
             raise ValueError("the model has no trainable parameter")
-        soft, hard = core_optim.split_targets(y, len(x))
+        soft, hard = core_optim.split_targets(labels_numpy(y), len(x))
         self.model.train()
         X, Y = self._inputs(x), to_labels(hard, self.device)
         with self._autocast():
@@ -166,7 +168,7 @@ class TorchStep(Collectives):
         return {"device": self.device}   # NCCL reduces on the rank's GPU
 
     def eval_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
-        out, Y = self._logits(x), to_labels(y, self.device)
+        out, Y = self._logits(x), to_labels(labels_numpy(y), self.device)
         loss = F.cross_entropy(out, Y, reduction="sum")
         return float(loss.item()), int((out.argmax(1) == Y).sum().item()), len(y)
 
@@ -212,14 +214,14 @@ def train(net: nn.Module, train_iter, valid_iter, num_epochs: int, lr: float, wd
 def evaluate_loss(net: nn.Module, data_iter, devices: Sequence[torch.device] | None = None,
                   amp: Any = False) -> float:
     """Mean cross-entropy of ``net`` over ``data_iter`` (inference mode)."""
-    net, data_iter = _book.net_first(net, data_iter)  # also the Dog chapter's (data_iter, net)
+    net, data_iter = _book.net_first(net, data_iter, nn.Module)  # also the Dog chapter's (data_iter, net)
     return loop.evaluate(loop.inference_step(TorchStep, net, data_iter, devices, amp), data_iter)[0]
 
 
 def evaluate_accuracy(net: nn.Module, data_iter, devices: Sequence[torch.device] | None = None,
                       amp: Any = False) -> float:
     """Accuracy of ``net`` over ``data_iter`` (inference mode)."""
-    net, data_iter = _book.net_first(net, data_iter)  # the book's (data_iter, net) order too
+    net, data_iter = _book.net_first(net, data_iter, nn.Module)  # the book's (data_iter, net) order too
     return loop.evaluate(loop.inference_step(TorchStep, net, data_iter, devices, amp), data_iter)[1]
 
 
@@ -227,7 +229,7 @@ def predict(net: nn.Module, data_iter, devices: Sequence[torch.device] | None = 
             amp: Any = False, tta: Any = None) -> np.ndarray:
     """Class probabilities (softmax over classes) for every example of ``data_iter``;
     ``tta`` ("flip", "flip-crop" or N views) averages augmented views in the core."""
-    net, data_iter = _book.net_first(net, data_iter)  # the book's (data_iter, net) order too
+    net, data_iter = _book.net_first(net, data_iter, nn.Module)  # the book's (data_iter, net) order too
     return loop.predict(loop.inference_step(TorchStep, net, data_iter, devices, amp), data_iter,
                         tta=tta)
 

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..utils.files import load_npz, save_npz
-from ..utils.progress import epoch_bar
+from ..utils.progress import clock, epoch_bar
 from .diagnostics import LearningMonitor
 from .history import History
+from .schedules import startup_epochs
 
 #: ``fit(plot=PATH)`` redraws the curves at most this often (seconds), and after the last epoch
 PLOT_EVERY_S = 10.0
@@ -136,28 +137,38 @@ class ProgressBar(Callback):
 
 
 class EpochLog(Callback):
-    """One line per epoch: lr, train loss/accuracy, valid loss/accuracy, examples/s."""
+    """One line per epoch: the phase's ``label``, epoch, lr, train loss/accuracy, valid
+    loss/accuracy, examples/s and the time since the fit began (the same line on a terminal,
+    in a redirected log and in the run folder's ``log.txt``)."""
 
-    def __init__(self, log: Callable[[str], None]):
-        self.log = log
+    def __init__(self, log: Callable[[str], None], label: str = ""):
+        self.log, self.label, self.t0 = log, label, time.perf_counter()
+
+    def on_train_begin(self, state: FitState) -> None:
+        self.t0 = time.perf_counter()
 
     def on_epoch_end(self, state: FitState) -> None:
         r = state.history.last
-        msg = (f"epoch {state.epoch + 1}/{state.num_epochs}  lr {r['lr']:.3g}  train loss "
-               f"{r['train_loss']:.4f}  train acc {r['train_acc']:.3f}")
+        msg = (f"{self.label + ' ' if self.label else ''}epoch {state.epoch + 1}/"
+               f"{state.num_epochs}  lr {r['lr']:.3g}  train loss {r['train_loss']:.4f}  "
+               f"train acc {r['train_acc']:.3f}")
         if state.valid_data is not None:
             msg += f"  valid loss {r['valid_loss']:.4f}  valid acc {r['valid_acc']:.3f}"
-        self.log(msg + f"  ({r['examples_per_sec']:.0f} ex/s)")
+        self.log(msg + f"  {r['examples_per_sec']:.0f} ex/s  "
+                 f"elapsed {clock(time.perf_counter() - self.t0)}")
 
 
 class NotLearning(Callback):
-    """The early "not learning" check (:class:`~d2lkaggle.train.diagnostics.LearningMonitor`)."""
+    """The early "not learning" check (:class:`~d2lkaggle.train.diagnostics.LearningMonitor`),
+    after the schedule's start-up."""
 
     def __init__(self, log: Callable[[str], None] | None):
         self.log, self.monitor = log, None
 
     def on_train_begin(self, state: FitState) -> None:
-        self.monitor = LearningMonitor(state.train_data, state.num_epochs, self.log)
+        # not during a warm-up or a cyclic schedule's first cycle: slow there by design
+        self.monitor = LearningMonitor(state.train_data, state.num_epochs, self.log,
+                                       startup=startup_epochs(state.schedule))
 
     def on_epoch_end(self, state: FitState) -> None:
         self.monitor.after_epoch(state.history)
@@ -205,11 +216,14 @@ class OnEpoch(Callback):
 def default_callbacks(*, checkpoint_dir: str | None = None, resume: bool = False,
                       config: dict | None = None, progress: Any = True, plot: str | None = None,
                       log: Callable[[str], None] | None = print,
-                      on_epoch: Callable[[int, Any], None] | None = None) -> list[Callback]:
-    """``fit``'s keywords as callbacks, in the order they run after an epoch: log line,
-    "not learning" check, checkpoints, curves, ``on_epoch``."""
+                      on_epoch: Callable[[int, Any], None] | None = None,
+                      epoch_log: Any = True, label: str = "") -> list[Callback]:
+    """``fit``'s keywords as callbacks, in the order they run after an epoch: log line
+    (to ``log``, or to ``epoch_log`` when it is a callable, none when it is False; ``label``
+    names the phase), "not learning" check, checkpoints, curves, ``on_epoch``."""
     cbs: list[Callback] = [ProgressBar(progress)] if progress else []
-    cbs += [EpochLog(log)] if log else []
+    if callable(epoch_log) or (log and epoch_log):
+        cbs.append(EpochLog(epoch_log if callable(epoch_log) else log, label))
     cbs.append(NotLearning(log))
     cbs += [Checkpoints(checkpoint_dir, resume, config)] if checkpoint_dir else []
     if plot == "live":

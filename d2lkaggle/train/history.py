@@ -69,4 +69,4 @@ class History:
         text = f"train loss {r['train_loss']:.3f}, train acc {r['train_acc']:.3f}"
         if not math.isnan(r["valid_acc"]):
             text += f", valid loss {r['valid_loss']:.3f}, valid acc {r['valid_acc']:.3f}"
-        return text + f"\n{self.examples_per_sec:.1f} examples/sec on {self.devices}"
+        return text + f"; {self.examples_per_sec:.1f} examples/sec on {self.devices}"

@@ -96,7 +96,7 @@ def fit(step: Step, train_data, valid_data, num_epochs: int,
         resume: bool = False, progress: bool = True, plot: str | None = None,
         devices: str = "", on_epoch: Callable[[int, History], None] | None = None,
         log: Callable[[str], None] | None = print, config: dict | None = None,
-        callbacks: Sequence[Callback] = ()) -> History:
+        callbacks: Sequence[Callback] = (), epoch_log: Any = True, label: str = "") -> History:
     """Train for ``num_epochs`` epochs: the chapters' ``train`` loop, once for all backends.
 
     Before batch ``b`` of epoch ``e`` it sets ``schedule(e + b / len(train_data))`` as the
@@ -110,7 +110,8 @@ def fit(step: Step, train_data, valid_data, num_epochs: int,
 
     The side jobs are callbacks (:mod:`d2lkaggle.train.callbacks`) built from the keywords:
     ``checkpoint_dir`` (``last.npz`` every epoch, ``best.npz`` on improvement; ``resume=True``
-    continues from ``last.npz``), ``progress``, ``log`` (one line per epoch), ``plot`` (a PNG
+    continues from ``last.npz``), ``progress`` (a bar, drawn only on a terminal), ``log`` (one
+    line per epoch, starting with ``label``, unless ``epoch_log=False``), ``plot`` (a PNG
     path, or ``"live"`` for Jupyter), ``on_epoch(epoch, history)``; ``callbacks`` adds yours.
     A non-finite loss raises ``FloatingPointError`` naming the epoch and batch.
     """
@@ -118,11 +119,12 @@ def fit(step: Step, train_data, valid_data, num_epochs: int,
         raise ValueError(f"num_epochs must be >= 0, got {num_epochs}")
     dist = getattr(step, "dist", None) or distributed.DistEnv()
     if not dist.is_main:  # data parallel: rank 0 writes checkpoints and curves, and prints
-        plot, progress, log = None, False, None
+        plot, progress, log, epoch_log = None, False, None, False
     state = FitState(step, train_data, valid_data, num_epochs, schedule,
                      History(devices=devices), dist, devices=devices, log=log)
     cbs = default_callbacks(checkpoint_dir=checkpoint_dir, resume=resume, config=config,
-                            progress=progress, plot=plot, log=log, on_epoch=on_epoch)
+                            progress=progress, plot=plot, log=log, on_epoch=on_epoch,
+                            epoch_log=epoch_log, label=label)
     cbs += list(callbacks)
     try:
         for cb in cbs:
@@ -166,6 +168,10 @@ def _train_epoch(state: FitState, cbs: Sequence[Callback], mixing: Callable | No
             state.lr = lr
         lr_first = lr if lr_first is None else lr_first
         if mixing is not None:
+            if not isinstance(x, np.ndarray):
+                raise TypeError(f"MixUp/CutMix/label smoothing mix d2lkaggle's numpy batches; "
+                                f"got a {type(x).__module__}.{type(x).__name__} from a "
+                                f"framework's own loader: train on d2lkaggle's loaders to mix")
             x, y = mixing(x, y, batch_rng(mix_seed, epoch, b) if not dist.enabled else
                           np.random.default_rng([mix_seed, epoch, b, MIX_TAG, dist.rank]),
                           num_classes)
@@ -235,9 +241,9 @@ def train_net(step_cls: Callable[..., Step], net: Any, train_iter, valid_iter, n
     history = fit(step, train_iter, valid_iter, num_epochs,
                   schedule if schedule is not None else step_lr(lr, lr_period, lr_decay),
                   devices=names, **fit_kwargs)
-    log = fit_kwargs.get("log", print)
+    log, label = fit_kwargs.get("log", print), fit_kwargs.get("label", "")
     if log and len(history) and (dist is None or dist.is_main):
-        log(history.summary())
+        log((f"{label}: " if label else "") + history.summary())   # the phase's one line
     return history
 
 

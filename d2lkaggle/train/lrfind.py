@@ -95,7 +95,8 @@ def lr_find(step, train_iter, start_lr: float = 1e-7, end_lr: float = 10.0, num_
     res = LRFinderResult(stopped="end_lr")
     avg, best = 0.0, math.inf
     bar = None
-    if progress:
+    from ..utils.progress import interactive
+    if progress and interactive():   # (off a terminal a bar would write frames, not lines)
         from tqdm.auto import tqdm
         bar = tqdm(total=num_iter, desc="lr finder", leave=False, dynamic_ncols=True)
     try:

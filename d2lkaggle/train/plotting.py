@@ -45,6 +45,13 @@ def _has(ys: Sequence[float]) -> bool:
     return bool(ys) and not all(math.isnan(v) for v in ys)
 
 
+def _wrap(text: str, width_in: float, fontsize: float) -> str:
+    """``text`` broken into lines that fit a figure ``width_in`` inches wide (a long title is
+    wrapped, never cut off at the figure's edge)."""
+    chars = max(20, int(width_in * 72 / (0.55 * fontsize)))
+    return "\n".join(textwrap.fill(line, chars) for line in str(text).split("\n"))
+
+
 def _figure(phases, title: str | None = None):
     """Loss, accuracy and learning-rate panels for one or more ``(phase, History)`` pairs."""
     plt = _plt()
@@ -60,8 +67,9 @@ def _figure(phases, title: str | None = None):
         for ax, key in ((ax_loss, "loss"), (ax_acc, "acc")):
             for split, style in (("train", "-"), ("valid", "--")):
                 ys = _col(h, f"{split}_{key}")
-                if _has(ys):
-                    ax.plot(epochs, ys, style, color=color, marker=".", label=f"{split}{suffix}")
+                if _has(ys):   # (train: solid, dots; valid: dashed, squares — as the legend)
+                    ax.plot(epochs, ys, style, color=color, marker="." if split == "train" else "s",
+                            markersize=4, label=f"{split}{suffix}")
         lr, lr_last = _col(h, "lr"), _col(h, "lr_last")
         if _has(lr):
             ax_lr.plot(epochs, lr, "-", color=color, marker=".", label=f"lr at epoch start{suffix}")
@@ -73,8 +81,8 @@ def _figure(phases, title: str | None = None):
         ax.set_ylabel(ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=7)
+        if ax.lines:   # long handles: a dashed or dotted line shows as one
+            ax.legend(fontsize=7, handlelength=3.5)
     ax_loss.set_title("loss")
     ax_acc.set_title("accuracy")
     ax_lr.set_title("learning rate")
@@ -89,7 +97,7 @@ def _figure(phases, title: str | None = None):
     elif lrs:
         ax_lr.set_ylim(0, 1.1 * max(lrs) or 1.0)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(_wrap(title, 12, 10), fontsize=10)
     fig.tight_layout()
     return fig, plt
 
@@ -146,8 +154,9 @@ def plot_confusion(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str]
     top = [divmod(int(k), c) for k in np.argsort(-off, axis=None, kind="stable")[:3]]
     pairs = ", ".join(f"{_short(classes[t])} → {_short(classes[q])} ({off[t, q]})"
                       for t, q in top if off[t, q])
-    ax.set_title((title + "\n" if title else "") + f"validation: {m.sum()} images, accuracy {acc:.3f}"
-                 + (f"\nmost confused (true → predicted): {pairs}" if pairs else ""), fontsize=9)
+    ax.set_title(_wrap((title + "\n" if title else "") + f"validation: {m.sum()} images, accuracy "
+                       f"{acc:.3f}" + (f"\nmost confused (true → predicted): {pairs}" if pairs else ""),
+                       side, 9), fontsize=9)
     fig.tight_layout()
     # many classes: tiny tick labels, so more pixels to read them when zooming in
     return _save(fig, path, dpi=150 if c > 40 else 100)
@@ -169,6 +178,12 @@ def plot_mistakes(images, y_true: np.ndarray, probs: np.ndarray, classes: Sequen
     plt = _plt()
     idx = worst_mistakes(y_true, probs, k)
     probs = np.asarray(probs)
+    if not len(idx):   # a readable note under the whole title, not a blank strip
+        head = f"no mistakes on {len(y_true)} validation images"
+        fig = plt.figure(figsize=(7, 2.4))
+        fig.suptitle(_wrap((title + "\n" if title else "") + head, 7, 9), fontsize=9)
+        fig.text(0.5, 0.3, head, ha="center", va="center", fontsize=12)
+        return _save(fig, path)
     cols = 4 if len(idx) > 4 else max(1, len(idx))
     nrows = max(1, math.ceil(len(idx) / cols))
     fig, axes = plt.subplots(nrows, cols, figsize=(2.3 * cols, 2.6 * nrows + 0.4), squeeze=False)
@@ -184,7 +199,7 @@ def plot_mistakes(images, y_true: np.ndarray, probs: np.ndarray, classes: Sequen
     head = (f"no mistakes on {len(y_true)} validation images" if not len(idx) else
             f"{len(idx)} most confident of {n_wrong} mistakes on {len(y_true)} validation images "
             "(probabilities in brackets)")
-    fig.suptitle((title + "\n" if title else "") + head, fontsize=9)
+    fig.suptitle(_wrap((title + "\n" if title else "") + head, 2.3 * cols, 9), fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -343,6 +343,18 @@ def plateau(lr: float, factor: float = 0.1, patience: int = 10, threshold: float
     return Plateau(lr, factor, patience, threshold, threshold_mode, cooldown, min_lr)
 
 
+def startup_epochs(schedule: Schedule) -> float:
+    """Epochs a schedule spends starting up, during which slow progress is by design: a
+    one-cycle or cosine warm-up, a cyclic schedule's first full cycle (0 for the others)."""
+    if isinstance(schedule, Cyclic):
+        return (schedule.step_size_up + schedule.step_size_down) / max(1, schedule.steps_per_epoch)
+    if isinstance(schedule, OneCycle):
+        return schedule.pct_start * schedule.total_steps / max(1, schedule.steps_per_epoch)
+    if isinstance(schedule, Cosine):
+        return schedule.warmup
+    return 0.0
+
+
 def schedule_name(schedule: Schedule) -> str:
     """A short name of ``schedule`` for error messages."""
     return repr(schedule) if isinstance(schedule, _Schedule) else getattr(

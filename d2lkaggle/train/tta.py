@@ -145,7 +145,10 @@ class TTAStep:
         self.step, self.tta, self.seed, self.batch = step, check_tta(tta), int(seed), 0
 
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x)
+        if not isinstance(x, np.ndarray):   # (np.asarray would copy a GPU tensor, or fail)
+            raise TypeError(f"TTA flips and crops d2lkaggle's numpy batches; got a "
+                            f"{type(x).__module__}.{type(x).__name__} from a framework's own "
+                            f"loader, whose transforms are its own: predict without tta")
         if x.ndim != 4:
             raise ValueError(f"TTA needs N×H×W×C image batches, got shape {x.shape}")
         views = [x] if self.tta is None else _views(x, self.tta, self.seed, self.batch)

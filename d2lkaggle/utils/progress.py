@@ -4,11 +4,49 @@ Pass a :class:`RunProgress` as ``progress=`` to a backend's ``train`` (or ``loop
 epoch's bar then sits under one line that counts the batches of every phase and shows the
 time left for the whole run. Log lines go through :meth:`RunProgress.wrap` so they print
 above the bars instead of through them.
+
+Bars are drawn only on a terminal (:func:`interactive`): redirected to a file, a pipe, a CI log
+or a notebook cell capturing output, a run writes one line per epoch instead of carriage-return
+frames. :func:`resolve_verbose` gives Keras' ``verbose`` levels (``--quiet``, ``--verbose``).
 """
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any, Callable
+
+#: Keras' ``verbose``: 0 no epoch output, 1 a live bar (epoch lines above it), 2 one line per epoch
+VERBOSE_LEVELS = (0, 1, 2)
+
+
+def interactive() -> bool:
+    """True when stdout and stderr are both terminals, or in a Jupyter kernel (tqdm's widget):
+    bars may redraw in place there."""
+    if all(bool(getattr(s, "isatty", lambda: False)()) for s in (sys.stdout, sys.stderr)):
+        return True
+    ipython = sys.modules.get("IPython")   # (never imported here: only when already running)
+    try:
+        shell = ipython.get_ipython() if ipython is not None else None
+        return shell is not None and "IPKernelApp" in shell.config
+    except Exception:   # noqa: BLE001 - an odd shell is not a notebook
+        return False
+
+
+def resolve_verbose(verbose: Any = "auto") -> int:
+    """Keras' ``verbose`` as a level: ``"auto"`` is 1 (a live bar) on a terminal and 2 (one line
+    per epoch) anywhere else; 0 prints no epoch output at all."""
+    if verbose in ("auto", None):
+        return 1 if interactive() else 2
+    if isinstance(verbose, bool) or verbose not in VERBOSE_LEVELS:
+        raise ValueError(f"verbose must be 'auto', 0, 1 or 2 (Keras' levels), got {verbose!r}")
+    return int(verbose)
+
+
+def clock(seconds: float) -> str:
+    """``H:MM:SS`` (``M:SS`` under an hour) of a duration."""
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 class _EpochBar:
@@ -84,9 +122,9 @@ class RunProgress:
 
 
 def epoch_bar(total: int, desc: str, progress: Any):
-    """An epoch's bar: ``None`` when ``progress`` is off, the run's line when it is a
-    :class:`RunProgress`, else a tqdm bar of its own."""
-    if not progress:
+    """An epoch's bar: ``None`` when ``progress`` is off (or ``True`` off a terminal), the run's
+    line when it is a :class:`RunProgress`, else a tqdm bar of its own."""
+    if not progress or (progress is True and not interactive()):
         return None
     if hasattr(progress, "epoch_bar"):  # a RunProgress: one overall line across phases
         return progress.epoch_bar(total, desc)

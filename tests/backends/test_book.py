@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
 from conftest import tiny_loaders
 import d2lkaggle
 d2l = d2lkaggle.get_backend(sys.argv[1])      # in a script: from d2lkaggle import torch_impl as d2l
+os.chdir(sys.argv[2])   # the Animators draw animator.png here (headless)
 tr, va = tiny_loaders(n=64, size=16, classes=4, bs=16)
 devices = d2l.try_all_gpus()
 train_iter, valid_iter = d2l.tensors(tr, devices), d2l.tensors(va, devices)
@@ -61,8 +62,8 @@ kind = (type(X0).__module__.split(".")[0], tuple(X0.shape), str(X0.dtype), str(y
 train_loss, valid_loss, seconds = train(net, train_iter, valid_iter, 8, 0.05 / 16, 5e-4,
                                         devices, 2, 0.5)
 # one more batch through the book's helper
-l, acc = d2l.train_batch_ch13(net, X0, y0, loss,
-                              torch.optim.SGD(net.parameters(), lr=1e-4), devices)
+make_trainer = lambda lr: torch.optim.SGD(net.parameters(), lr=lr)
+l, acc = d2l.train_batch_ch13(net, X0, y0, loss, make_trainer(1e-4), devices)
 """
 
 MXNET_LOOP = """
@@ -97,9 +98,8 @@ def train(net, train_iter, valid_iter, num_epochs, lr, wd, devices, lr_period, l
 kind = (type(X0).__module__.split(".")[0], tuple(X0.shape), str(X0.dtype), str(y0.dtype))
 net.hybridize()
 train_loss, valid_loss, seconds = train(net, train_iter, valid_iter, 8, 0.05, 5e-4, devices, 2, 0.5)
-l, acc = d2l.train_batch_ch13(net, X0, y0, loss,
-                              gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 1e-4}),
-                              devices)
+make_trainer = lambda lr: gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": lr})
+l, acc = d2l.train_batch_ch13(net, X0, y0, loss, make_trainer(1e-4), devices)
 """
 
 PADDLE_LOOP = """
@@ -135,16 +135,31 @@ def train(net, train_iter, valid_iter, num_epochs, lr, wd, devices, lr_period, l
 kind = (type(X0).__module__.split(".")[0], tuple(X0.shape), str(X0.dtype), str(y0.dtype))
 train_loss, valid_loss, seconds = train(net, train_iter, valid_iter, 8, 0.05 / 16, 5e-4,
                                         devices, 2, 0.5)
-l, acc = d2l.train_batch_ch13(net, X0, y0, loss,
-                              paddle.optimizer.SGD(learning_rate=1e-4, parameters=net.parameters()),
-                              devices)
+make_trainer = lambda lr: paddle.optimizer.SGD(learning_rate=lr, parameters=net.parameters())
+l, acc = d2l.train_batch_ch13(net, X0, y0, loss, make_trainer(1e-4), devices)
 """
 
 REPORT = """
 acc_valid = d2l.evaluate_accuracy_gpu(net, valid_iter)
+# the library's own batches, raw (numpy uint8 N×H×W×3 carrying the loader's mean/std), given to
+# the book's batch-level names, and its loader given to the evaluation names
+xb, yb = next(iter(va))
+xs, ys = d2l.split_batch(xb, yb, devices)
+raw = [type(xb).__name__, type(xs[0]).__module__.split(".")[0], [int(v) for v in xs[0].shape],
+       float(xs[0].mean())]
+lib = [d2l.evaluate_accuracy_gpu(net, va), d2l.evaluate_accuracy_gpus(net, va, d2l.split_batch)]
+errors = []
+for bad in ([[0.0] * 3] * 2, xb.astype("float32").transpose(0, 3, 1, 2)):
+    try:
+        d2l.evaluate_accuracy_gpu(net, [(bad, yb)])
+    except (TypeError, ValueError) as e:
+        errors.append(str(e).splitlines()[0])
+l2, acc2 = d2l.train_batch_ch13(net, xb, yb, loss, make_trainer(1e-6), devices)
 print(json.dumps({"kind": kind, "before": before, "train_loss": float(train_loss),
                   "valid_loss": float(valid_loss), "valid_acc": acc_valid, "seconds": seconds,
-                  "batches": len(train_iter), "mean": float(X0.mean()), "ch13": [float(l), float(acc)]}))
+                  "batches": len(train_iter), "mean": float(X0.mean()), "ch13": [float(l), float(acc)],
+                  "raw": raw, "lib": lib, "errors": errors, "ch13_raw": [float(l2), float(acc2)],
+                  "pngs": sorted(f for f in os.listdir(".") if f.endswith(".png"))}))
 """
 
 LOOPS = {"torch": TORCH_LOOP, "mxnet": MXNET_LOOP, "paddle": PADDLE_LOOP}
@@ -152,10 +167,11 @@ FRAMEWORK_MODULE = {"torch": "torch", "mxnet": "mxnet", "paddle": "paddle"}
 
 
 @pytest.mark.parametrize("backend", backend_params())
-def test_chapter_training_loop_typed_out(backend):
+def test_chapter_training_loop_typed_out(backend, tmp_path):
     # one OpenMP thread: on this tiny net two threads only wait for each other, and on a
     # loaded 2-core machine that waiting made the loop ~50x slower (465 s vs 8.5 s measured)
-    r = run_py(PRELUDE + LOOPS[backend] + REPORT, backend, timeout=600, env={"OMP_NUM_THREADS": "1"})
+    r = run_py(PRELUDE + LOOPS[backend] + REPORT, backend, str(tmp_path), timeout=600,
+               env={"OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     module, shape, dtype, ydtype = out["kind"]
@@ -170,6 +186,20 @@ def test_chapter_training_loop_typed_out(backend):
     assert out["seconds"] > 0
     ch13_loss, ch13_correct = out["ch13"]
     assert 0 < ch13_loss < 16 * out["before"] and 0 <= ch13_correct <= 16
+    # the library's raw batch: an ImageBatch, normalised by split_batch like tensors() does
+    batch_type, module, shape, mean = out["raw"]
+    assert batch_type == "ImageBatch" and module == FRAMEWORK_MODULE[backend]
+    assert shape == [16, 3, 16, 16] and mean == pytest.approx(out["mean"], abs=1e-5)
+    # the library's loader gives the same accuracy as its batches as tensors
+    assert out["lib"] == [pytest.approx(out["valid_acc"])] * 2
+    # anything else: one line naming what is accepted
+    assert len(out["errors"]) == 2, out["errors"]
+    assert all("d2lkaggle's N×H×W×3 numpy" in e for e in out["errors"]), out["errors"]
+    assert "list" in out["errors"][0] and "(16, 3, 16, 16)" in out["errors"][1]
+    raw_loss, raw_correct = out["ch13_raw"]
+    assert 0 < raw_loss < 16 * out["before"] and 0 <= raw_correct <= 16
+    # headless, the book's Animator drew its PNG where the script runs
+    assert out["pngs"] == ["animator.png"]
 
 
 def test_tensor_loader_is_reiterable_and_keeps_epochs():
@@ -227,3 +257,47 @@ print(json.dumps([list(dog(x).shape), list(cifar(x).shape),
     dog, cifar, trainable = json.loads(r.stdout.strip().splitlines()[-1])
     assert dog == [2, 120] and cifar == [2, 10]
     assert trainable == 4   # only the head's two Linear layers (weight + bias) train
+
+
+def test_batches_are_told_apart_by_type_never_by_values():
+    from d2lkaggle.common.batches import (FRAMEWORK, LIBRARY, batch_norm, host_labels,
+                                          input_kind, label_kind)
+
+    class Tensor:   # a framework's tensor type, as a wing names it
+        def __init__(self, shape, dtype="float32"):
+            self.shape, self.dtype = shape, dtype
+
+    # the library's numpy pixels, whatever their values (0..255, or all zeros)
+    for x in (np.full((2, 8, 8, 3), 255, np.uint8), np.zeros((2, 8, 8, 3), np.float32)):
+        assert input_kind(x, Tensor, "torch") == LIBRARY
+    assert input_kind(Tensor((2, 3, 8, 8)), Tensor, "torch") == FRAMEWORK
+    with pytest.raises(TypeError, match="N×C×H×W floats.*uint8"):
+        input_kind(Tensor((2, 3, 8, 8), "uint8"), Tensor, "torch")   # not normalised
+    with pytest.raises(ValueError, match=r"numpy batch must be .* got shape \(2, 3, 8, 8\)"):
+        input_kind(np.zeros((2, 3, 8, 8), np.float32), Tensor, "torch")
+    with pytest.raises(TypeError, match="cannot use a list as a batch: this takes d2lkaggle's"):
+        input_kind([[1, 2]], Tensor, "torch")
+    assert label_kind(Tensor((2,), "int64"), Tensor, "torch") == FRAMEWORK
+    assert label_kind(np.arange(2), Tensor, "torch") == LIBRARY
+    with pytest.raises(TypeError, match="as labels"):
+        label_kind("cat", Tensor, "torch")
+    assert host_labels(np.array([[3], [1]])).tolist() == [3, 1]           # an (N, 1) column
+    assert host_labels(np.array([3.0, 1.0], np.float32)).dtype == np.int64  # MXNet's astype
+    assert host_labels(np.eye(2, dtype=np.float32)).shape == (2, 2)         # soft targets stay
+    # a loader's batch carries its normalisation; a bare array has none
+    tr, _ = tiny_loaders(n=16, size=8, classes=4, bs=8)
+    xb, _ = next(iter(tr))
+    assert batch_norm(xb, "x") == (tr.mean, tr.std) == batch_norm(xb[:2], "x")
+    with pytest.raises(TypeError, match="did not come from a d2lkaggle loader"):
+        batch_norm(np.asarray(xb), "d2l.split_batch")
+
+
+def test_net_first_by_type():
+    from d2lkaggle.common.book import net_first
+
+    class Net:
+        pass
+
+    net, loader = Net(), [(np.zeros((1, 2, 2, 3), np.uint8), np.zeros(1))]   # a framework's loader
+    assert net_first(loader, net, Net) == (net, loader)
+    assert net_first(net, loader, Net) == (net, loader)

@@ -2,6 +2,7 @@
 table, --weights none, --overwrite, --predict-with and the last line of a run."""
 import argparse
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -133,9 +134,19 @@ def test_overwrite_removes_only_the_runs_own_files(tmp_path):
     assert (out / "summary.json").exists()
     with pytest.raises(ValueError, match="finished run"):
         runfolder.check_run_folder(str(out), overwrite=False, resume=False)
-    runfolder.check_run_folder(str(out), overwrite=True, resume=False)
-    assert sorted(os.listdir(out)) == ["checkpoints", "notes.txt"]
-    assert not (out / "checkpoints" / "valid").exists()
+    # --overwrite builds the new run beside the old one, which stays whole until it has finished
+    assert runfolder.check_run_folder(str(out), overwrite=True, resume=False) is True
+    assert (out / "summary.json").read_text() == "old"
+    stage = runfolder.stage_folder(str(out))
+    assert os.path.dirname(stage) == str(tmp_path) and os.listdir(stage) == []
+    (Path(stage) / "checkpoints" / "final").mkdir(parents=True)
+    for f in ("summary.json", "submission.csv", "log.txt"):
+        (Path(stage) / f).write_text("new")
+    runfolder.install_run(stage, str(out))
+    assert sorted(os.listdir(out)) == ["checkpoints", "log.txt", "notes.txt", "submission.csv",
+                                       "summary.json"]   # curves.png was the old run's
+    assert (out / "summary.json").read_text() == "new" and (out / "notes.txt").read_text() == "old"
+    assert os.listdir(out / "checkpoints") == ["final"] and not os.path.exists(stage)
 
 
 def test_predict_with_rules():
@@ -209,7 +220,8 @@ def test_report_repeats_warnings_with_the_causes_once(capsys):
               seconds=1.0, examples_per_sec=10.0)
     out = report.run_outcome(h, h, "retrain", 10, get_competition("demo").recipe)
     assert [w.split(":")[0] for w in out["warnings"]] == ["train/valid split", "retrain"]
-    assert out["warnings"][0].endswith(CAUSES + ".") and not_learning(h, 10) in out["warnings"][0]
+    assert out["warnings"][0].endswith(CAUSES + ".")
+    assert not_learning(h, 10, final=True) in out["warnings"][0]
     s = dict(out, competition="demo", backend="torch", valid_acc=0.1, best_valid_acc=0.1,
              examples_per_sec=10.0, timings={"total_s": 3.0}, files={"summary": "/r/summary.json"})
     _report(s)
@@ -222,8 +234,8 @@ def test_picture_title_names_competition_backend_model_and_recipe():
     dog = get_competition("dog-breed")
     t = report.title(dog, "paddle", pipeline._recipe_for(dog, weights="none", lr=0.01))
     parts = t.split(" · ")
-    assert parts[:3] == ["dog-breed", "paddle", "finetune"]
-    assert "lr 0.01 x" in parts[3] and "backbone weights random" in parts[3]
+    assert parts[:3] == ["dog-breed", "paddle", "finetune (random backbone)"]
+    assert "lr 0.01 x0.9 every 2 epochs (StepLR)" in parts[3] and "SGD (momentum 0.9)" in parts[3]
 
 
 def test_overall_progress_leaves_out_epochs_a_resumed_run_holds(tmp_path):

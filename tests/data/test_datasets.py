@@ -84,3 +84,41 @@ def test_hard_demo_is_seeded_noisier_and_in_the_same_layout(tmp_path):
 
     assert roughness(hard) > 1.5 * roughness(easy)
     assert pixels(hard, 1).shape == (32, 32, 3)
+
+
+def test_dog_layout_takes_the_competitions_120_breeds(tmp_path):
+    from d2lkaggle.data.demo import BREEDS
+    assert len(BREEDS) == len(set(BREEDS)) == 120
+    d = make_demo(str(tmp_path / "dog"), n_train=240, n_test=3, size=8, layout="dog",
+                  num_classes=120)
+    sample = list(csv.reader(open(os.path.join(d, "sample_submission.csv"))))
+    assert sample[0][1:] == sorted(BREEDS)
+    labels = [r[1] for r in list(csv.reader(open(os.path.join(d, "labels.csv"))))[1:]]
+    assert {labels.count(b) for b in BREEDS} == {2}   # balanced
+    with pytest.raises(ValueError, match="2..10 for the cifar10 layout"):
+        make_demo(str(tmp_path / "x"), num_classes=11)
+
+
+@pytest.mark.parametrize("batch_size,classes,expected", [(32, 10, 400), (32, 120, 280),
+                                                         (4, 10, 30), (24, 120, 240)])
+def test_book_demo_size_is_the_smallest_the_chapters_loops_run_on(tmp_path, batch_size,
+                                                                   classes, expected):
+    """The book's two weak spots on a tiny set: ``(i + 1) % (num_batches // 5)`` needs five
+    training batches, and the validation loader's drop_last needs a full batch. Checked on the
+    folders the library's reorg (the book's rule) writes, at the size and one image less."""
+    from d2lkaggle.data.demo import book_demo_size
+    from d2lkaggle.data.labels import read_csv_labels
+    from d2lkaggle.data.reorg import reorg_train_valid
+    assert book_demo_size(batch_size, classes) == expected
+
+    def book_loops_run(n: int) -> bool:
+        layout = "cifar10" if classes <= 10 else "dog"
+        d = make_demo(str(tmp_path / f"d{n}"), n_train=n, n_test=1, size=8, layout=layout,
+                      num_classes=classes)
+        labels = read_csv_labels(os.path.join(d, "trainLabels.csv" if classes <= 10 else "labels.csv"))
+        reorg_train_valid(d, labels, 0.1)
+        count = lambda part: sum(len(fs) for _, _, fs in os.walk(os.path.join(d, "train_valid_test", part)))
+        train, valid = count("train"), count("valid")
+        return (train // batch_size) // 5 > 0 and valid // batch_size > 0
+
+    assert book_loops_run(expected) and not book_loops_run(expected - 1)

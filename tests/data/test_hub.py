@@ -172,7 +172,7 @@ def test_connection_refused_says_how_to_work_offline(cache):
     assert left_behind(cache) == []
 
 
-def test_corrupted_cached_file_is_downloaded_again(server, cache):
+def test_corrupted_cached_file_is_moved_aside_and_downloaded_again(server, cache, capsys):
     (server.root / "f.bin").write_bytes(PAYLOAD)
     os.makedirs(cache)
     with open(os.path.join(cache, "f.bin"), "wb") as f:
@@ -181,15 +181,85 @@ def test_corrupted_cached_file_is_downloaded_again(server, cache):
     with open(path, "rb") as f:
         assert f.read() == PAYLOAD
     assert server.hits == ["/f.bin"]
+    # the bad copy is kept beside it, and one line said so with both hashes
+    aside = os.path.join(os.path.abspath(cache), "f.sha1-mismatch.bin")
+    assert open(aside, "rb").read() == PAYLOAD[:-10]
+    line = [ln for ln in capsys.readouterr().err.splitlines() if "does not match" in ln]
+    assert len(line) == 1 and digest(PAYLOAD) in line[0] and digest(PAYLOAD[:-10]) in line[0]
+    assert f"moved to {aside}" in line[0]
 
 
-def test_corrupted_cached_file_is_removed_when_refetch_fails(cache):
+def test_corrupted_cached_file_is_kept_aside_when_refetch_fails(cache):
     os.makedirs(cache)
     with open(os.path.join(cache, "f.bin"), "wb") as f:
         f.write(b"garbage")
-    with pytest.raises(DownloadError):
+    with pytest.raises(DownloadError) as err:
         hub.download(f"http://127.0.0.1:{free_port()}/f.bin", cache, digest(PAYLOAD))
-    assert left_behind(cache) == []
+    assert left_behind(cache) == ["f.sha1-mismatch.bin"]   # nothing at f.bin, nothing deleted
+    assert "the earlier file is kept as" in str(err.value)
+
+
+# --------------------------------------------------------------------------- issue 28: local data
+
+def tiny_zip(path, top="kaggle_cifar10_tiny", labels="trainLabels.csv") -> str:
+    """An archive in the tiny CIFAR-10 archive's layout (a re-packed copy: not the hub's hash)."""
+    return build(path, {f"{top}/{labels}": b"id,label\n1,cat\n", f"{top}/train/1.png": b"png",
+                        f"{top}/test/1.png": b"png"})
+
+
+def test_a_placed_archive_with_another_hash_survives_offline(tmp_path, monkeypatch, capsys):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    placed = tiny_zip(cache / "kaggle_cifar10_tiny.zip")
+    data = open(placed, "rb").read()
+    # the hub's URL, offline: a dead port instead of the d2l mirror
+    monkeypatch.setitem(hub.DATA_HUB, "cifar10_tiny",
+                        (f"http://127.0.0.1:{free_port()}/kaggle_cifar10_tiny.zip",
+                         hub.DATA_HUB["cifar10_tiny"][1]))
+    with pytest.raises(DownloadError) as err:
+        hub.download_extract("cifar10_tiny", str(cache))
+    aside = cache / "kaggle_cifar10_tiny.sha1-mismatch.zip"
+    assert aside.read_bytes() == data   # moved aside, never deleted
+    line = [ln for ln in capsys.readouterr().err.splitlines() if "does not match" in ln]
+    assert len(line) == 1
+    assert hub.DATA_HUB["cifar10_tiny"][1] in line[0] and digest(data) in line[0]
+    # the offline error says how to use one's own copy, and where the placed file went
+    msg = str(err.value)
+    assert "D2LKAGGLE_LOCAL_CIFAR10_TINY=PATH" in msg
+    assert "download_extract('cifar10_tiny', local=PATH)" in msg and str(aside) in msg
+    # ... and that advice works as written: the moved file, by keyword and by variable
+    out = hub.download_extract("cifar10_tiny", str(cache), local=str(aside))
+    assert sorted(os.listdir(out)) == ["test", "train", "trainLabels.csv"]
+    note = capsys.readouterr().err
+    assert f"SHA1 {digest(data)}" in note and "not enforced" in note
+    monkeypatch.setenv("D2LKAGGLE_LOCAL_CIFAR10_TINY", str(aside))
+    assert hub.download_extract("cifar10_tiny", str(cache)) == out
+
+
+def test_the_chapters_name_resolves_to_a_local_folder_offline(tmp_path, monkeypatch, capsys):
+    # the chapter's own line, unchanged: d2l.download_extract('cifar10_tiny')
+    from d2lkaggle.data.demo import make_demo
+    data = make_demo(str(tmp_path / "mine" / "cifar"), n_train=10, n_test=2, size=8)
+    monkeypatch.setenv("D2LKAGGLE_DATA", str(tmp_path / "cache"))
+    monkeypatch.setitem(hub.DATA_HUB, "cifar10_tiny",
+                        (f"http://127.0.0.1:{free_port()}/kaggle_cifar10_tiny.zip",
+                         hub.DATA_HUB["cifar10_tiny"][1]))
+    monkeypatch.setenv(hub.local_env_var("cifar10_tiny"), data)
+    assert hub.local_env_var("cifar10_tiny") == "D2LKAGGLE_LOCAL_CIFAR10_TINY"
+    assert hub.download_extract("cifar10_tiny") == data
+    assert "from D2LKAGGLE_LOCAL_CIFAR10_TINY" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()   # nothing downloaded, nothing copied
+    # the folder holding the data (e.g. where an archive was unpacked) works too
+    assert hub.download_extract("cifar10_tiny", local=str(tmp_path / "mine")) == data
+
+
+def test_local_data_is_checked_for_its_layout(tmp_path):
+    wrong = tiny_zip(tmp_path / "dogs.zip", top="dogs")   # CIFAR's labels file, not labels.csv
+    with pytest.raises(ValueError) as err:
+        hub.download_extract("dog_tiny", str(tmp_path / "cache"), local=wrong)
+    assert "labels.csv" in str(err.value) and "does not hold dog_tiny" in str(err.value)
+    with pytest.raises(FileNotFoundError, match="given as local=.*does not exist"):
+        hub.download_extract("dog_tiny", local=str(tmp_path / "missing"))
 
 
 def test_unknown_name_is_a_value_error(cache):
