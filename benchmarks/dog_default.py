@@ -110,9 +110,13 @@ def table(path: str) -> None:
         for line in f:
             r = json.loads(line)
             if "test_log_loss" not in r:   # a line written before the test figures
-                r.update(test_figures(r.get("out") or os.path.join(
-                    "/tmp/i25/runs", f"{os.path.basename(r['data'])}-{r['row']}-{r['backend']}-"
-                                     f"{r['image_size']}-{r['epochs']}-s{r['seed']}"), r["data"]))
+                try:
+                    r.update(test_figures(r.get("out") or os.path.join(
+                        "/tmp/i25/runs", f"{os.path.basename(r['data'])}-{r['row']}-"
+                        f"{r['backend']}-{r['image_size']}-{r['epochs']}-s{r['seed']}"), r["data"]))
+                except FileNotFoundError:   # its run folder is gone: no test figures
+                    r.update(test_acc=float("nan"), test_log_loss=float("nan"),
+                             test_calibrated=float("nan"))
             key = (os.path.basename(r["data"]), r["image_size"], r["epochs"], r["row"], r["backend"])
             groups.setdefault(key, []).append(r)
     cols = ("valid_acc", "log_loss", "calibrated", "cross_fitted", "temperature", "test_acc",
