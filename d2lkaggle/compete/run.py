@@ -260,10 +260,12 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
     recipe, batch_note = fit_batch_to_set(
         _random_init(recipe), training_set_size(comp, data_dir, recipe.valid_ratio, split),
         batch_given=batch_size is not None, lr_given=lr is not None)
+    recipe = replace(recipe, small_set_batch=None)   # decided: batch_size and lr say what runs
     if predict_with is None and recipe.keep == "best" and recipe.valid_ratio > 0:
         predict_with = "best"   # a write-up that keeps its best-validation epoch
     predict_with = _predict_with(predict_with, retrain, recipe.valid_ratio > 0)
     tta = check_tta(recipe.tta if tta is None else tta)   # None: the recipe's; False/"none": off
+    recipe = replace(recipe, tta=tta)   # what the run predicts with (titles, summary.json)
     calibrate, calibrate_note = resolve_calibration(
         calibrate, comp, bool(split[1]) if split is not None else recipe.valid_ratio > 0)
     name = canonical_name(backend)

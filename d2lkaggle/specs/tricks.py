@@ -239,9 +239,14 @@ def recipe_text(r: Recipe) -> str:
     opt = OPTIMIZER_WORDS.get(r.optimizer, r.optimizer) + f" wd {r.wd:g}"
     if r.wd_exclude:
         opt += " (none on biases and norms)"
-    parts = [f"{r.epochs} epochs", f"batch {r.batch_size}", opt, schedule_text(r)]
+    batch = f"batch {r.batch_size}"
+    if r.small_set_batch is not None and r.small_set_batch < r.batch_size:   # not applied yet
+        batch += f" ({r.small_set_batch} on a small set)"
+    parts = [f"{r.epochs} epochs", batch, opt, schedule_text(r)]
     mix = mixing_text(r)
     if mix:
         parts.append(mix)
     parts.append(f"augment {r.augment}")
+    if r.tta:
+        parts.append(f"TTA {r.tta}")
     return ", ".join(parts)
