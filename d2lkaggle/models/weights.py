@@ -235,7 +235,7 @@ def backbone_state(weights: str, framework: str) -> tuple[dict[str, np.ndarray],
             f"{framework} cannot download ResNet-34 ImageNet weights in torchvision's layout; "
             "convert torchvision's file once where torch is installed: `d2lkaggle weights "
             "convert resnet34-b627a593.pth resnet34.safetensors` (torchvision keeps it in "
-            "~/.cache/torch/hub/checkpoints/), then pass {arg} (or 'none' for a random "
+            f"{torch_hub_checkpoints()}), then pass {{arg}} (or 'none' for a random "
             "backbone, which trains poorly)", "resnet34.safetensors")
     return strip_classifier(read_weights(weights)), f"weights in {weights}"
 

@@ -157,6 +157,9 @@ def test_every_weights_advice_works_as_written(backend, torchvision_files, tmp_p
         cmd = "d2lkaggle weights convert resnet34-b627a593.pth resnet34.safetensors"
         assert done[cmd] == "ok" and done["weights='none'"] == "built"
         assert done[f"{cmd} -> weights='resnet34.safetensors'"] == "file's weights"
+        # it names torch's cache where this machine has it ($TORCH_HOME), not a fixed path
+        torch_cache = os.path.join(str(tmp_path / "torch"), "hub", "checkpoints")
+        assert torch_cache in report["finetune_net"]["message"]
     if backend == "mxnet":
         done = report["efficientnet_v2_s"]["done"]
         cmd = ("d2lkaggle weights convert efficientnet_v2_s-dd5fe13b.pth "
@@ -166,7 +169,7 @@ def test_every_weights_advice_works_as_written(backend, torchvision_files, tmp_p
                         "weights=PATH": "file's weights"}
 
 
-def test_weights_none_means_random_as_on_the_command_line():
+def test_weights_none_means_random_as_on_the_command_line(tmp_path):
     from d2lkaggle.models.table import weights_choice
     assert [weights_choice(w) for w in (None, "none", " None ", "RANDOM")] == [None] * 4
     assert weights_choice("imagenet") == "imagenet"
@@ -175,5 +178,8 @@ def test_weights_none_means_random_as_on_the_command_line():
         "w", "resnet34.safetensors")
     # a run's recipe: the same rule (compete/run.py)
     from d2lkaggle.compete.run import plan_run
-    plan = plan_run("dog-breed", ROOT, backend="mxnet", weights="none", log=None)
+    from d2lkaggle.data.demo import make_demo
+    data = make_demo(str(tmp_path / "dog"), n_train=20, n_test=2, size=16, layout="dog",
+                     num_classes=2)
+    plan = plan_run("dog-breed", data, backend="mxnet", weights="none", log=None)
     assert plan.recipe.weights is None
