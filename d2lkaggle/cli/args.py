@@ -9,6 +9,7 @@ import argparse
 import math
 from typing import Any
 
+from ..compete.calibration import CALIBRATIONS, default_calibration
 from ..data.transforms import PRESETS
 from ..models.table import MODEL_NAMES, REGULARIZERS
 from ..specs.competitions import ALIASES, COMPETITIONS, RECIPE_NAMES, RECIPE_WORDS, get_competition
@@ -116,6 +117,17 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     add_ensemble_args(p)
     add_distributed_args(p)
     add_features_args(p)
+    add_calibration_args(p)
+
+def add_calibration_args(p: argparse.ArgumentParser) -> None:
+    """``--calibrate``: its default per competition, from the competitions table."""
+    by = {m: [n for n, c in COMPETITIONS.items() if default_calibration(c) == m]
+          for m in CALIBRATIONS}
+    p.add_argument("--calibrate", choices=CALIBRATIONS,
+                   help="temperature: divide the logits by one number fitted on the validation "
+                        "images (minimising their log loss) before writing probabilities; none: "
+                        "the net's softmax as it is (default: " + "; ".join(
+                            f"{m} for {', '.join(v)}" for m, v in by.items() if v) + ")")
 
 def add_verbosity_args(p: argparse.ArgumentParser) -> None:
     """Keras' ``verbose`` levels; the run folder's log.txt keeps the epoch lines at every level."""
@@ -151,8 +163,8 @@ def add_features_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-features", action="store_true",
                    help="frozen-backbone models (dog-breed's finetune): compute each image's "
                         "backbone features once, cache them next to the data and train the "
-                        "head on them; needs --augment none (default: off, every epoch runs "
-                        "the backbone)")
+                        "head on them; needs --augment none (default: on by itself when the "
+                        "run allows it: a frozen backbone, --augment none, one process)")
 
 def features_kwargs(a: argparse.Namespace) -> dict:
     return {"cache_features": True} if getattr(a, "cache_features", False) else {}
@@ -192,16 +204,17 @@ def add_ensemble_args(p: argparse.ArgumentParser) -> None:
                    help="stratified K-fold: a model per fold under RUN_DIR/folds/k/, out-of-fold "
                         "accuracy over all labels, test predictions averaged (default: off)")
     g.add_argument("--tta", nargs="?", const="flip", type=_tta, metavar="{flip,flip-crop,N,none}",
-                   help="test-time augmentation of the predictions: flip (the image and its mirror; "
-                        "what --tta alone means), flip-crop (10 views: corners, centre, mirrored) or "
-                        "N random views of the training augmentation; none turns it off "
-                        "(default: none)")
+                   help=recipe_help("test-time augmentation of the predictions: flip (the image "
+                                    "and its mirror; what --tta alone means), flip-crop (10 "
+                                    "views: corners, centre, mirrored) or N random views of the "
+                                    "training augmentation; none turns it off", "tta"))
 
-def _tta(text: str) -> str | int | None:
-    """``--tta``'s value, checked when the command line is read (one-line error)."""
+def _tta(text: str) -> str | int | bool:
+    """``--tta``'s value, checked when the command line is read (one-line error); ``none``
+    is ``False``: off, where not given (``None``) is the recipe's."""
     from ..train.tta import check_tta
     try:
-        return check_tta(text)
+        return check_tta(text) or False
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -252,8 +265,10 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label-smoothing", type=float, metavar="EPS",
                    help="soft targets (1-EPS)*onehot + EPS/classes (default: 0, off)")
     g.add_argument("--augment", choices=PRESETS,
-                   help="augmentation preset (default: the recipe's: shift-flip for cifar10, "
-                        "cifar100 and demo; book, the chapter's, for --recipe book)")
+                   help="augmentation preset: book (the chapter's), scaled (the chapter's crop "
+                        "and jitter scaled to the image size), shift-flip (a 2 px shift and a "
+                        "flip), crop-flip, crop-flip-rotate, none "
+                        "(default: the recipe's: " + recipe_values("augment") + ")")
     g.add_argument("--no-wd-bn-bias", action="store_true",
                    help="no weight decay on biases and BatchNorm parameters (default: decay all)")
     g.add_argument("--whiten", action=argparse.BooleanOptionalAction, default=None,
@@ -281,7 +296,8 @@ def run_kwargs(a: argparse.Namespace) -> dict:
                 resume=a.resume, progress=not a.quiet, verbose=verbosity(a),
                 num_workers=a.workers,
                 amp=False if a.no_amp else "auto", label_kind=a.label_kind, **recipe_kwargs(a),
-                **model_kwargs(a), **output_kwargs(a), **features_kwargs(a))
+                **model_kwargs(a), **output_kwargs(a), **features_kwargs(a),
+                calibrate=getattr(a, "calibrate", None))
 
 def model_kwargs(a: argparse.Namespace) -> dict:
     kw = {"model": a.model} if getattr(a, "model", None) else {}

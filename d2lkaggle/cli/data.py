@@ -44,6 +44,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     m.add_argument("--hard", action="store_true",
                    help="the harder demo of docs/recipes.md: random colours, noise, clutter (default: off)")
+    m.add_argument("--small-subjects", action="store_true",
+                   help="shapes at 10-18%% of the shorter side, anywhere in the image (the harder "
+                        "Dog set of docs/kaggle_dog.md; default: 22-36%%, near the centre)")
+    m.add_argument("--max-size", type=int,
+                   help="--layout dog: image sides drawn in [--size, --max-size] pixels "
+                        "(default: 0.8 to 1.6 times --size)")
     m.set_defaults(func=cmd_make_demo)
 
     g = sub.add_parser("reorg", help="the book's train_valid_test folder layout")
@@ -95,7 +101,8 @@ def cmd_download(a: argparse.Namespace) -> int:
 def cmd_make_demo(a: argparse.Namespace) -> int:
     t = time.perf_counter()
     out = make_demo(a.out, n_train=a.n_train, n_test=a.n_test, size=a.size, seed=a.seed,
-                    layout=a.layout, num_classes=a.num_classes, hard=a.hard)
+                    layout=a.layout, num_classes=a.num_classes, hard=a.hard,
+                    small_subjects=a.small_subjects, max_size=a.max_size)
     print(f"wrote a {a.layout} demo competition to {out} in {time.perf_counter() - t:.1f} s")
     return 0
 

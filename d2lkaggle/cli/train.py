@@ -19,8 +19,8 @@ from ..parallel import distributed as D
 from ..specs.competitions import get_competition, recipe_for
 from ..train.diagnostics import CAUSES
 from ..train.tta import check_tta
-from .args import (add_archive_args, add_train_args, competition_arg, competition_help,
-                   recipe_help, run_kwargs, set_help)
+from .args import (add_archive_args, add_calibration_args, add_train_args, competition_arg,
+                   competition_help, recipe_help, run_kwargs, set_help)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -56,6 +56,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="soft vote with the geometric mean of probabilities (default: arithmetic)")
     e.add_argument("--data-dir", help="competition folder with the sample submission (default: "
                                       "the first run's, from its summary.json)")
+    add_calibration_args(e)
     e.set_defaults(func=cmd_ensemble)
 
     lf = sub.add_parser("lr-find", help="the lr finder: loss against an exponentially growing "
@@ -147,6 +148,10 @@ def _report(summary: dict) -> None:
           + f"{summary['timings']['total_s']:.1f} s")
     if summary.get("test_acc") is not None:
         print(f"  test accuracy {summary['test_acc']:.4f} (the archive's labelled test split)")
+    cal = summary.get("calibration") or {}
+    if cal.get("method") == "temperature":
+        print(f"  calibrated with temperature {cal['temperature']:.3f}: valid log loss "
+              f"{cal['log_loss_before']:.4f} -> {cal['log_loss_after']:.4f}")
     for k, v in summary["files"].items():
         print(f"  {k:12s} {v}")
     warnings = summary.get("warnings", [])   # how the run ended (diagnostics, final=True)
@@ -158,7 +163,8 @@ def _report(summary: dict) -> None:
 
 def _run_or_ensemble(competition: str, data_dir: str, a: argparse.Namespace) -> dict:
     """One run, or with --ensemble/--folds several combined (d2lkaggle.compete.ensembles)."""
-    kw = dict(run_kwargs(a), tta=check_tta(getattr(a, "tta", None)))
+    tta = getattr(a, "tta", None)   # not given: the recipe's; "none": off
+    kw = dict(run_kwargs(a), tta=None if tta is None else (check_tta(tta) or False))
     ens, folds = getattr(a, "ensemble", None), getattr(a, "folds", None)
     launched = _distributed_run(a, ens is not None or folds is not None)
     if launched is not None:
@@ -211,7 +217,8 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 def cmd_ensemble(a: argparse.Namespace) -> int:
     _report_ensemble(ensemble_runs(a.runs, a.out, vote=a.vote, weights=a.weights,
-                                   geometric=a.geometric, data_dir=a.data_dir))
+                                   geometric=a.geometric, data_dir=a.data_dir,
+                                   calibrate=a.calibrate))
     return 0
 
 @contextlib.contextmanager

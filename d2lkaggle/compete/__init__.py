@@ -28,6 +28,8 @@ EXPORTS = {
     "submit": "kaggle",
     "find_lr": "lrfind",
     "labelled_test_metrics": "report",
+    "fit_temperature": "calibration",
+    "apply_temperature": "calibration",
 }
 __all__ = list(EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, EXPORTS)

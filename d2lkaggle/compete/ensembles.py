@@ -19,6 +19,7 @@ import numpy as np
 
 from ..specs.competitions import get_competition
 from ..utils.files import atomic_write_text
+from .calibration import Calibration, calibrate, resolve_calibration
 from .runfolder import RunPredictions, load_run, read_json, save_run_predictions
 from .submission import (
     validate_submission,
@@ -77,6 +78,10 @@ def write_outputs(out: str, comp, data_dir: str | None, classes: list[str], test
             d.valid_iter.labels = valid[1]
         files: dict[str, str] = {}
         save_run_predictions(tmp, d, test_probs, vprobs, files=files)
+        if summary.get("calibration"):
+            files["calibration"] = os.path.join(tmp, "calibration.json")
+            atomic_write_text(files["calibration"],
+                              json.dumps(summary["calibration"], indent=2) + "\n")
         names = ["submission.csv"] + [os.path.basename(p) for p in files.values()]
         final = {"submission": os.path.join(out, "submission.csv"),
                  **{k: os.path.join(out, os.path.basename(p)) for k, p in files.items()},
@@ -84,7 +89,8 @@ def write_outputs(out: str, comp, data_dir: str | None, classes: list[str], test
         summary = dict(summary, files=final, sample_checked=sample)
         text = json.dumps(summary, indent=2) + "\n"
         # a stale valid_probs.npy of an earlier ensemble must not outlive this one
-        stale = [f for f in ("valid_probs.npy", "valid_ids.json") if f not in names]
+        stale = [f for f in ("valid_probs.npy", "valid_ids.json", "calibration.json")
+                 if f not in names]
         if os.path.exists(final["summary"]):
             os.unlink(final["summary"])
         for f in stale:
@@ -128,7 +134,7 @@ def member_metrics(runs, ids, y, rows) -> list[dict[str, Any]]:
 
 def ensemble_runs(run_dirs: Sequence[str], out: str, *, vote: str = "soft",
                   weights: str | Sequence[float] | None = None, geometric: bool = False,
-                  data_dir: str | None = None,
+                  data_dir: str | None = None, calibrate: str | None = None,
                   log: Callable[[str], Any] | None = print) -> dict[str, Any]:
     """Combine finished runs (any backend, any model) into one submission in ``out``.
 
@@ -136,7 +142,10 @@ def ensemble_runs(run_dirs: Sequence[str], out: str, *, vote: str = "soft",
     ``"hard"``: majority of argmaxes, ties broken by the mean probability. ``weights``: ``None``
     (equal), one per run, or ``"auto"`` (fitted on the runs' common validation images by
     minimising the log-loss). The submission is checked against the competition's sample file
-    (from ``data_dir`` or the first run's summary). Returns the summary written to
+    (from ``data_dir`` or the first run's summary). ``calibrate`` (``None``: the
+    competition's default, temperature for Dog Breed) fits one temperature on the combined
+    probabilities of the common validation images and applies it to the combined test
+    probabilities (:func:`calibrate_vote`). Returns the summary written to
     ``out/summary.json``.
     """
     t0 = time.perf_counter()
@@ -160,6 +169,13 @@ def ensemble_runs(run_dirs: Sequence[str], out: str, *, vote: str = "soft",
                                 "gone; pass --data-dir to check the submission against its "
                                 "sample file")
     ids, y, rows = common_valid(runs)
+    if vote == "hard" and calibrate == "temperature":
+        raise ValueError("--calibrate temperature rescales probabilities; a hard vote has none: "
+                         "use --vote soft or --calibrate none")
+    method, note = resolve_calibration(
+        calibrate, comp, bool(len(ids)) and vote == "soft",
+        "these runs share no validation images (runs without validation, or folds/bagging "
+        "members) to fit it on")
     w = parse_weights(weights, len(runs))
     fitted = isinstance(w, str)
     if fitted:
@@ -182,18 +198,30 @@ def ensemble_runs(run_dirs: Sequence[str], out: str, *, vote: str = "soft",
         "members": member_metrics(runs, ids, y, rows), "num_classes": len(runs[0].classes),
         "num_test": len(runs[0].test_ids), "num_common_valid": len(ids),
         "valid_acc": None, "valid_loss": None}
+    cal = Calibration("none", note=note)
     if len(ids):
         v_labels, v_probs = combine(rows, vote, w, geometric)
         summary["valid_acc"] = float((v_labels == y).mean())
+        if vote == "soft":
+            cal, probs, v_probs = calibrate_vote(v_probs, y, probs, method, note)
         # a hard vote's shares are not probabilities (zeros): no log-loss for it
         summary["valid_loss"] = log_loss(v_probs, y) if vote == "soft" else None
         valid = (ids, y, v_probs)
+    summary["calibration"] = cal.to_json()
     summary["timings"] = {"total_s": round(time.perf_counter() - t0, 2)}
     summary = write_outputs(out, comp, data_dir, runs[0].classes, runs[0].test_ids, probs,
                              labels, valid, summary)
     if log:
         log(format_members(summary))
     return summary
+
+def calibrate_vote(valid_probs: np.ndarray, y: np.ndarray, test_probs: np.ndarray,
+                   method: str, note: str = "") -> tuple[Calibration, np.ndarray, np.ndarray]:
+    """A soft vote's calibration: fitted on its combined validation probabilities (the same
+    combination of the same members as its test rows), applied to both. Returns the
+    calibration and the calibrated test and validation probabilities."""
+    cal = calibrate(valid_probs, y, method, note)
+    return cal, cal.apply(test_probs), cal.apply(valid_probs)
 
 def format_members(summary: dict[str, Any]) -> str:
     """The members' and the ensemble's validation figures as a small text table."""
@@ -208,6 +236,9 @@ def format_members(summary: dict[str, Any]) -> str:
     how = {"ensemble": f"{summary.get('vote', 'soft')} vote"
            + (", geometric" if summary.get("geometric") else ""),
            "bagging": "bagging, soft vote", "folds": "k-fold, mean"}.get(summary["kind"], "")
+    cal = summary.get("calibration") or {}
+    if cal.get("method") == "temperature":
+        how += f", temperature {cal['temperature']:.3f}"
     lines.append(f"{'ensemble (' + how + ')':50s} {'':>7s} "
                  f"{f(summary.get('valid_acc')):>7s} {f(summary.get('valid_loss')):>8s}")
     sizes = [m.get("num_valid") or 0 for m in summary["members"]]

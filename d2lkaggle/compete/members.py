@@ -21,7 +21,8 @@ from ..data.splits import bootstrap_split, split_train_valid, stratified_folds
 from ..specs.competitions import get_competition
 from ..utils.files import atomic_write_text
 from ..utils.registry import canonical_name
-from .ensembles import format_members, member_metrics, write_outputs
+from .calibration import Calibration, resolve_calibration
+from .ensembles import calibrate_vote, format_members, member_metrics, write_outputs
 from .run import run_competition
 from .runfolder import load_run, read_json
 from .voting import (
@@ -191,8 +192,14 @@ def run_ensemble(competition: Any, data_dir: str, *, members: int, bagging: bool
     summary.update(members_vary=vary, num_common_valid=len(ids), members=member_metrics(
         runs, ids, y, rows))
     valid = None
+    summary["calibration"] = _members_calibrated(run_kw.get("calibrate"), comp, "bagging"
+                                                 if bagging else None)
     if len(ids):
         vp = soft_vote(rows, w)
+        if not bagging:   # one split: the vote's validation rows combine what its test rows do
+            method, note = resolve_calibration(run_kw.get("calibrate"), comp, True)
+            cal, probs, vp = calibrate_vote(vp, y, probs, method, note)
+            summary["calibration"] = cal.to_json()
         summary.update(valid_acc=accuracy(vp, y), valid_loss=log_loss(vp, y))
         valid = (ids, y, vp)
     if bagging:
@@ -243,6 +250,7 @@ def run_folds(competition: Any, data_dir: str, *, folds: int, out: str | None = 
         raise RuntimeError(f"out-of-fold predictions cover {len(oof[0])} of {len(labels)} "
                            "labelled images")
     summary = _group_summary("folds", comp, data_dir, runs, w)
+    summary["calibration"] = _members_calibrated(run_kw.get("calibrate"), comp, "folds")
     summary.update(
         folds=int(folds), members=[dict(m, valid_acc=r.summary.get("valid_acc"),
                                         valid_loss=r.summary.get("valid_loss"))
@@ -251,6 +259,17 @@ def run_folds(competition: Any, data_dir: str, *, folds: int, out: str | None = 
         oof_images=len(oof[0]), num_labelled=len(labels))
     summary["valid_acc"], summary["valid_loss"] = summary["oof_acc"], summary["oof_loss"]
     return _finish(out, comp, data_dir, runs, probs, labels_t, oof, summary, t0, log)
+
+def _members_calibrated(calibrate: Any, comp, kind: str | None) -> dict[str, Any]:
+    """The calibration entry of a group whose vote is not re-calibrated: bagging's
+    out-of-bag and k-fold's out-of-fold rows are means over fewer members than the test
+    rows (one fold model against all K), so a temperature fitted on them would not fit the
+    test vote; each member is calibrated on its own validation images instead."""
+    method, _ = resolve_calibration(calibrate, comp, True)
+    why = (f"{kind}: each member calibrated on its own held-out images ({method}); the mean "
+           "is not re-calibrated (its held-out rows average fewer members than its test rows)"
+           if kind else "the members share no validation images")
+    return Calibration("none", note=why).to_json()
 
 def _finish(out, comp, data_dir, runs, probs, labels_t, valid, summary, t0, log) -> dict[str, Any]:
     """Write a trained group's combined files (see :func:`_write_outputs`) and report."""

@@ -9,8 +9,8 @@
 3. :func:`load_stage` — labels, split, loaders, the first line, a placeholder submission;
 4. :func:`start_training` — the configuration checkpoints are checked against, the backend;
 5. :func:`train_phase` — a fresh model trained on one phase's data; called for the
-   validation phase (:func:`validate` adds its probabilities and pictures) and for the
-   retrain on all labels;
+   validation phase (:func:`validate` adds its probabilities, their calibration —
+   :func:`calibrate_stage` — and pictures) and for the retrain on all labels;
 6. :func:`finish_run` — predict the test set, write the submission, history, curves and
    ``summary.json`` (and with ``overwrite``, put the new run in place of the old one);
    :func:`close_run_folder` releases the folder, also when the run fails.
@@ -45,10 +45,13 @@ from ..specs.tricks import (
 )
 from ..specs.tricks import describe as describe_tricks
 from ..specs.writeups import cycle_step_size
+from ..train.features import cacheable
 from ..train.loop import History
+from ..train.tta import check_tta
 from ..utils.files import atomic_write_text, load_npz
 from ..utils.progress import RunProgress, resolve_verbose
 from ..utils.registry import canonical_name, get_backend
+from .calibration import Calibration, calibrate, resolve_calibration
 from .load import CompetitionData, load_data, normalized, shard_data, training_set_size
 from .preflight import (check_checkpoint, check_data_dir, check_out_outside_data, check_resume,
                         check_settings, prepare_out)
@@ -92,6 +95,8 @@ class RunPlan:
     progress: Any = True
     log: Callable[[str], Any] | None = print
     batch_note: str | None = None
+    calibrate: str = "none"    # none | temperature (compete/calibration.py), resolved
+    calibrate_note: str = ""
     verbose: int = 2           # Keras' levels: 0 no epoch lines, 1 live bars, 2 one line per epoch
     final_out: str | None = None   # with overwrite: where the run goes once finished (out: beside it)
     lock: Any = None           # the run folder's RunFolderLock (rank 0)
@@ -145,8 +150,9 @@ class Run:
     start_acc: float | None = None         # the validation accuracy the file starts at
     train_kw: dict[str, Any] = field(default_factory=dict)
     phases: dict[str, Phase] = field(default_factory=dict)
-    valid_probs: np.ndarray | None = None
+    valid_probs: np.ndarray | None = None     # calibrated, as the run would submit them
     pictures: dict[str, str] = field(default_factory=dict)
+    calibration: Calibration | None = None
 
 
 def run_competition(competition: str | Competition, data_dir: str, *, backend: str = "torch",
@@ -162,7 +168,7 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
                     recipe: str | Recipe = "default", tta: Any = None,
                     split: tuple[Any, Any] | None = None, predict_with: str | None = None,
                     overwrite: bool = False, distributed: Any = None,
-                    verbose: Any = "auto", estimate: bool = False,
+                    calibrate: str | None = None, verbose: Any = "auto", estimate: bool = False,
                     **tricks: Any) -> dict[str, Any]:
     """Run a whole chapter and write ``out/{submission.csv, history.csv, curves.png,
     confusion.png, mistakes.png, summary.json, checkpoints/}``; returns the summary.
@@ -186,7 +192,13 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     ``sched``, ``warmup``, ``base_lr``, ``max_lr``, ``step_size``, ``cycle_mode``,
     ``milestones``, ``mixup``, ``cutmix``, ``mix_prob``, ``switch_prob``, ``label_smoothing``,
     ``augment``, ``wd_exclude``; see docs/recipes.md). ``augment`` may also be a
-    ``(train_transform, test_transform)`` pair.
+    ``(train_transform, test_transform)`` pair. ``tta``: ``None`` is the recipe's
+    test-time augmentation (``flip`` for Dog Breed's default), ``False`` or ``"none"`` none.
+
+    ``calibrate``: ``"temperature"`` fits one temperature on the validation probabilities
+    (minimising their log loss) and applies it to the test probabilities, also the retrained
+    model's; ``"none"`` writes the net's softmax as it is; ``None`` is the competition's
+    default (temperature for Dog Breed, scored by log loss; none for the others).
 
     ``distributed`` (data parallel, docs/scale.md): ``None`` follows the launcher (torchrun
     ...), ``True`` requires one, ``False`` ignores it, or a
@@ -228,17 +240,17 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
              log: Callable[[str], Any] | None = print, label_kind: str | None = None,
              model: str | None = None, recipe: str | Recipe = "default", tta: Any = None,
              split: tuple[Any, Any] | None = None, predict_with: str | None = None,
-             overwrite: bool = False, distributed: Any = None, verbose: Any = "auto",
-             estimate: bool = False,
-             **tricks: Any) -> RunPlan:
+             overwrite: bool = False, distributed: Any = None, calibrate: str | None = None,
+             verbose: Any = "auto", estimate: bool = False, **tricks: Any) -> RunPlan:
     """Stage 1: the run's :class:`RunPlan` — the recipe with every override, checked before
     anything is written or loaded (the keywords of :func:`run_competition`)."""
     comp = get_competition(competition) if isinstance(competition, str) else competition
     base = recipe if isinstance(recipe, Recipe) else recipe_for(comp, recipe)
     aug_pair = tricks.pop("augment") if not isinstance(tricks.get("augment", ""), str) else None
     # cache_features=True (--cache-features): the frozen backbone runs once per image
-    # (d2lkaggle.train.features); it trains the same head, so it is not part of run_config
-    cache_features = bool(tricks.pop("cache_features", False))
+    # (d2lkaggle.train.features); it trains the same head, so it is not part of run_config.
+    # None: on when the recipe allows it (frozen backbone, unaugmented files, one process)
+    cache_features = tricks.pop("cache_features", None)
     unknown = sorted(set(tricks) - set(Recipe.__dataclass_fields__))
     if unknown:
         raise TypeError(f"run_competition() got unknown keyword(s) {', '.join(unknown)}")
@@ -269,13 +281,21 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
     recipe, batch_note = fit_batch_to_set(
         _random_init(recipe), training_set_size(comp, data_dir, recipe.valid_ratio, split),
         batch_given=batch_size is not None, lr_given=lr is not None)
+    recipe = replace(recipe, small_set_batch=None)   # decided: batch_size and lr say what runs
     if predict_with is None and recipe.keep == "best" and recipe.valid_ratio > 0:
         predict_with = "best"   # a write-up that keeps its best-validation epoch
     predict_with = _predict_with(predict_with, retrain, recipe.valid_ratio > 0)
+    tta = check_tta(recipe.tta if tta is None else tta)   # None: the recipe's; False/"none": off
+    recipe = replace(recipe, tta=tta)   # what the run predicts with (titles, summary.json)
+    calibrate, calibrate_note = resolve_calibration(
+        calibrate, comp, bool(split[1]) if split is not None else recipe.valid_ratio > 0)
     name = canonical_name(backend)
     out = os.path.abspath(out or os.path.join("runs", f"{comp.name}-{name}"))
     check_out_outside_data(out, comp, data_dir)
     dist = D.run_env(distributed, recipe.batch_size)  # (batch size checked: nothing written yet)
+    if cache_features is None:
+        cache_features = (aug_pair is None and not comp.fixed_size and cacheable(recipe)
+                          and not dist.enabled)
     check_data_dir(comp, data_dir, COMPETITIONS.values())
     if weights_file(recipe.weights) is not None:
         # a file that fits nothing is refused now, before the run folder exists (the classes
@@ -283,10 +303,11 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
         start_weights(name, recipe, None, image_size)
     return RunPlan(comp, data_dir, recipe, name, out, image_size, seed, predict_with, dist,
                    amp=amp, tta=tta, split=split, label_kind=label_kind, num_workers=num_workers,
-                   augment=aug_pair or recipe.augment, cache_features=cache_features,
+                   augment=aug_pair or recipe.augment, cache_features=bool(cache_features),
                    resume=resume, overwrite=overwrite, progress=progress, log=log,
                    batch_note="\n".join(n for n in (model_note, batch_note) if n) or None,
-                   verbose=resolve_verbose(verbose), estimate=bool(estimate))
+                   verbose=resolve_verbose(verbose), estimate=bool(estimate),
+                   calibrate=calibrate, calibrate_note=calibrate_note)
 
 
 def open_run_folder(plan: RunPlan) -> RunPlan:
@@ -517,9 +538,25 @@ def validate(run: Run) -> Phase:
                    run.config)
     if plan.dist.is_main:
         run.valid_probs = valid_predictions(run.bk, phase.net, run.data, plan.amp, tta=plan.tta)
+        run.calibration = calibrate_stage(run)
+        run.valid_probs = run.calibration.apply(run.valid_probs)
         run.pictures = valid_pictures(plan.out, run.data, run.valid_probs,
                                        title(plan.comp, plan.backend, plan.recipe))
     return phase
+
+
+def calibrate_stage(run: Run) -> Calibration:
+    """Stage 5b: the plan's calibration fitted on the validation phase's probabilities
+    (``run.valid_probs``, before calibration), said in one line and written to
+    ``calibration.json``; :func:`finish_run` applies it to the test probabilities of the model
+    that writes the submission (the retrained one too: it reuses this temperature)."""
+    plan = run.plan
+    cal = calibrate(run.valid_probs, run.data.valid_iter.labels, plan.calibrate,
+                    plan.calibrate_note)
+    plan.say(cal.line())
+    atomic_write_text(os.path.join(plan.out, "calibration.json"),
+                      json.dumps(cal.to_json(), indent=2) + "\n")
+    return cal
 
 
 def finish_run(run: Run) -> dict[str, Any]:
@@ -531,6 +568,10 @@ def finish_run(run: Run) -> dict[str, Any]:
     net = (final or valid).net
     t0 = time.perf_counter()
     probs = run.bk.predict(net, data.test_iter, amp=plan.amp, tta=plan.tta)
+    if run.calibration is None:   # no validation phase: nothing to fit a temperature on
+        run.calibration = Calibration("none", note=plan.calibrate_note)
+        plan.say(run.calibration.line())
+    probs = run.calibration.apply(probs)
     sub = write_submission(plan.comp, plan.data_dir, probs, data,
                            os.path.join(plan.out, "submission.csv"))
     run.timings["predict_s"] = time.perf_counter() - t0
@@ -547,6 +588,11 @@ def finish_run(run: Run) -> dict[str, Any]:
                                 final.history if final else None, plan.predict_with,
                                 len(data.classes), plan.recipe))
     summary["files"].update(run.pictures if valid is not None else {})
+    summary["calibration"] = dict(run.calibration.to_json(), applied_to=(
+        "submission.csv, test_probs.npy" + (", valid_probs.npy" if valid is not None else "")
+        if run.calibration.method != "none" else "nothing"))
+    if valid is not None:
+        summary["files"]["calibration"] = os.path.join(plan.out, "calibration.json")
     summary["world_size"] = plan.dist.world_size
     if plan.final_out is not None:   # --overwrite: built beside the old run, which it replaces now
         summary = retarget(summary, plan.out, plan.final_out)
@@ -580,6 +626,7 @@ def _summary(run: Run, probs: np.ndarray, sub: str) -> dict[str, Any]:
         "train_acc": json_float(main.last["train_acc"]) if len(main) else None,
         "examples_per_sec": json_float(main.examples_per_sec) if len(main) else None,
         "devices": main.devices, "timings": {k: round(v, 2) for k, v in timings.items()},
+        "cache_features": plan.cache_features,
         "files": {"submission": sub, "history": os.path.join(out, "history.csv"),
                   "curves": os.path.join(out, "curves.png"),
                   "checkpoints": os.path.join(out, "checkpoints"),
@@ -638,6 +685,7 @@ def run_config(comp: Competition, recipe: Recipe, *, backend: str, image_size: i
               "image_size": int(image_size or comp.image_size), "seed": int(seed), "amp": amp,
               **extra}
     config.pop("small_set_batch", None)  # a rule, applied already: batch_size and lr record it
+    config.pop("tta", None)   # how the trained net predicts, not what is trained
     return json.loads(json.dumps(config, default=str))
 
 def check_keep(recipe: Recipe) -> None:

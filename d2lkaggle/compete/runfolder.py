@@ -9,6 +9,9 @@ pictures and ``checkpoints/``, and the predictions that ensembles combine
 * ``test_ids.json`` — the test ids of the rows (a JSON list);
 * ``valid_probs.npy`` + ``valid_ids.json`` (``{"ids": [...], "labels": [...]}``, labels as class
   names) — when the run validated: the validated model's probabilities on its validation set.
+* ``calibration.json`` — when the run validated: the calibration fitted on those images
+  (:mod:`d2lkaggle.compete.calibration`; ``{"method": "none"}`` when off). Both ``.npy`` files
+  hold the probabilities after it, as ``submission.csv`` does.
 
 These files hold nothing framework-specific, so runs of different backends and models vote
 together (:mod:`d2lkaggle.compete.ensembles`).
@@ -30,7 +33,7 @@ from .voting import accuracy, log_loss
 #: files a finished run leaves; ``overwrite=True`` replaces exactly these (and checkpoints/)
 RUN_FILES = ("summary.json", "submission.csv", "history.csv", "curves.png", "confusion.png",
              "mistakes.png", "test_probs.npy", "classes.json", "test_ids.json", "valid_probs.npy",
-             "valid_ids.json", "log.txt")
+             "valid_ids.json", "calibration.json", "log.txt")
 #: what each run folder keeps for ensembles
 PREDICTION_FILES = ("test_probs.npy", "classes.json", "test_ids.json", "valid_probs.npy", "valid_ids.json")
 

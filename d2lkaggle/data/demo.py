@@ -4,7 +4,9 @@
 as the CIFAR-10 competition does (``train/<id>.png``, ``test/<id>.png``, ``trainLabels.csv``,
 ``sampleSubmission.csv``); ``layout="dog"`` writes the Dog Breed layout instead
 (variable-size JPEGs with hex ids, ``labels.csv`` with ``id,breed`` and a probability
-``sample_submission.csv``).
+``sample_submission.csv``). ``small_subjects=True`` draws each shape smaller and anywhere in
+the image (the harder Dog set of docs/kaggle_dog.md: a random crop of a small image often
+loses it).
 """
 from __future__ import annotations
 
@@ -53,7 +55,22 @@ BREEDS = ("affenpinscher", "beagle", "chihuahua", "dingo", "eskimo_dog", "french
           "yorkshire_terrier")
 
 
-def _draw(shape: str, w: int, h: int, rng: np.random.Generator) -> Image.Image:
+#: the subject's radius as a fraction of the shorter side: (low, high) for normal and small subjects
+RADIUS = {False: (0.22, 0.36), True: (0.10, 0.18)}
+
+
+def _centre(w: int, h: int, r: float, small: bool, spread: float,
+            rng: np.random.Generator) -> tuple[float, float]:
+    """The subject's centre: near the middle (``spread`` of each side), or for small subjects
+    anywhere the whole shape (up to 1.3 r from its centre: the bars) stays inside."""
+    if not small:
+        return (w / 2 + rng.uniform(-spread, spread) * w, h / 2 + rng.uniform(-spread, spread) * h)
+    m = min(1.3 * r + 1, w / 2, h / 2)
+    return float(rng.uniform(m, w - m)), float(rng.uniform(m, h - m))
+
+
+def _draw(shape: str, w: int, h: int, rng: np.random.Generator,
+          small: bool = False) -> Image.Image:
     # Background: a random colour gradient plus pixel noise, so colour alone never gives the class.
     c0, c1 = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
     t = np.linspace(0, 1, w)[None, :, None] if rng.random() < 0.5 else np.linspace(0, 1, h)[:, None, None]
@@ -62,15 +79,15 @@ def _draw(shape: str, w: int, h: int, rng: np.random.Generator) -> Image.Image:
     d = ImageDraw.Draw(img)
     fg = tuple(int(v) for v in (255 - (c0 + c1) // 2 + rng.integers(-40, 41, 3)) % 256)
     s = min(w, h)
-    r = s * rng.uniform(0.22, 0.36)
-    cx = w / 2 + rng.uniform(-0.12, 0.12) * w
-    cy = h / 2 + rng.uniform(-0.12, 0.12) * h
+    r = s * rng.uniform(*RADIUS[small])
+    cx, cy = _centre(w, h, r, small, 0.12, rng)
     lw = max(1, int(round(s / 12)))
     _shape_on(d, shape, cx, cy, r, max(2, lw * 2), fg)
     return img
 
 
-def _draw_hard(shape: str, w: int, h: int, rng: np.random.Generator) -> Image.Image:
+def _draw_hard(shape: str, w: int, h: int, rng: np.random.Generator,
+               small: bool = False) -> Image.Image:
     """The harder demo: random colours, low contrast, heavy noise, clutter, rotation, scale."""
     # background: two random colours in random blotches, not a clean gradient
     c0, c1 = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
@@ -85,9 +102,8 @@ def _draw_hard(shape: str, w: int, h: int, rng: np.random.Generator) -> Image.Im
     # the shape as a soft mask drawn at twice the size (anti-aliased when scaled down)
     mask = Image.new("L", (w * 2, h * 2), 0)
     s = min(w, h) * 2
-    r = s * rng.uniform(0.22, 0.36)
-    cx = w + rng.uniform(-0.15, 0.15) * w * 2
-    cy = h + rng.uniform(-0.15, 0.15) * h * 2
+    r = s * rng.uniform(*RADIUS[small])
+    cx, cy = _centre(w * 2, h * 2, r, small, 0.15, rng)
     d = ImageDraw.Draw(mask)
     _shape_on(d, shape, cx, cy, r, max(2, int(round(s / 12))) * 2, 255)
     mask = mask.rotate(float(rng.uniform(-15, 15)), resample=Image.BILINEAR, center=(cx, cy))
@@ -146,7 +162,8 @@ def _write_csv(path: str, header: list[str], rows) -> None:
 
 def make_demo(out_dir: str, n_train: int = 1000, n_test: int = 200, size: int = 32,
               seed: int = 0, layout: str = "cifar10", num_classes: int = 10,
-              hard: bool = False) -> str:
+              hard: bool = False, small_subjects: bool = False,
+              max_size: int | None = None) -> str:
     """Write a synthetic competition to ``out_dir`` and return ``out_dir``.
 
     Classes are balanced (``n_train // num_classes`` each, the remainder spread over the
@@ -157,6 +174,10 @@ def make_demo(out_dir: str, n_train: int = 1000, n_test: int = 200, size: int = 
     ``hard=True`` draws the harder demo of docs/recipes.md (random
     colours and blotchy backgrounds, low contrast, strong noise, clutter, rotated and scaled
     shapes, channels permuted or inverted per image) on which the book's recipe learns slowly.
+    ``small_subjects=True`` draws every shape at 10–18 % of the shorter side (instead of
+    22–36 %), anywhere in the image. Dog layout: each side is drawn in ``[0.8 size, 1.6 size]``,
+    or in ``[size, max_size]`` when ``max_size`` is given (``size=80, max_size=400``: the
+    80–400 px set of docs/kaggle_dog.md).
     """
     if layout not in ("cifar10", "dog"):
         raise ValueError(f"unknown layout {layout!r}; choose 'cifar10' or 'dog'")
@@ -165,6 +186,9 @@ def make_demo(out_dir: str, n_train: int = 1000, n_test: int = 200, size: int = 
         raise ValueError(f"num_classes must be in 2..{most} for the {layout} layout, got {num_classes}")
     if n_train < num_classes:
         raise ValueError(f"n_train={n_train} is smaller than num_classes={num_classes}")
+    if max_size is not None and (layout != "dog" or max_size < size):
+        raise ValueError(f"max_size={max_size} needs layout='dog' and max_size >= size ({size})")
+    lo, hi = (size, max_size) if max_size is not None else (int(size * 0.8), int(size * 1.6))
     rng = np.random.default_rng(seed)
     out_dir = os.path.abspath(out_dir)
     parent = os.path.dirname(out_dir)
@@ -189,10 +213,12 @@ def make_demo(out_dir: str, n_train: int = 1000, n_test: int = 200, size: int = 
             for i, c in zip(ids, classes):
                 draw = _draw_hard if hard else _draw
                 if layout == "cifar10":
-                    draw(SHAPES[c], size, size, rng).save(os.path.join(tmp, split, f"{i}.png"))
+                    draw(SHAPES[c], size, size, rng, small_subjects).save(
+                        os.path.join(tmp, split, f"{i}.png"))
                 else:
-                    w, h = (int(v) for v in rng.integers(int(size * 0.8), int(size * 1.6) + 1, 2))
-                    draw(SHAPES[c % len(SHAPES)], w, h, rng).save(os.path.join(tmp, split, f"{i}.jpg"), quality=90)
+                    w, h = (int(v) for v in rng.integers(lo, hi + 1, 2))
+                    draw(SHAPES[c % len(SHAPES)], w, h, rng, small_subjects).save(
+                        os.path.join(tmp, split, f"{i}.jpg"), quality=90)
         if layout == "cifar10":
             _write_csv(os.path.join(tmp, "trainLabels.csv"), ["id", "label"],
                        ((i, names[c]) for i, c in zip(train_ids, train_cls)))

@@ -101,9 +101,9 @@ class Mixup:
         c = num_classes or self.num_classes
         if c is None:
             raise ValueError("Mixup needs num_classes (give it to Mixup(...) or the call)")
-        if x.ndim != 4:
+        if x.ndim != 4 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0):
             raise ValueError(f"expected an N×H×W×C batch, got shape {x.shape}")
-        lam, use_cutmix = self.params(rng)
+        lam, use_cutmix = self.params(rng)   # (label smoothing alone: any batch, e.g. features)
         if lam < 1.0:
             if use_cutmix:
                 top, bottom, left, right = cutmix_box(lam, x.shape[1], x.shape[2], rng)

@@ -28,6 +28,7 @@ class Competition:
     test_dir: str = "test"
     url: str = ""
     notes: str = field(default="", compare=False)
+    metric: str = "accuracy"         # how Kaggle scores it: "accuracy" or "log_loss"
 
 
 COMPETITIONS: dict[str, Competition] = {
@@ -48,9 +49,16 @@ COMPETITIONS: dict[str, Competition] = {
     "dog-breed": Competition(
         "dog-breed", "labels.csv", "id", "breed", "sample_submission.csv", "proba", 224,
         IMAGENET_MEAN, IMAGENET_STD, "dog", False,
-        Recipe("finetune", epochs=10, batch_size=128, lr=5e-3, wd=1e-4, lr_period=2,
-               lr_decay=0.9, weights="imagenet"),
-        url="https://www.kaggle.com/c/dog-breed-identification"),
+        # ours (docs/kaggle_dog.md): the chapter's frozen ResNet-34 and head, trained with
+        # AdamW (wd 0.05) and one-cycle peaking at 1e-3 on unaugmented images, so the backbone
+        # runs once per image (cached features); predictions average the image and its mirror
+        # (TTA flip) and are calibrated (a temperature fitted on validation). A small set
+        # (< 40 steps per epoch at 128) trains at batch 32. Stand-in Dog set, 64 px, 5 epochs,
+        # 3 seeds, every backend: valid log loss 0.151 where the chapter's values gave 0.470
+        Recipe("finetune", epochs=10, batch_size=128, lr=1e-3, wd=0.05, lr_period=2,
+               lr_decay=0.9, weights="imagenet", optimizer="adamw", sched="onecycle",
+               augment="none", tta="flip", small_set_batch=32),
+        url="https://www.kaggle.com/c/dog-breed-identification", metric="log_loss"),
     "cifar100": Competition(
         "cifar100", "trainLabels.csv", "id", "label", "sampleSubmission.csv", "label", 32,
         (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "cifar", True,

@@ -57,6 +57,9 @@ class Recipe:
     # (d2lkaggle.models.whitening), and BatchNorm statistics that follow fast-moving weights
     whiten: bool = False
     bn_momentum: float | None = None  # torch's convention (0.1 = the book's); None: the model's
+    # test-time augmentation the recipe predicts with (d2lkaggle.train.tta: flip, flip-crop, N);
+    # --tta overrides it, --tta none turns it off. Prediction only: not part of run_config
+    tta: str | None = None
 
     def with_overrides(self, **kw: Any) -> "Recipe":
         """A copy with every non-``None`` keyword replaced."""

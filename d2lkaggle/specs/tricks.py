@@ -14,6 +14,7 @@ from ..data.mixing import Mixup
 from ..data.transforms import PRESETS
 from ..train import schedules as S
 from ..train.optim import OPTIMIZERS
+from ..train.tta import check_tta
 from .recipe import Recipe
 
 WD_EXCLUDE = (None, "bn_bias")
@@ -85,6 +86,7 @@ def check_recipe(r: Recipe) -> None:
             int(m) != m or not 1 <= m < max(2, r.epochs) for m in r.milestones)):
         raise ValueError(f"--milestones must be epochs in 1..{r.epochs - 1}, got "
                          + ",".join(str(m) for m in r.milestones))
+    check_tta(r.tta)   # --tta's values
     from ..models.table import BN_MOMENTUM_MODELS, check_regularization
     from ..models.whitening import FIRST_CONV
     check_regularization(r)   # --drop-path / --stochastic-depth: a rate, for a model that has it
@@ -271,7 +273,10 @@ def recipe_text(r: Recipe) -> str:
     opt = OPTIMIZER_WORDS.get(r.optimizer, r.optimizer) + f" wd {r.wd:g}"
     if r.wd_exclude:
         opt += " (none on biases and norms)"
-    parts = [f"{r.epochs} epochs", f"batch {r.batch_size}", opt, schedule_text(r)]
+    batch = f"batch {r.batch_size}"
+    if r.small_set_batch is not None and r.small_set_batch < r.batch_size:   # not applied yet
+        batch += f" ({r.small_set_batch} on a small set)"
+    parts = [f"{r.epochs} epochs", batch, opt, schedule_text(r)]
     mix = mixing_text(r)
     if mix:
         parts.append(mix)
@@ -280,4 +285,6 @@ def recipe_text(r: Recipe) -> str:
         parts.append("whitened first layer")
     if r.bn_momentum is not None:
         parts.append(f"BatchNorm momentum {r.bn_momentum:g}")
+    if r.tta:
+        parts.append(f"TTA {r.tta}")
     return ", ".join(parts)

@@ -12,8 +12,9 @@ float rounding. Prediction on the test set uses the whole net on the images, as 
 What the core decides here (no framework code):
 
 * **When it is allowed** — :func:`check_cacheable`: a frozen-backbone ``finetune`` model, no
-  MixUp/CutMix, and a *deterministic* training transform (``augment="none"``: resize and
-  centre crop). Random crops, flips or colour jitter make each epoch's features different,
+  MixUp/CutMix (label smoothing only changes the targets: allowed), and a *deterministic*
+  training transform (``augment="none"``: resize and centre crop). :func:`cacheable` says
+  whether a recipe is such a run: then ``d2lkaggle run`` caches without being asked. Random crops, flips or colour jitter make each epoch's features different,
   so cached ones would be wrong; the run then stops with one line saying to add
   ``--augment none`` (it never silently switches the augmentation off: that would change
   the recipe the user asked for).
@@ -45,7 +46,7 @@ import numpy as np
 from ..data.loader import ImageLoader
 from ..utils.registry import backend_module
 
-__all__ = ["check_cacheable", "deterministic", "backbone_digest", "feature_key",
+__all__ = ["check_cacheable", "cacheable", "deterministic", "backbone_digest", "feature_key",
            "cached_features", "FeatureLoader", "train_with_cached_features", "FEATURES_VERSION"]
 
 #: bumped when the way features are computed changes (old cache files are then not used)
@@ -65,6 +66,17 @@ def deterministic(transform: Any) -> bool:
     return isinstance(transform, (Resize, CenterCrop))
 
 
+def cacheable(recipe: Any) -> bool:
+    """True when ``recipe`` trains only a head on a frozen ResNet-34 from unaugmented images
+    (``augment="none"``, no MixUp/CutMix): cached features then train the same head, so a run
+    uses them by default (docs/kaggle_dog.md)."""
+    return (getattr(recipe, "model", None) == "finetune"
+            and (getattr(recipe, "arch", "resnet34") or "resnet34") == "resnet34"
+            and getattr(recipe, "freeze", True) is not False
+            and getattr(recipe, "augment", None) == "none"
+            and not getattr(recipe, "mixup", 0) and not getattr(recipe, "cutmix", 0))
+
+
 def check_cacheable(recipe: Any, train_transform: Any, mixing: Any = None) -> None:
     """Refuse ``cache_features`` (ValueError, one line) when cached features would be wrong."""
     model = getattr(recipe, "model", None)
@@ -76,7 +88,8 @@ def check_cacheable(recipe: Any, train_transform: Any, mixing: Any = None) -> No
         raise ValueError("--cache-features needs the chapter's frozen ResNet-34 backbone "
                          f"(arch resnet34, frozen); this run has arch {arch!r}"
                          + (", unfrozen" if getattr(recipe, "freeze", True) is False else ""))
-    if mixing is not None or getattr(recipe, "mixup", 0) or getattr(recipe, "cutmix", 0):
+    mixes = getattr(mixing, "mixup_alpha", 0) or getattr(mixing, "cutmix_alpha", 0)
+    if mixes or getattr(recipe, "mixup", 0) or getattr(recipe, "cutmix", 0):   # (smoothing: fine)
         raise ValueError("--cache-features cannot be combined with MixUp/CutMix: mixed images "
                          "have other features than their parts; drop --mixup/--cutmix")
     if not deterministic(train_transform):

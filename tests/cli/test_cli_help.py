@@ -235,7 +235,12 @@ def test_picture_title_names_competition_backend_model_and_recipe():
     t = report.title(dog, "paddle", pipeline._recipe_for(dog, weights="none", lr=0.01))
     parts = t.split(" · ")
     assert parts[:3] == ["dog-breed", "paddle", "finetune (random backbone)"]
-    assert "lr 0.01 x0.9 every 2 epochs (StepLR)" in parts[3] and "SGD (momentum 0.9)" in parts[3]
+    assert "one-cycle to lr 0.01" in parts[3] and "AdamW wd 0.05" in parts[3]
+    assert "TTA flip" in parts[3]
+    from d2lkaggle.specs.competitions import BOOK_RECIPES
+    book = report.title(dog, "paddle", BOOK_RECIPES["dog-breed"].with_overrides(lr=0.01))
+    assert "lr 0.01 x0.9 every 2 epochs (StepLR)" in book and "SGD (momentum 0.9)" in book
+    assert "TTA" not in book
 
 
 def test_overall_progress_leaves_out_epochs_a_resumed_run_holds(tmp_path):

@@ -2,10 +2,14 @@
 import csv
 import json
 import os
+import shutil
+
+import numpy as np
 
 import pytest
 
 from conftest import backend_params, run_cli, run_py
+from d2lkaggle.compete.voting import log_loss
 
 FAST = ["--epochs", "2", "--batch-size", "32", "--quiet", "--workers", "2"]
 
@@ -78,6 +82,15 @@ def test_dog_layout_run_with_checkpoint(backend, dog_dir, tiny_resnet34, tmp_pat
         assert all(0 <= v <= 1 for v in p) and abs(sum(p) - 1) < 1e-6
     s = json.load(open(out / "summary.json"))
     assert s["recipe"]["model"] == "finetune" and s["valid_loss"] > 0
+    # the Dog default: cached backbone features, TTA flip, calibrated probabilities
+    assert s["cache_features"] and s["tta"] == "flip" and "computed once" in r.stdout
+    cal = s["calibration"]
+    assert cal["method"] == "temperature" and cal["log_loss_after"] <= cal["log_loss_before"]
+    classes = json.load(open(out / "classes.json"))
+    y = [classes.index(c) for c in json.load(open(out / "valid_ids.json"))["labels"]]
+    # valid_probs.npy holds the calibrated probabilities, as submission.csv does
+    assert log_loss(np.load(out / "valid_probs.npy"), y) == pytest.approx(cal["log_loss_after"],
+                                                                         abs=1e-5)
 
 
 @pytest.mark.parametrize("backend", backend_params("torch"))
@@ -106,10 +119,24 @@ def test_run_unknown_backend_lists_choices(demo_dir, tmp_path):
 @pytest.mark.parametrize("backend", backend_params("torch"))
 def test_resume_whole_run(backend, demo_dir, tmp_path):
     out = tmp_path / "run"
-    args = ["run", "demo", "--data-dir", demo_dir, "--backend", backend, "--out", str(out), *FAST]
-    assert run_cli(*args).returncode == 0
+    args = ["run", "demo", "--data-dir", demo_dir, "--backend", backend, "--out", str(out), *FAST,
+            "--calibrate", "temperature"]
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr[-2000:]
     first = open(out / "submission.csv").read()
+    cal = json.load(open(out / "summary.json"))["calibration"]
+    assert cal["method"] == "temperature" and cal["num_valid"] == 20
+    assert cal["log_loss_after"] <= cal["log_loss_before"]
+    assert json.load(open(out / "calibration.json"))["temperature"] == cal["temperature"]
+    assert f"calibrated with temperature {cal['temperature']:.3f}" in r.stdout
+    test_probs = np.load(out / "test_probs.npy")
+    # interrupted during the retrain on all labels: its checkpoints and the summary are gone
+    shutil.rmtree(out / "checkpoints" / "final")
+    os.unlink(out / "summary.json")
     r = run_cli(*args, "--resume")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "nothing to train" in r.stdout
+    assert "nothing to train" in r.stdout   # the validation phase, restored
     assert open(out / "submission.csv").read() == first
+    # the retrained model's test probabilities take the validation phase's temperature again
+    assert json.load(open(out / "summary.json"))["calibration"] == cal
+    np.testing.assert_allclose(np.load(out / "test_probs.npy"), test_probs, atol=1e-5)

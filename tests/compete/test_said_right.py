@@ -38,7 +38,9 @@ def test_titles_name_what_each_recipe_trains():
                                  "one-cycle to lr 0.002 (30% warm-up"],
         ("cifar10", "book"): ["SGD (momentum 0.9) wd 0.0005", "lr 0.02 x0.9 every 4 epochs (StepLR)"],
         ("demo", "default"): ["AdamW wd 0.05", "one-cycle to lr 0.002", "whitened first layer"],
-        ("dog-breed", "default"): ["finetune from ImageNet weights", "lr 0.005 x0.9 every 2 epochs"],
+        ("dog-breed", "default"): ["finetune from ImageNet weights", "AdamW wd 0.05",
+                                   "one-cycle to lr 0.001", "augment none", "TTA flip"],
+        ("dog-breed", "book"): ["finetune from ImageNet weights", "lr 0.005 x0.9 every 2 epochs"],
         ("cifar10", "writeup-cifar10-mixup"): ["cnn_elu", "Adam wd 0.001", "batch 32",
                                                "cyclic triangular2 lr 0.001-0.004, 10 cycles",
                                                "MixUp 0.4", "augment crop-flip"],
@@ -77,7 +79,8 @@ def test_recipes_lists_every_name_with_public_sources(capsys):
     assert "lr 0.02 x0.9 every 4 epochs" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, tta", [([], None), (["--tta"], "flip"), (["--tta", "none"], None),
+# not given: the recipe's (None); none: off (False), also where the recipe has one (Dog Breed)
+@pytest.mark.parametrize("argv, tta", [([], None), (["--tta"], "flip"), (["--tta", "none"], False),
                                        (["--tta", "flip-crop"], "flip-crop"), (["--tta", "4"], 4)])
 def test_tta_bare_is_flip(argv, tta):
     from d2lkaggle.cli import build_parser

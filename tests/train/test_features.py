@@ -157,7 +157,7 @@ def test_cli_refuses_augmented_images_and_runs_with_augment_none(dog_dir, tmp_pa
     data = shutil.copytree(dog_dir, tmp_path / "dog")
     base = ["run", "dog-breed", "--data-dir", str(data), "--epochs", "1", "--batch-size", "8",
             "--image-size", "32", "--quiet", "--weights", "none", "--cache-features"]
-    r = run_cli(*base, "--out", str(tmp_path / "a"))
+    r = run_cli(*base, "--augment", "book", "--out", str(tmp_path / "a"))
     assert r.returncode != 0
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and "--augment none" in err[0], r.stderr
