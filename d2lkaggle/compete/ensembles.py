@@ -132,6 +132,21 @@ def member_metrics(runs, ids, y, rows) -> list[dict[str, Any]]:
         out.append(m)
     return out
 
+def _check_vote(run_dirs: Sequence[str], vote: str, geometric: bool,
+                calibrate: str | None) -> None:
+    """The settings of :func:`ensemble_runs`, refused before any run folder is read."""
+    if vote not in VOTES:
+        raise ValueError(f"--vote must be one of {VOTES}, got {vote!r}")
+    if geometric and vote != "soft":
+        raise ValueError("--geometric is a soft vote: it cannot be combined with --vote hard")
+    if len(run_dirs) < 2:
+        raise ValueError(f"an ensemble needs at least 2 runs, got {len(run_dirs)}: "
+                         + " ".join(run_dirs))
+    if vote == "hard" and calibrate == "temperature":
+        raise ValueError("--calibrate temperature rescales probabilities; a hard vote has none: "
+                         "use --vote soft or --calibrate none")
+
+
 def ensemble_runs(run_dirs: Sequence[str], out: str, *, vote: str = "soft",
                   weights: str | Sequence[float] | None = None, geometric: bool = False,
                   data_dir: str | None = None, calibrate: str | None = None,
@@ -149,13 +164,7 @@ def ensemble_runs(run_dirs: Sequence[str], out: str, *, vote: str = "soft",
     ``out/summary.json``.
     """
     t0 = time.perf_counter()
-    if vote not in VOTES:
-        raise ValueError(f"--vote must be one of {VOTES}, got {vote!r}")
-    if geometric and vote != "soft":
-        raise ValueError("--geometric is a soft vote: it cannot be combined with --vote hard")
-    if len(run_dirs) < 2:
-        raise ValueError(f"an ensemble needs at least 2 runs, got {len(run_dirs)}: "
-                         + " ".join(run_dirs))
+    _check_vote(run_dirs, vote, geometric, calibrate)
     out = _check_out(out, run_dirs, "ensemble")
     runs = [load_run(d) for d in run_dirs]
     align_runs(runs)
@@ -169,9 +178,6 @@ def ensemble_runs(run_dirs: Sequence[str], out: str, *, vote: str = "soft",
                                 "gone; pass --data-dir to check the submission against its "
                                 "sample file")
     ids, y, rows = common_valid(runs)
-    if vote == "hard" and calibrate == "temperature":
-        raise ValueError("--calibrate temperature rescales probabilities; a hard vote has none: "
-                         "use --vote soft or --calibrate none")
     method, note = resolve_calibration(
         calibrate, comp, bool(len(ids)) and vote == "soft",
         "these runs share no validation images (runs without validation, or folds/bagging "
