@@ -73,7 +73,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="torch", help="torch, mxnet or paddle (default: torch)")
     add_model_args(p)
     add_regularization_args(p)
-    p.add_argument("--epochs", type=int, help=recipe_help("epochs of each phase", "epochs"))
+    p.add_argument("--epochs", type=_epochs, help=recipe_help(
+        "epochs of each phase; a fraction cuts the last one short (the record's 9.9)", "epochs"))
     p.add_argument("--batch-size", type=int, help=recipe_help("images per batch", "batch_size"))
     p.add_argument("--lr", type=float, help=recipe_help(
         "learning rate of the recipe's optimizer on the batch-mean loss: the peak of one-cycle, "
@@ -203,11 +204,13 @@ def add_ensemble_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--folds", type=int, metavar="K",
                    help="stratified K-fold: a model per fold under RUN_DIR/folds/k/, out-of-fold "
                         "accuracy over all labels, test predictions averaged (default: off)")
-    g.add_argument("--tta", nargs="?", const="flip", type=_tta, metavar="{flip,flip-crop,N,none}",
+    g.add_argument("--tta", nargs="?", const="flip", type=_tta, metavar="{flip,flip-crop,flip-shift,N,none}",
                    help=recipe_help("test-time augmentation of the predictions: flip (the image "
                                     "and its mirror; what --tta alone means), flip-crop (10 "
-                                    "views: corners, centre, mirrored) or N random views of the "
-                                    "training augmentation; none turns it off", "tta"))
+                                    "views: corners, centre, mirrored), flip-shift (the speed-run "
+                                    "record's 6 views: mirror and 1 px shifts, logits averaged) "
+                                    "or N random views of the training augmentation; none turns "
+                                    "it off", "tta"))
 
 def _tta(text: str) -> str | int | bool:
     """``--tta``'s value, checked when the command line is read (one-line error); ``none``
@@ -223,6 +226,17 @@ def add_cifar_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-kind", choices=("fine", "coarse"),
                    help="CIFAR-100 python archive: learn the 100 fine classes or the 20 coarse "
                         "superclasses (default: fine)")
+
+def _epochs(text: str) -> int | float:
+    """``--epochs``: a whole number, or a fraction such as 9.9 (the last epoch cut short)."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"expected a number of epochs > 0, e.g. 10 or 9.9; "
+                                         f"got {text!r}")
+    return int(v) if v.is_integer() else v
 
 def _milestones(text: str) -> tuple[int, ...]:
     try:
@@ -240,11 +254,14 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--optimizer", choices=OPTIMIZERS,
                    help=f"sgd (momentum 0.9), nesterov, adam, adamw (default: the recipe's: "
                         f"{recipe_values('optimizer')})")
+    g.add_argument("--momentum", type=float, metavar="M",
+                   help=recipe_help("SGD's momentum (sgd, nesterov; none: 0.9)", "momentum"))
     g.add_argument("--sched", choices=SCHEDULES,
                    help=f"learning-rate schedule, set before every batch; --recipe book is step "
                         f"for every competition (default: the recipe's: {recipe_values('sched')})")
     g.add_argument("--warmup", type=float, metavar="EPOCHS",
-                   help="warm-up epochs of cosine/onecycle (default: cosine 0, onecycle 30%% of the run)")
+                   help="warm-up epochs of cosine/onecycle/triangle (default: cosine 0, onecycle "
+                        "30%%, triangle 23%% of the run)")
     g.add_argument("--base-lr", type=float, help="cyclic: lowest rate (default: lr/2)")
     g.add_argument("--max-lr", type=float,
                    help="cyclic: peak rate (default: 2*lr); onecycle: peak rate (default: lr)")
@@ -267,7 +284,8 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--augment", choices=PRESETS,
                    help="augmentation preset: book (the chapter's), scaled (the chapter's crop "
                         "and jitter scaled to the image size), shift-flip (a 2 px shift and a "
-                        "flip), crop-flip, crop-flip-rotate, none "
+                        "flip), shift-altflip (the same shift, each image mirrored every other "
+                        "epoch: the speed-run record's), crop-flip, crop-flip-rotate, none "
                         "(default: the recipe's: " + recipe_values("augment") + ")")
     g.add_argument("--no-wd-bn-bias", action="store_true",
                    help="no weight decay on biases and BatchNorm parameters (default: decay all)")
@@ -278,12 +296,22 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bn-momentum", type=float, metavar="M",
                    help="momentum of the BatchNorm running statistics, torch's convention "
                         "(default: the recipe's; the book's 0.1)")
+    g.add_argument("--bn-bias-lr", type=float, metavar="K",
+                   help=recipe_help("the BatchNorm biases train at K x lr with weight decay wd/K "
+                                    "(the speed-run record's 64; none: 1)", "bn_bias_lr"))
+    g.add_argument("--average", choices=("lookahead", "none"),
+                   help=recipe_help("weight averaging during training: lookahead (the record's: "
+                                    "every 5 steps the weights are pulled onto their running "
+                                    "average), none", "average"))
+    g.add_argument("--whiten-bias-epochs", type=int, metavar="E",
+                   help=recipe_help("airbench94: epochs the whitened first layer's bias trains "
+                                    "before it is frozen (none: always)", "whiten_bias_epochs"))
 
 def recipe_kwargs(a: argparse.Namespace) -> dict:
     kw = {k: getattr(a, k, None) for k in (
         "optimizer", "sched", "warmup", "base_lr", "max_lr", "step_size", "cycle_mode",
         "milestones", "mixup", "cutmix", "mix_prob", "switch_prob", "label_smoothing", "augment",
-        "whiten", "bn_momentum")}
+        "whiten", "bn_momentum", "momentum", "bn_bias_lr", "average", "whiten_bias_epochs")}
     kw = {k: v for k, v in kw.items() if v is not None}
     if getattr(a, "no_wd_bn_bias", False):
         kw["wd_exclude"] = "bn_bias"

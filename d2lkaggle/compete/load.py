@@ -227,11 +227,14 @@ def load_array_data(comp: Competition, arrays: CifarArrays, *, batch_size: int,
                            fingerprint=data_fingerprint(labels, tr_ids, va_ids, None, t_ids, pixels))
 
 def normalized(comp: Competition, recipe: Recipe) -> Competition:
-    """``comp`` with ImageNet's mean/std when the recipe asks for them (pretrained backbones)."""
-    if recipe.normalize != "imagenet":
+    """``comp`` with ImageNet's mean/std when the recipe asks for them (pretrained backbones),
+    or the speed-run record's CIFAR-10 statistics (``normalize="airbench"``)."""
+    from ..data.transforms import AIRBENCH_MEAN, AIRBENCH_STD, IMAGENET_MEAN, IMAGENET_STD
+    stats = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "airbench": (AIRBENCH_MEAN, AIRBENCH_STD)}
+    if recipe.normalize not in stats:
         return comp
-    from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
-    return replace(comp, mean=tuple(IMAGENET_MEAN), std=tuple(IMAGENET_STD))
+    mean, std = stats[recipe.normalize]
+    return replace(comp, mean=tuple(mean), std=tuple(std))
 
 def training_set_size(comp: Competition, data_dir: str, valid_ratio: float,
                        split: Any = None) -> int | None:

@@ -37,9 +37,10 @@ def check_settings(recipe: Any, image_size: int | None = None) -> None:
     outside [0, 1) or NaN (silently no validation), ``image_size < 1`` (silently the
     default), a non-positive batch size, a non-finite learning rate or weight decay."""
     epochs = getattr(recipe, "epochs", 1)
-    if isinstance(epochs, bool) or int(epochs) != epochs or epochs < 1:
-        raise ValueError(f"--epochs must be an integer >= 1, got {epochs!r} (a run trains "
-                         f"at least one epoch before it writes a submission)")
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) \
+            or not math.isfinite(epochs) or epochs <= 0:
+        raise ValueError(f"--epochs must be a number > 0 (whole, or a fraction like 9.9), got "
+                         f"{epochs!r} (a run trains before it writes a submission)")
     ratio = _number("--valid-ratio", getattr(recipe, "valid_ratio", 0.0))
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"--valid-ratio must be in [0, 1) (0: no validation), got "

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -284,6 +285,8 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
     recipe = replace(recipe, small_set_batch=None)   # decided: batch_size and lr say what runs
     if predict_with is None and recipe.keep == "best" and recipe.valid_ratio > 0:
         predict_with = "best"   # a write-up that keeps its best-validation epoch
+    if predict_with is None and retrain and not recipe.retrain and recipe.valid_ratio > 0:
+        predict_with = "last"   # a recipe that submits its validated model (the record's way)
     predict_with = _predict_with(predict_with, retrain, recipe.valid_ratio > 0)
     tta = check_tta(recipe.tta if tta is None else tta)   # None: the recipe's; False/"none": off
     recipe = replace(recipe, tta=tta)   # what the run predicts with (titles, summary.json)
@@ -440,18 +443,19 @@ def estimate_duration(run: Run, timed: int = 4, warmup: int = 2) -> float:
     per_train = _seconds_per_batch(lambda xy: step.train_batch(*xy), batches, warmup)
     per_image = _seconds_per_batch(lambda xy: step.predict_batch(xy[0]), batches[:3], 1) / len(
         batches[0][0])
-    n_train = sum(len(tr) for tr, _ in phases) * plan.recipe.epochs
+    n_train = RunProgress.plan(*((plan.recipe.epochs, len(tr)) for tr, _ in phases))
     if run.bar is not None:   # the progress line's count: a resumed run's epochs left
         n_train = run.bar.total
     # each epoch's validation and the validation predictions, then the test set once
-    n_eval = sum(len(va.source) * (plan.recipe.epochs + 1) for _, va in phases if va is not None)
+    n_eval = sum(len(va.source) * (math.ceil(plan.recipe.epochs) + 1)
+                 for _, va in phases if va is not None)
     n_eval += len(data.test_ids)
     total = per_train * n_train + per_image * n_eval
     say = run.bar.wrap(plan.lines) if run.bar is not None else plan.lines   # above the bars
     if say:
         say(f"expected duration: about {_clock(total)} on this machine (a training batch of "
             f"{first.batch_size} took {per_train:.2f} s just now; {len(phases)} phase"
-            f"{'s' if len(phases) > 1 else ''} of {plan.recipe.epochs} epoch"
+            f"{'s' if len(phases) > 1 else ''} of {plan.recipe.epochs:g} epoch"
             f"{'s' if plan.recipe.epochs != 1 else ''}: {n_train} "
             f"training batches, {n_eval} images to evaluate)")
     if run.bar is not None:
@@ -490,8 +494,10 @@ def recipe_net(bk: ModuleType, recipe: Recipe, num_classes: int, image_size: int
     bk.set_seed(seed)
     net = build_net(bk, recipe, num_classes, image_size, start=start)
     if recipe.whiten and weights_file(recipe.weights) is None:
-        whiten_first_conv(bk, net, recipe.model, source_images(train_iter, seed=seed),
-                          train_iter.mean, train_iter.std, seed=seed)
+        from ..models.whitening import WHITEN_IMAGES
+        limit = WHITEN_IMAGES.get(recipe.model, 1024)
+        whiten_first_conv(bk, net, recipe.model, source_images(train_iter, limit=limit, seed=seed),
+                          train_iter.mean, train_iter.std, seed=seed, max_images=limit)
     return net
 
 
@@ -692,8 +698,9 @@ def check_keep(recipe: Recipe) -> None:
     """``keep`` is ``"last"`` (the chapters: retrain, predict with the last epoch) or ``"best"``."""
     if recipe.keep not in ("last", "best"):
         raise ValueError(f"recipe keep={recipe.keep!r}; choose 'last' or 'best'")
-    if recipe.normalize not in ("competition", "imagenet"):
-        raise ValueError(f"recipe normalize={recipe.normalize!r}; choose 'competition' or 'imagenet'")
+    if recipe.normalize not in ("competition", "imagenet", "airbench"):
+        raise ValueError(f"recipe normalize={recipe.normalize!r}; choose 'competition', "
+                         "'imagenet' or 'airbench'")
 
 PREDICT_WITH = ("retrain", "best", "last")
 

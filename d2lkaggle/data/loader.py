@@ -158,6 +158,10 @@ class ImageLoader:
         rng = np.random.default_rng([self.seed, epoch, b] + ([self.dist.rank] if self.dist else []))
         if len(idx) == 0:  # a rank's share of a short last evaluation batch (loop.evaluate skips it)
             return np.zeros((0, 1, 1, 3), np.uint8), self.labels[idx]
+        if hasattr(self.transform, "epoch_batch"):   # e.g. the record's alternating mirror
+            x = (self.source.array[self.source.index[idx]] if isinstance(self.source, ArraySource)
+                 else np.stack([self.source[int(i)] for i in idx]))
+            return self.transform.epoch_batch(x, rng, idx, epoch, self.seed), self.labels[idx]
         if isinstance(self.source, ArraySource) and hasattr(self.transform, "batch"):
             # same-sized decoded images: the transform runs over the whole batch at once
             x = self.transform.batch(self.source.array[self.source.index[idx]], rng)

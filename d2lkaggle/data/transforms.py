@@ -19,6 +19,10 @@ Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+#: CIFAR-10's statistics as the speed-run record normalises (airbench: the training set's
+#: measured per-channel std; the book's 0.2023/0.1994/0.2010 are smaller)
+AIRBENCH_MEAN = (0.4914, 0.4822, 0.4465)
+AIRBENCH_STD = (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -492,6 +496,64 @@ class Cutout:
         return f"Cutout({self.size}, n_holes={self.n_holes}, p={self.p})"
 
 
+def _coins(seed: int, idx: np.ndarray) -> np.ndarray:
+    """One fixed fair coin per image index (splitmix64 of ``seed`` and the index): the same
+    bits in every epoch, every process and every backend."""
+    with np.errstate(over="ignore"):
+        z = (np.asarray(idx, np.uint64) + np.uint64(0x9E3779B97F4A7C15) * np.uint64(int(seed) + 1))
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(63)).astype(bool)
+
+
+class ShiftAltFlip:
+    """The speed-run record's augmentation (airbench94: ``translate=2``, ``flip`` with
+    ``altflip``): a shift of up to ``pad`` pixels in each direction (reflect padding, a fresh
+    draw per image and epoch) and an *alternating* mirror: each image gets one fixed coin, is
+    mirrored in even epochs when it came up heads and in odd epochs when it came up tails, so
+    over any two epochs every image is seen both ways (more diversity than a new coin per
+    epoch, airbench's paper §3.6).
+
+    It needs the images' indices and the epoch, which the loader passes to
+    :meth:`epoch_batch`; called as a plain ``t(image, rng)`` transform (outside a loader) it
+    cannot alternate and flips with a coin from ``rng``, as ``shift-flip`` does.
+    """
+
+    def __init__(self, size: int, pad: int = 2):
+        self.size, self.pad = int(size), int(pad)
+        if self.pad < 0:
+            raise ValueError(f"ShiftAltFlip: pad must be >= 0, got {pad!r}")
+
+    def epoch_batch(self, x: np.ndarray, rng: np.random.Generator, idx: np.ndarray, epoch: int,
+                    seed: int) -> np.ndarray:
+        """The batch ``x`` (N×H×W×C uint8, images ``idx`` of the set) as epoch ``epoch`` sees it."""
+        n, h, w = x.shape[:3]
+        if (h, w) != (self.size, self.size):
+            x = np.stack([CenterCrop(self.size)(Resize(self.size)(im)) for im in x])
+            n, h, w = x.shape[:3]
+        p = self.pad
+        if p:
+            padded = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect")
+            dy, dx = rng.integers(0, 2 * p + 1, n), rng.integers(0, 2 * p + 1, n)
+            rows = (dy[:, None] + np.arange(h))[:, :, None]
+            cols = (dx[:, None] + np.arange(w))[:, None, :]
+            x = padded[np.arange(n)[:, None, None], rows, cols]
+        flip = _coins(seed, idx) ^ bool(int(epoch) % 2)
+        if flip.any():
+            x = x.copy() if not x.flags.writeable else x
+            x[flip] = x[flip][:, :, ::-1]
+        return np.ascontiguousarray(x)
+
+    def __call__(self, img, rng):
+        img = RandomCrop(self.size, self.pad, padding_mode="reflect")(
+            CenterCrop(self.size)(Resize(self.size)(img)), rng) if self.pad else img
+        return img[:, ::-1] if rng.random() < 0.5 else img
+
+    def __repr__(self):
+        return f"ShiftAltFlip({self.size}, pad={self.pad})"
+
+
 def cifar_train(size: int = 32) -> Compose:
     """CIFAR-10 chapter, training: Resize 40 → RandomResizedCrop 32 (0.64–1, ratio 1) → flip."""
     return Compose([Resize(int(round(size * 40 / 32))),
@@ -555,7 +617,8 @@ def get_transforms(name: str, size: int) -> tuple[Compose, Compose]:
 
 
 #: named augmentation presets (``--augment``); "book" is each chapter's own recipe
-PRESETS = ("book", "scaled", "crop-flip", "crop-flip-rotate", "shift-flip", "none")
+PRESETS = ("book", "scaled", "crop-flip", "crop-flip-rotate", "shift-flip", "shift-altflip",
+           "none")
 
 
 def preset_transforms(preset: str, size: int, book: str = "cifar",
@@ -570,7 +633,8 @@ def preset_transforms(preset: str, size: int, book: str = "cifar",
     RandomCrop(size, padding size/8) + flip; ``crop-flip-rotate`` the CIFAR-100 write-up's
     reflect-padded crop + flip + rotation (±15°); ``shift-flip`` the speed-runs' light one
     (airbench): a reflect-padded crop that shifts by up to size/16 (2 px at 32) + flip, no
-    resampling; ``none`` trains on the test transform.
+    resampling; ``shift-altflip`` the same shift with the record's alternating mirror
+    (:class:`ShiftAltFlip`); ``none`` trains on the test transform.
     Images are first resized (shorter side to ``size``, with ``interpolation``).
     """
     if preset not in PRESETS:
@@ -581,6 +645,8 @@ def preset_transforms(preset: str, size: int, book: str = "cifar",
     if preset == "scaled":
         return dog_train_scaled(size), book_test
     pad_px = max(1, int(round(size / 8)))
+    if preset == "shift-altflip":
+        return ShiftAltFlip(size, max(1, int(round(size / 16)))), book_test
     first = [Resize(size, interpolation)]
     if preset == "none":
         return Compose(first + [CenterCrop(size)]), book_test

@@ -10,7 +10,8 @@ wings cannot disagree about a channel count, a stride or a stochastic-depth rate
 * the ELU + BatchNorm CNN of the CIFAR-10 MixUp write-up: :data:`CNN_ELU`;
 * EfficientNetV2-S/M/L: :data:`EFFICIENTNET_V2` holds torchvision's ``FusedMBConvConfig`` /
   ``MBConvConfig`` rows → :func:`efficientnet_v2_blocks`, one row per block with the channel
-  counts, squeeze-excitation width and stochastic-depth rate torchvision computes.
+  counts, squeeze-excitation width and stochastic-depth rate torchvision computes;
+* the CIFAR-10 speed-run record's net (airbench94): :data:`AIRBENCH94` → :func:`airbench_layers`.
 
 Stochastic depth ("drop path") follows torchvision's ``StochasticDepth(p, "row")``: in
 training, each example's residual branch is dropped with probability ``p`` and kept ones are
@@ -32,6 +33,7 @@ MODEL_NAMES: tuple[str, ...] = (
     "efficientnet_v2_s",
     "efficientnet_v2_m",
     "efficientnet_v2_l",
+    "airbench94",         # the CIFAR-10 speed-run record's net (airbench94: 94 % in 9.9 epochs)
 )
 
 #: architectures ``finetune_net(arch=...)`` can put under a new head
@@ -275,6 +277,84 @@ def efficientnet_v2_head(arch: str) -> tuple[int, int, int]:
     return rows[0].input_channels, rows[-1].out_channels, EFFICIENTNET_V2[arch]["last_channel"]
 
 
+# ----------------------------------------------------------------------------- airbench94
+
+@dataclass(frozen=True)
+class AirbenchSpec:
+    """The net of the CIFAR-10 speed-run record, Keller Jordan's airbench94 ("94% on CIFAR-10 in
+    3.29 Seconds on a Single GPU", arXiv:2404.00498; the ``airbench`` package, 0.1.8).
+
+    A 2×2 convolution whose weights are the training patches' whitening filters (frozen; its
+    bias trains for the recipe's first epochs) → GELU → three conv groups, each
+    ``conv 3×3 → max-pool 2 → BatchNorm → GELU → conv 3×3 → BatchNorm → GELU`` → max-pool 3 →
+    a linear layer without bias → × ``scale``. Its convolutions have no bias; their first
+    ``in_channels`` filters start as the identity (``dirac_``) on top of torch's default
+    initialisation. BatchNorm: eps ``bn_eps``, weights frozen at 1, biases trained.
+    """
+
+    widths: tuple[int, int, int] = (64, 256, 256)
+    whiten_kernel: int = 2
+    bn_momentum: float = 0.4    # torch's convention; airbench writes 0.6 (the old value's weight)
+    bn_eps: float = 1e-12
+    scale: float = 1 / 9        # the logits' scaling factor
+    whiten_images: int = 5000   # training images the whitening filters are computed from
+
+    @property
+    def whiten_width(self) -> int:
+        """Filters of the whitening layer: each eigenvector of the k×k×3 patches, both signs."""
+        return 2 * 3 * self.whiten_kernel ** 2
+
+    def with_width(self, width: int) -> "AirbenchSpec":
+        """The record's widths scaled so that the first group has ``width`` channels (64: the
+        record's 64/256/256)."""
+        from dataclasses import replace
+        return replace(self, widths=tuple(int(round(w * width / self.widths[0]))
+                                          for w in self.widths))
+
+
+AIRBENCH94 = AirbenchSpec()
+
+
+class ConvGroupRow(NamedTuple):
+    """One conv group of airbench's net (module ``block{index}``)."""
+
+    index: int
+    in_channels: int
+    out_channels: int
+
+
+def airbench_layers(spec: AirbenchSpec = AIRBENCH94) -> list[ConvGroupRow]:
+    """The three conv groups, in order, after the whitening layer."""
+    rows, prev = [], spec.whiten_width
+    for i, c in enumerate(spec.widths):
+        rows.append(ConvGroupRow(i + 1, prev, c))
+        prev = c
+    return rows
+
+
+#: airbench's own module names (its ``nn.Sequential`` positions) → ours, to read its state dicts
+AIRBENCH_NAMES = {"0": "whiten", "2": "block1", "3": "block2", "4": "block3", "7": "head"}
+
+
+def from_airbench_names(state: dict[str, Any]) -> dict[str, Any]:
+    """An airbench94 ``state_dict`` under this library's canonical names (``num_batches_tracked``
+    dropped), e.g. to start ``--weights`` from a net trained by airbench itself."""
+    out = {}
+    for k, v in state.items():
+        head, _, rest = k.partition(".")
+        if k.endswith("num_batches_tracked"):
+            continue
+        if head not in AIRBENCH_NAMES:
+            raise ValueError(f"{k!r} is not a parameter of airbench94's net")
+        out[f"{AIRBENCH_NAMES[head]}.{rest}"] = v
+    return out
+
+
+def airbench_frozen(name: str) -> bool:
+    """Parameters airbench never trains: the whitening filters and the BatchNorm weights."""
+    return name == "whiten.weight" or (".norm" in name and name.endswith(".weight"))
+
+
 # ----------------------------------------------------------------------------- weights as data
 
 #: torchvision's ImageNet files (weights described by data: file, URL, classes)
@@ -295,7 +375,7 @@ IMAGENET_WEIGHTS: dict[str, dict[str, Any]] = {
 HEADS: dict[str, str] = {
     "resnet18": "fc.", "resnet34": "fc.", "finetune": "head.", "cnn_elu": "fc_layer.4.",
     "efficientnet_v2_s": "classifier.", "efficientnet_v2_m": "classifier.",
-    "efficientnet_v2_l": "classifier.",
+    "efficientnet_v2_l": "classifier.", "airbench94": "head.",
 }
 #: a backbone file's own ImageNet classifier, which a fine-tune net (its own ``head.``) drops
 BACKBONE_CLASSIFIERS: dict[str, tuple[str, ...]] = {"finetune": ("fc.", "classifier.")}
@@ -310,7 +390,7 @@ REGULARIZERS: dict[str, tuple[str, ...]] = {
     "stochastic_depth": ("efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l"),
 }
 #: models whose builder takes ``bn_momentum`` (the recipe's ``--bn-momentum``)
-BN_MOMENTUM_MODELS: tuple[str, ...] = ("resnet18",)
+BN_MOMENTUM_MODELS: tuple[str, ...] = ("resnet18", "airbench94")
 
 
 def check_regularization(recipe: Any) -> None:
@@ -341,6 +421,7 @@ BUILDERS: dict[str, str] = {
     "resnet18": "resnet18", "resnet34": "resnet34", "finetune": "finetune_net",
     "cnn_elu": "cnn_elu", "efficientnet_v2_s": "efficientnet_v2_s",
     "efficientnet_v2_m": "efficientnet_v2_m", "efficientnet_v2_l": "efficientnet_v2_l",
+    "airbench94": "airbench94",
 }
 
 

@@ -18,7 +18,10 @@ from typing import Any, Sequence
 import numpy as np
 
 #: the stem convolution of each model that has one to whiten (canonical parameter name)
-FIRST_CONV = {"resnet18": "conv1"}
+FIRST_CONV = {"resnet18": "conv1", "airbench94": "whiten"}
+#: training images the filters are computed from (a seeded sample when the set is larger):
+#: airbench94 uses 5,000, its own count; the ResNet-18 stem 1,024
+WHITEN_IMAGES = {"resnet18": 1024, "airbench94": 5000}
 
 
 def patch_whitening(images: np.ndarray, mean: Sequence[float], std: Sequence[float],
@@ -30,7 +33,8 @@ def patch_whitening(images: np.ndarray, mean: Sequence[float], std: Sequence[flo
     The patch covariance's eigenvectors, largest eigenvalue first, each scaled by
     ``1/sqrt(eigenvalue + eps)`` and stacked as ``[+v..., −v...]`` (ReLU keeps both signs of
     an edge); ``min(C·k·k, n_filters // 2)`` pairs. At most ``max_images`` images (a seeded
-    sample) are read.
+    sample) are read. Each eigenvector's sign is fixed (its largest component positive), so
+    numpy's and torch's LAPACK give the same filters (they may return either sign).
     """
     x = np.asarray(images)
     if x.ndim != 4 or x.shape[-1] != len(mean):
@@ -55,6 +59,8 @@ def patch_whitening(images: np.ndarray, mean: Sequence[float], std: Sequence[flo
     values, vectors = np.linalg.eigh(cov / n)
     order = np.argsort(values)[::-1]
     values, vectors = np.clip(values[order], 0.0, None), vectors[:, order]
+    big = np.argmax(np.abs(vectors), axis=0)
+    vectors = vectors * np.sign(vectors[big, np.arange(d)])
     pairs = min(d, n_filters // 2)
     filt = (vectors[:, :pairs] / np.sqrt(values[:pairs] + eps)).T.reshape(pairs, c, kernel, kernel)
     return np.concatenate([filt, -filt]).astype(np.float32)
@@ -62,7 +68,7 @@ def patch_whitening(images: np.ndarray, mean: Sequence[float], std: Sequence[flo
 
 def whiten_first_conv(backend: Any, net: Any, model: str, images: np.ndarray,
                       mean: Sequence[float], std: Sequence[float], eps: float = 5e-4,
-                      seed: int = 0) -> int:
+                      seed: int = 0, max_images: int | None = None) -> int:
     """Initialise ``net``'s stem convolution (``model`` names it, :data:`FIRST_CONV`) with
     :func:`patch_whitening` filters of ``images``; the filters beyond them keep their random
     initialisation, whitened filters start with a zero bias. Returns how many filters were set.
@@ -74,7 +80,7 @@ def whiten_first_conv(backend: Any, net: Any, model: str, images: np.ndarray,
     state = backend.get_state(net)
     w = state[f"{name}.weight"]
     filt = patch_whitening(images, mean, std, kernel=w.shape[-1], n_filters=w.shape[0], eps=eps,
-                           seed=seed)
+                           seed=seed, max_images=max_images or WHITEN_IMAGES.get(model, 1024))
     if filt.shape[1:] != w.shape[1:]:
         raise ValueError(f"whitening filters {filt.shape[1:]} do not fit {name}.weight {w.shape}")
     new = {f"{name}.weight": np.concatenate([filt, w[len(filt):]]).astype(w.dtype)}

@@ -15,14 +15,14 @@ class Recipe:
     """Default hyperparameters of a competition (losses are batch means in every backend)."""
 
     model: str                       # "resnet18" (the CIFAR-10 chapter) or "finetune" (Dog Breed)
-    epochs: int
+    epochs: float                    # whole, or fractional (the record's 9.9: the last epoch cut)
     batch_size: int
     lr: float
     wd: float
     lr_period: int | None
     lr_decay: float
     valid_ratio: float = 0.1
-    width: int = 64                  # first-stage channels of resnet18
+    width: int = 64                  # first-stage channels of resnet18 / airbench94
     weights: str | None = None       # finetune backbone: None, "imagenet" or a path
     hidden: int = 256                # finetune head width
     # training tricks (docs/recipes.md): optimizer, per-batch schedule, mixing, augmentation
@@ -45,7 +45,9 @@ class Recipe:
     image_size: int | None = None    # training/test image size (None: the competition's)
     cycles: int | None = None        # cyclic: full triangles over the run (sets step_size)
     keep: str = "last"               # "best": predict with the best-validation epoch, no retrain
-    normalize: str = "competition"   # loaders' mean/std: the competition's, or "imagenet" (pretrained weights)
+    # loaders' mean/std: the competition's, "imagenet" (pretrained weights) or "airbench" (the
+    # record's: CIFAR-10's measured std 0.247/0.243/0.261 where the book's says 0.2023/...)
+    normalize: str = "competition"
     # stochastic depth of the model-table models (d2lkaggle.models.table; None: the model's default)
     drop_path: float | None = None         # resnet18/resnet34 (default 0, off)
     stochastic_depth: float | None = None  # efficientnet_v2_s|m|l (default 0.2, torchvision's)
@@ -60,6 +62,14 @@ class Recipe:
     # test-time augmentation the recipe predicts with (d2lkaggle.train.tta: flip, flip-crop, N);
     # --tta overrides it, --tta none turns it off. Prediction only: not part of run_config
     tta: str | None = None
+    # the CIFAR-10 speed-run record (airbench94, docs/airbench.md): SGD momentum, the BatchNorm
+    # biases' lr factor, weight averaging, epochs the whitened stem's bias trains, and whether
+    # the submission comes from a retrain on all labels (the chapters) or the validated model
+    momentum: float | None = None     # sgd / nesterov (None: 0.9)
+    bn_bias_lr: float | None = None   # lr × this and wd ÷ this for BatchNorm biases (None: 1)
+    average: str | None = None        # "lookahead" (d2lkaggle.train.averaging); None: off
+    whiten_bias_epochs: int | None = None   # None: the whitened stem's bias always trains
+    retrain: bool = True              # False: the validation phase's model writes the submission
 
     def with_overrides(self, **kw: Any) -> "Recipe":
         """A copy with every non-``None`` keyword replaced."""

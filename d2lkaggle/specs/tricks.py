@@ -13,6 +13,7 @@ from typing import Any, Callable
 from ..data.mixing import Mixup
 from ..data.transforms import PRESETS
 from ..train import schedules as S
+from ..train.averaging import check_average, make_average
 from ..train.optim import OPTIMIZERS
 from ..train.tta import check_tta
 from .recipe import Recipe
@@ -48,8 +49,9 @@ def check_recipe(r: Recipe) -> None:
         raise ValueError(f"--augment {r.augment!r} is not one of {', '.join(PRESETS)}")
     if r.wd_exclude not in WD_EXCLUDE:
         raise ValueError(f"wd_exclude must be None or 'bn_bias', got {r.wd_exclude!r}")
-    if int(r.epochs) < 0:
-        raise ValueError(f"--epochs must be >= 0, got {r.epochs}")
+    if isinstance(r.epochs, bool) or not isinstance(r.epochs, (int, float)) \
+            or not math.isfinite(r.epochs) or r.epochs < 0:
+        raise ValueError(f"--epochs must be a number >= 0, got {r.epochs!r}")
     if int(r.batch_size) < 1:
         raise ValueError(f"--batch-size must be >= 1, got {r.batch_size}")
     _finite("--lr", r.lr, low_ok=False)
@@ -62,7 +64,8 @@ def check_recipe(r: Recipe) -> None:
     if r.mix_prob is not None and r.mixup == 0 and r.cutmix == 0:
         raise ValueError(f"--mix-prob {r.mix_prob:g} mixes nothing: MixUp and CutMix are off "
                          "(give --mixup ALPHA or --cutmix ALPHA > 0, or drop --mix-prob)")
-    only = {"warmup": ("cosine", "onecycle"), "base_lr": ("cyclic",), "step_size": ("cyclic",),
+    only = {"warmup": ("cosine", "onecycle", "triangle"), "base_lr": ("cyclic",),
+            "step_size": ("cyclic",),
             "cycle_mode": ("cyclic",), "milestones": ("multistep",),
             "max_lr": ("cyclic", "onecycle")}
     for field, scheds in only.items():
@@ -87,6 +90,7 @@ def check_recipe(r: Recipe) -> None:
         raise ValueError(f"--milestones must be epochs in 1..{r.epochs - 1}, got "
                          + ",".join(str(m) for m in r.milestones))
     check_tta(r.tta)   # --tta's values
+    _check_record_tricks(r)
     from ..models.table import BN_MOMENTUM_MODELS, check_regularization
     from ..models.whitening import FIRST_CONV
     check_regularization(r)   # --drop-path / --stochastic-depth: a rate, for a model that has it
@@ -104,7 +108,33 @@ def check_recipe(r: Recipe) -> None:
         S.check_schedule(sched, r.epochs, 10)
 
 
-def make_schedule(r: Recipe, num_epochs: int, steps_per_epoch: int,
+#: models whose BatchNorm biases ``bn_bias_lr`` finds by name (d2lkaggle.train.optim.is_norm_bias)
+BN_BIAS_MODELS = ("resnet18", "airbench94")
+
+
+def _check_record_tricks(r: Recipe) -> None:
+    """The speed-run record's fields: momentum, bn_bias_lr, average, whiten_bias_epochs."""
+    _finite("--momentum", r.momentum, high=1.0, high_ok=False)
+    if r.momentum is not None and r.optimizer not in ("sgd", "nesterov"):
+        raise ValueError(f"--momentum {r.momentum:g} is SGD's; --optimizer {r.optimizer} has "
+                         "betas instead (give --optimizer sgd or nesterov, or drop --momentum)")
+    if r.optimizer == "nesterov" and r.momentum == 0:
+        raise ValueError("--optimizer nesterov needs --momentum > 0")
+    _finite("--bn-bias-lr", r.bn_bias_lr, low_ok=False)
+    if r.bn_bias_lr is not None and r.bn_bias_lr != 1 and r.model not in BN_BIAS_MODELS:
+        raise ValueError(f"--bn-bias-lr applies to {', '.join(BN_BIAS_MODELS)}, whose BatchNorm "
+                         f"layers are found by name; not to {r.model!r}")
+    check_average(r.average)
+    w = r.whiten_bias_epochs
+    if w is not None:
+        if isinstance(w, bool) or int(w) != w or w < 0:
+            raise ValueError(f"--whiten-bias-epochs must be a whole number of epochs >= 0, got {w!r}")
+        if not r.whiten or r.model != "airbench94":
+            raise ValueError("--whiten-bias-epochs freezes the bias of airbench94's whitened first "
+                             "layer; it needs --model airbench94 with --whiten")
+
+
+def make_schedule(r: Recipe, num_epochs: float, steps_per_epoch: int,
                   log: Log | None = None) -> S.Schedule:
     """The recipe's learning-rate schedule for a run of ``num_epochs`` × ``steps_per_epoch``.
 
@@ -133,6 +163,9 @@ def make_schedule(r: Recipe, num_epochs: int, steps_per_epoch: int,
                           pct_start=min(max(pct, 1e-3), 0.99))
     if r.sched == "cosine":
         return S.cosine(r.lr, num_epochs, warmup=r.warmup or 0.0)
+    if r.sched == "triangle":   # airbench94: the peak at 23 % of the steps unless --warmup
+        peak = 0.23 if r.warmup is None else r.warmup / max(num_epochs, 1e-9)
+        return S.triangle(r.lr, num_epochs, steps_per_epoch, peak=min(max(peak, 0.0), 0.99))
     if r.sched == "plateau":
         return S.plateau(r.lr, factor=r.lr_decay if r.lr_decay < 1 else 0.1,
                          patience=r.lr_period if r.lr_period is not None else 10)
@@ -164,14 +197,29 @@ def train_kwargs(r: Recipe, schedule: S.Schedule | None, mixing: Mixup | None) -
         kw["optimizer"] = r.optimizer
     if r.wd_exclude is not None:
         kw["wd_exclude"] = r.wd_exclude
+    if r.momentum is not None:
+        kw["momentum"] = r.momentum
+    if r.bn_bias_lr not in (None, 1.0):
+        kw["bn_bias_lr"] = r.bn_bias_lr
+    if check_average(r.average) != "none":
+        kw["average"] = make_average(r.average)
+    if r.whiten_bias_epochs is not None:
+        from ..models.whitening import FIRST_CONV
+        kw["freeze"] = {f"{FIRST_CONV[r.model]}.bias": int(r.whiten_bias_epochs)}
     return kw
 
 
 def describe(r: Recipe, schedule: S.Schedule | None, mixing: Mixup | None) -> dict[str, Any]:
     """What summary.json records about the tricks of a run."""
+    avg = make_average(r.average)
     return {"optimizer": r.optimizer, "wd_exclude": r.wd_exclude,
+            "momentum": r.momentum if r.momentum is not None else (
+                0.9 if r.optimizer in ("sgd", "nesterov") else None),
+            "bn_bias_lr": r.bn_bias_lr if r.bn_bias_lr is not None else 1.0,
             "schedule": schedule.describe() if hasattr(schedule, "describe") else repr(schedule),
-            "mixing": mixing.describe() if mixing is not None else None, "augment": r.augment}
+            "mixing": mixing.describe() if mixing is not None else None, "augment": r.augment,
+            "average": avg.describe() if avg is not None else None,
+            "whiten_bias_epochs": r.whiten_bias_epochs}
 
 
 def fit_batch_to_set(r: Recipe, n_train: int | None, *, batch_given: bool = False,
@@ -208,17 +256,28 @@ def fit_tricks_to_model(r: Recipe, given: Any = ()) -> tuple[Recipe, str | None]
     drop = {}
     if r.whiten and r.model not in FIRST_CONV and "whiten" not in given:
         drop["whiten"] = False
+    if r.whiten_bias_epochs is not None and r.model != "airbench94" \
+            and "whiten_bias_epochs" not in given:
+        drop["whiten_bias_epochs"] = None
+    if r.bn_bias_lr not in (None, 1.0) and r.model not in BN_BIAS_MODELS \
+            and "bn_bias_lr" not in given:
+        drop["bn_bias_lr"] = None
     if r.bn_momentum is not None and r.model not in BN_MOMENTUM_MODELS \
             and "bn_momentum" not in given:
         drop["bn_momentum"] = None
     if not drop:
         return r, None
-    what = " and ".join(("whitened first layer" if k == "whiten" else
-                         f"BatchNorm momentum {r.bn_momentum:g}") for k in drop)
+    g = lambda v: "" if v is None else format(v, "g")  # noqa: E731
+    words = {"whiten": ("whitened first layer", FIRST_CONV),
+             "bn_momentum": (f"BatchNorm momentum {g(r.bn_momentum)}", BN_MOMENTUM_MODELS),
+             "whiten_bias_epochs": (f"whitening bias frozen after {r.whiten_bias_epochs} epochs",
+                                    ("airbench94",)),
+             "bn_bias_lr": (f"BatchNorm-bias lr x{g(r.bn_bias_lr)}", BN_BIAS_MODELS)}
+    what = " and ".join(words[k][0] for k in drop)
+    models = sorted(set().union(*(words[k][1] for k in drop)))
     verb = "apply" if len(drop) > 1 else "applies"
     return replace(r, **drop), (f"--model {r.model}: the recipe's {what} {verb} to "
-                                f"{', '.join(sorted(set(FIRST_CONV) | set(BN_MOMENTUM_MODELS)))} "
-                                f"only; {r.model} trains without "
+                                f"{', '.join(models)} only; {r.model} trains without "
                                 f"{'them' if len(drop) > 1 else 'it'}")
 
 
@@ -249,6 +308,9 @@ def schedule_text(r: Recipe) -> str:
     if r.sched == "plateau":
         return (f"lr {r.lr:g} x{r.lr_decay if r.lr_decay < 1 else 0.1:g} on a plateau "
                 f"(patience {r.lr_period if r.lr_period is not None else 10})")
+    if r.sched == "triangle":
+        peak = f"{r.warmup:g} epochs" if r.warmup is not None else "23% of the run"
+        return f"triangle lr {0.2 * r.lr:g} -> {r.lr:g} at {peak} -> {0.07 * r.lr:g} (per step)"
     return f"{r.sched} lr {r.lr:g}"
 
 
@@ -270,19 +332,28 @@ def recipe_text(r: Recipe) -> str:
     """What a run trains with, from its recipe (after the overrides and the small-set rule):
     epochs, batch, optimizer and weight decay, the schedule and its parameters, mixing and the
     augmentation — the words of titles, legends and ``d2lkaggle recipes``."""
-    opt = OPTIMIZER_WORDS.get(r.optimizer, r.optimizer) + f" wd {r.wd:g}"
+    opt = OPTIMIZER_WORDS.get(r.optimizer, r.optimizer)
+    if r.momentum is not None:
+        opt = opt.replace("momentum 0.9", f"momentum {r.momentum:g}")
+    opt += f" wd {r.wd:g}"
     if r.wd_exclude:
         opt += " (none on biases and norms)"
+    if r.bn_bias_lr not in (None, 1.0):
+        opt += f", BatchNorm biases at lr x{r.bn_bias_lr:g}"
     batch = f"batch {r.batch_size}"
     if r.small_set_batch is not None and r.small_set_batch < r.batch_size:   # not applied yet
         batch += f" ({r.small_set_batch} on a small set)"
-    parts = [f"{r.epochs} epochs", batch, opt, schedule_text(r)]
+    parts = [f"{r.epochs:g} epoch{'' if r.epochs == 1 else 's'}", batch, opt, schedule_text(r)]
     mix = mixing_text(r)
     if mix:
         parts.append(mix)
     parts.append(f"augment {r.augment}")
     if r.whiten:
-        parts.append("whitened first layer")
+        parts.append("whitened first layer" + (
+            f" (its bias trained {r.whiten_bias_epochs} epochs)"
+            if r.whiten_bias_epochs is not None else ""))
+    if check_average(r.average) != "none":
+        parts.append(f"weights averaged ({r.average})")
     if r.bn_momentum is not None:
         parts.append(f"BatchNorm momentum {r.bn_momentum:g}")
     if r.tta:

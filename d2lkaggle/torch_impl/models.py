@@ -1,5 +1,6 @@
 """Models in PyTorch: the book's ResNet-18, ResNet-34, the fine-tune net, the write-ups'
-ELU CNN and EfficientNetV2 (torchvision's), and the model table (``create_model``).
+ELU CNN, EfficientNetV2 (torchvision's), the CIFAR-10 speed-run record's net (airbench94),
+and the model table (``create_model``).
 
 The architectures come from :mod:`d2lkaggle.models.table` (framework-free tables).
 """
@@ -274,6 +275,57 @@ def efficientnet_v2_l(num_classes: int = 1000, stochastic_depth: float = 0.2,
                       freeze: bool = False) -> EfficientNetV2:
     """EfficientNetV2-L (torchvision's; dropout default 0.4); arguments as ``efficientnet_v2_s``."""
     return _efficientnet("efficientnet_v2_l", num_classes, stochastic_depth, dropout, weights, freeze)
+
+
+class ConvGroup(nn.Module):
+    """airbench's conv group: conv → max-pool 2 → BatchNorm → GELU → conv → BatchNorm → GELU."""
+
+    def __init__(self, cin: int, cout: int, momentum: float, eps: float):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.norm1 = nn.BatchNorm2d(cout, eps=eps, momentum=momentum)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(cout, eps=eps, momentum=momentum)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.norm1(F.max_pool2d(self.conv1(x), 2)))
+        return F.gelu(self.norm2(self.conv2(x)))
+
+
+class Airbench94(nn.Module):
+    """The CIFAR-10 speed-run record's net (:class:`d2lkaggle.models.table.AirbenchSpec`)."""
+
+    def __init__(self, num_classes: int = 10, width: int = 64, bn_momentum: float | None = None):
+        super().__init__()
+        spec = table.AIRBENCH94.with_width(width)
+        momentum = spec.bn_momentum if bn_momentum is None else bn_momentum
+        # modules are made in airbench's order, so one torch seed gives its initial weights
+        self.whiten = nn.Conv2d(3, spec.whiten_width, spec.whiten_kernel, bias=True)
+        for g in table.airbench_layers(spec):
+            self.add_module(f"block{g.index}", ConvGroup(g.in_channels, g.out_channels,
+                                                         momentum, spec.bn_eps))
+        self.head = nn.Linear(spec.widths[-1], num_classes, bias=False)
+        self.scale = spec.scale
+        with torch.no_grad():
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):   # airbench's Conv.reset_parameters
+                    if m.bias is not None:
+                        m.bias.zero_()
+                    nn.init.dirac_(m.weight[:m.weight.size(1)])
+        for name, p in self.named_parameters():
+            p.requires_grad_(not table.airbench_frozen(name))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.whiten(x))
+        x = self.block3(self.block2(self.block1(x)))
+        return self.head(torch.flatten(F.max_pool2d(x, 3), 1)) * self.scale
+
+
+def airbench94(num_classes: int = 10, width: int = 64, bn_momentum: float | None = None) -> Airbench94:
+    """The CIFAR-10 speed-run record's net (airbench94; ``width`` 64: its 64/256/256 channels,
+    other widths scale all three). ``bn_momentum``: torch's convention (None: the record's 0.4).
+    Its stem is whitened from the training images by the recipe (:mod:`d2lkaggle.models.whitening`)."""
+    return Airbench94(num_classes, width, bn_momentum)
 
 
 def list_models() -> list[str]:

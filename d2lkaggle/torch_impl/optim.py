@@ -28,9 +28,11 @@ class Optimizer:
     def __init__(self, params: Mapping[str, torch.nn.Parameter], spec: core.OptimizerSpec,
                  transposed: Sequence[str] = ()):
         self.spec, self.params = spec, dict(params)
+        self.frozen: set[str] = set()
         self.shapes = {n: tuple(p.shape) for n, p in self.params.items()}
-        groups = [{"params": [self.params[n] for n in names], "weight_decay": wd}
-                  for wd, names in core.decay_groups(self.shapes, spec)]
+        groups = [{"params": [self.params[n] for n in names], "weight_decay": wd,
+                   "lr": spec.lr * f, "lr_factor": f}
+                  for wd, f, names in core.param_groups(self.shapes, spec)]
         if spec.name == "sgd":
             self.opt = torch.optim.SGD(groups, lr=spec.lr, momentum=spec.momentum,
                                        nesterov=spec.nesterov)
@@ -40,12 +42,23 @@ class Optimizer:
 
     def set_lr(self, lr: float) -> None:
         for g in self.opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g["lr_factor"]
+
+    def freeze(self, names: Sequence[str]) -> None:
+        """Stop updating ``names`` from now on: like airbench's ``requires_grad = False`` mid-run,
+        torch.optim then skips them (no momentum, no weight decay). Their gradients are still
+        computed and dropped before each step, so DDP's bucketed all-reduce keeps its layout."""
+        self.frozen.update(n for n in names if n in self.params)
+
+    def drop_frozen_grads(self) -> None:
+        for n in self.frozen:
+            self.params[n].grad = None
 
     def zero_grad(self) -> None:
         self.opt.zero_grad(set_to_none=True)
 
     def step(self) -> None:
+        self.drop_frozen_grads()
         self.opt.step()
 
     def state_dict(self) -> dict[str, np.ndarray]:

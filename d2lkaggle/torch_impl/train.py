@@ -80,10 +80,11 @@ class TorchStep(Collectives):
                  amp: Any = "auto", dtype: str = "float32",
                  optimizer: "str | core_optim.OptimizerSpec" = "sgd", nesterov: bool = False,
                  betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
-                 wd_exclude: str | None = None, dist: DistEnv | None = None):
+                 wd_exclude: str | None = None, dist: DistEnv | None = None,
+                 bn_bias_lr: float = 1.0):
         self.spec = core_optim.make_spec(optimizer, lr=lr, wd=wd, momentum=momentum,
                                          nesterov=nesterov, betas=betas, eps=eps,
-                                         wd_exclude=wd_exclude)
+                                         wd_exclude=wd_exclude, bn_bias_lr=bn_bias_lr)
         self.dist = dist if dist is not None and dist.enabled else None
         if self.dist is not None:   # one process per device: this rank's GPU, or the CPU
             _distributed.init(self.dist)
@@ -137,6 +138,11 @@ class TorchStep(Collectives):
         if self.optimizer is not None:
             self.optimizer.set_lr(lr)
 
+    def freeze(self, names: Sequence[str]) -> None:
+        """Stop training the parameters ``names`` (canonical) from the next batch on."""
+        if self.optimizer is not None:
+            self.optimizer.freeze(names)
+
     def train_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
         """One optimizer step on the batch-mean cross-entropy; ``y`` is int labels (N,) or
         float soft targets (N, C) (−Σ y·log_softmax(z), mean). Accuracy against argmax(y)."""
@@ -154,6 +160,7 @@ class TorchStep(Collectives):
         self.optimizer.zero_grad()
         if self.scaler is not None:   # fp16 on CUDA: scaled loss, unscaled step
             self.scaler.scale(loss).backward()
+            self.optimizer.drop_frozen_grads()
             self.scaler.step(self.optimizer.opt)
             self.scaler.update()
         else:
@@ -180,6 +187,10 @@ class TorchStep(Collectives):
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
         return F.softmax(self._logits(x), dim=1).cpu().numpy()
 
+    def predict_logits(self, x: np.ndarray) -> np.ndarray:
+        """The net's outputs before the softmax (what a logit-averaging TTA combines)."""
+        return self._logits(x).cpu().numpy()
+
     def state_dict(self) -> dict[str, np.ndarray]:
         state = {"model/" + k: v for k, v in get_state(self.net).items()}
         if self.optimizer is not None:
@@ -200,18 +211,22 @@ def train(net: nn.Module, train_iter, valid_iter, num_epochs: int, lr: float, wd
           nesterov: bool = False, betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
           wd_exclude: str | None = None, amp: Any = "auto", checkpoint_dir: str | None = None,
           resume: bool = False, progress: bool = True, plot: str | None = None,
-          log: Any = print, **fit_kwargs: Any) -> loop.History:
+          log: Any = print, bn_bias_lr: float = 1.0, average: Any = None, freeze: Any = None,
+          **fit_kwargs: Any) -> loop.History:
     """The chapters' ``train`` on the core loop; returns the history.
 
     The book's positional arguments keep their meaning (SGD + momentum, StepLR every
     ``lr_period`` epochs by ``lr_decay``); ``optimizer`` is ``sgd``, ``nesterov``, ``adam`` or
     ``adamw`` (torch's definitions), ``schedule`` a core schedule that overrides the StepLR,
-    ``mixing`` a core MixUp/CutMix callable, ``wd_exclude="bn_bias"`` timm's no-decay set.
+    ``mixing`` a core MixUp/CutMix callable, ``wd_exclude="bn_bias"`` timm's no-decay set;
+    the speed-run record's ``bn_bias_lr``, ``average`` and ``freeze`` as in
+    :func:`d2lkaggle.train.loop.train_net`.
     """
     return loop.train_net(TorchStep, net, train_iter, valid_iter, num_epochs, lr, wd, devices,
                           lr_period, lr_decay, optimizer=optimizer, schedule=schedule,
                           mixing=mixing, momentum=momentum, nesterov=nesterov, betas=betas,
-                          eps=eps, wd_exclude=wd_exclude, amp=amp,
+                          eps=eps, wd_exclude=wd_exclude, amp=amp, bn_bias_lr=bn_bias_lr,
+                          average=average, freeze=freeze,
                           checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
                           plot=plot, log=log, **fit_kwargs)
 

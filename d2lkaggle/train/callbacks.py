@@ -19,7 +19,7 @@ from ..utils.files import load_npz, save_npz
 from ..utils.progress import clock, epoch_bar
 from .diagnostics import LearningMonitor
 from .history import History
-from .schedules import startup_epochs
+from .schedules import epoch_steps, startup_epochs
 
 #: ``fit(plot=PATH)`` redraws the curves at most this often (seconds), and after the last epoch
 PLOT_EVERY_S = 10.0
@@ -32,7 +32,7 @@ class FitState:
     step: Any
     train_data: Any
     valid_data: Any
-    num_epochs: int
+    num_epochs: float               # may be fractional (the record's 9.9): see epochs_to_run
     schedule: Any
     history: Any                   # a loop.History
     dist: Any                      # a parallel.distributed.DistEnv
@@ -42,6 +42,21 @@ class FitState:
     best: float = -math.inf        # best validation accuracy so far
     lr: float | None = None        # the rate the step has now
     log: Callable[[str], None] | None = print
+
+    @property
+    def epochs_to_run(self) -> int:
+        """Epochs the loop runs: ``ceil(num_epochs)`` (the last one may stop early)."""
+        return epoch_steps(self.num_epochs, len(self.train_data))[0]
+
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps of the whole fit (``ceil(batches × num_epochs)``)."""
+        return epoch_steps(self.num_epochs, len(self.train_data))[1]
+
+    @property
+    def epochs_label(self) -> str:
+        """``num_epochs`` as the lines show it (``20``, ``9.9``)."""
+        return f"{self.num_epochs:g}"
 
 
 class Callback:
@@ -107,8 +122,8 @@ class Checkpoints(Callback):
             save_npz(self.best, arrays, meta)
 
     def on_train_end(self, state: FitState) -> None:
-        if state.start >= state.num_epochs and state.log:
-            state.log(f"{self.last} already holds all {state.num_epochs} epochs; nothing to train")
+        if state.start >= state.epochs_to_run and state.log:
+            state.log(f"{self.last} already holds all {state.epochs_label} epochs; nothing to train")
 
 
 class ProgressBar(Callback):
@@ -119,8 +134,8 @@ class ProgressBar(Callback):
         self.progress, self.bar = progress, None
 
     def on_epoch_begin(self, state: FitState) -> None:
-        self.bar = epoch_bar(len(state.train_data), f"epoch {state.epoch + 1}/{state.num_epochs}",
-                             self.progress)
+        n = min(len(state.train_data), state.total_steps - state.epoch * len(state.train_data))
+        self.bar = epoch_bar(n, f"epoch {state.epoch + 1}/{state.epochs_label}", self.progress)
 
     def on_batch_end(self, state: FitState, loss_sum: float, correct: int, n: int) -> None:
         if self.bar is not None:
@@ -150,7 +165,7 @@ class EpochLog(Callback):
     def on_epoch_end(self, state: FitState) -> None:
         r = state.history.last
         msg = (f"{self.label + ' ' if self.label else ''}epoch {state.epoch + 1}/"
-               f"{state.num_epochs}  lr {r['lr']:.3g}  train loss {r['train_loss']:.4f}  "
+               f"{state.epochs_label}  lr {r['lr']:.3g}  train loss {r['train_loss']:.4f}  "
                f"train acc {r['train_acc']:.3f}")
         if state.valid_data is not None:
             msg += f"  valid loss {r['valid_loss']:.4f}  valid acc {r['valid_acc']:.3f}"
@@ -167,7 +182,7 @@ class NotLearning(Callback):
 
     def on_train_begin(self, state: FitState) -> None:
         # not during a warm-up or a cyclic schedule's first cycle: slow there by design
-        self.monitor = LearningMonitor(state.train_data, state.num_epochs, self.log,
+        self.monitor = LearningMonitor(state.train_data, state.epochs_to_run, self.log,
                                        startup=startup_epochs(state.schedule))
 
     def on_epoch_end(self, state: FitState) -> None:
@@ -185,7 +200,7 @@ class PlotCurves(Callback):
 
     def on_epoch_end(self, state: FitState) -> None:
         now = time.perf_counter()
-        if state.epoch == state.num_epochs - 1 or now - self.drawn_at >= max(PLOT_EVERY_S,
+        if state.epoch == state.epochs_to_run - 1 or now - self.drawn_at >= max(PLOT_EVERY_S,
                                                                             20 * self.cost):
             from .plotting import plot_history
             plot_history(state.history, self.path)
@@ -201,6 +216,21 @@ class LiveCurves(Callback):
 
     def on_epoch_end(self, state: FitState) -> None:
         self.live.update(state.history)
+
+
+class FreezeAfter(Callback):
+    """Parameters that train for their first epochs only: ``{canonical name: epochs}`` (the
+    speed-run record's whitening bias, 3 epochs); from that epoch on the step's ``freeze``
+    stops updating them (no gradient, no momentum, no weight decay). Set at the start of every
+    epoch, so a resumed run freezes them too."""
+
+    def __init__(self, epochs: dict[str, int]):
+        self.epochs = {str(k): int(v) for k, v in dict(epochs).items()}
+
+    def on_epoch_begin(self, state: FitState) -> None:
+        names = [n for n, e in self.epochs.items() if state.epoch >= e]
+        if names:
+            state.step.freeze(names)
 
 
 class OnEpoch(Callback):

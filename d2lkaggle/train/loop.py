@@ -16,7 +16,7 @@ from ..data.mixing import MIX_TAG, batch_rng
 from ..parallel import distributed
 from .callbacks import Callback, FitState, default_callbacks
 from .history import HISTORY_COLUMNS, History  # noqa: F401  (HISTORY_COLUMNS: loop's public name)
-from .schedules import check_lr, check_schedule
+from .schedules import check_lr, check_schedule, epoch_steps
 
 
 class Step(Protocol):
@@ -90,7 +90,7 @@ def predict(step: Step, data: Iterable, tta: Any = None) -> np.ndarray:
     return probs
 
 
-def fit(step: Step, train_data, valid_data, num_epochs: int,
+def fit(step: Step, train_data, valid_data, num_epochs: float,
         schedule: Callable[[float], float], *, mixing: Callable | None = None,
         num_classes: int | None = None, checkpoint_dir: str | None = None,
         resume: bool = False, progress: bool = True, plot: str | None = None,
@@ -98,6 +98,8 @@ def fit(step: Step, train_data, valid_data, num_epochs: int,
         log: Callable[[str], None] | None = print, config: dict | None = None,
         callbacks: Sequence[Callback] = (), epoch_log: Any = True, label: str = "") -> History:
     """Train for ``num_epochs`` epochs: the chapters' ``train`` loop, once for all backends.
+    ``num_epochs`` may be fractional (the speed-run record's 9.9): the last epoch stops after
+    ``ceil(batches × num_epochs)`` batches in all (:func:`~d2lkaggle.train.schedules.epoch_steps`).
 
     Before batch ``b`` of epoch ``e`` it sets ``schedule(e + b / len(train_data))`` as the
     learning rate (see :mod:`d2lkaggle.train.schedules`; every rate is checked before training
@@ -134,7 +136,7 @@ def fit(step: Step, train_data, valid_data, num_epochs: int,
         if mixing is not None:
             num_classes = (num_classes or getattr(mixing, "num_classes", None)
                            or _num_classes(train_data))
-        for epoch in range(state.start, num_epochs):
+        for epoch in range(state.start, state.epochs_to_run):
             state.epoch = epoch
             for d in (train_data, valid_data):
                 if hasattr(d, "set_epoch"):
@@ -159,9 +161,12 @@ def _train_epoch(state: FitState, cbs: Sequence[Callback], mixing: Callable | No
     mix_seed = int(getattr(train_data, "seed", 0))
     loss_sum, correct, n = 0.0, 0, 0
     nb = max(1, len(train_data))
+    limit = state.total_steps - epoch * nb   # a fractional last epoch stops early
     lr_first = None
     t0 = time.perf_counter()
     for b, (x, y) in enumerate(train_data):
+        if b >= limit:
+            break
         lr = check_lr(state.schedule, epoch + b / nb)
         if lr != state.lr:  # setting the same rate again would be a no-op
             step.set_lr(lr)
@@ -211,12 +216,13 @@ def loader_norm(data_iter) -> dict[str, tuple[float, ...]]:
             "std": tuple(getattr(data_iter, "std", (1.0, 1.0, 1.0)))}
 
 
-def train_net(step_cls: Callable[..., Step], net: Any, train_iter, valid_iter, num_epochs: int,
+def train_net(step_cls: Callable[..., Step], net: Any, train_iter, valid_iter, num_epochs: float,
               lr: float, wd: float, devices: Any = None, lr_period: int | None = None,
               lr_decay: float = 1.0, *, optimizer: Any = "sgd", schedule: Any = None,
               mixing: Any = None, momentum: float = 0.9, nesterov: bool = False,
               betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
               wd_exclude: str | None = None, amp: Any = "auto", dist: Any = None,
+              bn_bias_lr: float = 1.0, average: Any = None, freeze: Any = None,
               **fit_kwargs: Any) -> History:
     """Build a backend's training step for ``net`` (with the core's optimizer) and train it.
 
@@ -225,14 +231,20 @@ def train_net(step_cls: Callable[..., Step], net: Any, train_iter, valid_iter, n
     call with its own step class, so none has a loop. ``dist`` (a
     :class:`d2lkaggle.parallel.distributed.DistEnv`; default: the training loader's) makes the step
     data parallel (torch DDP, paddle.DataParallel, MXNet kvstore).
+
+    The speed-run record's pieces: ``bn_bias_lr`` (the BatchNorm biases' lr factor,
+    :mod:`d2lkaggle.train.optim`), ``average`` (``"lookahead"`` or a
+    :class:`~d2lkaggle.train.averaging.Lookahead`: weight averaging over the run) and
+    ``freeze`` (``{canonical parameter name: epochs it trains}``, then it stops).
     """
     from .schedules import step_lr
     dist = dist if dist is not None else getattr(train_iter, "dist", None)
     # (a step is only handed ``dist`` for a real multi-process run)
     dist_kw = {"dist": dist} if dist is not None and dist.enabled else {}
+    opt_kw = {"bn_bias_lr": bn_bias_lr} if bn_bias_lr != 1.0 else {}
     step = step_cls(net, lr=lr, wd=wd, momentum=momentum, devices=devices, amp=amp,
                     optimizer=optimizer, nesterov=nesterov, betas=betas, eps=eps,
-                    wd_exclude=wd_exclude, **loader_norm(train_iter), **dist_kw)
+                    wd_exclude=wd_exclude, **opt_kw, **loader_norm(train_iter), **dist_kw)
     names = ", ".join(str(d) for d in getattr(step, "devices", []))
     if dist_kw:   # e.g. "cpu x 2 processes (data parallel)"
         names += f" x {dist.world_size} processes (data parallel)"
@@ -240,6 +252,13 @@ def train_net(step_cls: Callable[..., Step], net: Any, train_iter, valid_iter, n
         names += f", {step.precision}"
     if mixing is not None:   # (a fit without mixing support is never handed the keyword)
         fit_kwargs["mixing"] = mixing
+    from .averaging import AveragedStep, make_average
+    avg = make_average(average) if isinstance(average, (str, type(None), bool)) else average
+    if avg is not None:
+        step = AveragedStep(step, avg, epoch_steps(num_epochs, len(train_iter))[1])
+    if freeze:
+        from .callbacks import FreezeAfter
+        fit_kwargs["callbacks"] = [*fit_kwargs.get("callbacks", ()), FreezeAfter(freeze)]
     history = fit(step, train_iter, valid_iter, num_epochs,
                   schedule if schedule is not None else step_lr(lr, lr_period, lr_decay),
                   devices=names, **fit_kwargs)

@@ -18,6 +18,11 @@ applies it. The meaning is PyTorch's, exactly:
 one-dimensional parameters (BatchNorm/LayerNorm weights and biases), decided here from the
 canonical (torch) parameter names and shapes, so every backend excludes the same tensors.
 
+``bn_bias_lr=k`` is the speed-run record's ``bias_scaler`` (airbench94: 64): the BatchNorm
+biases train at ``k·lr`` with weight decay ``wd / k``, so their decay per step ``lr·wd`` is
+the other parameters' (torch parameter groups with their own ``lr`` and ``weight_decay``; a
+schedule scales every group's rate by the same factor).
+
 Checkpoint names are neutral: ``optim/<param>/momentum`` (sgd, nesterov) or
 ``optim/<param>/exp_avg``, ``optim/<param>/exp_avg_sq``, ``optim/<param>/step`` (adam,
 adamw), torch's values, so a run resumes exactly and a checkpoint moves between backends.
@@ -64,6 +69,7 @@ class OptimizerSpec:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     wd_exclude: str | None = None
+    bn_bias_lr: float = 1.0
 
     def __post_init__(self) -> None:
         name = str(self.name).lower() if isinstance(self.name, str) else self.name
@@ -89,11 +95,13 @@ class OptimizerSpec:
             if not (0.0 <= b < 1.0):
                 raise ValueError(f"optimizer betas[{i}] must be in [0, 1), got {b!r}")
         eps = _finite("eps", self.eps)
+        bn_bias_lr = _finite("bn_bias_lr", self.bn_bias_lr, low_open=True)
         if self.wd_exclude not in WD_EXCLUDE:
             raise ValueError(f"unknown wd_exclude {self.wd_exclude!r}; choose None or 'bn_bias' "
                              "(no weight decay on biases and BatchNorm/LayerNorm parameters)")
         for k, v in (("name", name), ("lr", lr), ("wd", wd), ("momentum", momentum),
-                     ("nesterov", nesterov), ("betas", (b1, b2)), ("eps", eps)):
+                     ("nesterov", nesterov), ("betas", (b1, b2)), ("eps", eps),
+                     ("bn_bias_lr", bn_bias_lr)):
             object.__setattr__(self, k, v)
 
     @property
@@ -113,7 +121,7 @@ class OptimizerSpec:
 def make_spec(optimizer: "str | OptimizerSpec" = "sgd", *, lr: float = 0.0, wd: float = 0.0,
               momentum: float = 0.9, nesterov: bool = False,
               betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
-              wd_exclude: str | None = None) -> OptimizerSpec:
+              wd_exclude: str | None = None, bn_bias_lr: float = 1.0) -> OptimizerSpec:
     """The Step's optimizer keywords as one checked :class:`OptimizerSpec`.
 
     A spec given as ``optimizer`` is used as it is (its own lr, wd, ...); a name is combined
@@ -125,7 +133,8 @@ def make_spec(optimizer: "str | OptimizerSpec" = "sgd", *, lr: float = 0.0, wd: 
         raise ValueError(f"optimizer must be a name ({', '.join(OPTIMIZERS)}) or an "
                          f"OptimizerSpec, got {optimizer!r}")
     return OptimizerSpec(optimizer, lr=lr, wd=wd, momentum=momentum, nesterov=nesterov,
-                         betas=tuple(betas), eps=eps, wd_exclude=wd_exclude)
+                         betas=tuple(betas), eps=eps, wd_exclude=wd_exclude,
+                         bn_bias_lr=bn_bias_lr)
 
 
 def is_no_decay(name: str, shape: Sequence[int]) -> bool:
@@ -135,6 +144,36 @@ def is_no_decay(name: str, shape: Sequence[int]) -> bool:
     are 1-D, every layer's ``bias`` ends in ``.bias``; conv and linear weights decay.
     """
     return len(tuple(shape)) <= 1 or name == "bias" or name.endswith(".bias")
+
+
+def is_norm_bias(name: str, shape: Sequence[int]) -> bool:
+    """A BatchNorm/LayerNorm bias, told by its canonical name: 1-D, ``.bias`` of a layer whose
+    name says it normalises (``bn1``, ``norm2``, ``ln``) — what ``bn_bias_lr`` scales."""
+    layer = name.rsplit(".", 2)[-2] if name.count(".") else ""
+    return (len(tuple(shape)) == 1 and name.endswith(".bias")
+            and (layer.startswith(("bn", "ln")) or "norm" in layer))
+
+
+def param_groups(shapes: Mapping[str, Sequence[int]],
+                 spec: OptimizerSpec) -> list[tuple[float, float, list[str]]]:
+    """``[(weight decay, lr factor, [canonical names])]``: the groups each backend builds.
+
+    :func:`decay_groups` split further by ``bn_bias_lr``: the BatchNorm biases get
+    ``lr·bn_bias_lr`` and ``wd / bn_bias_lr`` (their decay per step unchanged). Groups keep
+    the order in which their first parameter appears; empty ones are left out.
+    """
+    k = spec.bn_bias_lr
+    out: dict[tuple[float, float], list[str]] = {}
+    for wd, names in decay_groups(shapes, spec):
+        for n in names:
+            key = (wd / k, k) if k != 1.0 and is_norm_bias(n, shapes[n]) else (wd, 1.0)
+            out.setdefault(key, []).append(n)
+    return [(wd, f, names) for (wd, f), names in out.items()]
+
+
+def lr_factor_of(shapes: Mapping[str, Sequence[int]], spec: OptimizerSpec) -> dict[str, float]:
+    """``{canonical name: lr factor}`` (the groups of :func:`param_groups`, per name)."""
+    return {n: f for _, f, names in param_groups(shapes, spec) for n in names}
 
 
 def decay_groups(shapes: Mapping[str, Sequence[int]], spec: OptimizerSpec) -> list[tuple[float, list[str]]]:
@@ -152,8 +191,8 @@ def decay_groups(shapes: Mapping[str, Sequence[int]], spec: OptimizerSpec) -> li
 
 
 def weight_decay_of(shapes: Mapping[str, Sequence[int]], spec: OptimizerSpec) -> dict[str, float]:
-    """``{canonical name: weight decay}`` (the groups of :func:`decay_groups`, per name)."""
-    return {n: wd for wd, names in decay_groups(shapes, spec) for n in names}
+    """``{canonical name: weight decay}`` (the groups of :func:`param_groups`, per name)."""
+    return {n: wd for wd, _, names in param_groups(shapes, spec) for n in names}
 
 
 def state_key(name: str, slot: str) -> str:

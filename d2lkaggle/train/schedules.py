@@ -14,6 +14,7 @@ schedule                  torch equivalent                                      
 :func:`onecycle`          ``OneCycleLR(max_lr, total_steps, pct_start, ...)``    per batch
 :func:`cosine`            ``LinearLR`` warm-up then ``CosineAnnealingLR``         per batch
 :class:`Plateau`          ``ReduceLROnPlateau(factor, patience, threshold...)``  per epoch
+:func:`triangle`          airbench94's ``LambdaLR(triangle(...))``               per batch
 ========================  =====================================================  ===========
 
 Momentum is never cycled (torch's ``cycle_momentum=False``): a schedule sets the rate only.
@@ -26,7 +27,7 @@ from typing import Any, Callable, Sequence
 Schedule = Callable[[float], float]
 
 CYCLE_MODES = ("triangular", "triangular2", "exp_range")
-SCHEDULES = ("step", "multistep", "cyclic", "onecycle", "cosine", "plateau")
+SCHEDULES = ("step", "multistep", "cyclic", "onecycle", "cosine", "plateau", "triangle")
 
 
 class _Schedule:
@@ -224,7 +225,7 @@ def onecycle(max_lr: float, num_epochs: int, steps_per_epoch: int, pct_start: fl
     ``max_lr / div_factor / final_div_factor``.
     """
     _positive("onecycle", max_lr, "max_lr", allow_zero=False)
-    total = int(num_epochs) * int(steps_per_epoch)
+    total = epoch_steps(num_epochs, steps_per_epoch)[1]
     if total < 1:
         raise ValueError(f"onecycle: needs at least 1 step, got {num_epochs} epochs x "
                          f"{steps_per_epoch} steps")
@@ -234,6 +235,46 @@ def onecycle(max_lr: float, num_epochs: int, steps_per_epoch: int, pct_start: fl
     _positive("onecycle", final_div_factor, "final_div_factor", allow_zero=False)
     return OneCycle(max_lr, total, steps_per_epoch, pct_start, div_factor, final_div_factor,
                     three_phase)
+
+
+class Triangle(_Schedule):
+    """airbench94's piecewise-linear schedule (per batch), see :func:`triangle`."""
+
+    name = "triangle"
+
+    def __init__(self, lr, total_steps, steps_per_epoch, start, peak, end):
+        self.lr, self.total_steps = float(lr), int(total_steps)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.start, self.peak, self.end = float(start), float(peak), float(end)
+        self._top = int(self.peak * self.total_steps)   # airbench's int(peak * steps)
+
+    def factor(self, it: int) -> float:
+        """The rate's multiplier before optimizer step ``it + 1`` (``it`` steps done)."""
+        it, top, total = min(max(it, 0), self.total_steps), self._top, self.total_steps
+        if it <= top:
+            return self.start + (1.0 - self.start) * it / top if top > 0 else 1.0
+        return 1.0 + (self.end - 1.0) * (it - top) / (total - top)
+
+    def __call__(self, t: float) -> float:
+        return self.lr * self.factor(_iteration(t, self.steps_per_epoch))
+
+
+def triangle(lr: float, num_epochs: float, steps_per_epoch: int, start: float = 0.2,
+             peak: float = 0.23, end: float = 0.07) -> Schedule:
+    """The CIFAR-10 speed-run record's schedule (airbench94, stepped per batch): the rate rises
+    linearly from ``start·lr`` to ``lr`` at step ``int(peak × total)``, then falls linearly
+    to ``end·lr`` at the last step (``total`` = :func:`epoch_steps`, fractional epochs too).
+    """
+    _positive("triangle", lr, "lr", allow_zero=False)
+    total = epoch_steps(num_epochs, steps_per_epoch)[1]
+    if total < 1:
+        raise ValueError(f"triangle: needs at least 1 step, got {num_epochs} epochs x "
+                         f"{steps_per_epoch} steps")
+    if not 0 <= peak < 1:
+        raise ValueError(f"triangle: the peak must be a fraction of the run in [0, 1), got {peak!r}")
+    _positive("triangle", start, "start factor")
+    _positive("triangle", end, "end factor")
+    return Triangle(lr, total, steps_per_epoch, start, peak, end)
 
 
 class Cosine(_Schedule):
@@ -352,6 +393,8 @@ def startup_epochs(schedule: Schedule) -> float:
         return schedule.pct_start * schedule.total_steps / max(1, schedule.steps_per_epoch)
     if isinstance(schedule, Cosine):
         return schedule.warmup
+    if isinstance(schedule, Triangle):
+        return schedule.peak * schedule.total_steps / max(1, schedule.steps_per_epoch)
     return 0.0
 
 
@@ -370,13 +413,24 @@ def check_lr(schedule: Schedule, t: float) -> float:
     return lr
 
 
-def check_schedule(schedule: Schedule, num_epochs: int, steps_per_epoch: int, start: int = 0) -> None:
-    """Evaluate ``schedule`` at every batch of epochs ``start..num_epochs-1`` before training.
+def epoch_steps(num_epochs: float, steps_per_epoch: int) -> tuple[int, int]:
+    """``(epochs that run, optimizer steps in all)`` of a run of ``num_epochs``, which may be
+    fractional: the record's 9.9 epochs of 48 steps are ``ceil(48 × 9.9)`` = 476 steps, the
+    tenth epoch cut short after 44 (airbench's ``total_train_steps``)."""
+    n = max(1, int(steps_per_epoch))
+    total = max(0, math.ceil(n * float(num_epochs) - 1e-9))
+    return -(-total // n), total
+
+
+def check_schedule(schedule: Schedule, num_epochs: float, steps_per_epoch: int,
+                   start: int = 0) -> None:
+    """Evaluate ``schedule`` at every batch of epochs ``start..`` to the end of the run
+    (``num_epochs`` may be fractional, see :func:`epoch_steps`) before training.
 
     Raises a ValueError naming the schedule and ``t`` at the first negative or NaN rate, so a
     bad schedule fails before anything is trained or written.
     """
     n = max(1, int(steps_per_epoch))
-    for e in range(int(start), int(num_epochs)):
-        for b in range(n):
-            check_lr(schedule, e + b / n)
+    _, total = epoch_steps(num_epochs, n)
+    for i in range(int(start) * n, total):
+        check_lr(schedule, i // n + (i % n) / n)

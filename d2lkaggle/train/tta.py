@@ -10,6 +10,10 @@ Kinds (``tta=``):
 * ``"flip"`` — the image and its left-right mirror (2 views).
 * ``"flip-crop"`` — the image and the four corner crops (7/8 of each side, scaled back to the
   full size), each also mirrored (10 views; the "ten-crop" of the ImageNet papers).
+* ``"flip-shift"`` — the speed-run record's TTA (airbench94's ``tta_level=2``): the image, its
+  mirror, and the image shifted one pixel down-right and up-left (reflect padding), each also
+  mirrored; the *logits* are averaged with weights 1/4, 1/4 and 1/8 × 4 (the plain pair
+  counts as much as the four shifted views together), then turned into probabilities.
 * ``N`` (an integer >= 1) — the plain image plus ``N - 1`` random views: a mirror with
   probability 1/2 and a shift of up to 1/8 of the side (reflect padding, like the CIFAR
   training crop), drawn from ``numpy.random.default_rng([loader.seed, batch, view, tag])``, so
@@ -21,10 +25,12 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-__all__ = ["TTA_KINDS", "check_tta", "num_views", "tta_batches", "predict_tta", "TTAStep"]
+__all__ = ["TTA_KINDS", "LOGIT_KINDS", "check_tta", "num_views", "tta_batches", "predict_tta", "TTAStep"]
 
 #: named TTA kinds (an integer N is also accepted)
-TTA_KINDS = ("flip", "flip-crop")
+TTA_KINDS = ("flip", "flip-crop", "flip-shift")
+#: kinds that average the net's logits (weighted) rather than its probabilities
+LOGIT_KINDS = {"flip-shift": (0.25, 0.25, 0.125, 0.125, 0.125, 0.125)}
 _TAG = 0x7A7A  # separates the TTA random stream from the loader's augmentation stream
 _CROP = 7 / 8
 
@@ -42,16 +48,19 @@ def check_tta(tta: Any) -> str | int | None:
         if t.isdigit():
             tta = int(t)
         else:
-            raise ValueError(f"unknown TTA {tta!r}; choose 'flip', 'flip-crop' or a number of "
-                             "views N >= 1")
+            raise ValueError(f"unknown TTA {tta!r}; choose 'flip', 'flip-crop', 'flip-shift' or "
+                             "a number of views N >= 1")
     if isinstance(tta, bool) or not isinstance(tta, (int, np.integer)) or tta < 1:
-        raise ValueError(f"TTA must be 'flip', 'flip-crop' or a number of views N >= 1, got {tta!r}")
+        raise ValueError(f"TTA must be 'flip', 'flip-crop', 'flip-shift' or a number of views "
+                         f"N >= 1, got {tta!r}")
     return None if int(tta) == 1 else int(tta)
 
 
 def num_views(tta: Any) -> int:
     """How many predictions each image gets under ``tta``."""
     t = check_tta(tta)
+    if t in LOGIT_KINDS:
+        return len(LOGIT_KINDS[t])
     return 1 if t is None else 2 if t == "flip" else 10 if t == "flip-crop" else int(t)
 
 
@@ -102,6 +111,14 @@ def _views(x: np.ndarray, tta: str | int, seed: int, b: int) -> Iterator[np.ndar
     yield x
     if tta == "flip":
         yield _flip(x)
+    elif tta == "flip-shift":   # airbench: reflect-pad 1, crops at (0, 0) and (2, 2)
+        yield _flip(x)
+        h, w = x.shape[1:3]
+        padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+        for top in (0, 2):
+            v = np.ascontiguousarray(padded[:, top:top + h, top:top + w])
+            yield v
+            yield _flip(v)
     elif tta == "flip-crop":
         yield _flip(x)
         for c in range(4):
@@ -136,6 +153,27 @@ def _mean_over_views(predict_batch: Callable[[np.ndarray], np.ndarray],
     return total / k
 
 
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _weighted_logits(step: Any, views: Iterable[np.ndarray], weights: tuple[float, ...]) -> np.ndarray:
+    """softmax(Σ wᵢ·logitsᵢ) over the views; a step without ``predict_logits`` gives its
+    log-probabilities instead (the same softmax: they differ from the logits by a per-row
+    constant)."""
+    logits = getattr(step, "predict_logits", None)
+    total = None
+    for v, wt in zip(views, weights):
+        z = (np.asarray(logits(v), np.float64) if logits is not None else
+             np.log(np.maximum(np.asarray(step.predict_batch(v), np.float64), 1e-300)))
+        if z.ndim != 2 or len(z) != len(v):
+            raise ValueError(f"the step returned shape {z.shape} for a batch of {len(v)}")
+        total = wt * z if total is None else total + wt * z
+    return _softmax(total)
+
+
 class TTAStep:
     """A step whose ``predict_batch`` averages ``step``'s probabilities over the TTA views of
     each batch; batches must come in the loader's order (the ``b``-th call is batch ``b``, which
@@ -153,6 +191,8 @@ class TTAStep:
             raise ValueError(f"TTA needs N×H×W×C image batches, got shape {x.shape}")
         views = [x] if self.tta is None else _views(x, self.tta, self.seed, self.batch)
         self.batch += 1
+        if self.tta in LOGIT_KINDS:
+            return _weighted_logits(self.step, views, LOGIT_KINDS[self.tta])
         return _mean_over_views(self.step.predict_batch, views)
 
 
@@ -160,7 +200,13 @@ def predict_tta(predict_batch: Callable[[np.ndarray], np.ndarray], data: Iterabl
                 tta: Any) -> np.ndarray:
     """Class probabilities for every example of ``data``, averaged over the TTA views
     (the chapters' ``predict`` step with test-time augmentation)."""
-    out = [_mean_over_views(predict_batch, views) for views, _ in tta_batches(data, tta)]
+    t = check_tta(tta)
+    if t in LOGIT_KINDS:
+        from types import SimpleNamespace
+        step = SimpleNamespace(predict_batch=predict_batch)
+        out = [_weighted_logits(step, views, LOGIT_KINDS[t]) for views, _ in tta_batches(data, t)]
+    else:
+        out = [_mean_over_views(predict_batch, views) for views, _ in tta_batches(data, t)]
     if not out:
         raise ValueError("prediction data is empty")
     return np.concatenate(out)

@@ -11,6 +11,8 @@ frames. :func:`resolve_verbose` gives Keras' ``verbose`` levels (``--quiet``, ``
 """
 from __future__ import annotations
 
+import math
+
 import sys
 import time
 from typing import Any, Callable
@@ -85,9 +87,10 @@ class RunProgress:
         self.file = file
 
     @staticmethod
-    def plan(*phases: tuple[int, int]) -> int:
-        """Total batches of phases given as ``(epochs, batches_per_epoch)``."""
-        return sum(int(e) * int(b) for e, b in phases)
+    def plan(*phases: tuple[float, int]) -> int:
+        """Total batches of phases given as ``(epochs, batches_per_epoch)``; a fractional
+        epoch count is the loop's ``ceil(epochs × batches)``."""
+        return sum(max(0, math.ceil(float(e) * int(b) - 1e-9)) for e, b in phases)
 
     def set_estimate(self, seconds: float) -> None:
         """The expected duration measured before training: the ETA until batches are done."""

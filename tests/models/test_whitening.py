@@ -60,7 +60,7 @@ def test_recipe_fields_checked_and_dropped_for_another_model():
     other, note = fit_tricks_to_model(r.with_overrides(model="cnn_elu"))
     assert not other.whiten and other.bn_momentum is None
     assert note == ("--model cnn_elu: the recipe's whitened first layer and BatchNorm momentum "
-                    "0.4 apply to resnet18 only; cnn_elu trains without them")
+                    "0.4 apply to airbench94, resnet18 only; cnn_elu trains without them")
     check_recipe(other)
     given, _ = fit_tricks_to_model(r.with_overrides(model="cnn_elu"), given={"whiten": True})
     with pytest.raises(ValueError, match="--whiten: model 'cnn_elu' has no stem convolution"):
