@@ -63,6 +63,11 @@ MODELS: dict[str, dict[str, Any]] = {
     "efficientnet_v2_l": {"build": "B.efficientnet_v2_l(10, stochastic_depth=0.0, dropout=0.0)",
                           "size": 32, "batch": 2, "classes": 10, "bn": 0.1, "calibrate": 2,
                           "forward_only": True},
+    # the speed-run record's net with its optimizer: Nesterov momentum 0.85, the BatchNorm
+    # biases at 64 × lr, its BatchNorm momentum 0.4, the whitening bias frozen after step 5
+    "airbench94": {"build": "B.airbench94(10)", "size": 32, "batch": 8, "classes": 10, "bn": 0.5,
+                   "bn_momentum": 0.4, "freeze": (5, ("whiten.bias",)),
+                   "step": {"optimizer": "nesterov", "momentum": 0.85, "bn_bias_lr": 64.0}},
 }
 BN_MOMENTUM = 0.1   # torch's convention: weight of the new batch statistics
 LR, LR_AFTER, LR_STEP, WD, MOMENTUM = 0.01, 0.005, 5, 5e-4, 0.9
@@ -191,12 +196,16 @@ def _worker(backend: str, task: str, model: str, workdir: str, steps: int,
     elif task in ("train", "train64"):
         net = eval(spec["build"])
         B.load_weights(net, os.path.join(workdir, "weights.safetensors"))
-        step = B.Step(net, lr=LR, wd=WD, momentum=MOMENTUM, amp=False, mean=MEAN, std=STD,
-                      dtype="float64" if task == "train64" else "float32")
+        kw = {"lr": LR, "wd": WD, "momentum": MOMENTUM, **spec.get("step", {})}
+        step = B.Step(net, amp=False, mean=MEAN, std=STD,
+                      dtype="float64" if task == "train64" else "float32", **kw)
         with np.load(os.path.join(workdir, "batches.npz")) as z:
             xs, ys = z["x"], z["y"]
         losses = []
+        freeze_at, frozen = spec.get("freeze", (None, ()))
         for i in range(steps):
+            if i == freeze_at:
+                step.freeze(list(frozen))
             step.set_lr(LR if i < LR_STEP else LR_AFTER)   # a StepLR change in between
             ls, _, n = step.train_batch(xs[i % len(xs)], ys[i % len(ys)])
             losses.append(ls / n)
@@ -288,6 +297,11 @@ def bn_examples(model: str, name: str, size: int, batch: int) -> int:
         pos = int(name.split(".")[1])
         pools = sum(1 for kind, p, _ in CNN_ELU.layer_names() if kind == "pool" and p < pos)
         return batch * (size >> pools) ** 2
+    if model == "airbench94":   # block i: the 2×2 stem (size − 1), then i max-pools of 2
+        side = size - 1
+        for _ in range(int(name.split(".")[0][len("block"):])):
+            side //= 2
+        return batch * side * side
     if model not in MODELS or model.startswith("efficientnet"):
         raise ValueError(f"no BatchNorm sizes for {model!r} (compare its forward pass only)")
     layer = next((int(p[5:]) for p in name.split(".") if p.startswith("layer")), 0)
@@ -298,14 +312,15 @@ def bn_examples(model: str, name: str, size: int, batch: int) -> int:
     return batch * side * side
 
 
-def unbiased_running_var(biased_rv: np.ndarray, rv0: np.ndarray, steps: int, n: int) -> np.ndarray:
+def unbiased_running_var(biased_rv: np.ndarray, rv0: np.ndarray, steps: int, n: int,
+                         momentum: float = BN_MOMENTUM) -> np.ndarray:
     """Map a running variance built from *biased* batch variances onto torch's (unbiased).
 
     With momentum m, ``rv_t = (1-m)^t·rv0 + Σ m(1-m)^(t-s)·b_s``; torch blends ``b_s·n/(n-1)``
     instead, so its value is ``(1-m)^t·rv0 + (rv_t - (1-m)^t·rv0)·n/(n-1)`` — exactly, without
     knowing the per-step batch variances.
     """
-    keep = (1 - BN_MOMENTUM) ** steps
+    keep = (1 - momentum) ** steps
     return keep * rv0 + (biased_rv - keep * rv0) * n / (n - 1)
 
 
@@ -359,7 +374,8 @@ def compare_train(ra: dict, rb: dict, backend_a: str, backend_b: str,
                     for k in s:
                         if k.endswith("running_var"):
                             n = bn_examples(model, k[6:], spec["size"], spec["batch"])
-                            s[k] = unbiased_running_var(s[k], initial[k[6:]], t, n)
+                            s[k] = unbiased_running_var(s[k], initial[k[6:]], t, n,
+                                                        spec.get("bn_momentum", BN_MOMENTUM))
         d = compare_states(sa, sb)
         row[f"{when}_params_rel"], row[f"{when}_bn_rel"] = d["params_rel"], d["bn_stats_rel"]
         row[f"{when}_momentum_rel"], row[f"{when}_params_l2_rel"] = d["momentum_rel"], d["params_l2_rel"]
@@ -585,8 +601,14 @@ def format_table(report: dict) -> str:
     head = f"model {report['model']} ({spec['size']}×{spec['size']}, batch {spec['batch']}), "
     if not {"train", "train64"} & set(report.get("tasks", ["train"])):
         return head + f"eval-mode forward pass only (no training steps); float32:\n{text}"
-    return head + (f"{report['steps']} SGD steps (momentum {MOMENTUM}, wd {WD}, lr {LR} then "
-                   f"{LR_AFTER} from step {LR_STEP + 1}); float32 unless f64_:\n{text}")
+    kw = {"momentum": MOMENTUM, **spec.get("step", {})}
+    sgd = "Nesterov SGD" if kw.get("optimizer") == "nesterov" else "SGD"
+    extra = "".join([f", BatchNorm biases at lr x{kw['bn_bias_lr']:g} and wd /{kw['bn_bias_lr']:g}"
+                     if "bn_bias_lr" in kw else "",
+                     f", {', '.join(spec['freeze'][1])} frozen from step {spec['freeze'][0] + 1}"
+                     if "freeze" in spec else ""])
+    return head + (f"{report['steps']} {sgd} steps (momentum {kw['momentum']}, wd {WD}, lr {LR} "
+                   f"then {LR_AFTER} from step {LR_STEP + 1}{extra}); float32 unless f64_:\n{text}")
 
 
 def main(argv: list[str] | None = None) -> int:

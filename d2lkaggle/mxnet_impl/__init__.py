@@ -46,7 +46,7 @@ from mxnet import npx  # noqa: E402
 npx.set_np()
 
 from .data import to_labels, to_tensor  # noqa: E402
-from .models import (CnnElu, EfficientNetV2, FineTuneNet, Residual, ResNet18, cnn_elu,  # noqa: E402
+from .models import (Airbench94, airbench94, CnnElu, EfficientNetV2, FineTuneNet, Residual, ResNet18, cnn_elu,  # noqa: E402
                      create_model, efficientnet_v2_l, efficientnet_v2_m, efficientnet_v2_s,
                      finetune_net, list_models, resnet18, resnet34)
 from .device import SUPPORTS_BF16, set_seed, try_all_gpus, try_gpu  # noqa: E402
@@ -61,7 +61,7 @@ __all__ = ["NAME", "SUPPORTS_BF16", "Step", "Residual", "ResNet18", "FineTuneNet
            "forward", "lr_find", "try_gpu", "try_all_gpus", "set_seed", "to_tensor", "to_labels",
            "save_weights", "load_weights", "get_state", "set_state",
            "CnnElu", "EfficientNetV2", "cnn_elu", "efficientnet_v2_s", "efficientnet_v2_m",
-           "efficientnet_v2_l", "list_models", "create_model"]
+           "efficientnet_v2_l", "list_models", "create_model", "Airbench94", "airbench94"]
 
 
 # the d2l names the two Kaggle chapters call (docs/from-the-book.md) and loaders as tensors

@@ -1,7 +1,7 @@
 """Models in MXNet Gluon: the book's ResNet-18, ResNet-34 (torchvision's v1 architecture,
 not Gluon's ``resnet34_v2``), the fine-tune net, the write-ups' ELU CNN and EfficientNetV2
-(torchvision's architecture and parameter names, built from the core table), and the model
-table (``create_model``).
+(torchvision's architecture and parameter names, built from the core table), the CIFAR-10
+speed-run record's net (airbench94), and the model table (``create_model``).
 
 Every Conv/BatchNorm/Dense is given its input size, so parameters exist right after
 ``initialize`` (with deferred shapes BatchNorm skips its first running-statistics update).
@@ -446,6 +446,74 @@ def efficientnet_v2_l(num_classes: int = 1000, stochastic_depth: float = 0.2,
                       freeze: bool = False) -> EfficientNetV2:
     """EfficientNetV2-L (torchvision's; dropout default 0.4); arguments as ``efficientnet_v2_s``."""
     return _efficientnet("efficientnet_v2_l", num_classes, stochastic_depth, dropout, weights, freeze)
+
+
+def _gelu(F, x):
+    return F.npx.leaky_relu(x, act_type="gelu")   # the erf form, torch's nn.GELU()
+
+
+def _max_pool(F, x, k: int):
+    # the legacy operator, which runs on oneDNN (see _relu); floor mode, as torch's
+    pooled = F.Pooling(x.as_nd_ndarray(), kernel=(k, k), stride=(k, k), pool_type="max")
+    return pooled.as_np_ndarray()
+
+
+class ConvGroup(nn.HybridBlock):
+    """airbench's conv group: conv → max-pool 2 → BatchNorm → GELU → conv → BatchNorm → GELU."""
+
+    def __init__(self, cin: int, cout: int, momentum: float, eps: float):
+        super().__init__()
+        self.conv1 = nn.Conv2D(cout, 3, 1, 1, use_bias=False, in_channels=cin)
+        self.norm1 = _bn(cout, eps, momentum)
+        self.conv2 = nn.Conv2D(cout, 3, 1, 1, use_bias=False, in_channels=cout)
+        self.norm2 = _bn(cout, eps, momentum)
+
+    def hybrid_forward(self, F, x):
+        x = _gelu(F, self.norm1(_max_pool(F, self.conv1(x), 2)))
+        return _gelu(F, self.norm2(self.conv2(x)))
+
+
+class Airbench94(nn.HybridBlock):
+    """The CIFAR-10 speed-run record's net (:class:`d2lkaggle.models.table.AirbenchSpec`)."""
+
+    def __init__(self, num_classes: int = 10, width: int = 64, bn_momentum: float | None = None):
+        super().__init__()
+        spec = table.AIRBENCH94.with_width(width)
+        momentum = spec.bn_momentum if bn_momentum is None else bn_momentum
+        self.whiten = nn.Conv2D(spec.whiten_width, spec.whiten_kernel, in_channels=3)
+        for g in table.airbench_layers(spec):
+            setattr(self, f"block{g.index}", ConvGroup(g.in_channels, g.out_channels, momentum,
+                                                       spec.bn_eps))
+        self.head = nn.Dense(num_classes, use_bias=False, in_units=spec.widths[-1])
+        self.scale = spec.scale
+
+    def hybrid_forward(self, F, x):
+        x = _gelu(F, self.whiten(x))
+        x = self.block3(self.block2(self.block1(x)))
+        return self.head(F.npx.batch_flatten(_max_pool(F, x, 3))) * self.scale
+
+
+def airbench94(num_classes: int = 10, width: int = 64, bn_momentum: float | None = None) -> Airbench94:
+    """The CIFAR-10 speed-run record's net (airbench94; ``width`` 64: its 64/256/256 channels,
+    other widths scale all three). ``bn_momentum``: torch's convention (None: the record's 0.4).
+    Initialised as airbench does: torch's default, the first filters of every convolution the
+    identity (torch's ``dirac_``), zero biases; the whitening filters and BatchNorm weights
+    do not train. Its stem is whitened from the training images by the recipe."""
+    from .weights import canonical_parameters
+    net = _ready(Airbench94(num_classes, width, bn_momentum))
+    for block in _blocks(net):
+        if isinstance(block, nn.Conv2D):
+            w = block.weight.data().asnumpy()
+            cin, k = w.shape[1], w.shape[2:]
+            w[:cin] = 0.0
+            w[np.arange(cin), np.arange(cin), k[0] // 2, k[1] // 2] = 1.0
+            block.weight.set_data(mx.np.array(w, ctx=mx.cpu()))
+            if block.bias is not None:
+                block.bias.set_data(mx.np.zeros(block.bias.shape, ctx=mx.cpu()))
+    for name, p in canonical_parameters(net).items():
+        if table.airbench_frozen(name):
+            p.grad_req = "null"
+    return net
 
 
 def list_models() -> list[str]:

@@ -42,6 +42,8 @@ class Optimizer:
         self.ctx = ctx or mx.cpu()
         self.shapes = {n: tuple(p.shape) for n, p in self.params.items()}
         self.wd = core.weight_decay_of(self.shapes, spec)
+        self.lr_factor = core.lr_factor_of(self.shapes, spec)   # bn_bias_lr's groups
+        self.frozen: set[str] = set()
         self.lr = spec.lr
         self.state: dict[str, dict[str, nd.NDArray]] = {n: {} for n in self.params}
         self.steps = {n: 0 for n in self.params}
@@ -49,6 +51,11 @@ class Optimizer:
     def set_lr(self, lr: float) -> None:
         # nothing in the state depends on lr (torch's form), so a change is just a number
         self.lr = float(lr)
+
+    def freeze(self, names: Sequence[str]) -> None:
+        """Stop updating ``names`` (no momentum, no weight decay: torch skips a parameter
+        without a gradient); their gradients are still computed by the cached graph."""
+        self.frozen.update(n for n in names if n in self.params)
 
     def zero_grad(self) -> None:
         """Gradients are overwritten by every ``backward`` (grad_req 'write'): nothing to do."""
@@ -59,6 +66,8 @@ class Optimizer:
     def step(self) -> None:
         """One update of every parameter from its gradient (summed over devices)."""
         for name, p in self.params.items():
+            if name in self.frozen:
+                continue
             grads = p.list_grad()
             g = grads[0] if len(grads) == 1 else sum(gr.as_in_ctx(self.ctx) for gr in grads)
             w, g = p.data(self.ctx).as_nd_ndarray(), g.as_nd_ndarray()
@@ -73,6 +82,7 @@ class Optimizer:
 
     def _sgd(self, name: str, w: nd.NDArray, g: nd.NDArray) -> None:
         s, wd, m = self.state[name], self.wd[name], self.spec.momentum
+        lr = self.lr * self.lr_factor[name]
         if not self.spec.nesterov:
             # fused, no temporaries: u = −v (MXNet's sign); sgd_mom_update with lr 1 gives
             # u = m·u − (g + wd·w); its other output (w + u) is not wanted and goes to the
@@ -81,7 +91,7 @@ class Optimizer:
                 s["neg_momentum"] = self._zeros(name)
             u = s["neg_momentum"]
             nd.sgd_mom_update(w, g, u, lr=1.0, momentum=m, wd=wd, rescale_grad=1.0, out=g)
-            nd.sgd_update(w, u, lr=self.lr, wd=0.0, rescale_grad=-1.0, out=w)
+            nd.sgd_update(w, u, lr=lr, wd=0.0, rescale_grad=-1.0, out=w)
             return
         if "momentum" not in s:
             s["momentum"] = self._zeros(name)
@@ -89,10 +99,10 @@ class Optimizer:
         if wd:
             g = g + wd * w
         v[:] = m * v + g
-        w[:] = w - self.lr * (g + m * v)
+        w[:] = w - lr * (g + m * v)
 
     def _adam(self, name: str, w: nd.NDArray, g: nd.NDArray) -> None:
-        s, wd, lr = self.state[name], self.wd[name], self.lr
+        s, wd, lr = self.state[name], self.wd[name], self.lr * self.lr_factor[name]
         b1, b2 = self.spec.betas
         if "exp_avg" not in s:
             s["exp_avg"], s["exp_avg_sq"] = self._zeros(name), self._zeros(name)

@@ -135,10 +135,11 @@ class MXNetStep(Collectives):
                  amp: Any = "auto", dtype: str = "float32",
                  optimizer: "str | core_optim.OptimizerSpec" = "sgd", nesterov: bool = False,
                  betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
-                 wd_exclude: str | None = None, dist: DistEnv | None = None):
+                 wd_exclude: str | None = None, dist: DistEnv | None = None,
+                 bn_bias_lr: float = 1.0):
         self.spec = core_optim.make_spec(optimizer, lr=lr, wd=wd, momentum=momentum,
                                          nesterov=nesterov, betas=betas, eps=eps,
-                                         wd_exclude=wd_exclude)
+                                         wd_exclude=wd_exclude, bn_bias_lr=bn_bias_lr)
         self.dist = dist if dist is not None and dist.enabled else None
         if self.dist is not None:   # one worker per device
             _distributed.init(self.dist)
@@ -177,6 +178,10 @@ class MXNetStep(Collectives):
 
     def set_lr(self, lr: float) -> None:
         self.optimizer.set_lr(lr)
+
+    def freeze(self, names: Sequence[str]) -> None:
+        """Stop training the parameters ``names`` (canonical) from the next batch on."""
+        self.optimizer.freeze(names)
 
     def _target(self, y: np.ndarray, d):
         # int labels, or float soft targets (N×C) in the step's dtype
@@ -247,6 +252,10 @@ class MXNetStep(Collectives):
         return np.concatenate([npx.softmax(o, axis=1).asnumpy()
                                for o in self._logits(self._shards(x))])
 
+    def predict_logits(self, x: np.ndarray) -> np.ndarray:
+        """The net's outputs before the softmax (what a logit-averaging TTA combines)."""
+        return np.concatenate([o.asnumpy() for o in self._logits(self._shards(x))])
+
     def state_dict(self) -> dict[str, np.ndarray]:
         state = {"model/" + k: v for k, v in get_state(self.net).items()}
         state.update(self.optimizer.state_dict())
@@ -265,18 +274,22 @@ def train(net: Block, train_iter, valid_iter, num_epochs: int, lr: float, wd: fl
           nesterov: bool = False, betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
           wd_exclude: str | None = None, amp: Any = "auto", checkpoint_dir: str | None = None,
           resume: bool = False, progress: bool = True, plot: str | None = None,
-          log: Any = print, **fit_kwargs: Any) -> loop.History:
+          log: Any = print, bn_bias_lr: float = 1.0, average: Any = None, freeze: Any = None,
+          **fit_kwargs: Any) -> loop.History:
     """The chapters' ``train`` on the core loop; returns the history.
 
     The book's positional arguments keep their meaning (SGD + momentum, StepLR every
     ``lr_period`` epochs by ``lr_decay``); ``optimizer`` is ``sgd``, ``nesterov``, ``adam`` or
     ``adamw`` (torch's definitions), ``schedule`` a core schedule that overrides the StepLR,
-    ``mixing`` a core MixUp/CutMix callable, ``wd_exclude="bn_bias"`` timm's no-decay set.
+    ``mixing`` a core MixUp/CutMix callable, ``wd_exclude="bn_bias"`` timm's no-decay set;
+    the speed-run record's ``bn_bias_lr``, ``average`` and ``freeze`` as in
+    :func:`d2lkaggle.train.loop.train_net`.
     """
     return loop.train_net(MXNetStep, net, train_iter, valid_iter, num_epochs, lr, wd, devices,
                           lr_period, lr_decay, optimizer=optimizer, schedule=schedule,
                           mixing=mixing, momentum=momentum, nesterov=nesterov, betas=betas,
-                          eps=eps, wd_exclude=wd_exclude, amp=amp,
+                          eps=eps, wd_exclude=wd_exclude, amp=amp, bn_bias_lr=bn_bias_lr,
+                          average=average, freeze=freeze,
                           checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
                           plot=plot, log=log, **fit_kwargs)
 

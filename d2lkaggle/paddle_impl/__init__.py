@@ -93,7 +93,7 @@ if FAST and _threads_unset and _os.environ.get("OMP_NUM_THREADS") == "1":
 THREADS = _set_threads()
 
 from .data import to_labels, to_tensor  # noqa: E402
-from .models import (CnnElu, EfficientNetV2, FineTuneNet, Residual, ResNet18, cnn_elu,  # noqa: E402
+from .models import (Airbench94, airbench94, CnnElu, EfficientNetV2, FineTuneNet, Residual, ResNet18, cnn_elu,  # noqa: E402
                      create_model, efficientnet_v2_l, efficientnet_v2_m, efficientnet_v2_s,
                      finetune_net, list_models, resnet18, resnet34)
 from .device import SUPPORTS_BF16, set_seed, try_all_gpus, try_gpu  # noqa: E402
@@ -108,7 +108,7 @@ __all__ = ["NAME", "SUPPORTS_BF16", "Step", "Residual", "ResNet18", "FineTuneNet
            "forward", "lr_find", "try_gpu", "try_all_gpus", "set_seed", "to_tensor", "to_labels",
            "save_weights", "load_weights", "get_state", "set_state",
            "CnnElu", "EfficientNetV2", "cnn_elu", "efficientnet_v2_s", "efficientnet_v2_m",
-           "efficientnet_v2_l", "list_models", "create_model"]
+           "efficientnet_v2_l", "list_models", "create_model", "Airbench94", "airbench94"]
 
 
 # the d2l names the two Kaggle chapters call (docs/from-the-book.md) and loaders as tensors

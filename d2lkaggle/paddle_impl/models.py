@@ -1,6 +1,7 @@
 """Models in PaddlePaddle: the book's ResNet-18, ResNet-34 (torchvision's v1 architecture),
 the fine-tune net, the write-ups' ELU CNN and EfficientNetV2 (torchvision's architecture and
-parameter names, built from the core table), and the model table (``create_model``).
+parameter names, built from the core table), the CIFAR-10 speed-run record's net
+(airbench94), and the model table (``create_model``).
 
 BatchNorm momentum 0.9 here is torch's 0.1 (Paddle's momentum is the weight of the OLD
 statistics: 1 − torch's); epsilon 1e-5, EfficientNetV2's 1e-3.
@@ -425,6 +426,71 @@ def efficientnet_v2_l(num_classes: int = 1000, stochastic_depth: float = 0.2,
                       freeze: bool = False) -> EfficientNetV2:
     """EfficientNetV2-L (torchvision's; dropout default 0.4); arguments as ``efficientnet_v2_s``."""
     return _efficientnet("efficientnet_v2_l", num_classes, stochastic_depth, dropout, weights, freeze)
+
+
+class ConvGroup(nn.Layer):
+    """airbench's conv group: conv → max-pool 2 → BatchNorm → GELU → conv → BatchNorm → GELU."""
+
+    def __init__(self, cin: int, cout: int, momentum: float, eps: float):
+        super().__init__()
+        self.conv1 = nn.Conv2D(cin, cout, 3, padding=1, bias_attr=False)
+        self.norm1 = _bn(cout, eps, momentum)
+        self.conv2 = nn.Conv2D(cout, cout, 3, padding=1, bias_attr=False)
+        self.norm2 = _bn(cout, eps, momentum)
+
+    def forward(self, x):
+        x = F.gelu(self.norm1(F.max_pool2d(self.conv1(x), 2)))   # erf GELU, torch's
+        return F.gelu(self.norm2(self.conv2(x)))
+
+
+class Airbench94(nn.Layer):
+    """The CIFAR-10 speed-run record's net (:class:`d2lkaggle.models.table.AirbenchSpec`)."""
+
+    def __init__(self, num_classes: int = 10, width: int = 64, bn_momentum: float | None = None):
+        super().__init__()
+        spec = table.AIRBENCH94.with_width(width)
+        momentum = spec.bn_momentum if bn_momentum is None else bn_momentum
+        self.whiten = nn.Conv2D(3, spec.whiten_width, spec.whiten_kernel)
+        for g in table.airbench_layers(spec):
+            self.add_sublayer(f"block{g.index}", ConvGroup(g.in_channels, g.out_channels,
+                                                           momentum, spec.bn_eps))
+        self.head = nn.Linear(spec.widths[-1], num_classes, bias_attr=False)
+        self.scale = spec.scale
+
+    def forward(self, x):
+        x = F.gelu(self.whiten(x))
+        x = self.block3(self.block2(self.block1(x)))
+        return self.head(paddle.flatten(F.max_pool2d(x, 3), 1)) * self.scale
+
+
+def airbench94(num_classes: int = 10, width: int = 64, bn_momentum: float | None = None) -> Airbench94:
+    """The CIFAR-10 speed-run record's net (airbench94; ``width`` 64: its 64/256/256 channels,
+    other widths scale all three). ``bn_momentum``: torch's convention (None: the record's 0.4).
+    Initialised as airbench does: torch's default, the first filters of every convolution the
+    identity (torch's ``dirac_``), zero biases; the whitening filters and BatchNorm weights
+    do not train. Its stem is whitened from the training images by the recipe."""
+    net = init_like_torch(Airbench94(num_classes, width, bn_momentum))
+    for layer in net.sublayers():
+        if isinstance(layer, nn.Conv2D):
+            w = layer.weight.numpy()
+            cin, k = w.shape[1], w.shape[2:]
+            w[:cin] = 0.0
+            w[np.arange(cin), np.arange(cin), k[0] // 2, k[1] // 2] = 1.0
+            layer.weight.set_value(w)
+            if layer.bias is not None:
+                layer.bias.set_value(np.zeros(layer.bias.shape, np.float32))
+    # Paddle 3.3's batch_norm backward drops the bias gradient when the weight has
+    # stop_gradient=True, so the BatchNorm weights keep their gradient and are left out of
+    # the optimizer instead (``untrained``, read by the Step); the whitening weights stop theirs
+    untrained = []
+    for name, p in net.named_parameters():   # (parameters keep torch's names here)
+        if table.airbench_frozen(name):
+            if ".norm" in name:
+                untrained.append(name)
+            else:
+                p.stop_gradient = True
+    net.untrained = tuple(untrained)
+    return net
 
 
 def list_models() -> list[str]:

@@ -58,8 +58,12 @@ class Optimizer:
         self.transposed = set(transposed)
         self.shapes = {n: tuple(p.shape[::-1]) if n in self.transposed else tuple(p.shape)
                        for n, p in self.params.items()}
-        groups = [{"params": [self.params[n] for n in names], "weight_decay": float(wd)}
-                  for wd, names in core.decay_groups(self.shapes, spec)]
+        # a group's "learning_rate" multiplies the optimizer's rate (Paddle's per-parameter
+        # optimize_attr): the BatchNorm biases' bn_bias_lr
+        groups = [{"params": [self.params[n] for n in names], "weight_decay": float(wd),
+                   "learning_rate": float(f)}
+                  for wd, f, names in core.param_groups(self.shapes, spec)]
+        self.frozen: set[str] = set()
         wd = float(spec.wd)
         if spec.name == "sgd":
             self.opt = paddle.optimizer.Momentum(learning_rate=spec.lr, momentum=spec.momentum,
@@ -81,7 +85,14 @@ class Optimizer:
     def zero_grad(self) -> None:
         self.opt.clear_grad()
 
+    def freeze(self, names: Sequence[str]) -> None:
+        """Stop updating ``names``: their gradients are dropped before each step, and Paddle,
+        like torch, skips a parameter without one (no momentum, no weight decay)."""
+        self.frozen.update(n for n in names if n in self.params)
+
     def step(self) -> None:
+        for n in self.frozen:
+            self.params[n].clear_gradient(False)
         for n, p in self.params.items():
             if p.grad is not None:   # (Paddle, like torch, skips a parameter without a gradient)
                 self.steps[n] += 1

@@ -71,10 +71,11 @@ class PaddleStep(Collectives):
                  amp: Any = "auto", dtype: str = "float32",
                  optimizer: "str | core_optim.OptimizerSpec" = "sgd", nesterov: bool = False,
                  betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
-                 wd_exclude: str | None = None, dist: DistEnv | None = None):
+                 wd_exclude: str | None = None, dist: DistEnv | None = None,
+                 bn_bias_lr: float = 1.0):
         self.spec = core_optim.make_spec(optimizer, lr=lr, wd=wd, momentum=momentum,
                                          nesterov=nesterov, betas=betas, eps=eps,
-                                         wd_exclude=wd_exclude)
+                                         wd_exclude=wd_exclude, bn_bias_lr=bn_bias_lr)
         self.dist = dist if dist is not None and dist.enabled else None
         if self.dist is not None:   # one process per device: this rank's GPU, or the CPU
             _distributed.init(self.dist)
@@ -91,7 +92,9 @@ class PaddleStep(Collectives):
         self.model = paddle.DataParallel(self.net) if self.dist is not None else self.net
         self.mean, self.std = tuple(mean), tuple(std)
         names = canonical_name_of(net)
-        params = {names[id(p)][0]: p for p in net.parameters() if not p.stop_gradient}
+        untrained = set(getattr(net, "untrained", ()))   # (see models.airbench94)
+        params = {names[id(p)][0]: p for p in net.parameters()
+                  if not p.stop_gradient and names[id(p)][0] not in untrained}
         transposed = [n for n, p in params.items() if names[id(p)][1]]
         self.optimizer = Optimizer(params, self.spec, transposed) if params else None
 
@@ -103,6 +106,11 @@ class PaddleStep(Collectives):
     def set_lr(self, lr: float) -> None:
         if self.optimizer is not None:
             self.optimizer.set_lr(lr)
+
+    def freeze(self, names: Sequence[str]) -> None:
+        """Stop training the parameters ``names`` (canonical) from the next batch on."""
+        if self.optimizer is not None:
+            self.optimizer.freeze(names)
 
     def train_batch(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int, int]:
         """One optimizer step on the batch-mean cross-entropy; ``y`` is int labels (N,) or
@@ -143,6 +151,10 @@ class PaddleStep(Collectives):
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
         return F.softmax(self._logits(x), axis=1).numpy()  # over the classes, not the batch
 
+    def predict_logits(self, x: np.ndarray) -> np.ndarray:
+        """The net's outputs before the softmax (what a logit-averaging TTA combines)."""
+        return self._logits(x).numpy()
+
     def state_dict(self) -> dict[str, np.ndarray]:
         state = {"model/" + k: v for k, v in get_state(self.net).items()}
         if self.optimizer is not None:
@@ -163,18 +175,22 @@ def train(net: nn.Layer, train_iter, valid_iter, num_epochs: int, lr: float, wd:
           nesterov: bool = False, betas: Sequence[float] = (0.9, 0.999), eps: float = 1e-8,
           wd_exclude: str | None = None, amp: Any = "auto", checkpoint_dir: str | None = None,
           resume: bool = False, progress: bool = True, plot: str | None = None,
-          log: Any = print, **fit_kwargs: Any) -> loop.History:
+          log: Any = print, bn_bias_lr: float = 1.0, average: Any = None, freeze: Any = None,
+          **fit_kwargs: Any) -> loop.History:
     """The chapters' ``train`` on the core loop; returns the history.
 
     The book's positional arguments keep their meaning (SGD + momentum, StepLR every
     ``lr_period`` epochs by ``lr_decay``); ``optimizer`` is ``sgd``, ``nesterov``, ``adam`` or
     ``adamw`` (torch's definitions), ``schedule`` a core schedule that overrides the StepLR,
-    ``mixing`` a core MixUp/CutMix callable, ``wd_exclude="bn_bias"`` timm's no-decay set.
+    ``mixing`` a core MixUp/CutMix callable, ``wd_exclude="bn_bias"`` timm's no-decay set;
+    the speed-run record's ``bn_bias_lr``, ``average`` and ``freeze`` as in
+    :func:`d2lkaggle.train.loop.train_net`.
     """
     return loop.train_net(PaddleStep, net, train_iter, valid_iter, num_epochs, lr, wd, devices,
                           lr_period, lr_decay, optimizer=optimizer, schedule=schedule,
                           mixing=mixing, momentum=momentum, nesterov=nesterov, betas=betas,
-                          eps=eps, wd_exclude=wd_exclude, amp=amp,
+                          eps=eps, wd_exclude=wd_exclude, amp=amp, bn_bias_lr=bn_bias_lr,
+                          average=average, freeze=freeze,
                           checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
                           plot=plot, log=log, **fit_kwargs)
 

@@ -16,6 +16,7 @@ PARITY_CASES = {
     "finetune": dict(model="finetune", steps=10, tasks=("forward", "train")),
     "cnn_elu": dict(model="cnn_elu", steps=6, tasks=("forward", "train64")),
     "efficientnet_v2_s": dict(model="efficientnet_v2_s", steps=1, tasks=("forward",)),
+    "airbench94": dict(model="airbench94", steps=8),
 }
 
 
@@ -107,3 +108,17 @@ def test_efficientnet_v2_s_saved_by_torch_forward(parity_reports):
     assert len(report["rows"]) == len(INSTALLED) * (len(INSTALLED) - 1) // 2
     for row in report["rows"]:
         assert row["forward_abs"] <= 1e-4, row
+
+
+def test_airbench94_forward_and_its_optimizer_in_float64(parity_reports):
+    """The record's net (GELU, BatchNorm eps 1e-12, max-pools, the scaled head) and its
+    optimizer (Nesterov 0.85, BatchNorm biases at 64 × lr and wd / 64, the whitening bias
+    frozen after step 5): forward ≤ 1e-4 in float32, eight steps in float64 ≤ 1e-5."""
+    report = parity_reports["airbench94"]
+    assert report["backends"] == INSTALLED
+    for row in report["rows"]:
+        assert row["forward_abs"] <= 1e-4, row
+        assert row["step1_bn_rel"] <= 1e-4, row
+        for m in ("f64_step1_params_rel", "f64_final_params_rel", "f64_final_momentum_rel",
+                  "f64_final_bn_rel"):
+            assert row[m] <= 1e-5, (m, row)
