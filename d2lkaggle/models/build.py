@@ -71,6 +71,10 @@ def recipe_kwargs(recipe: Any, image_size: int | None = None) -> dict[str, Any]:
             kw["drop_path"] = opt("drop_path")
         if opt("bn_momentum") is not None:
             kw["bn_momentum"] = opt("bn_momentum")
+    elif name == "airbench94":
+        kw = {"width": recipe.width}
+        if opt("bn_momentum") is not None:
+            kw["bn_momentum"] = opt("bn_momentum")
     elif name == "resnet34":
         if opt("drop_path"):
             kw["drop_path"] = opt("drop_path")
