@@ -107,8 +107,12 @@ AIRBENCH94_RECIPE = Recipe(
     normalize="airbench", small_set_batch=None)
 #: public recipes kept exactly, by name (``--recipe airbench94``)
 RECORDS: dict[str, Recipe] = {"airbench94": AIRBENCH94_RECIPE}
-#: every name ``--recipe`` accepts: ours, the chapter's, the record's and each write-up's
-RECIPE_NAMES = ("default", "book") + tuple(RECORDS) + tuple(WRITEUPS)
+#: the CIFAR competitions' ResNet-18 recipes (``--recipe resnet18``): the chapter's model with
+#: AdamW one-cycle, the whitened stem and light augmentation (the default before airbench94)
+RESNET18_RECIPES: dict[str, Recipe] = {
+    name: COMPETITIONS[name].recipe for name in ("cifar10", "cifar100", "demo")}
+#: every name ``--recipe`` accepts: ours, the chapter's, ResNet-18's, the record's, each write-up's
+RECIPE_NAMES = ("default", "book", "resnet18") + tuple(RECORDS) + tuple(WRITEUPS)
 
 
 def recipe_for(comp: "Competition", which: str = "default") -> Recipe:
@@ -117,6 +121,11 @@ def recipe_for(comp: "Competition", which: str = "default") -> Recipe:
         raise ValueError(f"unknown recipe {which!r}; choose from {', '.join(RECIPE_NAMES)}")
     if which in WRITEUPS:
         return WRITEUPS[which].to_recipe(comp)
+    if which == "resnet18":
+        if comp.name not in RESNET18_RECIPES:
+            raise ValueError(f"--recipe resnet18 is for {', '.join(RESNET18_RECIPES)}; "
+                             f"{comp.name} has its own default (--recipe default)")
+        return RESNET18_RECIPES[comp.name]
     if which in RECORDS:
         if comp.image_size != 32 or comp.submission != "label":
             raise ValueError(f"--recipe {which} is the CIFAR speed-run record's (32 px images, "
@@ -146,6 +155,8 @@ RECIPE_WORDS = {
                "schedule where it measured better",
     "book": "each chapter's exact values from Dive into Deep Learning (SGD with momentum, "
             "StepLR, the chapter's augmentation)",
+    "resnet18": "the chapter's ResNet-18 with AdamW one-cycle, a whitened first layer and "
+                "light augmentation (cifar10, cifar100, demo)",
     "airbench94": "the CIFAR-10 speed-run record (airbench94, 94% on CIFAR-10 in 9.9 epochs), "
                   "every value as published: its net, batch 1024, Nesterov SGD, triangle "
                   "schedule, label smoothing, weight averaging, flip-shift TTA, no validation",
@@ -171,6 +182,10 @@ def format_recipes(names: list[str] | None = None) -> str:
             r = RECORDS[name]
             out += [f"{name}  ({RECIPE_WORDS[name]})",
                     f"    cifar10, cifar100, demo {r.model}: {recipe_text(r)}"]
+            continue
+        if name == "resnet18":
+            out.append(f"{name}  ({RECIPE_WORDS[name]})")
+            out += [f"    {c:10s} {r.model}: {recipe_text(r)}" for c, r in RESNET18_RECIPES.items()]
             continue
         out.append(f"{name}  ({RECIPE_WORDS[name]})")
         for comp in COMPETITIONS.values():
