@@ -35,6 +35,12 @@ if os.path.dirname(HERE) not in sys.path:
     sys.path.insert(0, os.path.dirname(HERE))
 
 BACKENDS = ("torch", "mxnet", "paddle")
+#: ours' precision: "auto" (bf16 where the CPU has it natively) or False (--precision float32)
+AMP = ["auto"]
+#: environment that limits oneDNN, MKL and ATen to AVX2 (--isa avx2): a stand-in for a CPU
+#: without AVX-512, for both sides
+ISA_ENV = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2",
+                    "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
 TARGET = 0.90
 GOAL = 5.0          # ours at least 5× faster
 CAP_FACTOR = 6.0    # the textbook stops after this many times ours' seconds
@@ -72,7 +78,8 @@ def measure(backend: str, quick: bool = False, log=None) -> dict:
     size = QUICK if quick else FULL
     data = hard_demo_set(size["n_train"])
     ours = run_job(dict(job="ours_time_to_accuracy", backend=backend, data_dir=data,
-                        target=size["target"], epochs=size["ours_epochs"]), timeout=7200)
+                        target=size["target"], epochs=size["ours_epochs"], amp=AMP[0]),
+                   timeout=7200)
     if log:
         log(f"  time-to-{size['target']:.2f}-{backend} ours: {ours['seconds']} s ({_curve(ours)})")
     ours_s = ours["seconds"] if ours["seconds"] is not None else ours["wall"]
@@ -88,7 +95,8 @@ def measure(backend: str, quick: bool = False, log=None) -> dict:
     ratio = book_s / ours_s if reached_o and ours_s > 0 else float("nan")
     bound = "" if reached_b else "> "
     note = (f"hard demo {size['n_train']} images (10 % valid), target {size['target']:.2f}; ours: "
-            f"default recipe, {ours['planned']} planned epochs at batch {ours['batch']}, "
+            f"default recipe ({ours.get('model')}, {ours.get('precision')}), "
+            f"{ours['planned']} planned epochs at batch {ours['batch']}, "
             + (f"reached at epoch {ours['epochs']}" if reached_o else
                f"not reached (best {ours['best_acc']:.2f})")
             + f" [{_curve(ours)}]; textbook: lr {BOOK[backend]['lr']:g}, batch 32, StepLR(4, 0.9), "
@@ -128,7 +136,15 @@ def main(argv=None) -> int:
     ap.add_argument("--backends", nargs="+", default=list(BACKENDS),
                     help="backends to measure (default: torch mxnet paddle)")
     ap.add_argument("--json", help="also write the rows as JSON to this file (default: no)")
+    ap.add_argument("--precision", choices=("auto", "float32"), default="auto",
+                    help="ours: bf16 where the CPU has it natively (auto), or float32 (the path "
+                         "of a CPU without native bf16) (default: auto)")
+    ap.add_argument("--isa", choices=tuple(ISA_ENV),
+                    help="limit oneDNN/MKL/ATen to this instruction set on both sides (a stand-in "
+                         "for a CPU without AVX-512) (default: the machine's)")
     a = ap.parse_args(argv)
+    AMP[0] = "auto" if a.precision == "auto" else False
+    os.environ.update(ISA_ENV.get(a.isa or "", {}))
     res = rows(a.quick, a.backends, log=lambda m: print(m, file=sys.stderr, flush=True))
     for r in res:
         print(f"| {r['row']} | {r['ours']} | {r['textbook']} | {r['ratio_s']} | {r['goal']} | "

@@ -76,7 +76,8 @@ class _Reached(Exception):
 
 
 def ours_time_to_accuracy(backend: str, data_dir: str, target: float,
-                          epochs: int | None = None, competition: str = "cifar10") -> dict:
+                          epochs: int | None = None, competition: str = "cifar10",
+                          amp: object = "auto") -> dict:
     """Wall seconds until the library's default recipe first validates at ``target``.
 
     ``run_competition``'s stages as ``d2lkaggle run cifar10 --data-dir DIR --no-retrain``
@@ -89,7 +90,10 @@ def ours_time_to_accuracy(backend: str, data_dir: str, target: float,
     t0 = time.perf_counter()
     curve = []
 
+    devices = []
+
     def on_epoch(epoch, history):
+        devices[:] = [history.devices]
         acc = float(history.last["valid_acc"])
         curve.append((round(time.perf_counter() - t0, 1), round(acc, 3)))
         if acc >= target:
@@ -98,7 +102,7 @@ def ours_time_to_accuracy(backend: str, data_dir: str, target: float,
     with tempfile.TemporaryDirectory(prefix="d2lkaggle-tta-") as tmp:
         plan = open_run_folder(plan_run(competition, data_dir, backend=backend, epochs=epochs,
                                         out=os.path.join(tmp, "run"), retrain=False,
-                                        progress=False, log=None))
+                                        progress=False, log=None, amp=amp))
         run = load_stage(plan)
         start_training(run)
         run.train_kw["on_epoch"] = on_epoch
@@ -109,7 +113,8 @@ def ours_time_to_accuracy(backend: str, data_dir: str, target: float,
     hit = next((t for t, a in curve if a >= target), None)
     return {"seconds": hit, "curve": curve, "epochs": len(curve), "planned": plan.recipe.epochs,
             "best_acc": max(a for _, a in curve), "wall": time.perf_counter() - t0,
-            "batch": plan.recipe.batch_size}
+            "batch": plan.recipe.batch_size, "model": plan.recipe.model,
+            "precision": devices[0] if devices else None}
 
 
 def ours_pipeline(data_dir: str, batch: int, n_batches: int) -> dict:

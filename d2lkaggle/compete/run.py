@@ -261,8 +261,20 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
     model_note = None
     if model is not None:   # --model: a model-table name instead of the recipe's
         from ..models.table import check_model_name
+        from ..specs.competitions import model_recipe
+        own = model_recipe(comp, check_model_name(model)) if recipe == "default" else None
+        if own is not None and own.model != base.model:
+            # the competition has a recipe made for that model: it, not the default's tricks
+            default_model = base.model
+            base, recipe = own, own.with_overrides(
+                epochs=epochs, batch_size=batch_size, lr=lr, wd=wd, lr_period=lr_period,
+                lr_decay=lr_decay, valid_ratio=valid_ratio, weights=weights, **tricks)
+            model_note = (f"--model {model}: the competition's {model} recipe (--recipe "
+                          f"{own.model}), not the default's {default_model} values")
         recipe = recipe.with_overrides(model=check_model_name(model))
-        recipe, model_note = fit_tricks_to_model(recipe, given=tricks)
+    if model is not None or "optimizer" in tricks:
+        recipe, note = fit_tricks_to_model(recipe, given=tricks)
+        model_note = "\n".join(n for n in (model_note, note) if n) or None
     check_recipe(recipe)  # every trick checked before anything is written
     check_keep(recipe)
     check_weights(_random_init(recipe))
@@ -279,6 +291,11 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
         image_size = recipe.image_size
     comp = normalized(comp, recipe)    # ImageNet statistics for pretrained weights
     check_settings(recipe, image_size)
+    size = int(image_size or comp.image_size)
+    if recipe.model == "airbench94" and size != 32:
+        raise ValueError(f"model airbench94 is the CIFAR speed-run net for 32 px images (its "
+                         f"pools end at 1×1 there); {comp.name} trains at {size} px: choose "
+                         f"another --model or --image-size 32")
     recipe, batch_note = fit_batch_to_set(
         _random_init(recipe), training_set_size(comp, data_dir, recipe.valid_ratio, split),
         batch_given=batch_size is not None, lr_given=lr is not None)

@@ -54,7 +54,7 @@ def test_fewer_filters_keep_the_largest_directions_and_the_rest_of_the_conv():
 
 
 def test_recipe_fields_checked_and_dropped_for_another_model():
-    r = recipe_for(get_competition("cifar10"))
+    r = recipe_for(get_competition("cifar10"), "resnet18")
     assert r.whiten and r.bn_momentum == 0.4 and r.augment == "shift-flip"
     assert not recipe_for(get_competition("cifar10"), "book").whiten   # the chapter's: none
     other, note = fit_tricks_to_model(r.with_overrides(model="cnn_elu"))
@@ -67,3 +67,12 @@ def test_recipe_fields_checked_and_dropped_for_another_model():
         check_recipe(given)
     with pytest.raises(ValueError, match=r"--bn-momentum must be in \(0, 1\]"):
         check_recipe(r.with_overrides(bn_momentum=1.5))
+    # the default's (the speed-run record's) model-only tricks, for another model
+    d = recipe_for(get_competition("cifar10"))
+    assert (d.model, d.whiten, d.whiten_bias_epochs, d.bn_bias_lr) == ("airbench94", True, 3, 64.0)
+    other, note = fit_tricks_to_model(d.with_overrides(model="cnn_elu"))
+    assert (other.whiten, other.whiten_bias_epochs, other.bn_bias_lr) == (False, None, None)
+    assert "whitening bias frozen after 3 epochs" in note and "BatchNorm-bias lr x64" in note
+    check_recipe(other)
+    with pytest.raises(ValueError, match="--whiten-bias-epochs freezes the bias of airbench94"):
+        check_recipe(d.with_overrides(model="resnet18"))

@@ -48,8 +48,9 @@ def test_book_recipe_is_the_chapters():
     assert (book.lr, book.batch_size, book.lr_period, book.lr_decay, book.epochs) == (0.02, 128, 4, 0.9, 20)
     assert (book.optimizer, book.sched, book.augment, book.mixup) == ("sgd", "step", "book", 0.0)
     assert recipe_for(get_competition("dog-breed"), "book") == BOOK_RECIPES["dog-breed"]
-    # cifar100 (issue 13): ours by default, the CIFAR-10 chapter's values with --recipe book
-    assert recipe_for(get_competition("cifar100")).sched == "onecycle"
+    # cifar100: ours by default (the speed-run record's training), the CIFAR-10 chapter's values
+    # with --recipe book
+    assert recipe_for(get_competition("cifar100")).sched == "triangle"
     assert recipe_for(get_competition("cifar100"), "book") == BOOK_RECIPES["cifar10"]
 
 
@@ -125,33 +126,36 @@ def test_every_trick_in_a_tiny_run(backend, demo_dir, tmp_path):
     assert os.path.exists(out / "submission.csv")
 
 
-def test_a_small_training_set_trains_at_the_small_set_batch_with_the_same_rate_per_example(tmp_path):
+def test_a_small_training_set_trains_at_the_small_set_batch_with_its_rate_rule(tmp_path):
     from d2lkaggle.data.demo import make_demo
     from d2lkaggle.compete.load import training_set_size
     from d2lkaggle.compete.run import run_config
     from d2lkaggle.specs.tricks import MIN_STEPS_PER_EPOCH, fit_batch_to_set
-    c10 = recipe_for(get_competition("cifar10"))
-    assert (c10.optimizer, c10.batch_size, c10.lr, c10.wd, c10.small_set_batch) == \
+    r18 = recipe_for(get_competition("cifar10"), "resnet18")
+    assert (r18.optimizer, r18.batch_size, r18.lr, r18.wd, r18.small_set_batch) == \
         ("adamw", 128, 2e-3, 0.05, 32)
-    small, note = fit_batch_to_set(c10, 1350)
+    small, note = fit_batch_to_set(r18, 1350)
     # AdamW's step is normalised per parameter: the batch shrinks, its lr stays
     assert (small.batch_size, small.lr) == (32, 2e-3) and "10 steps per epoch" in note
     assert "adamw's step does not grow with the batch" in note
-    # SGD keeps the same rate per example
-    sgd, note = fit_batch_to_set(c10.with_overrides(optimizer="sgd", lr=0.1, wd=5e-4), 1350)
-    assert (sgd.batch_size, sgd.lr) == (32, pytest.approx(0.025)) and "same rate per example" in note
+    # SGD (the default: the speed-run record's Nesterov SGD at batch 1,024): lr × sqrt(b/B)
+    c10 = recipe_for(get_competition("cifar10"))
+    assert (c10.optimizer, c10.batch_size, c10.lr, c10.small_set_batch) == \
+        ("nesterov", 1024, pytest.approx(1.5), 64)
+    sgd, note = fit_batch_to_set(c10, 1350)
+    assert (sgd.batch_size, sgd.lr) == (64, pytest.approx(0.375)) and "sqrt(64/1024)" in note
     # the full set, the user's own batch or lr, and the book's recipe are left alone
+    assert fit_batch_to_set(r18, 45000) == (r18, None)
     assert fit_batch_to_set(c10, 45000) == (c10, None)
-    assert fit_batch_to_set(c10, 128 * MIN_STEPS_PER_EPOCH) == (c10, None)
+    assert fit_batch_to_set(r18, 128 * MIN_STEPS_PER_EPOCH) == (r18, None)
     assert fit_batch_to_set(c10, 1350, batch_given=True) == (c10, None)
     given_lr, _ = fit_batch_to_set(c10, 1350, lr_given=True)
-    assert (given_lr.batch_size, given_lr.lr) == (32, 2e-3)
+    assert (given_lr.batch_size, given_lr.lr) == (64, pytest.approx(1.5))
     book = recipe_for(get_competition("cifar10"), "book")
     assert fit_batch_to_set(book, 1350) == (book, None)
-    # the demo (1,000 images, 900 to train) is such a set: 14 steps at 64 -> batch 32, AdamW's
-    # peak 2e-3 kept
+    # the demo (1,000 images, 900 to train) is such a set: no step at 1,024 -> batch 64
     demo, note = fit_batch_to_set(recipe_for(get_competition("demo")), 900)
-    assert (demo.batch_size, demo.lr) == (32, pytest.approx(2e-3)) and "14 steps per epoch" in note
+    assert (demo.batch_size, demo.lr) == (64, pytest.approx(0.375)) and "0 steps per epoch" in note
     # counted from the labels file (valid split taken off), before any image is decoded
     d = make_demo(str(tmp_path / "c"), n_train=50, n_test=5)
     assert training_set_size(get_competition("cifar10"), d, 0.1) == 45
