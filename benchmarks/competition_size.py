@@ -310,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="RECIPE:N,... measure only the first N batches of that recipe's epoch "
                          "and project it (slow recipes)")
     ap.add_argument("--full", default="", help="BACKEND:RECIPE,... runs measured start to end")
+    ap.add_argument("--race", type=float, metavar="ACC",
+                    help="also time each recipe (torch) from start to its first validation at "
+                         "ACC on the layout (loading included; capped at 4x the first's time)")
     ap.add_argument("--json", help="write every figure here")
     a = ap.parse_args(argv)
     if a.job:
@@ -342,6 +345,20 @@ def main(argv: list[str] | None = None) -> int:
         log(f"full run {backend} {recipe} ...")
         fulls[spec] = full_run(backend, recipe, data, amp, env_extra)
         log(f"  {_clock(fulls[spec]['wall_s'])}: {fulls[spec]['timings']}")
+    races = []
+    if a.race:
+        from benchmarks.run import run_job as bench_job
+        os.environ.update(env_extra)
+        cap = None
+        for recipe in a.recipes.split(","):
+            log(f"race to {a.race} {recipe} ...")
+            r = bench_job(dict(job="ours_time_to_accuracy", backend="torch", data_dir=data,
+                               target=a.race, amp=amp, recipe=recipe, max_seconds=cap,
+                               epochs=2 if a.quick else None), timeout=8 * 3600)
+            races.append({"recipe": recipe, "cap_s": cap, **r})
+            if cap is None and r["seconds"] is not None:
+                cap = 4 * r["seconds"]
+            log(f"  {r['seconds']} s, curve {r['curve']}")
     peaks.append(run_job({"kind": "peak"}, env_extra))
     peak = {k: max(p.get(k, 0) for p in peaks) for k in peaks[0] if k.startswith("matmul")}
     from benchmarks.run import machine, start_probe
@@ -352,10 +369,16 @@ def main(argv: list[str] | None = None) -> int:
           + "; matmul peak " + ", ".join(f"{k[7:-7]} {v:.0f} GFLOP/s" for k, v in peak.items())
           + f"; benchmark {time.perf_counter() - t0:.0f} s")
     print(text)
+    for r in races:
+        print(f"time to valid acc {a.race}: {r['recipe']} ({r.get('model')}, {r.get('precision')}) "
+              + (f"{r['seconds']:.0f} s" if r["seconds"] is not None else
+                 f"not reached in {r['wall']:.0f} s (best {r['best_acc']})")
+              + f", curve {r['curve']}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"machine": m, "peak": peak, "parts": parts, "projections":
-                       [project(p) for p in parts], "full": fulls, "precision": a.precision,
+                       [project(p) for p in parts], "full": fulls, "races": races,
+                       "precision": a.precision,
                        "isa": a.isa, "layout": data}, f, indent=2)
     return 0
 

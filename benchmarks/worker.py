@@ -77,7 +77,8 @@ class _Reached(Exception):
 
 def ours_time_to_accuracy(backend: str, data_dir: str, target: float,
                           epochs: int | None = None, competition: str = "cifar10",
-                          amp: object = "auto") -> dict:
+                          amp: object = "auto", recipe: str = "default",
+                          max_seconds: float | None = None) -> dict:
     """Wall seconds until the library's default recipe first validates at ``target``.
 
     ``run_competition``'s stages as ``d2lkaggle run cifar10 --data-dir DIR --no-retrain``
@@ -96,13 +97,13 @@ def ours_time_to_accuracy(backend: str, data_dir: str, target: float,
         devices[:] = [history.devices]
         acc = float(history.last["valid_acc"])
         curve.append((round(time.perf_counter() - t0, 1), round(acc, 3)))
-        if acc >= target:
-            raise _Reached
+        if acc >= target or (max_seconds and time.perf_counter() - t0 > max_seconds):
+            raise _Reached   # (or out of time: the curve says which)
 
     with tempfile.TemporaryDirectory(prefix="d2lkaggle-tta-") as tmp:
         plan = open_run_folder(plan_run(competition, data_dir, backend=backend, epochs=epochs,
                                         out=os.path.join(tmp, "run"), retrain=False,
-                                        progress=False, log=None, amp=amp))
+                                        progress=False, log=None, amp=amp, recipe=recipe))
         run = load_stage(plan)
         start_training(run)
         run.train_kw["on_epoch"] = on_epoch

@@ -99,8 +99,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
         "initialisation; a frozen random backbone trains poorly)", "weights"))
     p.add_argument("--out", help="run folder (default: runs/COMPETITION-BACKEND)")
     p.add_argument("--no-retrain", action="store_true",
-                   help="predict with the validated model instead of retraining on all labels "
-                        "(same as --predict-with last; default: retrain)")
+                   help=recipe_help("predict with the validated model instead of retraining on "
+                                    "all labels (same as --predict-with last); whether the "
+                                    "recipe retrains", "retrain"))
     p.add_argument("--seed", type=int, default=0, help="seed of the split, shuffling, augmentation "
                    "and initialisation (default: 0)")
     p.add_argument("--resume", nargs="?", const=True, default=False, choices=("force",),
@@ -181,7 +182,9 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
                    help="model that writes submission.csv: 'retrain' (a fresh model trained on "
                         "train+valid, as the chapters do), 'best' (the validation phase's best "
                         "epoch, checkpoints/valid/best.npz) or 'last' (its last epoch); best and "
-                        "last skip the retrain (default: retrain)")
+                        "last skip the retrain (default: retrain where the recipe retrains, "
+                        "else last: " + recipe_values("retrain").replace("True", "retrain")
+                   .replace("False", "last") + ")")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a finished run in the run folder (default: refuse; --resume "
                         "continues it instead)")

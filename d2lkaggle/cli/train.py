@@ -34,7 +34,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     set_help(d, "--out", "run folder (default: DIR/run-BACKEND, see --dir)")
     d.set_defaults(func=cmd_demo)
 
-    r = sub.add_parser("run", help="train, validate, retrain and write submission.csv")
+    r = sub.add_parser("run", help="train and validate, retrain on all labels where the recipe "
+                                   "does, and write submission.csv")
     r.add_argument("competition", type=competition_arg(runnable=True), help=competition_help())
     r.add_argument("--data-dir", required=True,
                    help="folder with train/, test/ and the labels CSV, or a CIFAR python archive "

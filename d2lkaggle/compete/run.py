@@ -269,8 +269,8 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
             base, recipe = own, own.with_overrides(
                 epochs=epochs, batch_size=batch_size, lr=lr, wd=wd, lr_period=lr_period,
                 lr_decay=lr_decay, valid_ratio=valid_ratio, weights=weights, **tricks)
-            model_note = (f"--model {model}: the competition's {model} recipe (--recipe "
-                          f"{own.model}), not the default's {default_model} values")
+            model_note = (f"--model {model}: {comp.name}'s own recipe for {model}, not the "
+                          f"default's {default_model} values (d2lkaggle recipes lists both)")
         recipe = recipe.with_overrides(model=check_model_name(model))
     if model is not None or "optimizer" in tricks:
         recipe, note = fit_tricks_to_model(recipe, given=tricks)

@@ -48,9 +48,9 @@ def test_book_recipe_is_the_chapters():
     assert (book.lr, book.batch_size, book.lr_period, book.lr_decay, book.epochs) == (0.02, 128, 4, 0.9, 20)
     assert (book.optimizer, book.sched, book.augment, book.mixup) == ("sgd", "step", "book", 0.0)
     assert recipe_for(get_competition("dog-breed"), "book") == BOOK_RECIPES["dog-breed"]
-    # cifar100: ours by default (the speed-run record's training), the CIFAR-10 chapter's values
-    # with --recipe book
-    assert recipe_for(get_competition("cifar100")).sched == "triangle"
+    # cifar100: ours by default (ResNet-18, one-cycle), the CIFAR-10 chapter's values with
+    # --recipe book, the speed-run net as an option
+    assert recipe_for(get_competition("cifar100")).sched == "onecycle"
     assert recipe_for(get_competition("cifar100"), "book") == BOOK_RECIPES["cifar10"]
 
 
