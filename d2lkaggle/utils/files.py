@@ -54,9 +54,10 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=folder)
     os.close(fd)
     try:
-        # mkstemp creates 0600; the file gets the mode a plain open() would give it.
-        os.chmod(tmp, 0o666 & ~current_umask())
         yield tmp
+        # mkstemp creates 0600; the file gets the mode a plain open() would give it (set
+        # after the block: a writer may have replaced the temporary file with its own)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         with suppress(OSError):
