@@ -66,7 +66,8 @@ from .report import (
     write_history,
 )
 from .runfolder import (RunFolderLock, RunLog, check_run_folder, clear_run, epochs_done,
-                        install_run, retarget, save_run_predictions, stage_folder)
+                        install_run, recover_swaps, retarget, save_run_predictions,
+                        stage_folder)
 from .submission import preflight_submission, write_submission
 
 
@@ -323,19 +324,26 @@ def open_run_folder(plan: RunPlan) -> RunPlan:
         return plan
     out = prepare_out(plan.out)
     lock = RunFolderLock(out).acquire()
+    swaps: list[str] = []
     try:
+        swaps = recover_swaps(out)   # an --overwrite that died mid-way: finished or undone
         staged = check_run_folder(out, overwrite=plan.overwrite, resume=plan.resume)
         work = stage_folder(out) if staged and not plan.dist.enabled else out
         if staged and plan.dist.enabled:   # every rank must see one folder: the old run goes now
             clear_run(out)
         runlog = RunLog(os.path.join(work, "log.txt"), plan.log, append=bool(plan.resume))
     except BaseException:
+        if plan.log:
+            for line in swaps:   # said even when the run stops here
+                plan.log(line)
         lock.release()
         raise
     plan = replace(plan, out=work, final_out=out if work != out else None,
                    lock=lock, runlog=runlog)
     if lock.stale_note():
         plan.say(lock.stale_note())
+    for line in swaps:
+        plan.say(line)
     if work != out:
         plan.say(f"overwrite: the new run is built in {work} and replaces the finished run "
                  f"in {out} once it has finished")
@@ -348,9 +356,11 @@ def close_run_folder(plan: RunPlan) -> None:
     folder beside the old one (``overwrite``) leaves the old run as it was."""
     if plan.runlog is not None:
         plan.runlog.close()
-    if plan.final_out is not None and os.path.isdir(plan.out):
+    if plan.final_out is not None and os.path.isdir(plan.out) \
+            and not os.path.exists(os.path.join(plan.out, "summary.json")):
         import shutil
         shutil.rmtree(plan.out, ignore_errors=True)   # unfinished: the old run stays
+    # (a finished one whose swap failed stays for the next start: recover_swaps completes it)
     if plan.lock is not None:
         plan.lock.release()
 
