@@ -113,6 +113,15 @@ def load_npz(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return arrays, meta
 
 
+def file_stamp(path: str) -> tuple[int, int, int, int]:
+    """``(size, mtime_ns, ctime_ns, inode)``: what says a file is the one a cache saw, without
+    reading it. Like git's index, ctime and the inode are in it: pixels rewritten with the
+    mtime set back, or a copy with preserved times (``cp -p``, ``rsync -t``,
+    ``shutil.copy2``), keep size and mtime but cannot keep those."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
 def file_hash(path: str, algo: str = "sha1") -> str:
     """Hex digest of a file with ``algo`` (``sha1``, ``md5`` or ``sha256``), read in chunks."""
     digest = hashlib.new(algo)
