@@ -39,6 +39,7 @@ from ..specs.tricks import (
     check_recipe,
     fit_batch_to_set,
     fit_tricks_to_model,
+    fit_tricks_to_recipe,
     make_mixing,
     make_schedule,
     train_kwargs,
@@ -255,15 +256,25 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
     unknown = sorted(set(tricks) - set(Recipe.__dataclass_fields__))
     if unknown:
         raise TypeError(f"run_competition() got unknown keyword(s) {', '.join(unknown)}")
-    recipe = base.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr, wd=wd,
-                                 lr_period=lr_period, lr_decay=lr_decay,
-                                 valid_ratio=valid_ratio, weights=weights, **tricks)
+    overrides = dict(epochs=epochs, batch_size=batch_size, lr=lr, wd=wd, lr_period=lr_period,
+                     lr_decay=lr_decay, valid_ratio=valid_ratio, weights=weights, **tricks)
+    given = {k for k, v in overrides.items() if v is not None}   # what the user set
+    recipe = base.with_overrides(**overrides)
     model_note = None
     if model is not None:   # --model: a model-table name instead of the recipe's
         from ..models.table import check_model_name
         recipe = recipe.with_overrides(model=check_model_name(model))
         recipe, model_note = fit_tricks_to_model(recipe, given=tricks)
-    check_recipe(recipe)  # every trick checked before anything is written
+    recipe, unused_note = fit_tricks_to_recipe(recipe, given)
+    model_note = "\n".join(n for n in (model_note, unused_note) if n) or None
+    check_recipe(recipe, given)  # every trick checked (and given where it applies) first
+    if cache_features:   # refused now, before the run folder exists, when it cannot apply
+        from ..data.transforms import preset_transforms
+        from ..train.features import check_cacheable
+        check_cacheable(recipe, aug_pair[0] if aug_pair is not None else preset_transforms(
+            recipe.augment, int(image_size or recipe.image_size or comp.image_size),
+            book=comp.augment)[0])
+    check_label_kind(label_kind, data_dir)
     check_keep(recipe)
     check_weights(_random_init(recipe))
     if recipe.whiten and weights_file(recipe.weights) is not None:
@@ -698,6 +709,21 @@ def run_config(comp: Competition, recipe: Recipe, *, backend: str, image_size: i
     config.pop("tta", None)   # how the trained net predicts, not what is trained
     return json.loads(json.dumps(config, default=str))
 
+def check_label_kind(label_kind: str | None, data_dir: str) -> None:
+    """``--label-kind`` chooses between CIFAR-100's fine and coarse labels: refused (one line)
+    for any other data, where there is one kind of label only."""
+    if label_kind is None:
+        return
+    from ..data.cifar import archive_kind, find_cifar_archive
+    archive = find_cifar_archive(data_dir) if os.path.isdir(data_dir) or \
+        os.path.isfile(data_dir) else None
+    kind = archive_kind(archive) if archive is not None else None
+    if kind != "cifar100":
+        what = (f"a {kind} archive" if kind else "a folder layout") + " with one label per image"
+        raise ValueError(f"--label-kind {label_kind} applies to a CIFAR-100 python archive "
+                         f"(cifar-100-python.tar.gz: fine or coarse labels); {data_dir} is "
+                         f"{what}: drop --label-kind")
+
 def check_keep(recipe: Recipe) -> None:
     """``keep`` is ``"last"`` (the chapters: retrain, predict with the last epoch) or ``"best"``."""
     if recipe.keep not in ("last", "best"):
@@ -729,8 +755,10 @@ def _predict_with(predict_with: str | None, retrain: bool, has_valid: bool) -> s
         raise ValueError("predict_with='retrain' contradicts retrain=False (--no-retrain); "
                          "choose --predict-with best or last")
     if predict_with != "retrain" and not has_valid:
-        raise ValueError(f"predict_with={predict_with!r} needs a validation phase; "
-                         "set valid_ratio > 0 (--valid-ratio) or predict with 'retrain'")
+        raise ValueError(f"predict_with={predict_with!r} (--predict-with {predict_with}"
+                         f"{', --no-retrain' if predict_with == 'last' else ''}) needs a "
+                         "validation phase; set valid_ratio > 0 (--valid-ratio) or predict with "
+                         "'retrain'")
     return predict_with
 
 def _run_progress(progress: Any, epochs: int, data: CompetitionData, retrain: bool,

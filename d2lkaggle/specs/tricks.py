@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 from ..data.mixing import Mixup
 from ..data.transforms import PRESETS
+from ..models.table import BN_MOMENTUM_MODELS, check_regularization
+from ..models.whitening import FIRST_CONV
 from ..train import schedules as S
 from ..train.optim import OPTIMIZERS
 from ..train.tta import check_tta
@@ -38,8 +40,68 @@ def _finite(name: str, v: float | None, low: float = 0.0, low_ok: bool = True,
         raise ValueError(f"{name} must be in {rng}, got {v!r}")
 
 
-def check_recipe(r: Recipe) -> None:
-    """Every trick of ``r`` checked, with one clear message naming the flag (before training)."""
+def _sched(*names: str) -> tuple[Callable[[Recipe], bool], str, Callable[[Recipe], str]]:
+    return (lambda r: r.sched in names, "--sched " + " or ".join(names),
+            lambda r: f"--sched {r.sched}")
+
+
+def _model(models: Any, what: str) -> tuple[Callable[[Recipe], bool], str, Callable[[Recipe], str]]:
+    return (lambda r: r.model in models, f"{what} ({', '.join(models)})",
+            lambda r: f"--model {r.model}")
+
+
+_NO_MIX = lambda r: f"--mixup {r.mixup:g} and --cutmix {r.cutmix:g}"  # noqa: E731
+
+#: Which recipe field (its flag) applies to what: field -> (does it apply to recipe r?, where
+#: it applies, what r has instead). :func:`check_recipe` refuses in one line a field the user
+#: gave — or, for a field that is off by default (``None``/``False``), one the recipe set — where
+#: it does not apply, so no flag is recorded in summary.json without being used. The model
+#: table's own knobs are checked there (``models.table.check_regularization``: --drop-path,
+#: --stochastic-depth). tests/cli/test_flags_apply.py walks every flag of ``d2lkaggle run``
+#: against every schedule, mixing and model: a new schedule, mixing or model field adds its
+#: row here.
+APPLIES: dict[str, tuple[Callable[[Recipe], bool], str, Callable[[Recipe], str]]] = {
+    "lr": (lambda r: not (r.sched == "onecycle" and r.max_lr is not None)
+           and not (r.sched == "cyclic" and r.max_lr is not None and r.base_lr is not None),
+           "every schedule but one-cycle with --max-lr and cyclic with --base-lr and --max-lr",
+           lambda r: f"--sched {r.sched} with its rates given"),
+    "lr_period": (lambda r: r.sched == "plateau" or (r.sched == "step" and r.lr_decay != 1),
+                  "--sched step (with an --lr-decay other than 1) or plateau",
+                  lambda r: f"--sched {r.sched}" + (" with --lr-decay 1" if r.sched == "step"
+                                                    else "")),
+    "lr_decay": (lambda r: r.sched in ("multistep", "plateau")
+                 or (r.sched == "step" and r.lr_period is not None),
+                 "--sched step (with an --lr-period), multistep or plateau",
+                 lambda r: f"--sched {r.sched}" + (" without --lr-period" if r.sched == "step"
+                                                   else "")),
+    "warmup": _sched("cosine", "onecycle"),
+    "base_lr": _sched("cyclic"),
+    "max_lr": _sched("cyclic", "onecycle"),
+    "step_size": _sched("cyclic"),
+    "cycle_mode": _sched("cyclic"),
+    "cycles": _sched("cyclic"),
+    "milestones": _sched("multistep"),
+    "mix_prob": (lambda r: r.mixup > 0 or r.cutmix > 0, "--mixup or --cutmix > 0", _NO_MIX),
+    "switch_prob": (lambda r: r.mixup > 0 and r.cutmix > 0, "--mixup and --cutmix both > 0 "
+                    "(the choice between them)", _NO_MIX),
+    "whiten": _model(FIRST_CONV, "a model with a stem convolution to whiten"),
+    "bn_momentum": _model(BN_MOMENTUM_MODELS, "a model whose builder takes it"),
+}
+
+
+def _set(r: Recipe, field: str, given: Any) -> bool:
+    """Whether ``field`` is in play: given by the user, or set by the recipe where its
+    default is off (``None``/``False``: a field a recipe only sets to use it)."""
+    if field in given:
+        return True
+    default = Recipe.__dataclass_fields__[field].default
+    return default in (None, False) and getattr(r, field) not in (None, False)
+
+
+def check_recipe(r: Recipe, given: Any = ()) -> None:
+    """Every trick of ``r`` checked, with one clear message naming the flag (before training);
+    ``given``: the fields the user set (flags, keywords), each refused where it does not apply
+    (:data:`APPLIES`)."""
     if r.optimizer not in OPTIMIZERS:
         raise ValueError(f"--optimizer {r.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
     if r.sched not in S.SCHEDULES:
@@ -59,16 +121,15 @@ def check_recipe(r: Recipe) -> None:
     _finite("--mix-prob", r.mix_prob, high=1.0)
     _finite("--switch-prob", r.switch_prob, high=1.0)
     _finite("--label-smoothing", r.label_smoothing, high=1.0, high_ok=False)
-    if r.mix_prob is not None and r.mixup == 0 and r.cutmix == 0:
-        raise ValueError(f"--mix-prob {r.mix_prob:g} mixes nothing: MixUp and CutMix are off "
-                         "(give --mixup ALPHA or --cutmix ALPHA > 0, or drop --mix-prob)")
-    only = {"warmup": ("cosine", "onecycle"), "base_lr": ("cyclic",), "step_size": ("cyclic",),
-            "cycle_mode": ("cyclic",), "milestones": ("multistep",),
-            "max_lr": ("cyclic", "onecycle")}
-    for field, scheds in only.items():
-        if getattr(r, field) is not None and r.sched not in scheds:
+    check_regularization(r)   # --drop-path / --stochastic-depth: a rate, for a model that has it
+    for field, (applies, where, this) in APPLIES.items():
+        if _set(r, field, given) and not applies(r):
             flag = "--" + field.replace("_", "-")
-            raise ValueError(f"{flag} applies to --sched {' or '.join(scheds)}, not {r.sched!r}")
+            if field in given:
+                raise ValueError(f"{flag} applies to {where}, not to {this(r)}: drop {flag}")
+            raise ValueError(f"the recipe's {field} {getattr(r, field)!r} applies to {where}, "
+                             f"not to {this(r)}; keep the recipe's settings or choose another "
+                             "--recipe")
     _finite("--warmup", r.warmup)
     if r.warmup is not None and r.epochs > 0 and r.warmup >= r.epochs:
         raise ValueError(f"--warmup {r.warmup:g} must be shorter than the run ({r.epochs} epochs)")
@@ -78,26 +139,29 @@ def check_recipe(r: Recipe) -> None:
         raise ValueError(f"--step-size must be >= 1 iteration, got {r.step_size}")
     if r.cycle_mode is not None and r.cycle_mode not in S.CYCLE_MODES:
         raise ValueError(f"--cycle-mode {r.cycle_mode!r} is not one of {', '.join(S.CYCLE_MODES)}")
+    if r.cycle_mode == "exp_range":   # (schedules.cyclic takes a gamma; a recipe has none)
+        raise ValueError("--cycle-mode exp_range scales the cycle by gamma ** iteration, and a "
+                         "recipe has no gamma (at 1.0 it is triangular): choose triangular or "
+                         "triangular2, or build the schedule with schedules.cyclic(..., "
+                         "mode='exp_range', gamma=...)")
     if r.sched == "step" and r.lr_period is not None and int(r.lr_period) < 1:
         raise ValueError(f"--lr-period must be >= 1, got {r.lr_period}")
     if r.sched in ("step", "multistep", "plateau"):
         _finite("--lr-decay", r.lr_decay, low_ok=False)
+    if r.sched == "multistep" and r.lr_decay == 1:
+        raise ValueError("--sched multistep multiplies the lr by --lr-decay at each milestone, "
+                         "and the recipe's lr_decay is 1 (the rate never changes): give "
+                         "--lr-decay < 1, or --sched step for a constant rate")
+    if r.sched == "plateau" and "lr_decay" in given and not r.lr_decay < 1:
+        raise ValueError(f"--lr-decay {r.lr_decay:g}: a plateau lowers the lr, so its factor must "
+                         "be < 1")
     if r.milestones is not None and (not r.milestones or any(
             int(m) != m or not 1 <= m < max(2, r.epochs) for m in r.milestones)):
         raise ValueError(f"--milestones must be epochs in 1..{r.epochs - 1}, got "
                          + ",".join(str(m) for m in r.milestones))
     check_tta(r.tta)   # --tta's values
-    from ..models.table import BN_MOMENTUM_MODELS, check_regularization
-    from ..models.whitening import FIRST_CONV
-    check_regularization(r)   # --drop-path / --stochastic-depth: a rate, for a model that has it
-    if r.whiten and r.model not in FIRST_CONV:
-        raise ValueError(f"--whiten: model {r.model!r} has no stem convolution to whiten; it "
-                         f"applies to {', '.join(FIRST_CONV)} (--no-whiten turns it off)")
     if r.bn_momentum is not None:
         _finite("--bn-momentum", r.bn_momentum, low_ok=False, high=1.0)
-        if r.model not in BN_MOMENTUM_MODELS:
-            raise ValueError(f"--bn-momentum applies to {', '.join(BN_MOMENTUM_MODELS)}, not "
-                             f"{r.model!r}")
     # a dry run of the schedule (a guess of 10 batches per epoch) catches bad rates early
     if r.epochs > 0:
         sched = make_schedule(r, r.epochs, 10)
@@ -203,8 +267,6 @@ def fit_tricks_to_model(r: Recipe, given: Any = ()) -> tuple[Recipe, str | None]
     ``--model`` chose another model: kept where the model has them, dropped where it has not
     unless the user gave them (then :func:`check_recipe` refuses them in one line). Returns
     the recipe and a line saying what was dropped (``None``: nothing)."""
-    from ..models.table import BN_MOMENTUM_MODELS
-    from ..models.whitening import FIRST_CONV
     drop = {}
     if r.whiten and r.model not in FIRST_CONV and "whiten" not in given:
         drop["whiten"] = False
@@ -219,6 +281,28 @@ def fit_tricks_to_model(r: Recipe, given: Any = ()) -> tuple[Recipe, str | None]
     return replace(r, **drop), (f"--model {r.model}: the recipe's {what} {verb} to "
                                 f"{', '.join(sorted(set(FIRST_CONV) | set(BN_MOMENTUM_MODELS)))} "
                                 f"only; {r.model} trains without "
+                                f"{'them' if len(drop) > 1 else 'it'}")
+
+
+def fit_tricks_to_recipe(r: Recipe, given: Any = ()) -> tuple[Recipe, str | None]:
+    """The recipe's own tricks that are off by default (:data:`APPLIES` rows whose default is
+    ``None``/``False``) and no longer apply after the user's flags (``--sched onecycle`` on a
+    cyclic write-up, ``--mixup 0`` where the recipe sets ``mix_prob``): dropped, with a line
+    saying so; the ones the user gave stay, for :func:`check_recipe` to refuse."""
+    drop = {}
+    for field, (applies, _, _) in APPLIES.items():
+        default = Recipe.__dataclass_fields__[field].default
+        if field not in given and default in (None, False) \
+                and getattr(r, field) not in (None, False) and not applies(r):
+            drop[field] = default
+    if not drop:
+        return r, None
+    where = {APPLIES[k][1] for k in drop}
+    this = {APPLIES[k][2](r) for k in drop}
+    what = ", ".join(f"{k} {getattr(r, k)!r}" for k in drop)
+    return replace(r, **drop), (f"the recipe's {what} {'apply' if len(drop) > 1 else 'applies'} "
+                                f"to {' / '.join(sorted(where))} only; this run "
+                                f"({', '.join(sorted(this))}) trains without "
                                 f"{'them' if len(drop) > 1 else 'it'}")
 
 

@@ -63,7 +63,11 @@ def test_recipe_fields_checked_and_dropped_for_another_model():
                     "0.4 apply to resnet18 only; cnn_elu trains without them")
     check_recipe(other)
     given, _ = fit_tricks_to_model(r.with_overrides(model="cnn_elu"), given={"whiten": True})
-    with pytest.raises(ValueError, match="--whiten: model 'cnn_elu' has no stem convolution"):
+    with pytest.raises(ValueError, match="--whiten applies to a model with a stem convolution "
+                                         "to whiten \\(resnet18\\), not to --model cnn_elu"):
+        check_recipe(given, given={"whiten"})
+    with pytest.raises(ValueError, match="the recipe's whiten True applies to a model with a "
+                                         "stem convolution"):
         check_recipe(given)
     with pytest.raises(ValueError, match=r"--bn-momentum must be in \(0, 1\]"):
         check_recipe(r.with_overrides(bn_momentum=1.5))
