@@ -194,6 +194,8 @@ def _report_ensemble(summary: dict) -> None:
           f"({summary['backend']}): {summary['timings']['total_s']:.1f} s")
     for k, v in summary["files"].items():
         print(f"  {k:12s} {v}")
+    for w in summary.get("warnings", []):
+        print("warning: " + w)
 
 def _last_line(summary: dict) -> str:
     """The line a user reads: best and last valid accuracy, the submission's model, the folder."""

@@ -206,6 +206,7 @@ def run_ensemble(competition: Any, data_dir: str, *, members: int, bagging: bool
             method, note = resolve_calibration(run_kw.get("calibrate"), comp, True)
             cal, probs, vp = calibrate_vote(vp, y, probs, method, note)
             summary["calibration"] = cal.to_json()
+            summary["warnings"] = [f"calibration: {w}" for w in cal.warnings]
         summary.update(valid_acc=accuracy(vp, y), valid_loss=log_loss(vp, y))
         valid = (ids, y, vp)
     if bagging:

@@ -575,6 +575,8 @@ def calibrate_stage(run: Run) -> Calibration:
     cal = calibrate(run.valid_probs, run.data.valid_iter.labels, plan.calibrate,
                     plan.calibrate_note)
     plan.say(cal.line())
+    for w in cal.warnings:   # (summary.json["warnings"] keeps them: finish_run)
+        plan.say(f"warning: calibration: {w}")
     atomic_write_text(os.path.join(plan.out, "calibration.json"),
                       json.dumps(cal.to_json(), indent=2) + "\n")
     return cal
@@ -608,6 +610,8 @@ def finish_run(run: Run) -> dict[str, Any]:
     summary.update(run_outcome(valid.history if valid else None,
                                 final.history if final else None, plan.predict_with,
                                 len(data.classes), plan.recipe))
+    summary["warnings"] = (list(summary.get("warnings") or [])
+                           + [f"calibration: {w}" for w in run.calibration.warnings])
     summary["files"].update(run.pictures if valid is not None else {})
     summary["calibration"] = dict(run.calibration.to_json(), applied_to=(
         "submission.csv, test_probs.npy" + (", valid_probs.npy" if valid is not None else "")
