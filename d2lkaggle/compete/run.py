@@ -155,6 +155,7 @@ class Run:
     valid_probs: np.ndarray | None = None     # calibrated, as the run would submit them
     pictures: dict[str, str] = field(default_factory=dict)
     calibration: Calibration | None = None
+    forced: dict[str, list[dict[str, Any]]] = field(default_factory=dict)   # --resume force, per phase
 
 
 def run_competition(competition: str | Competition, data_dir: str, *, backend: str = "torch",
@@ -414,8 +415,11 @@ def start_training(run: Run) -> None:
                             **({"world_size": plan.dist.world_size} if plan.dist.enabled else {}),
                             **({"weights_sha1": run.start.sha1} if run.start else {}),
                             **(data.fingerprint or {}))
+    # (--resume force's warning: once on stderr, and in log.txt, never on stdout as well)
+    to_file = plan.runlog.write if plan.runlog is not None else None
     run.resume = {phase: check_resume(os.path.join(plan.out, "checkpoints", phase), run.config,
-                                      plan.resume, plan.lines) for phase in ("valid", "final")}
+                                      plan.resume, to_file, run.forced.setdefault(phase, []))
+                  for phase in ("valid", "final")}
     run.train_fn = run.bk.train
     if plan.cache_features:
         from functools import partial
@@ -611,6 +615,7 @@ def finish_run(run: Run) -> dict[str, Any]:
                                 final.history if final else None, plan.predict_with,
                                 len(data.classes), plan.recipe))
     summary["warnings"] = (list(summary.get("warnings") or [])
+                           + [f["warning"] for fs in run.forced.values() for f in fs]
                            + [f"calibration: {w}" for w in run.calibration.warnings])
     summary["files"].update(run.pictures if valid is not None else {})
     summary["calibration"] = dict(run.calibration.to_json(), applied_to=(
@@ -642,9 +647,12 @@ def _summary(run: Run, probs: np.ndarray, sub: str) -> dict[str, Any]:
     summary = {
         "competition": plan.comp.name, "backend": plan.backend,
         "data_dir": os.path.abspath(plan.data_dir), "recipe": asdict(plan.recipe),
-        "tricks": tricks, "amp": plan.amp, "image_size": plan.size, "seed": plan.seed,
-        "num_classes": len(data.classes), "num_test": len(data.test_ids), "config": run.config,
-        "weights": _weights_record(run), "data": data.fingerprint,
+        "tricks": tricks, "amp": _precision(run), "image_size": plan.size, "seed": plan.seed,
+        "num_classes": len(data.classes), "num_test": len(data.test_ids),
+        # what ran at prediction too (not part of the configuration --resume compares)
+        "config": dict(run.config, tta=check_tta(plan.tta) or "none",
+                       calibrate=run.calibration.method if run.calibration else "none"),
+        "weights": _weights_record(run), "data": _trained_on(run),
         "valid_acc": json_float(vh.last["valid_acc"]) if vh else None,
         "valid_loss": json_float(vh.last["valid_loss"]) if vh else None,
         "best_valid_acc": json_float(vh.best_valid_acc) if vh else None,
@@ -665,6 +673,29 @@ def _summary(run: Run, probs: np.ndarray, sub: str) -> dict[str, Any]:
         plan.say(f"test accuracy {summary['test_acc']:.4f} on {len(data.test_ids)} labelled "
                  "test images")
     return summary
+
+
+def _precision(run: Run) -> Any:
+    """``summary.json["amp"]``: what the model that writes the submission trained in
+    (``bf16``, ``float32`` ...; ``amp="auto"`` decides per backend and CPU), else the request."""
+    phase = run.phases.get("final") or run.phases.get("valid")
+    return (phase.history.precision if phase is not None else "") or run.plan.amp
+
+
+def _trained_on(run: Run) -> dict[str, Any] | None:
+    """``summary.json["data"]``: the fingerprint of the data the submission's model was
+    trained on — the checkpoint's when ``--resume force`` continued it on other data (with
+    this run's data and a note beside it)."""
+    from .preflight import DATA_KEYS
+    now = run.data.fingerprint
+    phase = "final" if "final" in run.phases else "valid"
+    for f in run.forced.get(phase, []):
+        old = {k: f["config"].get(k) for k in DATA_KEYS if f["config"].get(k) is not None}
+        if now and old and any(old[k] != now.get(k) for k in old):
+            return dict(now, **old, this_run=now, note=(
+                "the model was trained on these data (its checkpoint's) and continued with "
+                "--resume force on this run's, which differ"))
+    return now
 
 
 def _weights_record(run: Run) -> dict[str, Any] | None:
