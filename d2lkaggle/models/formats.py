@@ -132,9 +132,9 @@ def _guarded(path: str, fmt: str, read: Callable[[], Any]) -> Any:
     except UnsafeWeightsError:
         raise
     except MemoryError as e:
-        raise refused(path, fmt, f"it does not fit in memory ({e or 'no details'})",
-                      RAISE_LIMIT.replace("allow more memory", "check the machine's memory, "
-                                          "or allow more")) from e
+        why = f"it needs more memory than this machine has ({e or 'no details'})"
+        raise refused(path, fmt, why, "if the file is what you expect, convert it on a "
+                      "machine with more memory; otherwise download or save it again") from e
     except OSError as e:
         if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError)):
             raise
