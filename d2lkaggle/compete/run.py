@@ -754,7 +754,8 @@ def check_label_kind(label_kind: str | None, data_dir: str) -> None:
         os.path.isfile(data_dir) else None
     kind = archive_kind(archive) if archive is not None else None
     if kind != "cifar100":
-        what = (f"a {kind} archive" if kind else "a folder layout") + " with one label per image"
+        what = ("a CIFAR-10 archive, which has no coarse labels" if kind == "cifar10" else
+                "a folder layout with one label per image")
         raise ValueError(f"--label-kind {label_kind} applies to a CIFAR-100 python archive "
                          f"(cifar-100-python.tar.gz: fine or coarse labels); {data_dir} is "
                          f"{what}: drop --label-kind")

@@ -311,14 +311,18 @@ HOSTILE = {
     "safetensors_bf16": (".safetensors", "BF16, which numpy cannot hold"),
 }
 
+# VmHWM, the peak resident memory of this process's own memory map (Linux): getrusage's
+# ru_maxrss would also count the pytest worker this process was forked from before its exec
 CHILD = r"""
-import resource, sys
+import sys
 from d2lkaggle.cli import main
 try:
     rc = main(sys.argv[2:])
-finally:   # the peak resident memory of this process, in kB (Linux)
+finally:
+    with open("/proc/self/status") as status:
+        peak_kb = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
     with open(sys.argv[1], "w") as f:
-        f.write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+        f.write(peak_kb)
 sys.exit(rc)
 """
 
