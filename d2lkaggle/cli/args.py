@@ -338,7 +338,10 @@ def model_kwargs(a: argparse.Namespace) -> dict:
     return kw
 
 def output_kwargs(a: argparse.Namespace) -> dict:
-    return dict(predict_with=getattr(a, "predict_with", None),
+    # --no-retrain is --predict-with last (its help says so), also where a recipe would
+    # predict with its best epoch
+    last = "last" if getattr(a, "no_retrain", False) else None
+    return dict(predict_with=getattr(a, "predict_with", None) or last,
                 overwrite=getattr(a, "overwrite", False))
 
 def competition_arg(runnable: bool):

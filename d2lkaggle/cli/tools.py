@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 
+from ..models.limits import CAP, FACTOR, FLOOR, LIMIT_ENV
 from ..models.parity import MODELS as PARITY_MODELS
 from ..models.parity import format_table, run_parity
 from ..models.weights import convert, load_neutral
@@ -19,6 +21,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     wc.add_argument("src", help="a .pth/.pt state_dict, an MXNet .params, a Paddle .pdparams, a "
                                 ".safetensors/.npz file or a run's checkpoints/valid/best.npz")
     wc.add_argument("dst", help="output .safetensors or .npz")
+    wc.add_argument("--max-weights-gb", type=float, metavar="GB",
+                    help="memory the file may make the reader allocate, for a file you trust "
+                         f"(default: ${LIMIT_ENV} when set, else {FACTOR}x the file + "
+                         f"{FLOOR >> 20} MiB, at most {CAP >> 30} GiB: refuses files that "
+                         "declare more than they hold)")
     wc.set_defaults(func=cmd_weights_convert)
 
     rc = sub.add_parser("recipes", help="list every name --recipe accepts (" + ", ".join(RECIPE_NAMES)
@@ -40,8 +47,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_weights_convert(a: argparse.Namespace) -> int:
-    out = convert(a.src, a.dst)
-    print(f"wrote {len(load_neutral(out))} arrays to {out}")
+    gb = a.max_weights_gb
+    if gb is not None and not (gb > 0 and math.isfinite(gb)):
+        raise ValueError(f"--max-weights-gb must be a number of GB > 0, got {gb:g}")
+    limit = None if gb is None else int(gb * 1e9)
+    out = convert(a.src, a.dst, limit)
+    print(f"wrote {len(load_neutral(out, limit))} arrays to {out}")
     return 0
 
 def cmd_parity(a: argparse.Namespace) -> int:

@@ -176,6 +176,9 @@ def _run_or_ensemble(competition: str, data_dir: str, a: argparse.Namespace) -> 
         raise ValueError("--ensemble and --folds are two ways to train several models: choose one")
     if getattr(a, "bagging", False) and ens is None:
         raise ValueError("--bagging needs --ensemble K (the number of bootstrap members)")
+    if getattr(a, "nproc_per_node", None) is not None and not getattr(a, "distributed", False):
+        raise ValueError("--nproc-per-node applies to --distributed (the processes it starts): "
+                         "add --distributed or drop --nproc-per-node")
     if (getattr(a, "members_vary", "seed") != "seed" or getattr(a, "members_values", None)) \
             and ens is None:
         raise ValueError("--members-vary/--members-values need --ensemble K")
@@ -192,6 +195,8 @@ def _report_ensemble(summary: dict) -> None:
           f"({summary['backend']}): {summary['timings']['total_s']:.1f} s")
     for k, v in summary["files"].items():
         print(f"  {k:12s} {v}")
+    for w in summary.get("warnings", []):
+        print("warning: " + w)
 
 def _last_line(summary: dict) -> str:
     """The line a user reads: best and last valid accuracy, the submission's model, the folder."""

@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from .voting import log_loss
+from .voting import log_loss, normalized_rows
 
 __all__ = ["CALIBRATIONS", "Calibration", "check_calibrate", "default_calibration",
            "resolve_calibration", "fit_temperature", "apply_temperature", "calibrate",
-           "cross_fitted_log_loss", "T_RANGE"]
+           "cross_fitted_log_loss", "at_edge", "T_RANGE", "MIN_PER_CLASS"]
 
 #: ``--calibrate`` choices
 CALIBRATIONS = ("none", "temperature")
@@ -51,6 +51,8 @@ class Calibration:
     log_loss_after: float | None = None       # ... after calibration (fitted on these images)
     log_loss_cross_fitted: float | None = None  # ... each fifth scored with T of the others
     note: str = ""
+    fitted: float | None = None               # the fit's T when it was not applied (method "none")
+    warnings: tuple[str, ...] = ()            # what the run says and summary.json["warnings"] keeps
 
     def apply(self, probs: np.ndarray) -> np.ndarray:
         """``probs`` calibrated (unchanged for ``method="none"``)."""
@@ -59,12 +61,16 @@ class Calibration:
         return apply_temperature(probs, self.temperature)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else
+                    list(v) if isinstance(v, tuple) else v)
                 for k, v in asdict(self).items()}
 
     def line(self) -> str:
         """One line for the run's log."""
         if self.method == "none":
+            if self.fitted is not None:
+                return (f"calibration: none (a temperature of {self.fitted:.3g} was fitted on "
+                        f"{self.num_valid} validation images and not applied: {self.note})")
             return "calibration: none" + (f" ({self.note})" if self.note else "")
         cross = (f", {self.log_loss_cross_fitted:.4f} cross-fitted"
                  if self.log_loss_cross_fitted is not None else "")
@@ -112,7 +118,7 @@ def _log_probs(probs: np.ndarray) -> np.ndarray:
         raise ValueError(f"expected an N×C array of probabilities (C >= 2), got shape {p.shape}")
     if not np.isfinite(p).all() or (p < 0).any():
         raise ValueError("probabilities must be finite and >= 0")
-    return np.log(np.maximum(p / p.sum(axis=1, keepdims=True), _TINY))
+    return np.log(np.maximum(normalized_rows(p), _TINY))
 
 
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
@@ -195,19 +201,63 @@ def cross_fitted_log_loss(probs: np.ndarray, labels: np.ndarray, folds: int = 5)
     return log_loss(out, y)
 
 
+#: fewer validation images per class than this: the temperature is said to be uncertain
+MIN_PER_CLASS = 2
+
+
+def at_edge(t: float) -> bool:
+    """A temperature at either end of :data:`T_RANGE` (the fit ran into the bound: perfectly
+    separated validation images, or one class only)."""
+    return t <= T_RANGE[0] * (1 + 1e-6) or t >= T_RANGE[1] / (1 + 1e-6)
+
+
 def calibrate(probs: np.ndarray | None, labels: np.ndarray | None, method: str,
               note: str = "") -> Calibration:
     """Fit ``method`` on validation ``probs``/``labels`` and report what it does: the
-    temperature and the validation log loss before, after and cross-fitted. A temperature
-    that would not lower the log loss as Kaggle scores it (clipped at 1e-15) is not used."""
+    temperature and the validation log loss before, after and cross-fitted.
+
+    A fitted temperature is applied only when it can be trusted: not at either end of
+    :data:`T_RANGE` (there the validation images say nothing about the test images: a model
+    right on all of them gets T = 0.01 and confident test mistakes), not when its
+    cross-fitted loss (each fifth of the images scored with the T of the others) is no better
+    than no calibration, and not when it would not lower the log loss as Kaggle scores it.
+    Otherwise the result is ``method="none"`` with the fitted T and the reason. The edge, a
+    fit on fewer than :data:`MIN_PER_CLASS` images per class and rows of zeros are
+    ``warnings`` (the run says them and keeps them in ``summary.json["warnings"]``)."""
     method = check_calibrate(method) or "none"
     if method == "none" or probs is None or labels is None or not len(labels):
         return Calibration("none", note=note)
     y = np.asarray(labels, dtype=np.int64)
-    before = log_loss(probs, y)
-    t = fit_temperature(probs, y)
-    after = log_loss(apply_temperature(probs, t), y)
-    if not after <= before:   # only Kaggle's clipping can make the fitted T worse than 1
-        t, after = 1.0, before
-    return Calibration("temperature", float(t), int(len(y)), float(before), float(after),
-                       cross_fitted_log_loss(probs, y), note)
+    p = np.asarray(probs, dtype=np.float64)
+    warnings = []
+    zero = int((p.sum(axis=1) <= 0).sum()) if p.ndim == 2 else 0
+    if zero:
+        warnings.append(f"{zero} validation row(s) of probabilities were all zeros; read as "
+                        "uniform")
+    classes = p.shape[1] if p.ndim == 2 else 0
+    if len(y) < MIN_PER_CLASS * classes:
+        warnings.append(f"the temperature is fitted on {len(y)} validation images for {classes} "
+                        f"classes (fewer than {MIN_PER_CLASS} per class): it may not hold on the "
+                        "test images")
+    before = log_loss(p, y)
+    t = fit_temperature(p, y)
+    after = log_loss(apply_temperature(p, t), y)
+    cross = cross_fitted_log_loss(p, y)
+    why = None
+    if at_edge(t):
+        cause = ("the model separates every validation image" if t < 1 else
+                 "the validation images look like one class")
+        why = (f"it is at the {'low' if t < 1 else 'high'} end of the range {T_RANGE[0]:g}-"
+               f"{T_RANGE[1]:g} ({cause}), so they say nothing about the test images")
+        warnings.append(f"temperature {t:.3g} {why}; no calibration is applied")
+    elif cross is not None and not cross < before:
+        why = (f"on images it was not fitted on it does not help (cross-fitted log loss "
+               f"{cross:.4f}, uncalibrated {before:.4f})")
+    elif not after <= before:   # only Kaggle's clipping can make the fitted T worse than 1
+        why = f"it does not lower the log loss as Kaggle clips it ({before:.4f} -> {after:.4f})"
+    common = dict(num_valid=int(len(y)), log_loss_before=float(before),
+                  log_loss_cross_fitted=cross, warnings=tuple(warnings))
+    if why is not None:
+        return Calibration("none", 1.0, log_loss_after=float(before), fitted=float(t),
+                           note=why if not note else f"{why}; {note}", **common)
+    return Calibration("temperature", float(t), log_loss_after=float(after), note=note, **common)

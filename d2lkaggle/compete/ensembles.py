@@ -214,6 +214,7 @@ def ensemble_runs(run_dirs: Sequence[str], out: str, *, vote: str = "soft",
         summary["valid_loss"] = log_loss(v_probs, y) if vote == "soft" else None
         valid = (ids, y, v_probs)
     summary["calibration"] = cal.to_json()
+    summary["warnings"] = [f"calibration: {w}" for w in cal.warnings]
     summary["timings"] = {"total_s": round(time.perf_counter() - t0, 2)}
     summary = write_outputs(out, comp, data_dir, runs[0].classes, runs[0].test_ids, probs,
                              labels, valid, summary)

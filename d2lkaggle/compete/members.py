@@ -164,6 +164,12 @@ def run_ensemble(competition: Any, data_dir: str, *, members: int, bagging: bool
     if comp.recipe is None:
         raise ValueError(f"competition {comp.name!r} has no training recipe yet ({comp.notes})")
     variants = member_variants(vary, k, comp, values, run_competition)
+    if vary != "seed" and run_kw.get(vary) is not None:
+        raise ValueError(f"--{vary} does not apply to --members-vary {vary}, where each member "
+                         f"has its own (--members-values): drop --{vary}")
+    if bagging:
+        _check_own_split("--bagging", "validates each member on its out-of-bag images and "
+                         "never retrains", retrain, run_kw)
     backend = canonical_name(run_kw.pop("backend", "torch"))
     out = os.path.abspath(out or os.path.join(
         "runs", f"{comp.name}-{backend}-{'bagging' if bagging else 'ensemble'}{k}"))
@@ -200,6 +206,7 @@ def run_ensemble(competition: Any, data_dir: str, *, members: int, bagging: bool
             method, note = resolve_calibration(run_kw.get("calibrate"), comp, True)
             cal, probs, vp = calibrate_vote(vp, y, probs, method, note)
             summary["calibration"] = cal.to_json()
+            summary["warnings"] = [f"calibration: {w}" for w in cal.warnings]
         summary.update(valid_acc=accuracy(vp, y), valid_loss=log_loss(vp, y))
         valid = (ids, y, vp)
     if bagging:
@@ -226,7 +233,8 @@ def run_folds(competition: Any, data_dir: str, *, folds: int, out: str | None = 
     comp = get_competition(competition) if isinstance(competition, str) else competition
     if comp.recipe is None:
         raise ValueError(f"competition {comp.name!r} has no training recipe yet ({comp.notes})")
-    run_kw.pop("retrain", None)
+    _check_own_split("--folds", "validates each fold on its part and never retrains",
+                     run_kw.pop("retrain", True), run_kw)
     backend = canonical_name(run_kw.pop("backend", "torch"))
     out = os.path.abspath(out or os.path.join("runs", f"{comp.name}-{backend}-folds{folds}"))
     labels = _labels(comp, data_dir)
@@ -259,6 +267,17 @@ def run_folds(competition: Any, data_dir: str, *, folds: int, out: str | None = 
         oof_images=len(oof[0]), num_labelled=len(labels))
     summary["valid_acc"], summary["valid_loss"] = summary["oof_acc"], summary["oof_loss"]
     return _finish(out, comp, data_dir, runs, probs, labels_t, oof, summary, t0, log)
+
+def _check_own_split(flag: str, rule: str, retrain: Any, run_kw: dict[str, Any]) -> None:
+    """Bagging and k-fold choose each member's validation images and never retrain:
+    ``--valid-ratio`` and ``--no-retrain`` would be recorded without being used, so each is
+    refused in one line."""
+    if run_kw.get("valid_ratio") is not None:
+        raise ValueError(f"--valid-ratio does not apply to {flag}, which {rule}: drop "
+                         "--valid-ratio")
+    if retrain is False:
+        raise ValueError(f"--no-retrain does not apply to {flag}, which {rule}: drop "
+                         "--no-retrain")
 
 def _members_calibrated(calibrate: Any, comp, kind: str | None) -> dict[str, Any]:
     """The calibration entry of a group whose vote is not re-calibrated: bagging's

@@ -142,13 +142,16 @@ def config_diff(old: dict, new: dict) -> list[str]:
 
 
 def check_resume(checkpoint_dir: str, config: dict, resume: bool | str,
-                 log: Callable[[str], Any] | None = print) -> bool:
+                 log: Callable[[str], Any] | None = print,
+                 forced: list[dict[str, Any]] | None = None) -> bool:
     """Whether training may continue from ``checkpoint_dir/last.npz``.
 
     ``resume`` is False, True or ``"force"``. With True, a checkpoint trained with another
     configuration (see ``pipeline.run_config``) raises :class:`ValueError` listing every
-    differing key; ``"force"`` continues anyway and says so loudly. A damaged checkpoint
-    raises :class:`ValueError` naming it.
+    differing key; ``"force"`` continues anyway and says so once, loudly, on stderr (and to
+    ``log`` when it is not ``print``: a run's ``log.txt``), and appends ``{"warning": ...,
+    "config": the checkpoint's}`` to ``forced`` (summary.json's warnings and the data the
+    model was trained on). A damaged checkpoint raises :class:`ValueError` naming it.
     """
     if resume not in (False, True, "force"):
         raise ValueError(f"resume must be False, True or 'force', got {resume!r}")
@@ -171,11 +174,13 @@ def check_resume(checkpoint_dir: str, config: dict, resume: bool | str,
                          + "; ".join(diff) + "; drop --resume or choose another --out to start "
                          "over, or pass --resume force to continue it anyway")
     if resume == "force":
-        msg = (f"WARNING: --resume force: continuing {last} although its configuration "
-               f"differs: " + "; ".join(diff))
-        print(msg, file=sys.stderr)
-        if log is not None and log is not print:
-            log(msg)
+        what = (f"--resume force: continuing {last} although its configuration differs: "
+                + "; ".join(diff))
+        print("WARNING: " + what, file=sys.stderr)
+        if log is not None and log is not print:   # (a file only, e.g. log.txt: said once)
+            log("WARNING: " + what)
+        if forced is not None:
+            forced.append({"warning": what, "config": old or {}})
         return True
     raise ValueError(f"--resume: {last} was trained with another configuration ("
                      + "; ".join(diff) + "); drop --resume or choose another --out to start "

@@ -40,6 +40,7 @@ from ..specs.tricks import (
     check_recipe,
     fit_batch_to_set,
     fit_tricks_to_model,
+    fit_tricks_to_recipe,
     make_mixing,
     make_schedule,
     train_kwargs,
@@ -67,7 +68,8 @@ from .report import (
     write_history,
 )
 from .runfolder import (RunFolderLock, RunLog, check_run_folder, clear_run, epochs_done,
-                        install_run, retarget, save_run_predictions, stage_folder)
+                        install_run, recover_swaps, retarget, save_run_predictions,
+                        stage_folder)
 from .submission import preflight_submission, write_submission
 
 
@@ -154,6 +156,7 @@ class Run:
     valid_probs: np.ndarray | None = None     # calibrated, as the run would submit them
     pictures: dict[str, str] = field(default_factory=dict)
     calibration: Calibration | None = None
+    forced: dict[str, list[dict[str, Any]]] = field(default_factory=dict)   # --resume force, per phase
 
 
 def run_competition(competition: str | Competition, data_dir: str, *, backend: str = "torch",
@@ -246,6 +249,7 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
     """Stage 1: the run's :class:`RunPlan` — the recipe with every override, checked before
     anything is written or loaded (the keywords of :func:`run_competition`)."""
     comp = get_competition(competition) if isinstance(competition, str) else competition
+    which = recipe if isinstance(recipe, str) else None   # a recipe's name, as given
     base = recipe if isinstance(recipe, Recipe) else recipe_for(comp, recipe)
     aug_pair = tricks.pop("augment") if not isinstance(tricks.get("augment", ""), str) else None
     # cache_features=True (--cache-features): the frozen backbone runs once per image
@@ -255,27 +259,34 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
     unknown = sorted(set(tricks) - set(Recipe.__dataclass_fields__))
     if unknown:
         raise TypeError(f"run_competition() got unknown keyword(s) {', '.join(unknown)}")
-    recipe = base.with_overrides(epochs=epochs, batch_size=batch_size, lr=lr, wd=wd,
-                                 lr_period=lr_period, lr_decay=lr_decay,
-                                 valid_ratio=valid_ratio, weights=weights, **tricks)
+    overrides = dict(epochs=epochs, batch_size=batch_size, lr=lr, wd=wd, lr_period=lr_period,
+                     lr_decay=lr_decay, valid_ratio=valid_ratio, weights=weights, **tricks)
+    given = {k for k, v in overrides.items() if v is not None}   # what the user set
+    recipe = base.with_overrides(**overrides)
     model_note = None
     if model is not None:   # --model: a model-table name instead of the recipe's
         from ..models.table import check_model_name
         from ..specs.competitions import model_recipe
-        own = model_recipe(comp, check_model_name(model)) if recipe == "default" else None
+        own = model_recipe(comp, check_model_name(model)) if which == "default" else None
         if own is not None and own.model != base.model:
             # the competition has a recipe made for that model: it, not the default's tricks
             default_model = base.model
-            base, recipe = own, own.with_overrides(
-                epochs=epochs, batch_size=batch_size, lr=lr, wd=wd, lr_period=lr_period,
-                lr_decay=lr_decay, valid_ratio=valid_ratio, weights=weights, **tricks)
+            base, recipe = own, own.with_overrides(**overrides)
             model_note = (f"--model {model}: {comp.name}'s own recipe for {model}, not the "
                           f"default's {default_model} values (d2lkaggle recipes lists both)")
         recipe = recipe.with_overrides(model=check_model_name(model))
-    if model is not None or "optimizer" in tricks:
         recipe, note = fit_tricks_to_model(recipe, given=tricks)
         model_note = "\n".join(n for n in (model_note, note) if n) or None
-    check_recipe(recipe)  # every trick checked before anything is written
+    recipe, unused_note = fit_tricks_to_recipe(recipe, given)
+    model_note = "\n".join(n for n in (model_note, unused_note) if n) or None
+    check_recipe(recipe, given)  # every trick checked (and given where it applies) first
+    if cache_features:   # refused now, before the run folder exists, when it cannot apply
+        from ..data.transforms import preset_transforms
+        from ..train.features import check_cacheable
+        check_cacheable(recipe, aug_pair[0] if aug_pair is not None else preset_transforms(
+            recipe.augment, int(image_size or recipe.image_size or comp.image_size),
+            book=comp.augment)[0])
+    check_label_kind(label_kind, data_dir)
     check_keep(recipe)
     check_weights(_random_init(recipe))
     if recipe.whiten and weights_file(recipe.weights) is not None:
@@ -343,19 +354,26 @@ def open_run_folder(plan: RunPlan) -> RunPlan:
         return plan
     out = prepare_out(plan.out)
     lock = RunFolderLock(out).acquire()
+    swaps: list[str] = []
     try:
+        swaps = recover_swaps(out)   # an --overwrite that died mid-way: finished or undone
         staged = check_run_folder(out, overwrite=plan.overwrite, resume=plan.resume)
         work = stage_folder(out) if staged and not plan.dist.enabled else out
         if staged and plan.dist.enabled:   # every rank must see one folder: the old run goes now
             clear_run(out)
         runlog = RunLog(os.path.join(work, "log.txt"), plan.log, append=bool(plan.resume))
     except BaseException:
+        if plan.log:
+            for line in swaps:   # said even when the run stops here
+                plan.log(line)
         lock.release()
         raise
     plan = replace(plan, out=work, final_out=out if work != out else None,
                    lock=lock, runlog=runlog)
     if lock.stale_note():
         plan.say(lock.stale_note())
+    for line in swaps:
+        plan.say(line)
     if work != out:
         plan.say(f"overwrite: the new run is built in {work} and replaces the finished run "
                  f"in {out} once it has finished")
@@ -368,9 +386,11 @@ def close_run_folder(plan: RunPlan) -> None:
     folder beside the old one (``overwrite``) leaves the old run as it was."""
     if plan.runlog is not None:
         plan.runlog.close()
-    if plan.final_out is not None and os.path.isdir(plan.out):
+    if plan.final_out is not None and os.path.isdir(plan.out) \
+            and not os.path.exists(os.path.join(plan.out, "summary.json")):
         import shutil
         shutil.rmtree(plan.out, ignore_errors=True)   # unfinished: the old run stays
+    # (a finished one whose swap failed stays for the next start: recover_swaps completes it)
     if plan.lock is not None:
         plan.lock.release()
 
@@ -413,8 +433,11 @@ def start_training(run: Run) -> None:
                             **({"world_size": plan.dist.world_size} if plan.dist.enabled else {}),
                             **({"weights_sha1": run.start.sha1} if run.start else {}),
                             **(data.fingerprint or {}))
+    # (--resume force's warning: once on stderr, and in log.txt, never on stdout as well)
+    to_file = plan.runlog.write if plan.runlog is not None else None
     run.resume = {phase: check_resume(os.path.join(plan.out, "checkpoints", phase), run.config,
-                                      plan.resume, plan.lines) for phase in ("valid", "final")}
+                                      plan.resume, to_file, run.forced.setdefault(phase, []))
+                  for phase in ("valid", "final")}
     run.train_fn = run.bk.train
     if plan.cache_features:
         from functools import partial
@@ -577,6 +600,8 @@ def calibrate_stage(run: Run) -> Calibration:
     cal = calibrate(run.valid_probs, run.data.valid_iter.labels, plan.calibrate,
                     plan.calibrate_note)
     plan.say(cal.line())
+    for w in cal.warnings:   # (summary.json["warnings"] keeps them: finish_run)
+        plan.say(f"warning: calibration: {w}")
     atomic_write_text(os.path.join(plan.out, "calibration.json"),
                       json.dumps(cal.to_json(), indent=2) + "\n")
     return cal
@@ -610,6 +635,9 @@ def finish_run(run: Run) -> dict[str, Any]:
     summary.update(run_outcome(valid.history if valid else None,
                                 final.history if final else None, plan.predict_with,
                                 len(data.classes), plan.recipe))
+    summary["warnings"] = (list(summary.get("warnings") or [])
+                           + [f["warning"] for fs in run.forced.values() for f in fs]
+                           + [f"calibration: {w}" for w in run.calibration.warnings])
     summary["files"].update(run.pictures if valid is not None else {})
     summary["calibration"] = dict(run.calibration.to_json(), applied_to=(
         "submission.csv, test_probs.npy" + (", valid_probs.npy" if valid is not None else "")
@@ -640,9 +668,12 @@ def _summary(run: Run, probs: np.ndarray, sub: str) -> dict[str, Any]:
     summary = {
         "competition": plan.comp.name, "backend": plan.backend,
         "data_dir": os.path.abspath(plan.data_dir), "recipe": asdict(plan.recipe),
-        "tricks": tricks, "amp": plan.amp, "image_size": plan.size, "seed": plan.seed,
-        "num_classes": len(data.classes), "num_test": len(data.test_ids), "config": run.config,
-        "weights": _weights_record(run), "data": data.fingerprint,
+        "tricks": tricks, "amp": _precision(run), "image_size": plan.size, "seed": plan.seed,
+        "num_classes": len(data.classes), "num_test": len(data.test_ids),
+        # what ran at prediction too (not part of the configuration --resume compares)
+        "config": dict(run.config, tta=check_tta(plan.tta) or "none",
+                       calibrate=run.calibration.method if run.calibration else "none"),
+        "weights": _weights_record(run), "data": _trained_on(run),
         "valid_acc": json_float(vh.last["valid_acc"]) if vh else None,
         "valid_loss": json_float(vh.last["valid_loss"]) if vh else None,
         "best_valid_acc": json_float(vh.best_valid_acc) if vh else None,
@@ -663,6 +694,29 @@ def _summary(run: Run, probs: np.ndarray, sub: str) -> dict[str, Any]:
         plan.say(f"test accuracy {summary['test_acc']:.4f} on {len(data.test_ids)} labelled "
                  "test images")
     return summary
+
+
+def _precision(run: Run) -> Any:
+    """``summary.json["amp"]``: what the model that writes the submission trained in
+    (``bf16``, ``float32`` ...; ``amp="auto"`` decides per backend and CPU), else the request."""
+    phase = run.phases.get("final") or run.phases.get("valid")
+    return (phase.history.precision if phase is not None else "") or run.plan.amp
+
+
+def _trained_on(run: Run) -> dict[str, Any] | None:
+    """``summary.json["data"]``: the fingerprint of the data the submission's model was
+    trained on — the checkpoint's when ``--resume force`` continued it on other data (with
+    this run's data and a note beside it)."""
+    from .preflight import DATA_KEYS
+    now = run.data.fingerprint
+    phase = "final" if "final" in run.phases else "valid"
+    for f in run.forced.get(phase, []):
+        old = {k: f["config"].get(k) for k in DATA_KEYS if f["config"].get(k) is not None}
+        if now and old and any(old[k] != now.get(k) for k in old):
+            return dict(now, **old, this_run=now, note=(
+                "the model was trained on these data (its checkpoint's) and continued with "
+                "--resume force on this run's, which differ"))
+    return now
 
 
 def _weights_record(run: Run) -> dict[str, Any] | None:
@@ -711,6 +765,22 @@ def run_config(comp: Competition, recipe: Recipe, *, backend: str, image_size: i
     config.pop("tta", None)   # how the trained net predicts, not what is trained
     return json.loads(json.dumps(config, default=str))
 
+def check_label_kind(label_kind: str | None, data_dir: str) -> None:
+    """``--label-kind`` chooses between CIFAR-100's fine and coarse labels: refused (one line)
+    for any other data, where there is one kind of label only."""
+    if label_kind is None:
+        return
+    from ..data.cifar import archive_kind, find_cifar_archive
+    archive = find_cifar_archive(data_dir) if os.path.isdir(data_dir) or \
+        os.path.isfile(data_dir) else None
+    kind = archive_kind(archive) if archive is not None else None
+    if kind != "cifar100":
+        what = ("a CIFAR-10 archive, which has no coarse labels" if kind == "cifar10" else
+                "a folder layout with one label per image")
+        raise ValueError(f"--label-kind {label_kind} applies to a CIFAR-100 python archive "
+                         f"(cifar-100-python.tar.gz: fine or coarse labels); {data_dir} is "
+                         f"{what}: drop --label-kind")
+
 def check_keep(recipe: Recipe) -> None:
     """``keep`` is ``"last"`` (the chapters: retrain, predict with the last epoch) or ``"best"``."""
     if recipe.keep not in ("last", "best"):
@@ -743,8 +813,10 @@ def _predict_with(predict_with: str | None, retrain: bool, has_valid: bool) -> s
         raise ValueError("predict_with='retrain' contradicts retrain=False (--no-retrain); "
                          "choose --predict-with best or last")
     if predict_with != "retrain" and not has_valid:
-        raise ValueError(f"predict_with={predict_with!r} needs a validation phase; "
-                         "set valid_ratio > 0 (--valid-ratio) or predict with 'retrain'")
+        raise ValueError(f"predict_with={predict_with!r} (--predict-with {predict_with}"
+                         f"{', --no-retrain' if predict_with == 'last' else ''}) needs a "
+                         "validation phase; set valid_ratio > 0 (--valid-ratio) or predict with "
+                         "'retrain'")
     return predict_with
 
 def _run_progress(progress: Any, epochs: int, data: CompetitionData, retrain: bool,

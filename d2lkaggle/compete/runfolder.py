@@ -282,43 +282,151 @@ class RunFolderLock:
             self.lock = None
 
 
+#: ``--overwrite``: the new run is built in the stage, and during the swap the old run's files
+#: wait in the aside folder (both beside ``out``, named after the process that swaps)
+STAGE_PREFIX, ASIDE_PREFIX = ".{}.overwrite-", ".{}.replaced-"
+#: written into the aside folder once every old file is in it: the new ones may move in
+MOVED = ".all-old-files-aside"
+
+
 def stage_folder(out: str) -> str:
     """An empty folder beside ``out`` where ``--overwrite`` builds the new run
-    (``.<name>.overwrite-<pid>``); earlier ones of dead processes are removed (the caller holds
-    ``out``'s lock, so nobody else is building one)."""
+    (``.<name>.overwrite-<pid>``). The caller holds ``out``'s lock and has run
+    :func:`recover_swaps`, so no other process's stage is left."""
     import shutil
     parent, name = os.path.split(os.path.abspath(out))
-    prefix = f".{name}.overwrite-"
-    for entry in os.listdir(parent):
-        if entry.startswith(prefix) and entry[len(prefix):].isdigit() \
-                and not _alive(int(entry[len(prefix):])):
-            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
-    stage = os.path.join(parent, f"{prefix}{os.getpid()}")
+    stage = os.path.join(parent, f"{STAGE_PREFIX.format(name)}{os.getpid()}")
     shutil.rmtree(stage, ignore_errors=True)
     os.makedirs(stage)
     return stage
 
 
+def _aside_of(stage: str) -> str:
+    parent, entry = os.path.split(stage)
+    name, _, pid = entry[1:].rpartition(".overwrite-")
+    return os.path.join(parent, f"{ASIDE_PREFIX.format(name)}{pid}")
+
+
+def _run_entries(folder: str, stage: str) -> list[str]:
+    """The finished run's own entries in ``folder`` (relative paths): its files
+    (:data:`RUN_FILES`), whatever the staged run brings, and its checkpoint phases; never the
+    run folder's lock, never anything else of the user's."""
+    names = set(RUN_FILES)
+    phases = {"valid", "final"}
+    if os.path.isdir(stage):
+        names |= set(os.listdir(stage))
+        if os.path.isdir(os.path.join(stage, "checkpoints")):
+            phases |= set(os.listdir(os.path.join(stage, "checkpoints")))
+    names -= {LOCK_FILE, OWNER_FILE, "checkpoints", MOVED}
+    found = [n for n in names if os.path.lexists(os.path.join(folder, n))]
+    found += [os.path.join("checkpoints", p) for p in phases
+              if os.path.lexists(os.path.join(folder, "checkpoints", p))]
+    return sorted(found)
+
+
+def _move(rel: str, src: str, dst: str) -> None:
+    os.makedirs(os.path.dirname(os.path.join(dst, rel)), exist_ok=True)
+    os.replace(os.path.join(src, rel), os.path.join(dst, rel))
+
+
 def install_run(stage: str, out: str) -> None:
-    """Replace the finished run in ``out`` by the one built in ``stage``: the old run's own
-    files go (never anything else in the folder), the new ones move in with one rename each,
-    ``summary.json`` last, and ``stage`` is removed."""
+    """Replace the finished run in ``out`` by the one built in ``stage``, so that a kill at
+    any moment leaves a whole run — the old or the new — for :func:`recover_swaps` to finish:
+
+    1. the old run's own files move (one rename each, ``summary.json`` first) into the aside
+       folder, which then gets the marker :data:`MOVED`;
+    2. the new run's files move into ``out``, ``summary.json`` last;
+    3. the stage and then the aside folder (the old run) are removed, the marker last.
+
+    Nothing else in ``out`` is touched. Calling it again after an interruption continues
+    where it stopped (each step only moves what is still to move)."""
     import shutil
-    clear_run(out)   # summary.json first: the folder no longer claims a finished run
-    for entry in sorted(os.listdir(stage), key=lambda e: e == "summary.json"):
-        src, dst = os.path.join(stage, entry), os.path.join(out, entry)
-        if entry in (LOCK_FILE, OWNER_FILE):
-            continue
-        if entry == "checkpoints" and os.path.isdir(src):
-            os.makedirs(dst, exist_ok=True)
-            for phase in os.listdir(src):
-                shutil.rmtree(os.path.join(dst, phase), ignore_errors=True)
-                os.replace(os.path.join(src, phase), os.path.join(dst, phase))
-            continue
-        if os.path.isdir(dst) and not os.path.islink(dst):
-            shutil.rmtree(dst)
-        os.replace(src, dst)
-    shutil.rmtree(stage, ignore_errors=True)
+    aside = _aside_of(stage)
+    os.makedirs(aside, exist_ok=True)
+    if not os.path.exists(os.path.join(aside, MOVED)):
+        for rel in sorted(_run_entries(out, stage), key=lambda e: e != "summary.json"):
+            _move(rel, out, aside)
+        with open(os.path.join(aside, MOVED), "w"):
+            pass
+    if os.path.isdir(stage):
+        for rel in sorted(_run_entries(stage, stage), key=lambda e: e == "summary.json"):
+            _move(rel, stage, out)
+        shutil.rmtree(stage)
+    _remove_aside(aside)
+
+
+def _remove_aside(aside: str) -> None:
+    """Remove the aside folder with its marker last: a folder that still holds old files
+    without the marker is always a swap that had not finished moving them aside."""
+    import shutil
+    for entry in os.listdir(aside):
+        if entry != MOVED:
+            path = os.path.join(aside, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+    if os.path.exists(os.path.join(aside, MOVED)):
+        os.unlink(os.path.join(aside, MOVED))
+    os.rmdir(aside)
+
+
+def _undo(aside: str, out: str) -> None:
+    """Put an interrupted swap's old files back (``summary.json`` last) and drop the aside."""
+    import shutil
+    for rel in sorted(_run_entries(aside, aside), key=lambda e: e == "summary.json"):
+        if not os.path.lexists(os.path.join(out, rel)):
+            _move(rel, aside, out)
+    shutil.rmtree(aside)
+
+
+def recover_swaps(out: str) -> list[str]:
+    """What a start finds of ``--overwrite`` runs that died in ``out``'s place (the caller
+    holds ``out``'s lock, so their processes are gone), put right, one line each:
+
+    * a staged run that finished (its ``summary.json`` written), or a swap stopped half-way:
+      the swap is completed (:func:`install_run` continues it), the new run is in ``out``;
+    * a swap whose new run is gone before its old files were all aside: undone, the old run
+      is back;
+    * a staged run that never finished: removed; the run in ``out`` is kept.
+
+    A finished run is never deleted, except the old one of a completed swap (what
+    ``--overwrite`` asked for)."""
+    import shutil
+    parent, name = os.path.split(os.path.abspath(out))
+    found: dict[str, dict[str, str]] = {}
+    if not os.path.isdir(parent):
+        return []
+    for entry in os.listdir(parent):
+        for kind, prefix in (("stage", STAGE_PREFIX.format(name)),
+                             ("aside", ASIDE_PREFIX.format(name))):
+            if entry.startswith(prefix) and entry[len(prefix):].isdigit():
+                found.setdefault(entry[len(prefix):], {})[kind] = os.path.join(parent, entry)
+    lines = []
+    for pid, where in sorted(found.items()):
+        stage = where.get("stage") or os.path.join(parent, STAGE_PREFIX.format(name) + pid)
+        aside = _aside_of(stage)
+        finished = os.path.exists(os.path.join(stage, "summary.json"))
+        moved = os.path.exists(os.path.join(aside, MOVED))
+        emptied = os.path.isdir(aside) and not _run_entries(aside, aside)
+        what = f"--overwrite of process {pid} into {out}"
+        if finished or moved or (emptied and not os.path.isdir(stage)):
+            if emptied and not finished and not os.path.isdir(stage):
+                _remove_aside(aside)   # only the aside's removal was left to do
+            else:
+                install_run(stage, out)
+            lines.append(f"note: an interrupted {what} was completed: the run it finished is "
+                         "now in the folder (the one it replaced is removed)")
+        elif os.path.isdir(aside):
+            _undo(aside, out)
+            shutil.rmtree(stage, ignore_errors=True)
+            lines.append(f"note: an interrupted {what} was undone: the earlier run is back "
+                         "in the folder")
+        else:
+            shutil.rmtree(stage, ignore_errors=True)
+            lines.append(f"note: the unfinished run of an interrupted {what} ({stage}) was "
+                         "removed; the run in the folder is kept")
+    return lines
 
 
 def retarget(value: Any, stage: str, out: str) -> Any:

@@ -34,8 +34,15 @@ def log_loss(probs: np.ndarray, y: np.ndarray, eps: float = EPS) -> float:
     y = np.asarray(y, dtype=np.int64)
     if not len(y):
         return math.nan
-    p = np.clip(p / p.sum(axis=1, keepdims=True), eps, 1 - eps)
+    p = np.clip(normalized_rows(p), eps, 1 - eps)
     return float(-np.log(p[np.arange(len(y)), y]).mean())
+
+
+def normalized_rows(p: np.ndarray) -> np.ndarray:
+    """Each row of probabilities divided by its sum; a row of zeros (every probability
+    underflowed) is uniform, as Kaggle's clipping makes it, never 0/0."""
+    s = p.sum(axis=1, keepdims=True)
+    return np.where(s > 0, p / np.where(s > 0, s, 1.0), 1.0 / p.shape[1])
 
 def weight_vector(weights: Sequence[float] | None, k: int) -> np.ndarray:
     if weights is None:

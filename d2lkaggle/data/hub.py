@@ -111,6 +111,19 @@ def parse_hash(spec: str | None) -> tuple[str, str] | None:
     return algo, hexd
 
 
+def url_file_name(url: str) -> str:
+    """The name a download of ``url`` is saved under (and its lock and temporary files): the
+    last segment of the URL's path *after* percent-decoding, so ``/f/%2e%2e%2f%2e%2e%2fx.bin``
+    is ``x.bin`` and never ``../../x.bin`` (``\\`` separates segments too). A last segment
+    that is empty, ``.`` or ``..``, or holds control characters, is refused."""
+    name = re.split(r"[/\\]", unquote(urlparse(url).path))[-1]
+    if name in ("", ".", "..") or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ValueError(f"cannot derive a file name from URL {url!r} (its last path segment, "
+                         f"decoded, is {name!r}); download it yourself into the folder, or "
+                         "use a URL that ends with the file's name")
+    return name
+
+
 def _move_aside(path: str, algo: str) -> str:
     """Rename a cached file that failed its hash to ``<stem>.<algo>-mismatch<suffix>``
     (``kaggle_cifar10_tiny.sha1-mismatch.zip``; ``-1``, ``-2`` ... when that exists): the
@@ -166,9 +179,7 @@ def download(name_or_url: str, folder: str | None = None,
         return _use_local(name_or_url, *chosen, sha1_hash)
     url, expected = _resolve_source(name_or_url, sha1_hash)
     want = parse_hash(expected)
-    fname = unquote(os.path.basename(urlparse(url).path))
-    if not fname:
-        raise ValueError(f"cannot derive a file name from URL {url!r}")
+    fname = url_file_name(url)
     folder = os.path.abspath(folder or default_data_dir())
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise NotADirectoryError(f"download folder {folder} is a file, not a folder")

@@ -21,7 +21,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from ..utils.files import atomic_open
+from ..utils.files import atomic_open, file_stamp
 from .reorg import _list_files
 
 __all__ = ["read_image", "read_images", "load_image_array", "list_images", "image_size",
@@ -164,19 +164,16 @@ def read_images(paths: Iterable[str | os.PathLike],
 
 def _cache_key(paths: Sequence[str], base: str) -> str:
     # SHA-256 of json.dumps([_CACHE_VERSION, [[rel, size, mtime_ns, ctime_ns, inode], ...]])
-    # (compact separators), hashed entry by entry: no list of 50,000 entries is held. Like
-    # git's index, ctime and the inode are in the key too: a copy with preserved times (cp -p,
-    # rsync -t, shutil.copy2) keeps size and mtime but cannot keep those.
+    # (compact separators; utils.files.file_stamp), hashed entry by entry: no list of 50,000
+    # entries is held.
     h = hashlib.sha256(f"[{_CACHE_VERSION},[".encode())
     for k, p in enumerate(paths):
-        st = os.stat(p)
+        stamp = file_stamp(p)
         try:
             rel = os.path.relpath(os.path.abspath(p), base)
         except ValueError:  # another drive on Windows
             rel = os.path.abspath(p)
-        entry = json.dumps([rel.replace(os.sep, "/"), st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-                            st.st_ino],
-                           separators=(",", ":"))
+        entry = json.dumps([rel.replace(os.sep, "/"), *stamp], separators=(",", ":"))
         h.update(((",") if k else "").encode() + entry.encode())
     h.update(b"]]")
     return h.hexdigest()

@@ -33,8 +33,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..utils.files import META_KEY, atomic_open, atomic_path
-from .formats import (MXNET_SUFFIXES, PADDLE_SUFFIXES, TORCH_SUFFIXES, UnsafeWeightsError,
-                      read_mxnet_params, read_paddle_params, read_torch_zip, refused)
+from .formats import (MXNET_SUFFIXES, PADDLE_SUFFIXES, TORCH_SUFFIXES, UnsafeWeightsError,  # noqa: F401
+                      read_mxnet_params, read_npz, read_paddle_params, read_safetensors,
+                      read_torch_zip)
 
 NEUTRAL_SUFFIXES = (".safetensors", ".npz")
 #: every weight file :func:`read_weights` reads
@@ -81,36 +82,22 @@ def save_neutral(path: str, state: Mapping[str, np.ndarray]) -> str:
     return path
 
 
-def load_neutral(path: str) -> dict[str, np.ndarray]:
+def load_neutral(path: str, max_bytes: int | None = None) -> dict[str, np.ndarray]:
     """Read a neutral weight file into ``{name: float32 array}``; a run's training checkpoint
-    (``model/<name>`` arrays beside the optimizer's) gives its model's arrays."""
+    (``model/<name>`` arrays beside the optimizer's) gives its model's arrays. Every array is
+    checked before it is read (:func:`~d2lkaggle.models.formats.read_npz`,
+    :func:`~d2lkaggle.models.formats.read_safetensors`; ``max_bytes``: the memory limit)."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"weight file not found: {path}")
     if path.endswith(".safetensors"):
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
-        try:
-            state = load_file(path)
-        except (SafetensorError, OSError, ValueError) as e:
-            raise refused(path, "a .safetensors file", f"damaged ({e})",
-                          "download or save it again") from e
+        state = read_safetensors(path, max_bytes)
     elif path.endswith(".npz"):
-        import zipfile
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                state = {k: z[k] for k in z.files if k != META_KEY and not k.startswith("__")}
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-            why = ("it holds pickled Python objects, which are not read (nothing from it was "
-                   "run)" if "allow_pickle" in str(e) else f"damaged ({type(e).__name__}: {e})")
-            raise refused(path, "a numpy .npz file of arrays", why) from e
+        state = read_npz(path, max_bytes, skip=lambda k: k == META_KEY or k.startswith("__"))
         if any(k.startswith(CHECKPOINT_PREFIX) for k in state):   # a training checkpoint
             state = {k[len(CHECKPOINT_PREFIX):]: v for k, v in state.items()
                      if k.startswith(CHECKPOINT_PREFIX)}
     else:
         raise ValueError(f"{path}: not a neutral weight file ({', '.join(NEUTRAL_SUFFIXES)})")
-    bad = [k for k, v in state.items() if not np.issubdtype(np.asarray(v).dtype, np.number)]
-    if bad:
-        raise refused(path, "a file of numeric arrays", f"{bad[0]!r} is not numeric")
     return {k: np.asarray(v, dtype=np.float32) for k, v in state.items()}
 
 
@@ -139,13 +126,13 @@ def check_state(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, np.
         raise ValueError(f"{source} do not fit the model: {shown}{more}")
 
 
-def read_pth(path: str) -> dict[str, np.ndarray]:
+def read_pth(path: str, max_bytes: int | None = None) -> dict[str, np.ndarray]:
     """Read a PyTorch ``.pth`` state_dict into canonical float32 numpy arrays, without torch
     and without running code from the file (:func:`d2lkaggle.models.formats.read_torch_zip`);
     the other backends fine-tune from a torchvision checkpoint as it is."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"weight file not found: {path}")
-    sd = read_torch_zip(path)
+    sd = read_torch_zip(path, max_bytes)
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
@@ -168,32 +155,34 @@ def _renamed(state: Mapping[str, np.ndarray], leaves: Mapping[str, str]) -> dict
     return out
 
 
-def read_mxnet(path: str) -> dict[str, np.ndarray]:
+def read_mxnet(path: str, max_bytes: int | None = None) -> dict[str, np.ndarray]:
     """Canonical arrays of an MXNet ``.params`` file (``arg:``/``aux:`` prefixes dropped,
     BatchNorm's ``gamma``/``beta``/``moving_*`` under torch's names; Dense is ``[out, in]``
     in both frameworks)."""
     state = {k.split(":", 1)[1] if k.startswith(("arg:", "aux:")) else k: v
-             for k, v in read_mxnet_params(path).items()}
+             for k, v in read_mxnet_params(path, max_bytes).items()}
     return {k: np.asarray(v, dtype=np.float32) for k, v in _renamed(state, _MXNET_LEAVES).items()}
 
 
-def read_pdparams(path: str) -> dict[str, np.ndarray]:
+def read_pdparams(path: str, max_bytes: int | None = None) -> dict[str, np.ndarray]:
     """Canonical arrays of a Paddle ``.pdparams`` file: BatchNorm's ``_mean``/``_variance``
     renamed, and Linear weights (Paddle's ``[in, out]``, the only 2-D ``weight`` of the
     table's models) transposed to ``[out, in]``."""
-    state = _renamed(read_paddle_params(path), _PADDLE_LEAVES)
+    state = _renamed(read_paddle_params(path, max_bytes), _PADDLE_LEAVES)
     return {k: np.ascontiguousarray(np.asarray(v, dtype=np.float32).T)
             if k.endswith("weight") and np.ndim(v) == 2 else np.asarray(v, dtype=np.float32)
             for k, v in state.items()}
 
 
-def read_weights(path: str) -> dict[str, np.ndarray]:
+def read_weights(path: str, max_bytes: int | None = None) -> dict[str, np.ndarray]:
     """Canonical ``{name: float32 array}`` of any weight file: neutral ``.safetensors``/``.npz``
     (a run's checkpoint too), torch ``.pth``/``.pt``, MXNet ``.params``, Paddle ``.pdparams``.
 
     Nothing in the file is executed; a file that holds more than arrays, or is not what its
     name says, raises :class:`~d2lkaggle.models.formats.UnsafeWeightsError` in one line (the
-    file, the format it was read as, why, what to do).
+    file, the format it was read as, why, what to do), and so does a file that declares more
+    than it holds or more memory than :class:`~d2lkaggle.models.limits.ReadBudget` allows
+    (``max_bytes``, else ``D2LKAGGLE_MAX_WEIGHTS_GB``, else 8x the file + 64 MiB).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -202,21 +191,24 @@ def read_weights(path: str) -> dict[str, np.ndarray]:
         raise IsADirectoryError(f"--weights {path} is a folder; give a weight file "
                                 f"({', '.join(WEIGHT_SUFFIXES)})")
     if is_neutral(path):
-        return load_neutral(path)
+        return load_neutral(path, max_bytes)
     if path.endswith(TORCH_SUFFIXES):
-        return read_pth(path)
+        return read_pth(path, max_bytes)
     if path.endswith(MXNET_SUFFIXES):
-        return read_mxnet(path)
+        return read_mxnet(path, max_bytes)
     if path.endswith(PADDLE_SUFFIXES):
-        return read_pdparams(path)
+        return read_pdparams(path, max_bytes)
     raise ValueError(f"{path}: not a weight file this version reads (by its name); expected "
                      f"one of {', '.join(WEIGHT_SUFFIXES)}")
 
 
-def convert(src: str, dst: str) -> str:
+def convert(src: str, dst: str, max_bytes: int | None = None) -> str:
     """Convert any weight file :func:`read_weights` reads (a torchvision ``.pth``, an MXNet
-    ``.params``, a Paddle ``.pdparams`` ...) to a neutral ``.safetensors``/``.npz`` file."""
-    return save_neutral(dst, read_weights(src))
+    ``.params``, a Paddle ``.pdparams`` ...) to a neutral ``.safetensors``/``.npz`` file,
+    written atomically with the mode the umask gives; a refused file writes nothing."""
+    if not is_neutral(dst):
+        raise ValueError(f"{dst}: the converted file ends with one of {NEUTRAL_SUFFIXES}")
+    return save_neutral(dst, read_weights(src, max_bytes))
 
 
 def strip_classifier(state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 from ..data.mixing import Mixup
 from ..data.transforms import PRESETS
+from ..models.table import BN_MOMENTUM_MODELS, check_regularization
+from ..models.whitening import FIRST_CONV
 from ..train import schedules as S
 from ..train.averaging import check_average, make_average
 from ..train.optim import OPTIMIZERS
@@ -39,8 +41,78 @@ def _finite(name: str, v: float | None, low: float = 0.0, low_ok: bool = True,
         raise ValueError(f"{name} must be in {rng}, got {v!r}")
 
 
-def check_recipe(r: Recipe) -> None:
-    """Every trick of ``r`` checked, with one clear message naming the flag (before training)."""
+def _sched(*names: str) -> tuple[Callable[[Recipe], bool], str, Callable[[Recipe], str]]:
+    return (lambda r: r.sched in names, "--sched " + " or ".join(names),
+            lambda r: f"--sched {r.sched}")
+
+
+def _model(models: Any, what: str) -> tuple[Callable[[Recipe], bool], str, Callable[[Recipe], str]]:
+    return (lambda r: r.model in models, f"{what} ({', '.join(models)})",
+            lambda r: f"--model {r.model}")
+
+
+#: models whose BatchNorm biases ``bn_bias_lr`` finds by name (d2lkaggle.train.optim.is_norm_bias)
+BN_BIAS_MODELS = ("resnet18", "airbench94")
+
+_NO_MIX = lambda r: f"--mixup {r.mixup:g} and --cutmix {r.cutmix:g}"  # noqa: E731
+
+#: Which recipe field (its flag) applies to what: field -> (does it apply to recipe r?, where
+#: it applies, what r has instead). :func:`check_recipe` refuses in one line a field the user
+#: gave — or, for a field that is off by default (``None``/``False``), one the recipe set — where
+#: it does not apply, so no flag is recorded in summary.json without being used. The model
+#: table's own knobs are checked there (``models.table.check_regularization``: --drop-path,
+#: --stochastic-depth). tests/cli/test_flags_apply.py walks every flag of ``d2lkaggle run``
+#: against every schedule, mixing and model: a new schedule, mixing or model field adds its
+#: row here.
+APPLIES: dict[str, tuple[Callable[[Recipe], bool], str, Callable[[Recipe], str]]] = {
+    "lr": (lambda r: not (r.sched == "onecycle" and r.max_lr is not None)
+           and not (r.sched == "cyclic" and r.max_lr is not None and r.base_lr is not None),
+           "every schedule but one-cycle with --max-lr and cyclic with --base-lr and --max-lr",
+           lambda r: f"--sched {r.sched} with its rates given"),
+    "lr_period": (lambda r: r.sched == "plateau" or (r.sched == "step" and r.lr_decay != 1),
+                  "--sched step (with an --lr-decay other than 1) or plateau",
+                  lambda r: f"--sched {r.sched}" + (" with --lr-decay 1" if r.sched == "step"
+                                                    else "")),
+    "lr_decay": (lambda r: r.sched in ("multistep", "plateau")
+                 or (r.sched == "step" and r.lr_period is not None),
+                 "--sched step (with an --lr-period), multistep or plateau",
+                 lambda r: f"--sched {r.sched}" + (" without --lr-period" if r.sched == "step"
+                                                   else "")),
+    "warmup": _sched("cosine", "onecycle", "triangle"),
+    "base_lr": _sched("cyclic"),
+    "max_lr": _sched("cyclic", "onecycle"),
+    "step_size": _sched("cyclic"),
+    "cycle_mode": _sched("cyclic"),
+    "cycles": _sched("cyclic"),
+    "milestones": _sched("multistep"),
+    "mix_prob": (lambda r: r.mixup > 0 or r.cutmix > 0, "--mixup or --cutmix > 0", _NO_MIX),
+    "switch_prob": (lambda r: r.mixup > 0 and r.cutmix > 0, "--mixup and --cutmix both > 0 "
+                    "(the choice between them)", _NO_MIX),
+    "whiten": _model(FIRST_CONV, "a model with a stem convolution to whiten"),
+    "bn_momentum": _model(BN_MOMENTUM_MODELS, "a model whose builder takes it"),
+    # the speed-run record's (docs/airbench.md)
+    "momentum": (lambda r: r.optimizer in ("sgd", "nesterov"), "--optimizer sgd or nesterov "
+                 "(Adam has betas instead)", lambda r: f"--optimizer {r.optimizer}"),
+    "bn_bias_lr": _model(BN_BIAS_MODELS, "a model whose BatchNorm layers are found by name"),
+    "whiten_bias_epochs": (lambda r: r.model == "airbench94" and bool(r.whiten),
+                           "--model airbench94 with its whitened first layer",
+                           lambda r: f"--model {r.model}" + ("" if r.whiten else " --no-whiten")),
+}
+
+
+def _set(r: Recipe, field: str, given: Any) -> bool:
+    """Whether ``field`` is in play: given by the user, or set by the recipe where its
+    default is off (``None``/``False``: a field a recipe only sets to use it)."""
+    if field in given:
+        return True
+    default = Recipe.__dataclass_fields__[field].default
+    return default in (None, False) and getattr(r, field) not in (None, False)
+
+
+def check_recipe(r: Recipe, given: Any = ()) -> None:
+    """Every trick of ``r`` checked, with one clear message naming the flag (before training);
+    ``given``: the fields the user set (flags, keywords), each refused where it does not apply
+    (:data:`APPLIES`)."""
     if r.optimizer not in OPTIMIZERS:
         raise ValueError(f"--optimizer {r.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
     if r.sched not in S.SCHEDULES:
@@ -61,17 +133,15 @@ def check_recipe(r: Recipe) -> None:
     _finite("--mix-prob", r.mix_prob, high=1.0)
     _finite("--switch-prob", r.switch_prob, high=1.0)
     _finite("--label-smoothing", r.label_smoothing, high=1.0, high_ok=False)
-    if r.mix_prob is not None and r.mixup == 0 and r.cutmix == 0:
-        raise ValueError(f"--mix-prob {r.mix_prob:g} mixes nothing: MixUp and CutMix are off "
-                         "(give --mixup ALPHA or --cutmix ALPHA > 0, or drop --mix-prob)")
-    only = {"warmup": ("cosine", "onecycle", "triangle"), "base_lr": ("cyclic",),
-            "step_size": ("cyclic",),
-            "cycle_mode": ("cyclic",), "milestones": ("multistep",),
-            "max_lr": ("cyclic", "onecycle")}
-    for field, scheds in only.items():
-        if getattr(r, field) is not None and r.sched not in scheds:
+    check_regularization(r)   # --drop-path / --stochastic-depth: a rate, for a model that has it
+    for field, (applies, where, this) in APPLIES.items():
+        if _set(r, field, given) and not applies(r):
             flag = "--" + field.replace("_", "-")
-            raise ValueError(f"{flag} applies to --sched {' or '.join(scheds)}, not {r.sched!r}")
+            if field in given:
+                raise ValueError(f"{flag} applies to {where}, not to {this(r)}: drop {flag}")
+            raise ValueError(f"the recipe's {field} {getattr(r, field)!r} applies to {where}, "
+                             f"not to {this(r)}; keep the recipe's settings or choose another "
+                             "--recipe")
     _finite("--warmup", r.warmup)
     if r.warmup is not None and r.epochs > 0 and r.warmup >= r.epochs:
         raise ValueError(f"--warmup {r.warmup:g} must be shorter than the run ({r.epochs} epochs)")
@@ -81,57 +151,46 @@ def check_recipe(r: Recipe) -> None:
         raise ValueError(f"--step-size must be >= 1 iteration, got {r.step_size}")
     if r.cycle_mode is not None and r.cycle_mode not in S.CYCLE_MODES:
         raise ValueError(f"--cycle-mode {r.cycle_mode!r} is not one of {', '.join(S.CYCLE_MODES)}")
+    if r.cycle_mode == "exp_range":   # (schedules.cyclic takes a gamma; a recipe has none)
+        raise ValueError("--cycle-mode exp_range scales the cycle by gamma ** iteration, and a "
+                         "recipe has no gamma (at 1.0 it is triangular): choose triangular or "
+                         "triangular2, or build the schedule with schedules.cyclic(..., "
+                         "mode='exp_range', gamma=...)")
     if r.sched == "step" and r.lr_period is not None and int(r.lr_period) < 1:
         raise ValueError(f"--lr-period must be >= 1, got {r.lr_period}")
     if r.sched in ("step", "multistep", "plateau"):
         _finite("--lr-decay", r.lr_decay, low_ok=False)
+    if r.sched == "multistep" and r.lr_decay == 1:
+        raise ValueError("--sched multistep multiplies the lr by --lr-decay at each milestone, "
+                         "and the recipe's lr_decay is 1 (the rate never changes): give "
+                         "--lr-decay < 1, or --sched step for a constant rate")
+    if r.sched == "plateau" and "lr_decay" in given and not r.lr_decay < 1:
+        raise ValueError(f"--lr-decay {r.lr_decay:g}: a plateau lowers the lr, so its factor must "
+                         "be < 1")
     if r.milestones is not None and (not r.milestones or any(
             int(m) != m or not 1 <= m < max(2, r.epochs) for m in r.milestones)):
         raise ValueError(f"--milestones must be epochs in 1..{r.epochs - 1}, got "
                          + ",".join(str(m) for m in r.milestones))
     check_tta(r.tta)   # --tta's values
     _check_record_tricks(r)
-    from ..models.table import BN_MOMENTUM_MODELS, check_regularization
-    from ..models.whitening import FIRST_CONV
-    check_regularization(r)   # --drop-path / --stochastic-depth: a rate, for a model that has it
-    if r.whiten and r.model not in FIRST_CONV:
-        raise ValueError(f"--whiten: model {r.model!r} has no stem convolution to whiten; it "
-                         f"applies to {', '.join(FIRST_CONV)} (--no-whiten turns it off)")
     if r.bn_momentum is not None:
         _finite("--bn-momentum", r.bn_momentum, low_ok=False, high=1.0)
-        if r.model not in BN_MOMENTUM_MODELS:
-            raise ValueError(f"--bn-momentum applies to {', '.join(BN_MOMENTUM_MODELS)}, not "
-                             f"{r.model!r}")
     # a dry run of the schedule (a guess of 10 batches per epoch) catches bad rates early
     if r.epochs > 0:
         sched = make_schedule(r, r.epochs, 10)
         S.check_schedule(sched, r.epochs, 10)
 
 
-#: models whose BatchNorm biases ``bn_bias_lr`` finds by name (d2lkaggle.train.optim.is_norm_bias)
-BN_BIAS_MODELS = ("resnet18", "airbench94")
-
-
 def _check_record_tricks(r: Recipe) -> None:
-    """The speed-run record's fields: momentum, bn_bias_lr, average, whiten_bias_epochs."""
+    """The speed-run record's fields' values (where each applies: :data:`APPLIES`)."""
     _finite("--momentum", r.momentum, high=1.0, high_ok=False)
-    if r.momentum is not None and r.optimizer not in ("sgd", "nesterov"):
-        raise ValueError(f"--momentum {r.momentum:g} is SGD's; --optimizer {r.optimizer} has "
-                         "betas instead (give --optimizer sgd or nesterov, or drop --momentum)")
     if r.optimizer == "nesterov" and r.momentum == 0:
         raise ValueError("--optimizer nesterov needs --momentum > 0")
     _finite("--bn-bias-lr", r.bn_bias_lr, low_ok=False)
-    if r.bn_bias_lr is not None and r.bn_bias_lr != 1 and r.model not in BN_BIAS_MODELS:
-        raise ValueError(f"--bn-bias-lr applies to {', '.join(BN_BIAS_MODELS)}, whose BatchNorm "
-                         f"layers are found by name; not to {r.model!r}")
     check_average(r.average)
     w = r.whiten_bias_epochs
-    if w is not None:
-        if isinstance(w, bool) or int(w) != w or w < 0:
-            raise ValueError(f"--whiten-bias-epochs must be a whole number of epochs >= 0, got {w!r}")
-        if not r.whiten or r.model != "airbench94":
-            raise ValueError("--whiten-bias-epochs freezes the bias of airbench94's whitened first "
-                             "layer; it needs --model airbench94 with --whiten")
+    if w is not None and (isinstance(w, bool) or int(w) != w or w < 0):
+        raise ValueError(f"--whiten-bias-epochs must be a whole number of epochs >= 0, got {w!r}")
 
 
 def make_schedule(r: Recipe, num_epochs: float, steps_per_epoch: int,
@@ -250,49 +309,47 @@ def fit_batch_to_set(r: Recipe, n_train: int | None, *, batch_given: bool = Fals
 
 
 def fit_tricks_to_model(r: Recipe, given: Any = ()) -> tuple[Recipe, str | None]:
-    """The recipe's model- and optimizer-specific tricks (the whitened stem and its bias
-    epochs, the BatchNorm momentum and biases' lr, SGD's momentum) after ``--model`` or
-    ``--optimizer`` chose another: kept where they apply, dropped where they do not unless the
-    user gave them (then :func:`check_recipe` refuses them in one line). Returns the recipe and
-    the lines saying what was dropped (``None``: nothing)."""
-    from ..models.table import BN_MOMENTUM_MODELS
-    from ..models.whitening import FIRST_CONV
+    """The recipe's model-specific tricks (the whitened stem, the BatchNorm momentum) after
+    ``--model`` chose another model: kept where the model has them, dropped where it has not
+    unless the user gave them (then :func:`check_recipe` refuses them in one line). Returns
+    the recipe and a line saying what was dropped (``None``: nothing)."""
     drop = {}
     if r.whiten and r.model not in FIRST_CONV and "whiten" not in given:
         drop["whiten"] = False
-    if r.whiten_bias_epochs is not None and r.model != "airbench94" \
-            and "whiten_bias_epochs" not in given:
-        drop["whiten_bias_epochs"] = None
-    if r.bn_bias_lr not in (None, 1.0) and r.model not in BN_BIAS_MODELS \
-            and "bn_bias_lr" not in given:
-        drop["bn_bias_lr"] = None
-    if r.momentum is not None and r.optimizer not in ("sgd", "nesterov") \
-            and "momentum" not in given:
-        drop["momentum"] = None
     if r.bn_momentum is not None and r.model not in BN_MOMENTUM_MODELS \
             and "bn_momentum" not in given:
         drop["bn_momentum"] = None
     if not drop:
         return r, None
-    g = lambda v: "" if v is None else format(v, "g")  # noqa: E731
-    words = {"whiten": ("whitened first layer", FIRST_CONV),
-             "bn_momentum": (f"BatchNorm momentum {g(r.bn_momentum)}", BN_MOMENTUM_MODELS),
-             "whiten_bias_epochs": (f"whitening bias frozen after {r.whiten_bias_epochs} epochs",
-                                    ("airbench94",)),
-             "bn_bias_lr": (f"BatchNorm-bias lr x{g(r.bn_bias_lr)}", BN_BIAS_MODELS),
-             "momentum": (f"SGD momentum {g(r.momentum)}", ())}
-    notes = []
-    if "momentum" in drop:   # the optimizer changed, not the model
-        notes.append(f"--optimizer {r.optimizer}: the recipe's SGD momentum {g(r.momentum)} does "
-                     f"not apply (Adam's betas instead)")
-    by_model = [k for k in drop if k != "momentum"]
-    if by_model:
-        what = " and ".join(words[k][0] for k in by_model)
-        models = sorted(set().union(*(words[k][1] for k in by_model)))
-        verb = "apply" if len(by_model) > 1 else "applies"
-        notes.append(f"--model {r.model}: the recipe's {what} {verb} to {', '.join(models)} "
-                     f"only; {r.model} trains without {'them' if len(by_model) > 1 else 'it'}")
-    return replace(r, **drop), "\n".join(notes)
+    what = " and ".join(("whitened first layer" if k == "whiten" else
+                         f"BatchNorm momentum {r.bn_momentum:g}") for k in drop)
+    verb = "apply" if len(drop) > 1 else "applies"
+    return replace(r, **drop), (f"--model {r.model}: the recipe's {what} {verb} to "
+                                f"{', '.join(sorted(set(FIRST_CONV) | set(BN_MOMENTUM_MODELS)))} "
+                                f"only; {r.model} trains without "
+                                f"{'them' if len(drop) > 1 else 'it'}")
+
+
+def fit_tricks_to_recipe(r: Recipe, given: Any = ()) -> tuple[Recipe, str | None]:
+    """The recipe's own tricks that are off by default (:data:`APPLIES` rows whose default is
+    ``None``/``False``) and no longer apply after the user's flags (``--sched onecycle`` on a
+    cyclic write-up, ``--mixup 0`` where the recipe sets ``mix_prob``): dropped, with a line
+    saying so; the ones the user gave stay, for :func:`check_recipe` to refuse."""
+    drop = {}
+    for field, (applies, _, _) in APPLIES.items():
+        default = Recipe.__dataclass_fields__[field].default
+        if field not in given and default in (None, False) \
+                and getattr(r, field) not in (None, False) and not applies(r):
+            drop[field] = default
+    if not drop:
+        return r, None
+    where = {APPLIES[k][1] for k in drop}
+    this = {APPLIES[k][2](r) for k in drop}
+    what = ", ".join(f"{k} {getattr(r, k)!r}" for k in drop)
+    return replace(r, **drop), (f"the recipe's {what} {'apply' if len(drop) > 1 else 'applies'} "
+                                f"to {' / '.join(sorted(where))} only; this run "
+                                f"({', '.join(sorted(this))}) trains without "
+                                f"{'them' if len(drop) > 1 else 'it'}")
 
 
 #: how titles, help and ``d2lkaggle recipes`` name each optimizer

@@ -23,9 +23,11 @@ What the core decides here (no framework code):
   :func:`images.load_image_array`), one ``features-<backend>-<key>.npz`` per backbone: the
   key is a SHA-256 of the backbone's weights (every array's bytes), the transform, the
   normalisation, the backend and the autocast setting; inside, each row is keyed by its
-  image's absolute path, size and modification time. A row is used only for exactly that
-  image; a touched or replaced image, other weights or another transform compute new
-  features, and a damaged file is recomputed. The file is written to a temporary name and
+  image's absolute path, size, modification and change times and inode, as the image array
+  cache keys its files (:func:`~d2lkaggle.utils.files.file_stamp`). A row is used only for
+  exactly that image; a touched, rewritten (even with its old size and mtime put back) or
+  replaced image, other weights or another transform compute new features, and a damaged
+  file is recomputed. The file is written to a temporary name and
   renamed; a read-only data folder keeps the features in memory (with a warning).
 
 The backends provide the two framework parts, in ``<backend>_impl/features.py``:
@@ -44,13 +46,15 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from ..data.loader import ImageLoader
+from ..utils.files import file_stamp
 from ..utils.registry import backend_module
 
 __all__ = ["check_cacheable", "cacheable", "deterministic", "backbone_digest", "feature_key",
            "cached_features", "FeatureLoader", "train_with_cached_features", "FEATURES_VERSION"]
 
-#: bumped when the way features are computed changes (old cache files are then not used)
-FEATURES_VERSION = 1
+#: bumped when the way features are computed or keyed changes (old cache files are then not
+#: used; 2: rows keyed by ctime and inode too)
+FEATURES_VERSION = 2
 #: images per batch when computing features
 FEATURE_BATCH = 32
 
@@ -123,15 +127,15 @@ def backbone_digest(state: dict[str, np.ndarray]) -> str:
 
 
 def _identity(path: str) -> str:
-    st = os.stat(path)
-    return f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}"
+    # keyed like the image array cache (data.images): size, mtime, ctime and inode
+    return "|".join([os.path.abspath(path), *map(str, file_stamp(path))])
 
 
 def feature_key(weights_digest: str, transform: Any, **settings: Any) -> dict[str, Any]:
     """What every image's features depend on besides the image itself, as a JSON-ready dict:
     the backbone's weights, the transform and ``settings`` (backend, precision, normalisation).
-    Its hash names the cache file; each row in it is keyed by its image's path, size and
-    modification time."""
+    Its hash names the cache file; each row in it is keyed by its image's path, size,
+    modification and change times and inode."""
     return json.loads(json.dumps({"version": FEATURES_VERSION, "weights": weights_digest,
                                   "transform": repr(transform), **settings},
                                  sort_keys=True, default=str))
@@ -162,7 +166,7 @@ def cached_features(paths: Sequence[str], compute: Callable[[np.ndarray], np.nda
                     cache_dir: str | None = None, num_workers: int | None = None,
                     log: Callable[[str], Any] | None = None) -> np.ndarray:
     """The features (float32, one row per path, in order) of the images ``paths`` seen through
-    ``transform``. Rows whose image (path, size, modification time) is in the cache file of
+    ``transform``. Rows whose image (path, size, mtime, ctime, inode) is in the cache file of
     ``key`` are read; the others are computed with ``compute(uint8 batch)`` over batches of
     :data:`FEATURE_BATCH` images and added to the file (written atomically), so the train,
     validation and retrain phases compute each image once."""

@@ -18,6 +18,7 @@ class History:
 
     rows: list[dict[str, float]] = field(default_factory=list)
     devices: str = ""
+    precision: str = ""    # what the step computed in: "bf16", "float32" ... (amp="auto" decides)
 
     def add(self, **row: float) -> None:
         self.rows.append({k: row.get(k, math.nan) for k in HISTORY_COLUMNS})
@@ -45,14 +46,16 @@ class History:
         return n / s if s > 0 else math.nan
 
     def to_json(self) -> str:
-        return json.dumps({"rows": self.rows, "devices": self.devices})
+        return json.dumps({"rows": self.rows, "devices": self.devices,
+                           "precision": self.precision})
 
     @classmethod
     def from_json(cls, text: str) -> "History":
         d = json.loads(text)
         # columns added later (lr_last) read as NaN from older checkpoints
         return cls(rows=[{k: (math.nan if r.get(k) is None else r[k]) for k in HISTORY_COLUMNS}
-                         for r in d["rows"]], devices=d.get("devices", ""))
+                         for r in d["rows"]], devices=d.get("devices", ""),
+                   precision=d.get("precision", ""))
 
     def to_csv(self, path: str, extra: dict[str, Any] | None = None) -> str:
         """Write the history as CSV (atomically)."""

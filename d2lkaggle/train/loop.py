@@ -144,6 +144,7 @@ def fit(step: Step, train_data, valid_data, num_epochs: float,
             for cb in cbs:
                 cb.on_epoch_begin(state)
             state.history.add(**_train_epoch(state, cbs, mixing, num_classes))
+            _record_precision(state.history, getattr(step, "precision", ""))
             for cb in cbs:
                 cb.on_epoch_end(state)
     finally:
@@ -214,6 +215,13 @@ def loader_norm(data_iter) -> dict[str, tuple[float, ...]]:
     """The ``mean``/``std`` a core loader carries, for the backend step that normalises batches."""
     return {"mean": tuple(getattr(data_iter, "mean", (0.0, 0.0, 0.0))),
             "std": tuple(getattr(data_iter, "std", (1.0, 1.0, 1.0)))}
+
+
+def _record_precision(history: History, precision: Any) -> None:
+    """What the history's epochs computed in (summary.json's ``amp``): ``bf16``, ``float32``,
+    or ``bf16+float32`` when a run resumed in another precision trained more epochs."""
+    if precision and str(precision) not in history.precision.split("+"):
+        history.precision = "+".join(p for p in (history.precision, str(precision)) if p)
 
 
 def train_net(step_cls: Callable[..., Step], net: Any, train_iter, valid_iter, num_epochs: float,

@@ -54,9 +54,10 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[str]:
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=folder)
     os.close(fd)
     try:
-        # mkstemp creates 0600; the file gets the mode a plain open() would give it.
-        os.chmod(tmp, 0o666 & ~current_umask())
         yield tmp
+        # mkstemp creates 0600; the file gets the mode a plain open() would give it (set
+        # after the block: a writer may have replaced the temporary file with its own)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         with suppress(OSError):
@@ -110,6 +111,15 @@ def load_npz(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
                          f"({type(e).__name__}: {e}); delete it (or drop --resume) to start "
                          f"over") from e
     return arrays, meta
+
+
+def file_stamp(path: str) -> tuple[int, int, int, int]:
+    """``(size, mtime_ns, ctime_ns, inode)``: what says a file is the one a cache saw, without
+    reading it. Like git's index, ctime and the inode are in it: pixels rewritten with the
+    mtime set back, or a copy with preserved times (``cp -p``, ``rsync -t``,
+    ``shutil.copy2``), keep size and mtime but cannot keep those."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
 def file_hash(path: str, algo: str = "sha1") -> str:

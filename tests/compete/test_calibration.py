@@ -165,3 +165,100 @@ def test_ensemble_calibrates_the_soft_vote(dog_dir, tmp_path, capsys):
 
 # A whole run applies the temperature and --resume keeps it: tests/compete/test_end_to_end.py
 # (test_resume_whole_run), the Dog runs there check the default in every backend.
+
+
+# --------------------------------------------------------------------------- when T is not trusted
+
+def test_a_temperature_at_the_edge_is_not_applied_and_said():
+    """The issue's case: a model right on every validation image fits T = 0.01 (a reported
+    cross-fitted loss of 0), and a 90 %-accurate one then made the test log loss 0.63 -> 3.83."""
+    rng = np.random.default_rng(0)
+    y = np.arange(40) % 4
+    z = rng.normal(0, 1, (40, 4))
+    z[np.arange(40), y] += 6.0          # right on every validation image
+    valid = softmax(z)
+    assert (valid.argmax(1) == y).all()
+    cal = C.calibrate(valid, y, "temperature")
+    assert C.fit_temperature(valid, y) == C.T_RANGE[0]
+    assert cal.method == "none" and cal.fitted == C.T_RANGE[0] and cal.temperature == 1.0
+    assert len(cal.warnings) == 1 and "low end of the range" in cal.warnings[0]
+    assert "not applied" in cal.line() and cal.to_json()["warnings"] == list(cal.warnings)
+    test_y = np.arange(100) % 4
+    zt = rng.normal(0, 1, (100, 4))
+    zt[np.arange(100), test_y] += 3.0
+    zt[:10] = zt[:10, ::-1]              # ten confident mistakes
+    test = softmax(zt)
+    assert np.array_equal(cal.apply(test), test)
+    assert log_loss(C.apply_temperature(test, C.T_RANGE[0]), test_y) > 3 * log_loss(test, test_y)
+
+
+def test_one_class_one_image_and_a_useless_fit_fall_back_to_none():
+    rng = np.random.default_rng(1)
+    p, y = miscalibrated(rng, n=60, c=5, scale=3.0)
+    # validation images of one class, which the model gives little: T = 100, uniform rows
+    z = rng.normal(0, 1, (30, 5))
+    z[:, 0] -= 2.0
+    one = C.calibrate(softmax(3 * z), np.zeros(30, np.int64), "temperature")
+    assert one.method == "none" and one.fitted == C.T_RANGE[1] and any(
+        "high end of the range" in w for w in one.warnings)
+    single = C.calibrate(p[:1], y[:1], "temperature")              # the issue's 1 image
+    assert single.method == "none" and any("fewer than 2 per class" in w for w in single.warnings)
+    # a net that is calibrated already: T ~ 1 fits the noise, cross-fitting says so
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 1.5, (300, 5))
+    calibrated = softmax(z)
+    labels = np.array([rng.choice(5, p=row) for row in calibrated])
+    cal = C.calibrate(calibrated, labels, "temperature")
+    assert cal.method == "none" and "does not help" in cal.note and not cal.warnings
+    assert cal.log_loss_cross_fitted >= cal.log_loss_before and cal.apply(calibrated) is not None
+
+
+def test_few_images_per_class_apply_a_helpful_temperature_with_a_warning():
+    p, y = miscalibrated(np.random.default_rng(0), n=15, c=10, skill=1.5, scale=6.0)
+    cal = C.calibrate(p, y, "temperature")
+    assert cal.log_loss_cross_fitted < cal.log_loss_before
+    assert cal.method == "temperature" and cal.temperature > 1
+    assert cal.warnings == ("the temperature is fitted on 15 validation images for 10 classes "
+                            "(fewer than 2 per class): it may not hold on the test images",)
+
+
+def test_a_row_of_zeros_is_uniform_never_nan():
+    p, y = miscalibrated(np.random.default_rng(3), n=50, c=4, scale=4.0)
+    p[[0, 7]] = 0.0                      # every probability underflowed
+    cal = C.calibrate(p, y, "temperature")
+    assert all(np.isfinite([cal.log_loss_before, cal.log_loss_after, cal.log_loss_cross_fitted]))
+    assert cal.method == "temperature" and cal.temperature != 1.0
+    assert any("2 validation row(s)" in w for w in cal.warnings)
+    q = cal.apply(p)
+    assert np.isfinite(q).all() and np.allclose(q[0], 0.25)
+    assert np.isfinite(log_loss(p, y)) and log_loss(p[:1], y[:1]) == pytest.approx(np.log(4))
+
+
+def test_the_warnings_reach_the_lines_and_summary(dog_dir, tmp_path, capsys):
+    labels = read_csv_labels(os.path.join(dog_dir, "labels.csv"))
+    v_ids = sorted(labels)[:20]
+    classes = sorted(set(labels.values()))
+    y = np.array([classes.index(labels[i]) for i in v_ids])
+    rng = np.random.default_rng(4)
+    runs = []
+    for k in range(2):                   # two members right on every validation image
+        z = rng.normal(0, 1, (30, len(classes)))
+        z[np.arange(20), y] += 6.0
+        p = softmax(z)
+        runs.append(_dog_run(tmp_path / f"m{k}", dog_dir, p[20:], v_ids, p[:20])[0])
+    assert main(["ensemble", *runs, "--out", str(tmp_path / "ens")]) == 0
+    s = json.load(open(tmp_path / "ens" / "summary.json"))
+    assert s["calibration"]["method"] == "none" and s["calibration"]["fitted"] == C.T_RANGE[0]
+    assert len(s["warnings"]) == 1 and s["warnings"][0].startswith("calibration: temperature 0.01")
+    assert "warning: calibration: temperature 0.01" in capsys.readouterr().out
+    # a run says it in its lines too (calibrate_stage)
+    from d2lkaggle.compete.run import calibrate_stage
+    said = []
+    plan = SimpleNamespace(calibrate="temperature", calibrate_note="", out=str(tmp_path),
+                           say=said.append)
+    run = SimpleNamespace(plan=plan, valid_probs=softmax(np.eye(4)[np.arange(12) % 4] * 9),
+                          data=SimpleNamespace(valid_iter=SimpleNamespace(labels=np.arange(12) % 4)))
+    cal = calibrate_stage(run)
+    assert cal.method == "none" and said[0].startswith("calibration: none (a temperature of 0.01")
+    assert said[1].startswith("warning: calibration: temperature 0.01")
+    assert json.load(open(tmp_path / "calibration.json"))["warnings"] == list(cal.warnings)

@@ -11,6 +11,8 @@ from d2lkaggle.data.splits import bootstrap_split, stratified_folds
 from d2lkaggle.data.labels import read_csv_labels
 
 FAST = ["--epochs", "1", "--batch-size", "32", "--quiet", "--workers", "2", "--no-retrain"]
+#: bagging and k-fold never retrain: --no-retrain is refused there
+OWN_SPLIT = [a for a in FAST if a != "--no-retrain"]
 torch_only = backend_params("torch")
 
 
@@ -87,7 +89,7 @@ def test_ensemble_members_and_resume(backend, demo_dir, tmp_path):
 def test_bagging_members_validate_out_of_bag(backend, demo_dir, tmp_path):
     out = tmp_path / "bag"
     _ok(run_cli("run", "demo", "--data-dir", demo_dir, "--backend", backend, "--out", str(out),
-                *FAST, "--ensemble", "2", "--bagging", "--seed", "4"))
+                *OWN_SPLIT, "--ensemble", "2", "--bagging", "--seed", "4"))
     ids = sorted(read_csv_labels(os.path.join(demo_dir, "trainLabels.csv")))
     oob_union = set()
     for k in range(2):
@@ -103,7 +105,7 @@ def test_bagging_members_validate_out_of_bag(backend, demo_dir, tmp_path):
 def test_folds_out_of_fold_over_all_labels(backend, demo_dir, tmp_path):
     out = tmp_path / "folds"
     _ok(run_cli("run", "demo", "--data-dir", demo_dir, "--backend", backend, "--out", str(out),
-                *FAST, "--folds", "2"))
+                *OWN_SPLIT, "--folds", "2"))
     labels = read_csv_labels(os.path.join(demo_dir, "trainLabels.csv"))
     folds = stratified_folds(labels, 2, 0)
     parts = [load_run(str(out / "folds" / str(k))) for k in range(2)]
@@ -127,6 +129,7 @@ def test_run_flags_bad_input(demo_dir, tmp_path):
                       (["--ensemble", "0"], "--ensemble must be an integer >= 2"),
                       (["--ensemble", "1"], "--ensemble must be an integer >= 2"),
                       (["--bagging"], "--bagging needs --ensemble"),
+                      (["--folds", "2", "--no-retrain"], "--no-retrain does not apply to --folds"),
                       (["--ensemble", "2", "--folds", "2"], "choose one"),
                       (["--members-vary", "model"], "need --ensemble K"),
                       (["--tta", "spin"], "unknown TTA")):

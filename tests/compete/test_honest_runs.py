@@ -118,3 +118,22 @@ def test_checkpoints_belong_to_their_data_and_a_killed_overwrite_keeps_the_old_r
     assert f"was locked by process {new.pid}" in r.stdout and "no longer running" in r.stdout
     assert {k: v for k, v in snapshot(out).items() if k != "log.txt"} == \
         {k: v for k, v in old.items() if k != "log.txt"}   # (log.txt: the refusal's lines)
+    # the killed --overwrite's unfinished run was removed, and that start said so
+    assert "unfinished run of an interrupted --overwrite" in r.stdout
+    assert not os.path.exists(stage)
+
+    # --resume force continues it anyway: said once (stderr and log.txt, not stdout too), kept
+    # in summary.json's warnings, and summary.json's data is what the model was trained on
+    trained_on = s["data"]
+    r = run_cli(*base, "--epochs", "3", "--resume", "force")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stderr.count("WARNING: --resume force") == 1 and "WARNING" not in r.stdout
+    # (the report's recap of summary.json's warnings at the end lists it, like every warning)
+    assert [l for l in r.stdout.splitlines() if "--resume force" in l][0].startswith(
+        "warning: --resume force: continuing") and r.stdout.count("--resume force") == 1
+    s = json.load(open(os.path.join(out, "summary.json")))
+    assert [w for w in s["warnings"] if w.startswith("--resume force: continuing")]
+    assert open(os.path.join(out, "log.txt")).read().count("WARNING: --resume force") == 1
+    assert s["data"]["data_labels"] == trained_on["data_labels"]
+    assert s["data"]["this_run"]["data_labels"] != trained_on["data_labels"]
+    assert "--resume force" in s["data"]["note"]

@@ -238,6 +238,10 @@ def test_resume_refuses_another_configuration_and_damaged_checkpoints(tiny, tmp_
     summary = json.loads((out / "summary.json").read_text())
     lr0 = get_competition("demo").recipe.lr
     assert summary["config"]["seed"] == 0 and summary["config"]["lr"] == lr0
+    # what ran, not what was asked: amp "auto" trained in bf16 or float32, as the run said
+    assert summary["amp"] in ("bf16", "float32")
+    assert f"cpu, {summary['amp']}" in (out / "log.txt").read_text()
+    assert (summary["config"]["tta"], summary["config"]["calibrate"]) == ("none", "none")
     before = (out / "summary.json").read_bytes()
 
     r = run_cli(*base, "--resume", "--seed", "1", "--lr", "0.1", "--valid-ratio", "0.3")
@@ -247,9 +251,15 @@ def test_resume_refuses_another_configuration_and_damaged_checkpoints(tiny, tmp_
         assert key in line
     assert (out / "summary.json").read_bytes() == before  # no summary that lies
 
-    r = run_cli(*base, "--resume", "force", "--seed", "1")
+    r = run_cli(*base, "--resume", "force", "--seed", "1", "--no-amp")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "WARNING: --resume force" in r.stderr and "seed: 0 -> 1" in r.stderr
+    assert r.stderr.count("WARNING") == 1 and "WARNING" not in r.stdout   # once, not twice
+    trained_in = summary["amp"]
+    summary = json.loads((out / "summary.json").read_text())
+    # nothing left to train: the model's one epoch ran in what the first run used
+    assert summary["amp"] == trained_in and summary["config"]["amp"] is False
+    assert [w for w in summary["warnings"] if "seed: 0 -> 1" in w]
 
     last = out / "checkpoints" / "valid" / "last.npz"
     good = last.read_bytes()

@@ -750,3 +750,56 @@ def test_second_extraction_waits_for_the_first(tmp_path):
     assert p.returncode == 0 and out.strip() == str(dest), err
     assert "waiting for another process" in err
     assert tree(dest).get("top/a.txt") == FILES["top/a.txt"]
+
+
+# --------------------------------------------------------------------------- file names
+
+@pytest.fixture
+def any_path(tmp_path):
+    """A local server that answers every path with PAYLOAD and records the raw paths."""
+    hits: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            self.wfile.write(PAYLOAD)
+
+        def log_message(self, *args):
+            pass
+
+    with serving(ThreadingHTTPServer, Handler) as url:
+        yield SimpleNamespace(url=url, hits=hits)
+
+
+@pytest.mark.parametrize("path, name", [
+    ("f/%2e%2e%2f%2e%2e%2fx.bin", "x.bin"),          # the issue's: two levels above --folder
+    ("f/..%5c..%5cx.bin", "x.bin"),                  # Windows separators, encoded
+    ("f/%2Fetc%2Fx.bin", "x.bin"),                   # an absolute path, encoded
+    ("f/a%20b.zip?x=../y", "a b.zip"),               # the query is not the name
+])
+def test_a_download_name_never_leaves_its_folder(any_path, tmp_path, capsys, path, name):
+    from d2lkaggle.cli import main
+    top = tmp_path / "top"
+    folder = top / "a" / "b" / "X"
+    assert main(["download", any_path.url + path, "--folder", str(folder)]) == 0
+    from urllib.parse import unquote
+    assert [unquote(h) for h in any_path.hits] == [unquote("/" + path)]   # the URL as given
+    assert (folder / name).read_bytes() == PAYLOAD
+    # nothing above the folder: not the file, not its lock, not a temporary file
+    outside = [os.path.relpath(os.path.join(r, f), top) for r, _, fs in os.walk(top) for f in fs]
+    assert sorted(outside) == sorted([os.path.join("a", "b", "X", name),
+                                      os.path.join("a", "b", "X", f".{name}.lock")])
+
+
+@pytest.mark.parametrize("path", ["f/%2e%2e", "f/.", "f/", "f/a%00b.zip", "f/%2e%2e%2f"])
+def test_a_url_without_a_file_name_is_one_line_and_writes_nothing(any_path, tmp_path, capsys,
+                                                                 path):
+    from d2lkaggle.cli import main
+    folder = tmp_path / "X"
+    assert main(["download", any_path.url + path, "--folder", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot derive a file name from URL" in err
+    assert not any_path.hits and os.listdir(tmp_path) == []

@@ -4,7 +4,7 @@ import pytest
 
 from d2lkaggle.models.whitening import patch_whitening, whiten_first_conv
 from d2lkaggle.specs.competitions import get_competition, recipe_for
-from d2lkaggle.specs.tricks import check_recipe, fit_tricks_to_model
+from d2lkaggle.specs.tricks import check_recipe, fit_tricks_to_model, fit_tricks_to_recipe
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
 
@@ -63,7 +63,11 @@ def test_recipe_fields_checked_and_dropped_for_another_model():
                     "0.4 apply to airbench94, resnet18 only; cnn_elu trains without them")
     check_recipe(other)
     given, _ = fit_tricks_to_model(r.with_overrides(model="cnn_elu"), given={"whiten": True})
-    with pytest.raises(ValueError, match="--whiten: model 'cnn_elu' has no stem convolution"):
+    with pytest.raises(ValueError, match="--whiten applies to a model with a stem convolution "
+                                         "to whiten \\(resnet18\\), not to --model cnn_elu"):
+        check_recipe(given, given={"whiten"})
+    with pytest.raises(ValueError, match="the recipe's whiten True applies to a model with a "
+                                         "stem convolution"):
         check_recipe(given)
     with pytest.raises(ValueError, match=r"--bn-momentum must be in \(0, 1\]"):
         check_recipe(r.with_overrides(bn_momentum=1.5))
@@ -71,8 +75,10 @@ def test_recipe_fields_checked_and_dropped_for_another_model():
     d = recipe_for(get_competition("cifar10"))
     assert (d.model, d.whiten, d.whiten_bias_epochs, d.bn_bias_lr) == ("airbench94", True, 3, 64.0)
     other, note = fit_tricks_to_model(d.with_overrides(model="cnn_elu"))
-    assert (other.whiten, other.whiten_bias_epochs, other.bn_bias_lr) == (False, None, None)
-    assert "whitening bias frozen after 3 epochs" in note and "BatchNorm-bias lr x64" in note
+    assert not other.whiten and "whitened first layer" in note
+    other, note = fit_tricks_to_recipe(other)
+    assert (other.whiten_bias_epochs, other.bn_bias_lr) == (None, None)
+    assert "whiten_bias_epochs 3" in note and "bn_bias_lr 64.0" in note
     check_recipe(other)
-    with pytest.raises(ValueError, match="--whiten-bias-epochs freezes the bias of airbench94"):
-        check_recipe(d.with_overrides(model="resnet18"))
+    with pytest.raises(ValueError, match="--whiten-bias-epochs applies to --model airbench94"):
+        check_recipe(d.with_overrides(model="resnet18"), given={"whiten_bias_epochs"})

@@ -74,7 +74,20 @@ def test_recipe_objects_per_phase():
 
 @pytest.mark.parametrize("flags, match", [
     (["--mixup", "-1"], "--mixup must be in"),
-    (["--cutmix", "0", "--mix-prob", "1"], "--mix-prob 1 mixes nothing"),
+    (["--cutmix", "0", "--mix-prob", "1"], "--mix-prob applies to --mixup or --cutmix > 0, not "
+                                          "to --mixup 0 and --cutmix 0"),
+    # flags the run would not use: refused, never recorded as if they ran
+    (["--lr-period", "2"], "--lr-period applies to --sched step .* or plateau, not to --sched "
+                           "onecycle"),
+    (["--lr-decay", "0.5"], "--lr-decay applies to --sched step .*, not to --sched onecycle"),
+    (["--mixup", "0.4", "--switch-prob", "0.3"], "--switch-prob applies to --mixup and --cutmix "
+                                                 "both > 0"),
+    (["--switch-prob", "0.3"], "--switch-prob applies to"),
+    (["--max-lr", "0.1", "--lr", "0.01"], "--lr applies to every schedule but one-cycle with "
+                                          "--max-lr"),
+    (["--sched", "plateau", "--lr-decay", "2"], "a plateau lowers the lr"),
+    (["--label-kind", "coarse"], "--label-kind coarse applies to a CIFAR-100 python archive"),
+    (["--cache-features"], "--cache-features needs the frozen-backbone model"),
     (["--label-smoothing", "1.5"], r"--label-smoothing must be in \[0, 1\)"),
     (["--mixup", "0.4", "--mix-prob", "2"], "--mix-prob must be in"),
     (["--lr", "-0.1"], "--lr must be in"),

@@ -2,9 +2,11 @@
 import json
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import backend_params, run_cli, run_py
 from d2lkaggle.data.transforms import preset_transforms
@@ -88,11 +90,29 @@ def test_features_are_computed_once_and_never_trusted_when_stale(tmp_path):
     os.utime(paths[2], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))   # a touched image
     cached_features(paths, compute, None, key(), "numpy")
     assert sum(calls) == 11
+    # new pixels, the same size, the old mtime put back: the change time still tells
+    Image.fromarray(np.full((8, 8, 3), 10, np.uint8)).save(paths[3], compress_level=0)
+    cached_features(paths, compute, None, key(), "numpy")
+    assert sum(calls) == 12
+    before = os.stat(paths[3])
+    time.sleep(0.01)
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(paths[3], compress_level=0)
+    os.utime(paths[3], ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(paths[3])
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == \
+        (before.st_size, before.st_mtime_ns, before.st_ino)
+    e = cached_features(paths, compute, None, key(), "numpy")
+    assert sum(calls) == 13 and (e[3] == 200).all()
+    # a copy with preserved times (shutil.copy2) put in its place: another inode
+    shutil.copy2(paths[4], str(tmp_path / "copy.png"))
+    os.replace(str(tmp_path / "copy.png"), paths[4])
+    cached_features(paths, compute, None, key(), "numpy")
+    assert sum(calls) == 14
     for f in os.listdir(cache):           # a damaged file is recomputed, never trusted
         (cache / f).write_bytes(b"PK garbage")
     d = cached_features(paths, compute, None, key(), "numpy")
-    assert sum(calls) == 16
-    np.testing.assert_array_equal(d, b)
+    assert sum(calls) == 19
+    np.testing.assert_array_equal(d[:3], b[:3])
 
 
 EQUIV = r"""
