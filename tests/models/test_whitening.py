@@ -64,7 +64,8 @@ def test_recipe_fields_checked_and_dropped_for_another_model():
     check_recipe(other)
     given, _ = fit_tricks_to_model(r.with_overrides(model="cnn_elu"), given={"whiten": True})
     with pytest.raises(ValueError, match="--whiten applies to a model with a stem convolution "
-                                         "to whiten \\(resnet18\\), not to --model cnn_elu"):
+                                         "to whiten \\(resnet18, airbench94\\), not to --model "
+                                         "cnn_elu"):
         check_recipe(given, given={"whiten"})
     with pytest.raises(ValueError, match="the recipe's whiten True applies to a model with a "
                                          "stem convolution"):

@@ -78,13 +78,15 @@ def test_recipe_objects_per_phase():
                                           "to --mixup 0 and --cutmix 0"),
     # flags the run would not use: refused, never recorded as if they ran
     (["--lr-period", "2"], "--lr-period applies to --sched step .* or plateau, not to --sched "
-                           "onecycle"),
-    (["--lr-decay", "0.5"], "--lr-decay applies to --sched step .*, not to --sched onecycle"),
+                           "triangle"),
+    (["--lr-decay", "0.5"], "--lr-decay applies to --sched step .*, not to --sched triangle"),
     (["--mixup", "0.4", "--switch-prob", "0.3"], "--switch-prob applies to --mixup and --cutmix "
                                                  "both > 0"),
     (["--switch-prob", "0.3"], "--switch-prob applies to"),
-    (["--max-lr", "0.1", "--lr", "0.01"], "--lr applies to every schedule but one-cycle with "
-                                          "--max-lr"),
+    (["--max-lr", "0.1"], "--max-lr applies to --sched cyclic or onecycle, not to --sched "
+                          "triangle"),
+    (["--sched", "onecycle", "--max-lr", "0.1", "--lr", "0.01"],
+     "--lr applies to every schedule but one-cycle with --max-lr"),
     (["--sched", "plateau", "--lr-decay", "2"], "a plateau lowers the lr"),
     (["--label-kind", "coarse"], "--label-kind coarse applies to a CIFAR-100 python archive"),
     (["--cache-features"], "--cache-features needs the frozen-backbone model"),
@@ -94,7 +96,8 @@ def test_recipe_objects_per_phase():
     (["--sched", "cosine", "--warmup", "30", "--epochs", "5"], "warmup"),
     (["--warmup", "2", "--sched", "step"], "--warmup applies to --sched cosine or onecycle"),
     (["--sched", "cyclic", "--base-lr", "1", "--max-lr", "0.1"], "above the max lr"),
-    (["--sched", "multistep", "--milestones", "0,40"], "--milestones must be epochs"),
+    (["--sched", "multistep", "--lr-decay", "0.5", "--milestones", "0,40"],
+     "--milestones must be epochs"),
 ])
 def test_bad_input_is_one_clear_error_and_writes_nothing(flags, match, demo_dir, tmp_path, capsys):
     out = tmp_path / "run"
