@@ -39,7 +39,9 @@ class Competition:
 #: and torch's (coupled) weight decay 0.0153 / 11.5 — the same SGD step (docs/airbench.md).
 AIRBENCH94_RECIPE = Recipe(
     "airbench94", epochs=9.9, batch_size=1024, lr=11.5 / (1 + 1 / (1 - 0.85)), wd=0.0153 / 11.5,
-    lr_period=None, lr_decay=1.0, valid_ratio=0.0, optimizer="nesterov", momentum=0.85,
+    # (lr_decay: torch's MultiStepLR gamma, for --sched step / multistep / plateau; the
+    # record's triangle does not read it)
+    lr_period=None, lr_decay=0.1, valid_ratio=0.0, optimizer="nesterov", momentum=0.85,
     sched="triangle", label_smoothing=0.2, augment="shift-altflip", whiten=True,
     whiten_bias_epochs=3, bn_bias_lr=64.0, average="lookahead", tta="flip-shift",
     normalize="airbench", small_set_batch=None)
