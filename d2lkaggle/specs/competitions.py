@@ -133,7 +133,7 @@ RECIPE_WORDS = {
 def format_recipes(names: list[str] | None = None) -> str:
     """Every name ``--recipe`` accepts (``default``, ``book``, each write-up) with what it
     trains, per competition for ``default`` and ``book`` (``d2lkaggle recipes``)."""
-    from .tricks import recipe_text
+    from .tricks import model_text, recipe_text
     names = names or list(RECIPE_NAMES)
     unknown = [n for n in names if n not in RECIPE_NAMES]
     if unknown:
@@ -143,12 +143,12 @@ def format_recipes(names: list[str] | None = None) -> str:
         if name in WRITEUPS:
             listing = format_writeups([name]).split("\n")
             r = WRITEUPS[name].to_recipe()
-            out += [listing[0], f"    {'trains':17s} {r.model}: {recipe_text(r)}", *listing[1:]]
+            out += [listing[0], f"    {'trains':17s} {model_text(r)}: {recipe_text(r)}", *listing[1:]]
             continue
         out.append(f"{name}  ({RECIPE_WORDS[name]})")
         for comp in COMPETITIONS.values():
             if comp.recipe is not None:
                 r = recipe_for(comp, name)
                 weights = f" from {r.weights} weights" if r.weights else ""
-                out.append(f"    {comp.name:10s} {r.model}{weights}: {recipe_text(r)}")
+                out.append(f"    {comp.name:10s} {model_text(r)}{weights}: {recipe_text(r)}")
     return "\n".join(out)
