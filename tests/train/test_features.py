@@ -167,6 +167,7 @@ def test_cli_refuses_augmented_images_and_runs_with_augment_none(dog_dir, tmp_pa
     assert "computed once" in r.stdout
     # the retrain phase (all labelled images) reads what the train/valid phase computed
     import re
-    reused = [int(n) for n in re.findall(r"computed once \((\d+) from the cache\)", r.stdout)]
+    reused = [int(n) for n in re.findall(r"computed once in [\d.]+ s \([\d.]+ images/s; (\d+) "
+                                         r"from the cache\)", r.stdout)]
     assert len(reused) == 3 and reused[:2] == [0, 0] and reused[2] == 44, r.stdout
     assert (tmp_path / "b" / "submission.csv").exists()
