@@ -29,6 +29,8 @@ class Competition:
     url: str = ""
     notes: str = field(default="", compare=False)
     metric: str = "accuracy"         # how Kaggle scores it: "accuracy" or "log_loss"
+    num_classes: int | None = None   # the competition's classes (the chapters' get_net builds
+                                     # its model before any data is read)
 
 
 COMPETITIONS: dict[str, Competition] = {
@@ -45,7 +47,7 @@ COMPETITIONS: dict[str, Competition] = {
         Recipe("resnet18", epochs=20, batch_size=128, lr=2e-3, wd=0.05, lr_period=4,
                lr_decay=0.9, optimizer="adamw", sched="onecycle", small_set_batch=32,
                augment="shift-flip", whiten=True, bn_momentum=0.4),
-        url="https://www.kaggle.com/c/cifar-10"),
+        url="https://www.kaggle.com/c/cifar-10", num_classes=10),
     "dog-breed": Competition(
         "dog-breed", "labels.csv", "id", "breed", "sample_submission.csv", "proba", 224,
         IMAGENET_MEAN, IMAGENET_STD, "dog", False,
@@ -58,7 +60,8 @@ COMPETITIONS: dict[str, Competition] = {
         Recipe("finetune", epochs=10, batch_size=128, lr=1e-3, wd=0.05, lr_period=2,
                lr_decay=0.9, weights="imagenet", optimizer="adamw", sched="onecycle",
                augment="none", tta="flip", small_set_batch=32),
-        url="https://www.kaggle.com/c/dog-breed-identification", metric="log_loss"),
+        url="https://www.kaggle.com/c/dog-breed-identification", metric="log_loss",
+        num_classes=120),
     "cifar100": Competition(
         "cifar100", "trainLabels.csv", "id", "label", "sampleSubmission.csv", "label", 32,
         (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "cifar", True,
@@ -68,7 +71,8 @@ COMPETITIONS: dict[str, Competition] = {
                lr_decay=0.9, optimizer="adamw", sched="onecycle", small_set_batch=32,
                augment="shift-flip", whiten=True, bn_momentum=0.4),
         url="https://www.cs.toronto.edu/~kriz/cifar.html",
-        notes="Kaggle CIFAR-10 layout with 100 classes, or cifar-100-python.tar.gz"),
+        notes="Kaggle CIFAR-10 layout with 100 classes, or cifar-100-python.tar.gz",
+        num_classes=100),
     "demo": Competition(
         "demo", "trainLabels.csv", "id", "label", "sampleSubmission.csv", "label", 32,
         CIFAR10_MEAN, CIFAR10_STD, "cifar", True,
@@ -78,7 +82,8 @@ COMPETITIONS: dict[str, Competition] = {
         # (docs/recipes.md; 16 epochs of SGD one-cycle before)
         Recipe("resnet18", epochs=3, batch_size=64, lr=2e-3, wd=0.05, lr_period=4,
                lr_decay=0.5, width=16, optimizer="adamw", sched="onecycle", small_set_batch=32,
-               augment="shift-flip", whiten=True, bn_momentum=0.4)),
+               augment="shift-flip", whiten=True, bn_momentum=0.4),
+        num_classes=10),
 }
 #: each chapter's exact hyperparameters (``--recipe book``): SGD + momentum, StepLR per epoch,
 #: integer labels, the chapter's augmentation. The COMPETITIONS recipes are the defaults.
