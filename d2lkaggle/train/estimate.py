@@ -122,8 +122,9 @@ class RunClock:
 
     def line(self, timing: str = "") -> str:
         """The estimate said before the run: the total, what was timed, each part's share."""
-        parts = [f"{p.name} {p.detail} ≈ {duration(p.seconds)}" if p.detail else
-                 f"{p.name} ≈ {duration(p.seconds)}" for p in self.parts if p.seconds > 0]
+        about = lambda s: duration(s) if s < 0.5 else "≈ " + duration(s)  # noqa: E731  (< 1 s)
+        parts = [f"{p.name} {p.detail} {about(p.seconds)}" if p.detail else
+                 f"{p.name} {about(p.seconds)}" for p in self.parts if p.seconds > 0]
         total = duration(self.total())
         return (f"expected duration: {'under a second' if total.startswith('<') else 'about ' + total}"
                 " on this machine"

@@ -251,3 +251,26 @@ def test_headerless_dog_labels_are_refused(dog_dir, tmp_path):
     labels.write_text("\n".join(labels.read_text().splitlines()[1:]) + "\n")
     with pytest.raises(ValueError, match="missing header row: line 1 .* names an image"):
         plan_run("dog-breed", str(data), out=str(tmp_path / "o"), weights="none")
+
+
+def test_tta_accuracy_is_labelled_wherever_it_differs(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from d2lkaggle.compete import report
+    from d2lkaggle.train import plotting
+    s = {"competition": "dog-breed", "backend": "torch", "valid_acc": 0.08, "best_valid_acc": 0.08,
+         "best_epoch": 2, "tta": "flip", "tta_valid_acc": 0.09, "submission_model": "m",
+         "files": {"summary": "/r/summary.json"}}
+    assert "last 0.0800 (0.0900 with TTA flip) · " in report.summary_line(s)
+    assert "with TTA" not in report.summary_line(dict(s, tta_valid_acc=0.08))
+    assert "with TTA" not in report.summary_line(dict(s, tta=None))
+    notes = []
+    monkeypatch.setattr(plotting, "plot_confusion", lambda *a, note="", **k: notes.append(note))
+    monkeypatch.setattr(plotting, "plot_mistakes", lambda *a, note="", **k: notes.append(note))
+    y = np.array([0, 1, 1, 0])
+    data = SimpleNamespace(valid_iter=SimpleNamespace(labels=y, source=None), classes=["a", "b"])
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.7, 0.3]])   # accuracy 0.75
+    report.valid_pictures(str(tmp_path), data, probs, "t", tta="flip", plain_acc=0.5)
+    report.valid_pictures(str(tmp_path), data, probs, "t", tta="flip", plain_acc=0.75)
+    report.valid_pictures(str(tmp_path), data, probs, "t", tta=None, plain_acc=0.5)
+    assert notes == ["with TTA flip (0.500 without)"] * 2 + ["with TTA flip"] * 2 + [""] * 2
