@@ -712,8 +712,9 @@ def finish_run(run: Run) -> dict[str, Any]:
     if plan.final_out is not None:   # --overwrite: built beside the old run, which it replaces now
         summary = retarget(summary, plan.out, plan.final_out)
     atomic_write_text(os.path.join(plan.out, "summary.json"), json.dumps(summary, indent=2) + "\n")
-    plan.runlog.write(f"finished in {summary['timings']['total_s']:.1f} s: "
-                      + summary_line(summary))   # how the run ended, last in log.txt
+    if plan.runlog is not None:   # how the run ended, last in log.txt
+        plan.runlog.write(f"finished in {summary['timings']['total_s']:.1f} s: "
+                          + summary_line(summary))
     if plan.final_out is not None:
         plan.runlog.close()
         install_run(plan.out, plan.final_out)
