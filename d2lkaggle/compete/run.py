@@ -512,8 +512,8 @@ def measure_costs(run: Run, timed: int = 3, warmup: int = 2) -> tuple[dict[str, 
         net = build_net(bk, replace(plan.recipe, weights=None), len(data.classes), plan.size)
         extra, _ = tricks_for(plan.recipe, first, len(data.classes))
         batch_s, end_s = time_training(run.train_fn, net, first, timed=timed, warmup=warmup,
-                                       lr=plan.recipe.lr, wd=plan.recipe.wd, config=None,
-                                       **kw, **extra)
+                                       lr=plan.recipe.lr, wd=plan.recipe.wd,
+                                       **{**kw, **extra, "config": None})
         costs = {}
         what = f"a training batch of {first.batch_size} took {batch_s:.2f} s"
     predict_s = time_prediction(lambda loader: bk.predict(net, loader, amp=plan.amp, tta=plan.tta),

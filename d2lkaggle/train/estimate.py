@@ -201,10 +201,12 @@ def time_training(train_fn: Callable[..., Any], net: Any, loader: Any, *, timed:
     timer = BatchTimer(warmup)
     first = FirstBatches(loader, warmup + timed)
     lr, wd = train_kwargs.pop("lr"), train_kwargs.pop("wd")
+    # the run's own keywords (a recipe's callbacks too), but quiet and into a folder of its own
+    callbacks = [*train_kwargs.pop("callbacks", ()), timer]
     with tempfile.TemporaryDirectory(prefix="d2lkaggle-estimate-") as tmp:
-        train_fn(net, first, None, 1, lr, wd, checkpoint_dir=tmp, resume=False,
-                 progress=False, plot=None, log=None, epoch_log=False,
-                 callbacks=[timer], **train_kwargs)
+        train_fn(net, first, None, 1, lr, wd, **{
+            **train_kwargs, "checkpoint_dir": tmp, "resume": False, "progress": False,
+            "plot": None, "log": None, "epoch_log": False, "callbacks": callbacks})
     return timer.batch_s, timer.epoch_end
 
 

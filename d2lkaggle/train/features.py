@@ -379,7 +379,7 @@ def time_cached_features(bk: Any, net: Any, loader: ImageLoader, lr: float, wd: 
     train_kwargs.pop("amp", None)
     batch_s, end_s = time_training(
         lambda *a, **kw: feats_mod.train_head(*a, amp=amp_on, **kw), net, head, timed=timed,
-        warmup=warmup, lr=lr, wd=wd, **train_kwargs, **extra)
+        warmup=warmup, lr=lr, wd=wd, **{**train_kwargs, **extra})
     return feature_s, batch_s, end_s, head.batch_size
 
 

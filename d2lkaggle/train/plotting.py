@@ -60,7 +60,6 @@ def _figure(phases, title: str | None = None):
     fig, (ax_loss, ax_acc, ax_lr) = plt.subplots(1, 3, figsize=(12, 3.8))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     many = len(phases) > 1
-    lr_drawn: list[tuple[list[float], list[float]]] = []
     for k, (phase, h) in enumerate(phases):
         color = colors[k % len(colors)]
         suffix = f" ({PHASE_LABELS.get(phase, phase)})" if many else ""
@@ -71,21 +70,25 @@ def _figure(phases, title: str | None = None):
                 if _has(ys):   # (train: solid, dots; valid: dashed, squares — as the legend)
                     ax.plot(epochs, ys, style, color=color, marker="." if split == "train" else "s",
                             markersize=4, label=f"{split}{suffix}")
-        lr, lr_last = _col(h, "lr"), _col(h, "lr_last")
-        # a phase with the rates of an earlier one (the retrain repeats the schedule) would
-        # hide that one's lines: drawn once, the legend naming both phases
-        same = next((i for i, (a, b) in enumerate(lr_drawn) if _same(a, lr) and _same(b, lr_last)),
-                    None)
-        lr_drawn.append((lr, lr_last))
-        if same is not None:
-            for line in ax_lr.lines:
-                if line.get_label().endswith(f"({PHASE_LABELS.get(phases[same][0], phases[same][0])})"):
-                    line.set_label(line.get_label()[:-1] + f" and {PHASE_LABELS.get(phase, phase)})")
-            continue
-        if _has(lr):
-            ax_lr.plot(epochs, lr, "-", color=color, marker=".", label=f"lr at epoch start{suffix}")
-        if _has(lr_last):
-            ax_lr.plot(epochs, lr_last, ":", color=color, marker="x", label=f"lr at epoch end{suffix}")
+        for key, style, marker, what in (("lr", "-", ".", "lr at epoch start"),
+                                         ("lr_last", ":", "x", "lr at epoch end")):
+            ys = _col(h, key)
+            if not _has(ys):
+                continue
+            # the retrain repeats the validation phase's schedule: the same rates are drawn
+            # once, their legend naming both phases; near-same ones (an epoch of more
+            # batches ends elsewhere) keep the first phase's line wide and pale underneath
+            twin = next((ln for ln in ax_lr.lines if ln.get_gid() == key
+                         and _same(list(ln.get_ydata()), ys)), None)
+            if twin is not None:   # one line for both: drawn plainly
+                twin.set_label(twin.get_label()[:-1] + f" and {PHASE_LABELS.get(phase, phase)})")
+                twin.set_linewidth(1.5)
+                twin.set_alpha(1.0)
+                continue
+            under = many and k == 0
+            ax_lr.plot(epochs, ys, style, color=color, marker=marker, gid=key,
+                       lw=4.5 if under else 1.5, alpha=0.45 if under else 1.0,
+                       label=f"{what}{suffix}")
     xs = [v for _, h in phases for v in _col(h, "epoch") if math.isfinite(v)]
     for ax, ylabel in ((ax_loss, "cross-entropy loss (batch mean)"), (ax_acc, "accuracy"),
                        (ax_lr, "learning rate")):

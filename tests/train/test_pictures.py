@@ -60,8 +60,11 @@ def test_curves_show_both_phases_lr_and_integer_epochs(tmp_path):
     # rates that differ: each phase its line, none hidden
     final.rows[0]["lr"] = 0.2
     fig = plotting.plot_run([("valid", valid), ("train_valid", final)], str(path))
-    assert [line.get_label() for line in fig.axes[2].lines] == [
+    lines = fig.axes[2].lines
+    assert [line.get_label() for line in lines] == [
         "lr at epoch start (train/valid split)", "lr at epoch start (retrain on train+valid)"]
+    # the first phase's line wide and pale under the second's: both stay visible
+    assert lines[0].get_linewidth() > 2 * lines[1].get_linewidth() and lines[0].get_alpha() < 1
 
 
 def visible_labels(ax, axis="x"):
