@@ -194,7 +194,9 @@ def ending_line(e: BaseException, out: str, phases: dict[str, tuple[str, int, in
                          in phases.items())
         return (f"interrupted ({how}) in {out}: its checkpoints hold {held}; resume with "
                 f"{rerun_command(True)}")
-    line = error_line(e)
+    # the command line's words where the error has them (--weights FILE, not weights='FILE')
+    line = " ".join(e.for_cli().split()) if COMMAND is not None and hasattr(e, "for_cli") \
+        else error_line(e)
     if not isinstance(e, USER_ERRORS):
         line = f"{type(e).__name__}: {line} (internal error)"
     return f"failed: {line}" + (f" (the finished run in {staged_for} is kept)"

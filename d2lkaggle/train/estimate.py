@@ -127,7 +127,7 @@ class RunClock:
                  f"{p.name} {about(p.seconds)}" for p in self.parts if p.seconds > 0]
         total = duration(self.total())
         return (f"expected duration: {'under a second' if total.startswith('<') else 'about ' + total}"
-                " on this machine"
+                " from now on this machine"
                 + (f" ({timing})" if timing else "") + (": " + ", ".join(parts) if parts else ""))
 
 
