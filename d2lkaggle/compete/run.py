@@ -485,7 +485,7 @@ def estimate_duration(run: Run) -> RunClock:
     return clock
 
 
-def measure_costs(run: Run, timed: int = 3, warmup: int = 2) -> tuple[dict[str, float], str]:
+def measure_costs(run: Run, timed: int = 5, warmup: int = 2) -> tuple[dict[str, float], str]:
     """Seconds per unit of the run's work, timed just now on throwaway models (see
     :func:`run_clock` for the units), and what was timed, in words."""
     from ..train.estimate import time_prediction, time_training

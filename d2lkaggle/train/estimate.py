@@ -134,11 +134,13 @@ class RunClock:
 class FirstBatches:
     """``n`` batches of a loader's epoch 0, as a loader of its own (the same source, transform,
     batch size, mean/std and seed): what a throwaway model is timed on. A set of fewer
-    batches gives them again, so even one batch per epoch is timed after a warm-up. Made in
-    this thread, in order; the loader itself is left as it was (its epoch is not advanced)."""
+    batches gives them again, so even one batch per epoch is timed after a warm-up; ``size``
+    keeps the first images of each batch (a prediction's cost per image hardly depends on
+    the batch, and a large one would make the timing long). Made in this thread, in order;
+    the loader itself is left as it was (its epoch is not advanced)."""
 
-    def __init__(self, loader: Any, n: int):
-        self.loader, self.n = loader, max(1, int(n))
+    def __init__(self, loader: Any, n: int, size: int | None = None):
+        self.loader, self.n, self.size = loader, max(1, int(n)), size
         self.dist = None          # timed in this process alone: never a collective
         self.epoch = 0
 
@@ -149,9 +151,9 @@ class FirstBatches:
         self.epoch = int(epoch)
 
     def indices(self) -> list[np.ndarray]:
-        """The index arrays of the batches this gives."""
+        """The index arrays of the batches this gives (the first ``size`` images of each)."""
         batches = self.loader.batch_indices(0)
-        return [batches[b % len(batches)] for b in range(len(self))] if batches else []
+        return [batches[b % len(batches)][:self.size] for b in range(len(self))] if batches else []
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for b, idx in enumerate(self.indices()):
@@ -211,13 +213,13 @@ def time_training(train_fn: Callable[..., Any], net: Any, loader: Any, *, timed:
 
 
 def time_prediction(predict_fn: Callable[..., np.ndarray], loader: Any, *, batches: int = 2,
-                    **predict_kwargs: Any) -> float:
+                    size: int | None = 32, **predict_kwargs: Any) -> float:
     """Seconds per image of ``predict_fn(loader_of_some_batches, **predict_kwargs)`` (a
-    backend's ``predict`` with the run's net, precision and TTA bound), after one untimed batch
-    that builds the framework's kernels; decoding the images is in the figure, as it is in
-    the run's prediction."""
-    predict_fn(FirstBatches(loader, 1), **predict_kwargs)
-    timed = FirstBatches(loader, batches)
+    backend's ``predict`` with the run's net, precision and TTA bound), over ``batches``
+    batches of at most ``size`` images after one untimed one that builds the framework's
+    kernels; decoding the images is in the figure, as it is in the run's prediction."""
+    predict_fn(FirstBatches(loader, 1, size), **predict_kwargs)
+    timed = FirstBatches(loader, batches, size)
     n = sum(len(idx) for idx in timed.indices())
     t = time.perf_counter()
     predict_fn(timed, **predict_kwargs)

@@ -358,11 +358,12 @@ def time_cached_features(bk: Any, net: Any, loader: ImageLoader, lr: float, wd: 
     from .estimate import FirstBatches, time_training
     feats_mod = backend_module(bk, "features")
     amp_on = feats_mod.uses_amp(net, amp)
-    paths = _paths_of(loader)[:(1 + timed) * FEATURE_BATCH]
+    feature_batches = min(timed, 2)   # a backbone of 21 M parameters: a few images say enough
+    paths = _paths_of(loader)[:(1 + feature_batches) * FEATURE_BATCH]
     images = ImageLoader(FileSource(paths), None, FEATURE_BATCH, transform=loader.transform,
                          num_workers=loader.num_workers)
     t0, n, dim = 0.0, 0, 0
-    for b, (x, _) in enumerate(FirstBatches(images, 1 + timed)):
+    for b, (x, _) in enumerate(FirstBatches(images, 1 + feature_batches)):
         dim = np.asarray(feats_mod.backbone_features(net, x, loader.mean, loader.std,
                                                      amp=amp_on)).reshape(len(x), -1).shape[1]
         if b == 0:   # the first batch builds kernels: untimed
