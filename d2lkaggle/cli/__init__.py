@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
+# errors a user can cause (USER_ERRORS: one line, exit 2) and that line, as log.txt says it
+from ..compete import report
+from ..compete.report import USER_ERRORS, error_line
 from . import data, tools, train
 
 __all__ = ["main", "build_parser", "error_line"]
@@ -43,37 +47,47 @@ def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                 todo.extend(action.choices.values())
     return parser
 
-#: errors a user's input, files or machine can cause: one line, exit 2
-USER_ERRORS = (ValueError, OSError, RuntimeError, ImportError, ArithmeticError, MemoryError)
+def _lines_as_they_come() -> None:
+    """Off a terminal (a file, a pipe, a CI log), print each line when it is said: Python
+    buffers a redirected stdout in 8 KB blocks, so a run's first lines would otherwise wait
+    for minutes of training."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if not stream.isatty():
+                stream.reconfigure(line_buffering=True)
+        except (AttributeError, ValueError, OSError):   # a replaced stream (pytest's, a notebook's)
+            pass
 
-def error_line(e: BaseException) -> str:
-    """One line for an exception: its message, with the file an OSError names."""
-    if isinstance(e, OSError) and e.filename and e.strerror:
-        where = e.filename if e.filename2 is None else f"{e.filename} -> {e.filename2}"
-        msg = f"{e.strerror}: {where}"
-    elif isinstance(e, MemoryError):
-        msg = f"out of memory ({e or 'no details'}); use smaller images or batches"
-    else:
-        msg = str(e) or type(e).__name__
-    return " ".join(msg.split())  # one line, whatever the message held
+
+def _terminated(signum: int, frame: object) -> None:
+    """``kill`` (SIGTERM) ends a run as Ctrl-C does: its log.txt says how to resume it."""
+    raise KeyboardInterrupt("SIGTERM")
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``d2lkaggle`` command.
 
     Every error a user can cause prints one line, ``d2lkaggle: error: ...``, on stderr and
-    exits 2 (Ctrl-C: 130); ``--debug`` or ``D2LKAGGLE_DEBUG=1`` shows the traceback instead.
+    exits 2 (Ctrl-C: 130, SIGTERM: 143); ``--debug`` or ``D2LKAGGLE_DEBUG=1`` shows the
+    traceback instead. Off a terminal every line is printed when it is said.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("D2LKAGGLE_DEBUG", "") not in ("", "0")
     args = _one_line_errors(build_parser()).parse_args([a for a in argv if a != "--debug"])
     args.argv = argv   # (``--distributed`` starts the launcher with the same arguments)
+    _lines_as_they_come()
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    except ValueError:   # not the main thread: leave the signal alone
+        previous = None
+    report.COMMAND = [a for a in argv if a != "--debug"]   # what log.txt tells to type again
     try:
         return args.func(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if debug:
             raise
-        print("d2lkaggle: interrupted", file=sys.stderr)
-        return 130
+        print(f"d2lkaggle: interrupted ({str(e) or 'Ctrl-C'})", file=sys.stderr)
+        return 143 if str(e) == "SIGTERM" else 130
     except Exception as e:
         if debug:
             raise
@@ -82,3 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             line = f"{type(e).__name__}: {line} (internal error; rerun with --debug for the traceback)"
         print(f"d2lkaggle: error: {line}", file=sys.stderr)
         return 2
+    finally:
+        report.COMMAND = None
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -6,6 +6,7 @@ import math
 
 from ..models.limits import CAP, FACTOR, FLOOR, LIMIT_ENV
 from ..models.parity import MODELS as PARITY_MODELS
+from ..models.parity import OPTIMIZER_RUNS
 from ..models.parity import format_table, run_parity
 from ..models.weights import convert, load_neutral
 from ..specs.competitions import RECIPE_NAMES, format_recipes
@@ -38,7 +39,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     help="default: resnet18")
     pa.add_argument("--steps", type=int, default=10, help="training steps (default: %(default)s)")
     pa.add_argument("--backends", nargs="*", help="default: every installed one")
-    pa.add_argument("--optimizer", action="append", choices=("sgd", "nesterov", "adam", "adamw"),
+    pa.add_argument("--optimizer", action="append", choices=list(OPTIMIZER_RUNS),
                     help="train with this optimizer and a per-step CyclicLR instead of the "
                          "chapters' SGD (repeatable; default: the chapters' SGD run)")
     pa.add_argument("--mixing", action="store_true",

@@ -12,6 +12,7 @@ from ..compete.ensembles import ensemble_runs
 from ..compete.kaggle import archive_hint, extract_archives
 from ..compete.lrfind import find_lr
 from ..compete.members import run_ensemble, run_folds
+from ..compete.report import summary_line, tta_text
 from ..compete.run import run_competition
 from ..data.demo import make_demo
 from ..models.weights import WeightsUnavailableError
@@ -143,10 +144,18 @@ def _check_archives(a: argparse.Namespace) -> None:
 
 def _report(summary: dict) -> None:
     acc, speed = summary.get("valid_acc"), summary.get("examples_per_sec")
+    feats = summary.get("features")
+    if feats and speed is not None:   # the head's speed, and the backbone's apart
+        n, rate = feats["images_computed"], feats.get("images_per_sec")
+        speed_text = ((f"backbone features of {n} images in {feats['seconds']:.1f} s"
+                       + (f" ({rate:.1f} images/s)" if rate else "") if n else
+                       "backbone features from the cache")
+                      + f", head training {speed:.1f} examples/s on them, ")
+    else:
+        speed_text = f"{speed:.1f} examples/s, " if speed is not None else ""
     print(f"\n{summary['competition']} with {summary['backend']}: "
-          + (f"valid accuracy {acc:.4f}, " if acc is not None else "")
-          + (f"{speed:.1f} examples/s, " if speed is not None else "")
-          + f"{summary['timings']['total_s']:.1f} s")
+          + (f"valid accuracy {acc:.4f}{tta_text(summary)}, " if acc is not None else "")
+          + speed_text + f"{summary['timings']['total_s']:.1f} s")
     if summary.get("test_acc") is not None:
         print(f"  test accuracy {summary['test_acc']:.4f} (the archive's labelled test split)")
     cal = summary.get("calibration") or {}
@@ -182,13 +191,13 @@ def _run_or_ensemble(competition: str, data_dir: str, a: argparse.Namespace) -> 
     if (getattr(a, "members_vary", "seed") != "seed" or getattr(a, "members_values", None)) \
             and ens is None:
         raise ValueError("--members-vary/--members-values need --ensemble K")
+    kw["estimate"] = True   # every run, each member too, says how long it will take
     if ens is not None:
         return run_ensemble(competition, data_dir, members=ens, bagging=a.bagging,
                             vary=a.members_vary, values=a.members_values, **kw)
     if folds is not None:
         return run_folds(competition, data_dir, folds=folds, **kw)
-    # `d2lkaggle demo` says how long it will take before it starts (a few timed batches)
-    return run_competition(competition, data_dir, estimate=getattr(a, "estimate", False), **kw)
+    return run_competition(competition, data_dir, **kw)
 
 def _report_ensemble(summary: dict) -> None:
     print(f"\n{summary['competition']} {summary['kind']} of {len(summary['members'])} "
@@ -199,18 +208,8 @@ def _report_ensemble(summary: dict) -> None:
         print("warning: " + w)
 
 def _last_line(summary: dict) -> str:
-    """The line a user reads: best and last valid accuracy, the submission's model, the folder."""
-    folder = os.path.dirname(summary["files"]["summary"])
-    parts = [f"{summary['competition']} · {summary['backend']}"]
-    if summary.get("valid_acc") is not None:
-        best_epoch = summary.get("best_epoch")
-        parts.append(f"valid acc best {summary['best_valid_acc']:.4f}"
-                     + (f" (epoch {best_epoch})" if best_epoch else "")
-                     + f", last {summary['valid_acc']:.4f}")
-    model = summary.get("submission_model") or summary.get("predict_with", "")
-    parts.append(f"submission.csv from {model}")
-    parts.append(f"files in {folder}")
-    return " · ".join(parts)
+    """The line a user reads last (the same ends the run's log.txt)."""
+    return summary_line(summary)
 
 def cmd_run(a: argparse.Namespace) -> int:
     with _cli_words():
@@ -248,7 +247,6 @@ def cmd_demo(a: argparse.Namespace) -> int:
         a.out = os.path.join(root, f"run-{a.backend}")
     if not a.resume:
         a.overwrite = True   # the demo's own run folder: a second `d2lkaggle demo` replaces it
-    a.estimate = True        # the first command a user runs says how long it will take
     with _cli_words():
         s = _run_or_ensemble("demo", data_dir, a)
     if "returncode" in s or s.get("is_main") is False:   # the launcher's or another rank's

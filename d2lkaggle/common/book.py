@@ -240,6 +240,6 @@ def get_net(backend, competition: str = "dog-breed",
     if comp.recipe is None:
         raise ValueError(f"competition {comp.name!r} has no recipe to build a net from")
     recipe = comp.recipe if weights == "recipe" else replace(comp.recipe, weights=weights)
-    if num_classes is None:
-        num_classes = {"dog-breed": 120, "cifar10": 10, "cifar100": 100}.get(comp.name, 10)
+    if num_classes is None:   # the competition's own count (its table entry)
+        num_classes = comp.num_classes or 10
     return build_net(backend, recipe, int(num_classes))

@@ -251,6 +251,33 @@ def training_set_size(comp: Competition, data_dir: str, valid_ratio: float,
         return None    # load_data names the missing file
     return n - int(n * valid_ratio)
 
+def loading_line(comp: Competition, data_dir: str) -> str:
+    """The run's first line, said before anything is read: what is loaded from where and how
+    many images (counted from the labels file and the test folder's listing, no decoding), so
+    a run of 300,000 test images shows life before the minutes its loading takes."""
+    archive = find_cifar_archive(data_dir)
+    if archive is not None:
+        return f"loading {comp.name} from the CIFAR python archive {archive}"
+    labels = os.path.join(data_dir, comp.labels_file)
+    try:
+        with open(labels, "rb") as f:
+            n_train = max(0, sum(1 for line in f if line.strip()) - 1)
+    except OSError:
+        n_train = None    # load_data names the missing file
+    test_dir = os.path.join(data_dir, comp.test_dir)
+    try:
+        with os.scandir(test_dir) as it:
+            n_test = sum(1 for e in it if not e.name.startswith("."))
+    except OSError:
+        n_test = None
+    how = ("the training images decoded into memory (cached next to the data for the next "
+           "run), every test image checked" if comp.fixed_size
+           else "every image decoded once to check it")
+    count = lambda n: "?" if n is None else str(n)  # noqa: E731
+    return (f"loading {comp.name} from {data_dir}: {count(n_train)} labelled images "
+            f"({comp.labels_file}, {comp.train_dir}/) and {count(n_test)} test images "
+            f"({comp.test_dir}/); {how}")
+
 def _decode_all(paths: list[str], num_workers: int | None, chunk: int = 256) -> None:
     """Decode every file once (and drop the pixels): a damaged image fails before training."""
     for i in range(0, len(paths), chunk):

@@ -91,7 +91,7 @@ def _check_count(k: Any, flag: str) -> int:
     return int(k)
 
 def _run_kw_plan(run_kw: dict[str, Any]) -> dict[str, Any]:
-    skip = {"progress", "verbose", "num_workers", "log"}
+    skip = {"progress", "verbose", "num_workers", "log", "estimate"}
     return {k: v for k, v in sorted(run_kw.items()) if k not in skip and v is not None}
 
 def _parse_values(values: str | Sequence[str] | None) -> list[str] | None:

@@ -2,8 +2,10 @@
 
 Every setting and every input is checked first, so a mistake costs seconds, not a night of
 training, and a failure never leaves a file a later run would trust: the numbers of a run
-(:func:`check_settings`), the run folder (:func:`prepare_out`), whether ``--resume`` may
-continue a checkpoint trained with another configuration (:func:`check_resume`).
+(:func:`check_settings`), the labels file's and the sample submission's headers
+(:func:`check_labels_header`, :func:`check_sample_header`), the run folder
+(:func:`prepare_out`), whether ``--resume`` may continue a checkpoint trained with another
+configuration (:func:`check_resume`) and what it continues (:func:`resume_line`).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import sys
 from typing import Any, Callable
 
 __all__ = ["check_settings", "check_data_dir", "check_out_outside_data", "prepare_out", "config_diff", "check_resume", "normalize_config",
-           "check_checkpoint"]
+           "check_checkpoint", "check_labels_header", "check_sample_header", "resume_line"]
 
 #: the data a checkpoint was trained on (data.splits.data_fingerprint), in a user's words
 DATA_KEYS = {"data_labels": "the labels", "data_split": "the train/valid split",
@@ -198,3 +200,111 @@ def check_checkpoint(path: str, meta: dict, config: dict) -> None:
         what = f"other data ({' and '.join(changed)})" if changed else "another configuration"
         raise ValueError(f"{path} was made by {what} than this run (" + "; ".join(diff[:4])
                          + "); it is not used: delete it or choose another --out")
+
+
+def _first_rows(path: str, n: int = 2) -> list[list[str]]:
+    """The first ``n`` non-blank rows of a CSV file, cells stripped (``[]`` when unreadable:
+    the reader that loads it later names the problem)."""
+    import csv
+    rows: list[list[str]] = []
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            for row in csv.reader(f, skipinitialspace=True):
+                if any(c.strip() for c in row):
+                    rows.append([c.strip() for c in row])
+                if len(rows) == n:
+                    break
+    except (OSError, UnicodeDecodeError, ValueError):
+        return []
+    return rows
+
+
+def _names_image(folder: str, image_id: str) -> bool:
+    """Whether ``folder`` holds an image file named ``image_id`` (any extension)."""
+    import glob
+    return bool(image_id) and bool(glob.glob(os.path.join(glob.escape(folder),
+                                                          glob.escape(image_id) + ".*")))
+
+
+def check_labels_header(comp: Any, data_dir: str) -> str | None:
+    """The labels file's header against the competition's columns, before anything is read:
+    the competition's own header passes silently; another one whose first column names the
+    images is read as (id, label) and said in the returned line; a header whose columns are
+    the other way round, or whose first row names no image, is refused with the expected
+    header. (A missing or malformed file is left to the reader, which names the line.)"""
+    path = os.path.join(data_dir, comp.labels_file)
+    rows = _first_rows(path)
+    want = [comp.id_column, comp.label_column]
+    if not rows or len(rows[0]) != 2 or rows[0] == want or rows[0][0].isdigit():
+        return None
+    head, first = rows[0], rows[1] if len(rows) > 1 and len(rows[1]) == 2 else None
+    expected = f"expected the header '{','.join(want)}' ({comp.name}'s: the image id first, then its label)"
+    if [h.lower() for h in head] == [w.lower() for w in reversed(want)]:
+        raise ValueError(f"{path}: header '{','.join(head)}' has {comp.name}'s columns the other "
+                         f"way round; {expected}: swap the two columns")
+    train = os.path.join(data_dir, comp.train_dir)
+    if first is None or not os.path.isdir(train):
+        return None      # nothing to tell the columns apart by: the reader says what is wrong
+    if _names_image(train, head[0]):   # a hex id is no number: only the images tell
+        raise ValueError(f"{path}: missing header row: line 1 ({','.join(head)}) names an image "
+                         f"in {comp.train_dir}/, so it is data; {expected}: add it as line 1")
+    if _names_image(train, first[0]):
+        return (f"note: {path} has the header '{','.join(head)}', not {comp.name}'s "
+                f"'{','.join(want)}': column '{head[0]}' is read as the image id (line 2: "
+                f"{first[0]!r}, an image in {comp.train_dir}/) and column '{head[1]}' as the "
+                f"{comp.label_column} ({first[1]!r})")
+    if _names_image(train, first[1]):
+        raise ValueError(f"{path}: header '{','.join(head)}': its second column holds the image "
+                         f"ids (line 2: {first[1]!r} is an image in {comp.train_dir}/); "
+                         f"{expected}: swap the two columns")
+    raise ValueError(f"{path}: header '{','.join(head)}' is not {comp.name}'s and its first "
+                     f"row ({','.join(first)}) names no image in {train}; {expected} — is this "
+                     f"{comp.name}'s labels file?")
+
+
+def check_sample_header(comp: Any, data_dir: str) -> None:
+    """The sample submission's header, before anything is read: Kaggle scores
+    ``submission.csv`` by its column names, so a sample whose columns are not the
+    competition's (``ID,Category`` for ``id,label``) is refused with the expected header.
+    (Its ids, and a probability sample's class columns, are checked against the test images
+    and the labels while loading, before any training.)"""
+    path = os.path.join(data_dir, comp.sample_file)
+    rows = _first_rows(path, 1)
+    if not rows:
+        return
+    head = rows[0]
+    want = [comp.id_column, comp.label_column] if comp.submission == "label" else [comp.id_column]
+    got = head if comp.submission == "label" else head[:1]
+    if got != want:
+        shown = ",".join(want) + ("" if comp.submission == "label" else ",<one column per class>")
+        raise ValueError(f"{path}: header '{','.join(head[:6])}{',...' if len(head) > 6 else ''}' "
+                         f"is not {comp.name}'s; expected '{shown}' (Kaggle scores the "
+                         f"submission by these column names): use the competition's own "
+                         f"{comp.sample_file}, or correct its first line")
+
+
+#: a run's phases as ``--resume`` names them: checkpoint folder -> words
+PHASE_WORDS = {"valid": "the validation phase", "final": "the retrain on all labels"}
+
+
+def resume_line(out: str, phases: Any, epochs: int, finished: bool = False) -> str:
+    """What ``--resume`` found in ``out``, in one line: no checkpoint (starting afresh), the
+    phase and epoch it continues, or a finished run (re-reported: predicted and written again
+    from its checkpoints). ``phases``: the checkpoint folders the run trains, in order."""
+    from ..utils.progress import plural
+    from .runfolder import epochs_done
+    done = {ph: epochs_done(os.path.join(out, "checkpoints", ph, "last.npz")) for ph in phases}
+    if not any(done.values()):
+        return f"--resume: no checkpoint in {out}: starting afresh"
+    if all(done[ph] >= epochs for ph in phases):
+        if finished:
+            return (f"--resume: {out} holds a finished run: re-reporting (predictions, "
+                    "submission and pictures written again from its checkpoints)")
+        return ("--resume: every phase's checkpoints are complete: predicting and writing "
+                "the run's files")
+    complete = [f"{PHASE_WORDS[ph]} is complete ({done[ph]}/{plural(epochs, 'epoch')})"
+                for ph in phases if done[ph] >= epochs]
+    ph = next(p for p in phases if done[p] < epochs)
+    verb = (f"resuming {PHASE_WORDS[ph]} at epoch {done[ph] + 1}/{epochs}" if done[ph]
+            else f"starting {PHASE_WORDS[ph]}")
+    return "--resume: " + "; ".join(complete + [verb])

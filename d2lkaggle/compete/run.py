@@ -29,7 +29,8 @@ import numpy as np
 
 from ..data.loader import source_images
 from ..data.splits import split_digest
-from ..models.build import build_net, check_weights, start_weights, weights_file
+from ..models.build import (build_net, check_imagenet_weights, check_weights, start_weights,
+                            weights_file)
 from ..models.table import weights_choice
 from ..models.weights import StartWeights
 from ..models.whitening import whiten_first_conv
@@ -47,22 +48,27 @@ from ..specs.tricks import (
 )
 from ..specs.tricks import describe as describe_tricks
 from ..specs.writeups import cycle_step_size
+from ..train.estimate import RunClock
 from ..train.features import cacheable
 from ..train.loop import History
 from ..train.tta import check_tta
 from ..utils.files import atomic_write_text, load_npz
-from ..utils.progress import RunProgress, resolve_verbose
+from ..utils.progress import RunProgress, plural, resolve_verbose
 from ..utils.registry import canonical_name, get_backend
 from .calibration import Calibration, calibrate, resolve_calibration
-from .load import CompetitionData, load_data, normalized, shard_data, training_set_size
-from .preflight import (check_checkpoint, check_data_dir, check_out_outside_data, check_resume,
-                        check_settings, prepare_out)
+from .load import (CompetitionData, load_data, loading_line, normalized, shard_data,
+                   training_set_size)
+from .preflight import (check_checkpoint, check_data_dir, check_labels_header,
+                        check_out_outside_data, check_resume, check_sample_header, check_settings,
+                        prepare_out, resume_line)
 from .report import (
+    ending_line,
     header,
     json_float,
     labelled_test_metrics,
     plot_run,
     run_outcome,
+    summary_line,
     title,
     valid_pictures,
     write_history,
@@ -105,6 +111,7 @@ class RunPlan:
     lock: Any = None           # the run folder's RunFolderLock (rank 0)
     runlog: Any = None         # log.txt (rank 0)
     estimate: bool = False     # time a few batches first and say how long the run will take
+    notes: tuple[str, ...] = ()   # what the checks before the run accepted and say (a header)
 
     @property
     def retrain(self) -> bool:
@@ -157,6 +164,8 @@ class Run:
     pictures: dict[str, str] = field(default_factory=dict)
     calibration: Calibration | None = None
     forced: dict[str, list[dict[str, Any]]] = field(default_factory=dict)   # --resume force, per phase
+    clock: RunClock | None = None          # the run's parts: its estimate and every epoch's ETA
+    features: dict[str, Any] = field(default_factory=dict)   # cached features' seconds, counts
 
 
 def run_competition(competition: str | Competition, data_dir: str, *, backend: str = "torch",
@@ -219,8 +228,10 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
     try:
         run = load_stage(plan)
         start_training(run)
-        if plan.estimate and plan.dist.is_main and not plan.cache_features:
-            estimate_duration(run)
+        if plan.dist.is_main:   # the expected duration (timed, or only planned) and the ETAs
+            run.clock = estimate_duration(run) if plan.estimate else run_clock(run)
+            run.clock.start()
+            run.train_kw["clock"] = run.clock
         if run.data.valid_iter is not None:
             validate(run)
         if plan.retrain or run.data.valid_iter is None:
@@ -230,6 +241,9 @@ def run_competition(competition: str | Competition, data_dir: str, *, backend: s
         if not plan.dist.is_main:   # rank 0 predicts everything and writes; the others wait
             return _dist_done(plan.backend, plan.dist, plan.out)
         return finish_run(run)
+    except BaseException as e:   # log.txt ends with how the run ended, whatever the cause
+        _say_ending(plan, e)
+        raise
     finally:
         close_run_folder(plan)
 
@@ -328,6 +342,11 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
         cache_features = (aug_pair is None and not comp.fixed_size and cacheable(recipe)
                           and not dist.enabled)
     check_data_dir(comp, data_dir, COMPETITIONS.values())
+    # the inputs' headers and the pretrained weights, before anything is written or loaded
+    notes = (check_labels_header(comp, data_dir),) if os.path.isdir(data_dir) else ()
+    if os.path.isdir(data_dir):
+        check_sample_header(comp, data_dir)
+    check_imagenet_weights(recipe, name)
     if weights_file(recipe.weights) is not None:
         # a file that fits nothing is refused now, before the run folder exists (the classes
         # are the file's here: another number of classes only means a new classifier)
@@ -338,7 +357,8 @@ def plan_run(competition: str | Competition, data_dir: str, *, backend: str = "t
                    resume=resume, overwrite=overwrite, progress=progress, log=log,
                    batch_note="\n".join(n for n in (model_note, batch_note) if n) or None,
                    verbose=resolve_verbose(verbose), estimate=bool(estimate),
-                   calibrate=calibrate, calibrate_note=calibrate_note)
+                   calibrate=calibrate, calibrate_note=calibrate_note,
+                   notes=tuple(n for n in notes if n))
 
 
 def open_run_folder(plan: RunPlan) -> RunPlan:
@@ -381,6 +401,23 @@ def open_run_folder(plan: RunPlan) -> RunPlan:
     return plan
 
 
+def _say_ending(plan: RunPlan, e: BaseException) -> None:
+    """The last line of ``log.txt`` of a run that did not finish: interrupted (said on the
+    screen too, with the command that resumes it) or failed (the screen has the error)."""
+    if plan.runlog is None or plan.runlog.file.closed:
+        return
+    valid = bool(plan.split[1]) if plan.split is not None else plan.recipe.valid_ratio > 0
+    phases = {PHASES[ph][0]: (ph, epochs_done(os.path.join(plan.out, "checkpoints", ph,
+                                                          "last.npz")), plan.recipe.epochs)
+              for ph in ((["valid"] if valid else []) + (["final"] if plan.retrain or not valid
+                                                          else []))}
+    line = ending_line(e, plan.final_out or plan.out, phases, staged_for=plan.final_out)
+    if isinstance(e, KeyboardInterrupt):
+        plan.say(line)
+    else:
+        plan.runlog.write(line)
+
+
 def close_run_folder(plan: RunPlan) -> None:
     """Close ``log.txt`` and release the run folder's lock (rank 0); a run that failed in a
     folder beside the old one (``overwrite``) leaves the old run as it was."""
@@ -399,6 +436,9 @@ def load_stage(plan: RunPlan) -> Run:
     """Stage 3: labels, split and loaders (every image checked), the run's first lines, and a
     placeholder submission checked against the sample file before any training."""
     t0 = time.perf_counter()
+    plan.say(loading_line(plan.comp, plan.data_dir))   # a line before the minutes of decoding
+    for note in plan.notes:
+        plan.say(note)
     data = load_data(plan.comp, plan.data_dir, batch_size=plan.recipe.batch_size,
                      valid_ratio=plan.recipe.valid_ratio, image_size=plan.image_size,
                      seed=plan.seed, num_workers=plan.num_workers, augment=plan.augment,
@@ -438,13 +478,17 @@ def start_training(run: Run) -> None:
     run.resume = {phase: check_resume(os.path.join(plan.out, "checkpoints", phase), run.config,
                                       plan.resume, to_file, run.forced.setdefault(phase, []))
                   for phase in ("valid", "final")}
+    if plan.resume:   # what it found, in one line
+        plan.say(resume_line(plan.out, run_phases(run), plan.recipe.epochs,
+                             os.path.exists(os.path.join(plan.out, "summary.json"))))
     run.train_fn = run.bk.train
     if plan.cache_features:
         from functools import partial
 
         from ..train.features import check_cacheable, train_with_cached_features
         check_cacheable(plan.recipe, data.train_iter.transform)   # before the first epoch
-        run.train_fn = partial(train_with_cached_features, run.bk, backend=plan.backend)
+        run.train_fn = partial(train_with_cached_features, run.bk, backend=plan.backend,
+                               record=run.features)   # the backbone's time apart from the head's
     bars = plan.progress is True and plan.verbose == 1
     run.bar = _run_progress(bars, plan.recipe.epochs, data, plan.retrain,
                             plan.out if plan.resume else None)
@@ -457,68 +501,129 @@ def start_training(run: Run) -> None:
         run.train_kw.update(progress=run.bar, log=run.bar.wrap(plan.lines))
 
 
-def estimate_duration(run: Run, timed: int = 4, warmup: int = 2) -> float:
+def estimate_duration(run: Run) -> RunClock:
     """Stage 4b: the seconds this run will take on this machine, said before the first epoch.
 
-    A throwaway model of the recipe trains ``timed`` batches (after ``warmup`` untimed ones
-    that build the framework's kernels, graphs and optimizer state) and predicts two; the
-    run's own counts of training batches (every phase and epoch) and of images to evaluate
-    (each epoch's validation, the validation and test predictions) scale them up. The figure
-    goes to the log and, as the first ETA, to the progress line; the models that train
-    afterwards start from their own seed, so the run is the one it would have been."""
-    plan, data = run.plan, run.data
-    phases = [(data.train_iter, data.valid_iter)] if data.valid_iter is not None else []
-    if plan.retrain or data.valid_iter is None:
-        phases.append((data.train_valid_iter, None))
-    first = phases[0][0]
-    extra, _ = tricks_for(plan.recipe, first, len(data.classes))
-    step = run.bk.Step(build_net(run.bk, plan.recipe, len(data.classes), plan.size),
-                       lr=plan.recipe.lr, wd=plan.recipe.wd, amp=plan.amp,
-                       mean=first.mean, std=first.std,
-                       **{k: v for k, v in extra.items() if k in ("optimizer", "nesterov",
-                                                                  "wd_exclude")})
-    idx = first.batch_indices(0)
-    batches = [first.make_batch(0, b % len(idx), idx[b % len(idx)])
-               for b in range(warmup + timed)]
-    per_train = _seconds_per_batch(lambda xy: step.train_batch(*xy), batches, warmup)
-    per_image = _seconds_per_batch(lambda xy: step.predict_batch(xy[0]), batches[:3], 1) / len(
-        batches[0][0])
-    n_train = RunProgress.plan(*((plan.recipe.epochs, len(tr)) for tr, _ in phases))
-    if run.bar is not None:   # the progress line's count: a resumed run's epochs left
-        n_train = run.bar.total
-    # each epoch's validation and the validation predictions, then the test set once
-    n_eval = sum(len(va.source) * (math.ceil(plan.recipe.epochs) + 1)
-                 for _, va in phases if va is not None)
-    n_eval += len(data.test_ids)
-    total = per_train * n_train + per_image * n_eval
+    A throwaway model of the run's recipe is trained for a few batches by the run's own
+    training function (its model, batch, precision, optimizer, schedule, mixing; a
+    frozen-backbone run times its backbone's features and its head apart) and predicts a few
+    test batches with the run's TTA; :func:`run_clock` scales these by the run's counts —
+    every phase and epoch still to train, each epoch's validation, the validation and test
+    predictions. The figure goes to the log and, as the first ETA, to the progress line; the
+    clock then gives every epoch line the whole run's ETA. The models that train afterwards
+    start from their own seed, so the run is the one it would have been."""
+    plan = run.plan
     say = run.bar.wrap(plan.lines) if run.bar is not None else plan.lines   # above the bars
+    try:
+        costs, timing = measure_costs(run)
+    except FloatingPointError as e:   # the run's settings diverge: the run itself will say so
+        if say:
+            say(f"expected duration: not timed (the throwaway model's loss was not finite: {e})")
+        return run_clock(run)
+    clock = run_clock(run, costs)
     if say:
-        say(f"expected duration: about {_clock(total)} on this machine (a training batch of "
-            f"{first.batch_size} took {per_train:.2f} s just now; {len(phases)} phase"
-            f"{'s' if len(phases) > 1 else ''} of {plan.recipe.epochs:g} epoch"
-            f"{'s' if plan.recipe.epochs != 1 else ''}: {n_train} "
-            f"training batches, {n_eval} images to evaluate)")
+        say(clock.line(timing))
     if run.bar is not None:
-        run.bar.set_estimate(total)
-    return total
+        run.bar.set_estimate(clock.total())
+    return clock
 
 
-def _seconds_per_batch(fn: Callable[[Any], Any], batches: list, warmup: int) -> float:
-    """Median seconds of ``fn`` over the batches after the first ``warmup`` (run, untimed)."""
-    for xy in batches[:warmup]:
-        fn(xy)
-    times = []
-    for xy in batches[warmup:] or batches[-1:]:
-        t = time.perf_counter()
-        fn(xy)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+def measure_costs(run: Run, timed: int = 5, warmup: int = 2) -> tuple[dict[str, float], str]:
+    """Seconds per unit of the run's work, timed just now on throwaway models (see
+    :func:`run_clock` for the units), and what was timed, in words."""
+    from ..train.estimate import time_prediction, time_training
+    from ..train.tta import num_views
+    plan, data, bk = run.plan, run.data, run.bk
+    first = data.train_iter if data.valid_iter is not None else data.train_valid_iter
+    kw = {k: v for k, v in run.train_kw.items()
+          if k not in ("progress", "log", "epoch_log", "clock", "config")}
+    if plan.cache_features:
+        from ..train.features import time_cached_features, uncached_images
+        # the real weights: the feature cache is keyed by them
+        net = recipe_net(bk, plan.recipe, len(data.classes), plan.size, first, plan.seed,
+                         start=run.start)
+        todo = uncached_images(bk, net, [data.train_iter, data.valid_iter,
+                                         data.train_valid_iter], backend=plan.backend, amp=plan.amp)
+        feature_s, batch_s, end_s, head = time_cached_features(
+            bk, net, first, plan.recipe.lr, plan.recipe.wd, backend=plan.backend,
+            timed=timed, warmup=warmup, make_tricks=lambda loader: tricks_for(
+                plan.recipe, loader, len(data.classes))[0], **kw)
+        costs = {"feature_image": feature_s, "features_todo": todo}
+        what = (f"the backbone's features took {feature_s * 1e3:.0f} ms per image and a head "
+                f"batch of {head} {batch_s:.3f} s")
+    else:
+        net = build_net(bk, replace(plan.recipe, weights=None), len(data.classes), plan.size)
+        extra, _ = tricks_for(plan.recipe, first, len(data.classes))
+        batch_s, end_s = time_training(run.train_fn, net, first, timed=timed, warmup=warmup,
+                                       lr=plan.recipe.lr, wd=plan.recipe.wd,
+                                       **{**kw, **extra, "config": None})
+        costs = {}
+        what = f"a training batch of {first.batch_size} took {batch_s:.2f} s"
+    predict_s = time_prediction(lambda loader: bk.predict(net, loader, amp=plan.amp, tta=plan.tta),
+                                data.test_iter)
+    views = num_views(plan.tta)
+    costs.update(train_batch=batch_s, epoch_end=end_s, predict_image=predict_s,
+                 eval_image=0.0 if plan.cache_features else predict_s / views)
+    tta = f" with TTA {plan.tta}" if views > 1 else ""
+    return costs, f"timed just now: {what}, predicting an image{tta} {predict_s * 1e3:.1f} ms"
 
 
-def _clock(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s} s" if s < 90 else f"{s // 60} min {s % 60:02d} s" if s < 5400 else \
-        f"{s // 3600} h {s % 3600 // 60:02d} min"
+def run_phases(run: Run) -> list[str]:
+    """The phases this run trains, in order (``valid``, ``final``; see :data:`PHASES`)."""
+    phases = ["valid"] if run.data.valid_iter is not None else []
+    return phases + (["final"] if run.plan.retrain or run.data.valid_iter is None else [])
+
+
+def run_clock(run: Run, costs: dict[str, float] | None = None) -> RunClock:
+    """The run's parts in the order they run, each with its expected seconds: the backbone's
+    features (a cached-features run), each phase's epochs still to train (training batches,
+    the epoch's end, its validation), the validation and the test predictions.
+
+    ``costs`` (from :func:`measure_costs`): seconds per training batch (``train_batch``), per
+    epoch's end (``epoch_end``), per validated image (``eval_image``), per predicted image
+    with the run's TTA (``predict_image``), per backbone feature (``feature_image``) and the
+    images whose features are not cached (``features_todo``). Without them the relative costs
+    of :data:`~d2lkaggle.train.estimate.RELATIVE_COSTS` stand in: the ETAs are then right
+    once an epoch has shown how fast the machine is, and no estimate is said."""
+    from ..train.estimate import RELATIVE_COSTS, Part
+    from ..train.tta import num_views
+    plan, data = run.plan, run.data
+    epochs, views = plan.recipe.epochs, num_views(plan.tta)
+    timed = costs is not None
+    if costs is None:
+        train_image = RELATIVE_COSTS["train_image"] * (0.01 if plan.cache_features else 1)
+        costs = {"train_batch": train_image * data.train_valid_iter.batch_size,
+                 "eval_image": 0.0 if plan.cache_features else RELATIVE_COSTS["predict_image"],
+                 "predict_image": RELATIVE_COSTS["predict_image"] * views,
+                 "feature_image": RELATIVE_COSTS["predict_image"],
+                 "features_todo": len(data.train_valid_iter.source)}
+    c = {"epoch_end": 0.0, "feature_image": 0.0, "features_todo": 0, **costs}
+    parts = []
+    if plan.cache_features and c["features_todo"]:
+        parts.append(Part("backbone features", once_s=c["features_todo"] * c["feature_image"],
+                          detail=f"of {int(c['features_todo'])} images"))
+    views_text = f" × {views} TTA views" if views > 1 else ""
+    head = "head " if plan.cache_features else ""
+    for ph in run_phases(run):
+        label, train_name, valid_name, _ = PHASES[ph]
+        tr, va = getattr(data, train_name), getattr(data, valid_name) if valid_name else None
+        n_va = len(va.source) if va is not None else 0
+        done = (epochs_done(os.path.join(plan.out, "checkpoints", ph, "last.npz"))
+                if run.resume.get(ph) else 0)
+        parts.append(Part(
+            label, epochs=epochs, start=min(done, epochs),
+            epoch_s=len(tr) * c["train_batch"] + c["epoch_end"] + n_va * c["eval_image"],
+            once_s=n_va * c["eval_image"] if run.start is not None and va is not None else 0.0,
+            detail=f"{plural(epochs, 'epoch')} × {plural(len(tr), head + 'batch', head + 'batches')}"
+                   f" of {tr.batch_size}"
+                   + (f" + {n_va} validation images" if n_va else "")))
+        if va is not None:
+            parts.append(Part("validation predictions", once_s=n_va * c["predict_image"],
+                              detail=f"of {n_va} images{views_text}"))
+    n_test = len(data.test_ids)
+    parts.append(Part("test predictions", once_s=n_test * c["predict_image"],
+                      detail=f"of {n_test} images{views_text}"))
+    return RunClock(parts, timed=timed)
 
 
 #: phase -> (progress label, training loader, validation loader, timings key)
@@ -557,10 +662,12 @@ def train_phase(run: Run, phase: str) -> Phase:
         run.start_acc = float(run.bk.evaluate_accuracy(net, D.unsharded(valid_iter), amp=plan.amp))
         plan.say(f"starting from --weights {os.path.basename(run.start.file)} "
                  f"({run.start.parts}): valid acc {run.start_acc:.4f} before the first epoch")
-    t0 = time.perf_counter()
+    t0, features_before = time.perf_counter(), run.features.get("features_s", 0.0)
     extra, tricks = tricks_for(plan.recipe, train_iter, len(data.classes), plan.say)
     if run.bar is not None:
         run.bar.set_phase(label)
+    if run.clock is not None:
+        run.clock.begin(label)
     curves = os.path.join(plan.out, "curves.png")
     history = run.train_fn(net, train_iter, valid_iter, plan.recipe.epochs, plan.recipe.lr,
                            plan.recipe.wd, None,
@@ -568,7 +675,11 @@ def train_phase(run: Run, phase: str) -> Phase:
                            resume=run.resume[phase],
                            plot=None if "valid" in run.phases else curves, label=label,
                            **run.train_kw, **extra)
-    run.timings[timing] = time.perf_counter() - t0
+    # a cached-features run: the backbone's seconds go to features_s, the phase's are the head's
+    features_s = run.features.get("features_s", 0.0) - features_before
+    run.timings[timing] = time.perf_counter() - t0 - features_s
+    if features_s:
+        run.timings["features_s"] = run.timings.get("features_s", 0.0) + features_s
     run.phases[phase] = Phase(phase, net, history, tricks, run.timings[timing])
     return run.phases[phase]
 
@@ -586,8 +697,11 @@ def validate(run: Run) -> Phase:
         run.valid_probs = valid_predictions(run.bk, phase.net, run.data, plan.amp, tta=plan.tta)
         run.calibration = calibrate_stage(run)
         run.valid_probs = run.calibration.apply(run.valid_probs)
+        hist = phase.history   # the predicting epoch's plain accuracy, beside a TTA one
+        plain = hist.best_valid_acc if plan.predict_with == "best" else hist.last["valid_acc"]
         run.pictures = valid_pictures(plan.out, run.data, run.valid_probs,
-                                       title(plan.comp, plan.backend, plan.recipe))
+                                       title(plan.comp, plan.backend, plan.recipe),
+                                       tta=plan.tta, plain_acc=plain)
     return phase
 
 
@@ -648,6 +762,9 @@ def finish_run(run: Run) -> dict[str, Any]:
     if plan.final_out is not None:   # --overwrite: built beside the old run, which it replaces now
         summary = retarget(summary, plan.out, plan.final_out)
     atomic_write_text(os.path.join(plan.out, "summary.json"), json.dumps(summary, indent=2) + "\n")
+    if plan.runlog is not None:   # how the run ended, last in log.txt
+        plan.runlog.write(f"finished in {summary['timings']['total_s']:.1f} s: "
+                          + summary_line(summary))
     if plan.final_out is not None:
         plan.runlog.close()
         install_run(plan.out, plan.final_out)
@@ -681,6 +798,8 @@ def _summary(run: Run, probs: np.ndarray, sub: str) -> dict[str, Any]:
         "examples_per_sec": json_float(main.examples_per_sec) if len(main) else None,
         "devices": main.devices, "timings": {k: round(v, 2) for k, v in timings.items()},
         "cache_features": plan.cache_features,
+        # a cached-features run: the backbone's time apart (examples_per_sec is the head's)
+        **({"features": _features_record(run.features)} if run.features else {}),
         "files": {"submission": sub, "history": os.path.join(out, "history.csv"),
                   "curves": os.path.join(out, "curves.png"),
                   "checkpoints": os.path.join(out, "checkpoints"),
@@ -717,6 +836,14 @@ def _trained_on(run: Run) -> dict[str, Any] | None:
                 "the model was trained on these data (its checkpoint's) and continued with "
                 "--resume force on this run's, which differ"))
     return now
+def _features_record(record: dict[str, Any]) -> dict[str, Any]:
+    """``summary.json["features"]``: the frozen backbone's features, timed apart from the
+    head's training (whose examples/s the run's figures are)."""
+    seconds, computed = float(record.get("features_s", 0.0)), int(record.get("features_computed", 0))
+    return {"seconds": round(seconds, 2), "images_computed": computed,
+            "images_from_cache": int(record.get("features_cached", 0)),
+            "images_per_sec": round(computed / seconds, 2) if computed and seconds > 0 else None,
+            "examples_per_sec_is": "the head's training on cached features"}
 
 
 def _weights_record(run: Run) -> dict[str, Any] | None:

@@ -283,6 +283,18 @@ def _stream(url: str, f: IO[bytes], fname: str, offline_hint: str,
         raise DownloadError(f"could not download {url} ({why}); {offline_hint}") from e
 
 
+def unreachable(url: str, timeout: float = 10.0) -> str | None:
+    """Why ``url`` cannot be downloaded from here (no network, refused, an HTTP error), or
+    ``None`` when a HEAD request reaches it: asked before a long run that will need the file,
+    so that it fails at the start rather than after its data was loaded."""
+    try:
+        r = requests.head(url, timeout=(timeout, timeout), allow_redirects=True)
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
+        why = f"{type(e).__name__}"
+        return why + (": no answer" if isinstance(e, requests.Timeout) else "")
+    return None if r.status_code < 400 else f"HTTP {r.status_code} {r.reason}"
+
+
 def download_extract(name_or_url: str, folder: str | None = None, *,
                      max_size: int | None = None, local: str | os.PathLike | None = None,
                      **download_kw) -> str:

@@ -17,9 +17,10 @@ import os
 from typing import Any
 
 from ..utils.files import sha1
-from ..utils.registry import get_backend
-from .table import BACKBONE_CLASSIFIERS, HEADS, IMAGENET_MODELS, check_model_name
-from .weights import StartWeights, match_weights, read_weights
+from ..utils.registry import FRAMEWORK_NAMES, canonical_name, get_backend
+from .table import BACKBONE_CLASSIFIERS, HEADS, IMAGENET_MODELS, IMAGENET_WEIGHTS, check_model_name
+from .weights import (StartWeights, WeightsUnavailableError, backbone_state, imagenet_file,
+                      match_weights, read_weights, torch_hub_checkpoints)
 
 
 def weights_file(weights: Any) -> str | None:
@@ -42,6 +43,48 @@ def check_weights(recipe: Any) -> None:
     if path is not None and not os.path.isfile(path):
         raise FileNotFoundError(f"--weights {path}: no such file" if not os.path.exists(path)
                                 else f"--weights {path} is not a file")
+
+
+def imagenet_arch(recipe: Any) -> str:
+    """The ImageNet weights a recipe with ``weights="imagenet"`` loads (a key of
+    :data:`~d2lkaggle.models.table.IMAGENET_WEIGHTS`): the fine-tune net's backbone, or the
+    model itself."""
+    if recipe.model == "finetune":
+        return getattr(recipe, "arch", None) or "resnet34"
+    return recipe.model
+
+
+def check_imagenet_weights(recipe: Any, backend: str,
+                           unreachable: Any = None) -> None:
+    """``weights="imagenet"`` can be had before the run starts, or one line says how: torch
+    finds torchvision's file in its cache or reaches its URL (``unreachable(url)``: why not,
+    :func:`d2lkaggle.data.hub.unreachable`); MXNet and Paddle read a file in torch's cache
+    (the fine-tune backbone only from a converted one). A Dog Breed run offline then fails in
+    a second, not after minutes of loading its images."""
+    if not (isinstance(recipe.weights, str) and recipe.weights.strip().lower() == "imagenet") \
+            or recipe.model not in IMAGENET_MODELS:
+        return
+    backend, arch = canonical_name(backend), imagenet_arch(recipe)
+    framework = FRAMEWORK_NAMES[backend]
+    if backend != "torch":    # the wing's own check, with its own message, made now
+        if recipe.model == "finetune" and arch == "resnet34":
+            backbone_state("imagenet", framework)
+        imagenet_file(arch, framework)
+        return
+    url = IMAGENET_WEIGHTS[arch]["url"]
+    fname = os.path.basename(url)
+    path = os.path.join(torch_hub_checkpoints(), fname)
+    if os.path.exists(path):
+        return
+    if unreachable is None:
+        from ..data.hub import unreachable
+    why = unreachable(url)
+    if why is not None:
+        raise WeightsUnavailableError(
+            f"cannot get the ImageNet {arch} weights: {url} cannot be reached ({why}) and "
+            f"{fname} is not in {os.path.dirname(path)}; place {fname} at {path} to use it "
+            "offline, or pass {arg} to a .pth / .safetensors file (or 'none' for a random "
+            "backbone, which trains poorly)")
 
 
 def head_of(recipe: Any) -> str:

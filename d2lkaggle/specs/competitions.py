@@ -29,6 +29,8 @@ class Competition:
     url: str = ""
     notes: str = field(default="", compare=False)
     metric: str = "accuracy"         # how Kaggle scores it: "accuracy" or "log_loss"
+    num_classes: int | None = None   # the competition's classes (the chapters' get_net builds
+                                     # its model before any data is read)
 
 
 #: the CIFAR-10 speed-run record, Keller Jordan's airbench94 (``airbench`` 0.1.8; the paper "94%
@@ -76,7 +78,7 @@ COMPETITIONS: dict[str, Competition] = {
         "cifar10", "trainLabels.csv", "id", "label", "sampleSubmission.csv", "label", 32,
         CIFAR10_MEAN, CIFAR10_STD, "cifar", True,
         AIRBENCH_DEFAULT,
-        url="https://www.kaggle.com/c/cifar-10"),
+        url="https://www.kaggle.com/c/cifar-10", num_classes=10),
     "dog-breed": Competition(
         "dog-breed", "labels.csv", "id", "breed", "sample_submission.csv", "proba", 224,
         IMAGENET_MEAN, IMAGENET_STD, "dog", False,
@@ -89,7 +91,8 @@ COMPETITIONS: dict[str, Competition] = {
         Recipe("finetune", epochs=10, batch_size=128, lr=1e-3, wd=0.05, lr_period=2,
                lr_decay=0.9, weights="imagenet", optimizer="adamw", sched="onecycle",
                augment="none", tta="flip", small_set_batch=32),
-        url="https://www.kaggle.com/c/dog-breed-identification", metric="log_loss"),
+        url="https://www.kaggle.com/c/dog-breed-identification", metric="log_loss",
+        num_classes=120),
     "cifar100": Competition(
         "cifar100", "trainLabels.csv", "id", "label", "sampleSubmission.csv", "label", 32,
         (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "cifar", True,
@@ -98,11 +101,12 @@ COMPETITIONS: dict[str, Competition] = {
         # chapter's values, --recipe writeup-cifar100-effnetv2 the write-up's
         RESNET18_CIFAR,
         url="https://www.cs.toronto.edu/~kriz/cifar.html",
-        notes="Kaggle CIFAR-10 layout with 100 classes, or cifar-100-python.tar.gz"),
+        notes="Kaggle CIFAR-10 layout with 100 classes, or cifar-100-python.tar.gz",
+        num_classes=100),
     "demo": Competition(
         "demo", "trainLabels.csv", "id", "label", "sampleSubmission.csv", "label", 32,
         CIFAR10_MEAN, CIFAR10_STD, "cifar", True,
-        AIRBENCH_DEMO),
+        AIRBENCH_DEMO, num_classes=10),
 }
 #: each chapter's exact hyperparameters (``--recipe book``): SGD + momentum, StepLR per epoch,
 #: integer labels, the chapter's augmentation. The COMPETITIONS recipes are the defaults.
@@ -196,7 +200,7 @@ RECIPE_WORDS = {
 def format_recipes(names: list[str] | None = None) -> str:
     """Every name ``--recipe`` accepts (``default``, ``book``, each write-up) with what it
     trains, per competition for ``default`` and ``book`` (``d2lkaggle recipes``)."""
-    from .tricks import recipe_text
+    from .tricks import model_text, recipe_text
     names = names or list(RECIPE_NAMES)
     unknown = [n for n in names if n not in RECIPE_NAMES]
     if unknown:
@@ -206,7 +210,7 @@ def format_recipes(names: list[str] | None = None) -> str:
         if name in WRITEUPS:
             listing = format_writeups([name]).split("\n")
             r = WRITEUPS[name].to_recipe()
-            out += [listing[0], f"    {'trains':17s} {r.model}: {recipe_text(r)}", *listing[1:]]
+            out += [listing[0], f"    {'trains':17s} {model_text(r)}: {recipe_text(r)}", *listing[1:]]
             continue
         if name in RECORDS:
             r = RECORDS[name]
@@ -222,5 +226,5 @@ def format_recipes(names: list[str] | None = None) -> str:
             if comp.recipe is not None:
                 r = recipe_for(comp, name)
                 weights = f" from {r.weights} weights" if r.weights else ""
-                out.append(f"    {comp.name:10s} {r.model}{weights}: {recipe_text(r)}")
+                out.append(f"    {comp.name:10s} {model_text(r)}{weights}: {recipe_text(r)}")
     return "\n".join(out)

@@ -18,6 +18,7 @@ from ..train import schedules as S
 from ..train.averaging import check_average, make_average
 from ..train.optim import OPTIMIZERS
 from ..train.tta import check_tta
+from ..utils.progress import plural
 from .recipe import Recipe
 
 WD_EXCLUDE = (None, "bn_bias")
@@ -360,7 +361,7 @@ OPTIMIZER_WORDS = {"sgd": "SGD (momentum 0.9)", "nesterov": "SGD (Nesterov momen
 def schedule_text(r: Recipe) -> str:
     """The recipe's learning-rate schedule with its parameters, in words (what a run uses)."""
     if r.sched == "step":
-        return (f"lr {r.lr:g} x{r.lr_decay:g} every {r.lr_period} epochs (StepLR)"
+        return (f"lr {r.lr:g} x{r.lr_decay:g} every {plural(r.lr_period, 'epoch')} (StepLR)"
                 if r.lr_period and r.lr_decay != 1 else f"constant lr {r.lr:g}")
     if r.sched == "multistep":
         at = ",".join(str(m) for m in r.milestones) if r.milestones else "1/2 and 3/4 of the run"
@@ -399,6 +400,15 @@ def mixing_text(r: Recipe) -> str | None:
     return " + ".join(parts) or None
 
 
+def model_text(r: Recipe) -> str:
+    """The model a recipe builds, by its table name and what sets it apart from that name's
+    default (``resnet18 (width 16)``: the demo's narrow net, not the chapter's)."""
+    default = Recipe.__dataclass_fields__["width"].default
+    if r.model == "resnet18" and r.width != default:   # (only resnet18 reads the width)
+        return f"{r.model} (width {r.width})"
+    return r.model
+
+
 def recipe_text(r: Recipe) -> str:
     """What a run trains with, from its recipe (after the overrides and the small-set rule):
     epochs, batch, optimizer and weight decay, the schedule and its parameters, mixing and the
@@ -414,7 +424,7 @@ def recipe_text(r: Recipe) -> str:
     batch = f"batch {r.batch_size}"
     if r.small_set_batch is not None and r.small_set_batch < r.batch_size:   # not applied yet
         batch += f" ({r.small_set_batch} on a small set)"
-    parts = [f"{r.epochs:g} epoch{'' if r.epochs == 1 else 's'}", batch, opt, schedule_text(r)]
+    parts = [plural(r.epochs, "epoch"), batch, opt, schedule_text(r)]
     mix = mixing_text(r)
     if mix:
         parts.append(mix)

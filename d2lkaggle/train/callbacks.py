@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..utils.files import load_npz, save_npz
-from ..utils.progress import clock, epoch_bar
+from ..utils.progress import clock, epoch_bar, plural
 from .diagnostics import LearningMonitor
 from .history import History
 from .schedules import epoch_steps, startup_epochs
@@ -123,7 +123,8 @@ class Checkpoints(Callback):
 
     def on_train_end(self, state: FitState) -> None:
         if state.start >= state.epochs_to_run and state.log:
-            state.log(f"{self.last} already holds all {state.epochs_label} epochs; nothing to train")
+            state.log(f"{self.last} already holds all {plural(state.num_epochs, 'epoch')}; "
+                      "nothing to train")
 
 
 class ProgressBar(Callback):
@@ -153,11 +154,12 @@ class ProgressBar(Callback):
 
 class EpochLog(Callback):
     """One line per epoch: the phase's ``label``, epoch, lr, train loss/accuracy, valid
-    loss/accuracy, examples/s and the time since the fit began (the same line on a terminal,
-    in a redirected log and in the run folder's ``log.txt``)."""
+    loss/accuracy, examples/s, the time since the fit began and, given a ``clock`` (a
+    :class:`~d2lkaggle.train.estimate.RunClock`), the whole run's ETA (the same line on a
+    terminal, in a redirected log and in the run folder's ``log.txt``)."""
 
-    def __init__(self, log: Callable[[str], None], label: str = ""):
-        self.log, self.label, self.t0 = log, label, time.perf_counter()
+    def __init__(self, log: Callable[[str], None], label: str = "", clock: Any = None):
+        self.log, self.label, self.t0, self.clock = log, label, time.perf_counter(), clock
 
     def on_train_begin(self, state: FitState) -> None:
         self.t0 = time.perf_counter()
@@ -169,8 +171,10 @@ class EpochLog(Callback):
                f"train acc {r['train_acc']:.3f}")
         if state.valid_data is not None:
             msg += f"  valid loss {r['valid_loss']:.4f}  valid acc {r['valid_acc']:.3f}"
-        self.log(msg + f"  {r['examples_per_sec']:.0f} ex/s  "
-                 f"elapsed {clock(time.perf_counter() - self.t0)}")
+        msg += (f"  {r['examples_per_sec']:.0f} ex/s  "
+                f"elapsed {clock(time.perf_counter() - self.t0)}")
+        eta = self.clock.eta(state.epoch + 1) if self.clock is not None else ""
+        self.log(msg + (f"  {eta}" if eta else ""))
 
 
 class NotLearning(Callback):
@@ -247,13 +251,14 @@ def default_callbacks(*, checkpoint_dir: str | None = None, resume: bool = False
                       config: dict | None = None, progress: Any = True, plot: str | None = None,
                       log: Callable[[str], None] | None = print,
                       on_epoch: Callable[[int, Any], None] | None = None,
-                      epoch_log: Any = True, label: str = "") -> list[Callback]:
+                      epoch_log: Any = True, label: str = "", clock: Any = None) -> list[Callback]:
     """``fit``'s keywords as callbacks, in the order they run after an epoch: log line
     (to ``log``, or to ``epoch_log`` when it is a callable, none when it is False; ``label``
-    names the phase), "not learning" check, checkpoints, curves, ``on_epoch``."""
+    names the phase, ``clock`` adds the whole run's ETA), "not learning" check, checkpoints,
+    curves, ``on_epoch``."""
     cbs: list[Callback] = [ProgressBar(progress)] if progress else []
     if callable(epoch_log) or (log and epoch_log):
-        cbs.append(EpochLog(epoch_log if callable(epoch_log) else log, label))
+        cbs.append(EpochLog(epoch_log if callable(epoch_log) else log, label, clock))
     cbs.append(NotLearning(log))
     cbs += [Checkpoints(checkpoint_dir, resume, config)] if checkpoint_dir else []
     if plot == "live":

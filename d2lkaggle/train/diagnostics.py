@@ -16,6 +16,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..utils.progress import plural
+
 #: epochs after which the check runs (or the last epoch of a shorter run of >= 2 epochs)
 CHECK_AFTER = 3
 
@@ -86,14 +88,14 @@ def not_learning(history, num_classes: int | None, after: int = CHECK_AFTER, *,
         acc += f", valid acc {last['valid_acc']:.3f}"
     what.append(acc + f" (chance: {chance:.3g} for {num_classes} classes)")
     if not final:
-        return f"training is not learning after {len(rows)} epochs: {'; '.join(what)}. {CAUSES}."
+        return f"training is not learning after {plural(len(rows), 'epoch')}: {'; '.join(what)}. {CAUSES}."
     tail = rows[-max(2, len(rows) // 3):]   # the last third: still falling there?
     still_falling = falling and tail[-1]["train_loss"] < 0.97 * tail[0]["train_loss"]
     cause = (FROZEN_RANDOM if frozen_random else TOO_SHORT if still_falling else CAUSES)
     if still_falling:
         what.insert(0, f"train loss {first['train_loss']:.4g} -> {last['train_loss']:.4g}, "
                        "still falling")
-    return f"training ended near chance after {len(rows)} epochs: {'; '.join(what)}. {cause}."
+    return f"training ended near chance after {plural(len(rows), 'epoch')}: {'; '.join(what)}. {cause}."
 
 
 class LearningMonitor:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import warnings
 from typing import Any, Callable, Iterator, Sequence
 
@@ -50,7 +51,9 @@ from ..utils.files import file_stamp
 from ..utils.registry import backend_module
 
 __all__ = ["check_cacheable", "cacheable", "deterministic", "backbone_digest", "feature_key",
-           "cached_features", "FeatureLoader", "train_with_cached_features", "FEATURES_VERSION"]
+           "cached_features", "FeatureLoader", "train_with_cached_features", "uncached_images",
+           "time_cached_features",
+           "FEATURES_VERSION"]
 
 #: bumped when the way features are computed or keyed changes (old cache files are then not
 #: used; 2: rows keyed by ctime and inode too)
@@ -161,37 +164,53 @@ def _load_bank(path: str, key: dict[str, Any]) -> tuple[np.ndarray, list[str]] |
     return rows, ids
 
 
+def _bank_path(paths: Sequence[str], key: dict[str, Any], backend: str,
+               cache_dir: str | None = None) -> str:
+    """The cache file of ``key`` for images ``paths`` (one file per backbone and transform)."""
+    folder = cache_dir or _cache_folder(paths)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return os.path.join(folder, f"features-{backend}-{digest}.npz")
+
+
 def cached_features(paths: Sequence[str], compute: Callable[[np.ndarray], np.ndarray],
                     transform: Any, key: dict[str, Any], backend: str,
                     cache_dir: str | None = None, num_workers: int | None = None,
-                    log: Callable[[str], Any] | None = None) -> np.ndarray:
+                    log: Callable[[str], Any] | None = None,
+                    record: dict[str, Any] | None = None) -> np.ndarray:
     """The features (float32, one row per path, in order) of the images ``paths`` seen through
     ``transform``. Rows whose image (path, size, mtime, ctime, inode) is in the cache file of
     ``key`` are read; the others are computed with ``compute(uint8 batch)`` over batches of
     :data:`FEATURE_BATCH` images and added to the file (written atomically), so the train,
-    validation and retrain phases compute each image once."""
+    validation and retrain phases compute each image once. ``record`` (a dict) adds up the
+    seconds (``features_s``) and the images computed and read (``features_computed``,
+    ``features_cached``)."""
     from ..data.loader import FileSource
     from ..utils.files import atomic_open
     paths = [os.fspath(p) for p in paths]
     if not paths:
         raise ValueError("cache_features: no images")
-    folder = cache_dir or _cache_folder(paths)
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    bank_path = os.path.join(folder, f"features-{backend}-{digest}.npz")
+    t0 = time.perf_counter()
+    bank_path = _bank_path(paths, key, backend, cache_dir)
+    folder = os.path.dirname(bank_path)
     ids = [_identity(p) for p in paths]
     bank = _load_bank(bank_path, key)
     rows, known = bank if bank is not None else (None, [])
     where = {ident: k for k, ident in enumerate(known)}
     todo = [k for k, ident in enumerate(ids) if ident not in where]
+    if record is not None:
+        record["features_cached"] = record.get("features_cached", 0) + len(paths) - len(todo)
+        record["features_computed"] = record.get("features_computed", 0) + len(todo)
     if not todo:
         if log:
             log(f"backbone features of {len(paths)} images from {bank_path}")
+        _add_seconds(record, t0)
         return rows[[where[i] for i in ids]]
     loader = ImageLoader(FileSource([paths[k] for k in todo]), None, FEATURE_BATCH,
                          transform=transform, num_workers=num_workers)
     new: list[np.ndarray] = [np.asarray(compute(x), dtype=np.float32).reshape(len(x), -1)
                              for x, _ in loader]
     fresh = np.concatenate(new)
+    seconds = time.perf_counter() - t0
     if not np.isfinite(fresh).all():
         raise FloatingPointError("the backbone gave non-finite features; check its weights")
     if rows is not None and rows.shape[1] != fresh.shape[1]:
@@ -207,12 +226,20 @@ def cached_features(paths: Sequence[str], compute: Callable[[np.ndarray], np.nda
             np.savez(fh, rows=all_rows, ids=np.array(all_ids, dtype=str),
                      key=np.array(json.dumps(key, sort_keys=True)))
         if log:
-            log(f"backbone features of {len(todo)} images computed once "
-                f"({len(paths) - len(todo)} from the cache), cached in {bank_path}")
+            # the backbone's time apart from the head's: the epochs' examples/s are the head's
+            log(f"backbone features of {len(todo)} images computed once in {seconds:.1f} s "
+                f"({len(todo) / max(seconds, 1e-9):.1f} images/s; {len(paths) - len(todo)} from "
+                f"the cache), cached in {bank_path}")
     except OSError as e:
         warnings.warn(f"could not write the feature cache {bank_path}: {e}", RuntimeWarning,
                       stacklevel=2)
+    _add_seconds(record, t0)
     return all_rows[[where[i] for i in ids]]
+
+
+def _add_seconds(record: dict[str, Any] | None, t0: float) -> None:
+    if record is not None:
+        record["features_s"] = record.get("features_s", 0.0) + time.perf_counter() - t0
 
 
 class FeatureLoader(ImageLoader):
@@ -258,37 +285,107 @@ def _paths_of(loader: Any) -> list[str]:
     return list(paths)
 
 
+def _backbone(bk: Any, net: Any, amp: Any, backend: str | None) -> tuple[Any, str, str, bool]:
+    """(the wing's features module, backend name, digest of the backbone's weights, autocast)."""
+    feats_mod = backend_module(bk, "features")
+    name = backend or getattr(bk, "NAME", "backend")
+    return feats_mod, name, backbone_digest(feats_mod.backbone_state(net)), feats_mod.uses_amp(net, amp)
+
+
+def _loader_key(loader: ImageLoader, digest: str, name: str, amp_on: bool) -> dict[str, Any]:
+    if not deterministic(loader.transform):
+        raise ValueError(f"--cache-features: the transform {loader.transform!r} is random")
+    return feature_key(digest, loader.transform, backend=name, amp=amp_on,
+                       mean=list(loader.mean), std=list(loader.std))
+
+
+def uncached_images(bk: Any, net: Any, loaders: Sequence[Any], *, backend: str | None = None,
+                    amp: Any = "auto", cache_dir: str | None = None) -> int:
+    """How many distinct images of ``loaders`` (``None`` entries skipped) have no cached
+    features for ``net``'s backbone: what :func:`train_with_cached_features` will compute
+    before the first epoch (the estimate of a run counts them)."""
+    _, name, digest, amp_on = _backbone(bk, net, amp, backend)
+    todo: set[tuple[str, str]] = set()
+    for loader in loaders:
+        if loader is None:
+            continue
+        paths = _paths_of(loader)
+        key = _loader_key(loader, digest, name, amp_on)
+        bank_path = _bank_path(paths, key, name, cache_dir)
+        bank = _load_bank(bank_path, key)
+        known = set(bank[1]) if bank is not None else set()
+        todo |= {(bank_path, i) for i in map(_identity, paths) if i not in known}
+    return len(todo)
+
+
 def train_with_cached_features(bk: Any, net: Any, train_iter: ImageLoader,
                                valid_iter: ImageLoader | None, num_epochs: int, lr: float,
                                wd: float, devices: Any = None, *, amp: Any = "auto",
                                backend: str | None = None, cache_dir: str | None = None,
                                log: Callable[[str], Any] | None = print,
+                               record: dict[str, Any] | None = None,
                                **train_kwargs: Any) -> Any:
     """``bk.train(net, train_iter, valid_iter, ...)`` for a frozen-backbone net, with each
     image's backbone features computed once (or read from the cache) and the head trained on
     them (the Dog Breed chapter's training step, ``--cache-features``); returns the history.
-    ``net``'s head is trained in place, so it predicts on images afterwards as usual."""
+    ``net``'s head is trained in place, so it predicts on images afterwards as usual.
+    ``record`` (a dict) receives the features' seconds and counts (see :func:`cached_features`):
+    the history's examples/s are the head's alone."""
     check_cacheable(_NetRecipe(net), train_iter.transform, train_kwargs.get("mixing"))
-    feats_mod = backend_module(bk, "features")
-    name = backend or getattr(bk, "NAME", "backend")
-    digest = backbone_digest(feats_mod.backbone_state(net))
-    amp_on = feats_mod.uses_amp(net, amp)
+    feats_mod, name, digest, amp_on = _backbone(bk, net, amp, backend)
     compute = lambda x: feats_mod.backbone_features(net, x, train_iter.mean,  # noqa: E731
                                                     train_iter.std, amp=amp_on)
 
     def features_of(loader: ImageLoader) -> np.ndarray:
-        if not deterministic(loader.transform):
-            raise ValueError(f"--cache-features: the transform {loader.transform!r} is random")
-        paths = _paths_of(loader)
-        key = feature_key(digest, loader.transform, backend=name, amp=amp_on,
-                          mean=list(loader.mean), std=list(loader.std))
-        return cached_features(paths, compute, loader.transform, key, name, cache_dir,
-                               num_workers=loader.num_workers, log=log)
+        key = _loader_key(loader, digest, name, amp_on)
+        return cached_features(_paths_of(loader), compute, loader.transform, key, name,
+                               cache_dir, num_workers=loader.num_workers, log=log,
+                               record=record)
 
     train_f = FeatureLoader.like(train_iter, features_of(train_iter))
     valid_f = FeatureLoader.like(valid_iter, features_of(valid_iter)) if valid_iter is not None else None
     return feats_mod.train_head(net, train_f, valid_f, num_epochs, lr, wd, devices, amp=amp_on,
                                 log=log, **train_kwargs)
+
+
+def time_cached_features(bk: Any, net: Any, loader: ImageLoader, lr: float, wd: float, *,
+                         backend: str | None = None, amp: Any = "auto", timed: int = 3,
+                         warmup: int = 2, make_tricks: Callable[[Any], dict[str, Any]] | None = None,
+                         **train_kwargs: Any) -> tuple[float, float, float, int]:
+    """What a cached-features run costs, timed on ``net`` (a throwaway: its head is trained):
+    ``(seconds per image of the backbone's features, decoding included; seconds per head
+    batch; seconds of an epoch's end; the head's batch size)``. The head trains through the
+    wing's ``train_head`` on random features shaped as the backbone's, batched as
+    ``loader`` batches; ``make_tricks(feature_loader)`` gives its schedule and optimizer
+    keywords, as the run builds them."""
+    from ..data.loader import FileSource
+    from .estimate import FirstBatches, time_training
+    feats_mod = backend_module(bk, "features")
+    amp_on = feats_mod.uses_amp(net, amp)
+    feature_batches = min(timed, 2)   # a backbone of 21 M parameters: a few images say enough
+    paths = _paths_of(loader)[:(1 + feature_batches) * FEATURE_BATCH]
+    images = ImageLoader(FileSource(paths), None, FEATURE_BATCH, transform=loader.transform,
+                         num_workers=loader.num_workers)
+    t0, n, dim = 0.0, 0, 0
+    for b, (x, _) in enumerate(FirstBatches(images, 1 + feature_batches)):
+        dim = np.asarray(feats_mod.backbone_features(net, x, loader.mean, loader.std,
+                                                     amp=amp_on)).reshape(len(x), -1).shape[1]
+        if b == 0:   # the first batch builds kernels: untimed
+            t0 = time.perf_counter()
+        else:
+            n += len(x)
+    feature_s = (time.perf_counter() - t0) / max(1, n)
+    rows = min(len(loader.source), (warmup + timed) * loader.batch_size)
+    feats = np.random.default_rng(0).standard_normal((rows, dim)).astype(np.float32)
+    head = FeatureLoader(feats, loader.labels[:rows], loader.batch_size, shuffle=loader.shuffle,
+                         drop_last=loader.drop_last and rows >= loader.batch_size,
+                         seed=loader.seed, mean=loader.mean, std=loader.std)
+    extra = make_tricks(head) if make_tricks is not None else {}
+    train_kwargs.pop("amp", None)
+    batch_s, end_s = time_training(
+        lambda *a, **kw: feats_mod.train_head(*a, amp=amp_on, **kw), net, head, timed=timed,
+        warmup=warmup, lr=lr, wd=wd, **{**train_kwargs, **extra})
+    return feature_s, batch_s, end_s, head.batch_size
 
 
 class _NetRecipe:

@@ -96,7 +96,8 @@ def fit(step: Step, train_data, valid_data, num_epochs: float,
         resume: bool = False, progress: bool = True, plot: str | None = None,
         devices: str = "", on_epoch: Callable[[int, History], None] | None = None,
         log: Callable[[str], None] | None = print, config: dict | None = None,
-        callbacks: Sequence[Callback] = (), epoch_log: Any = True, label: str = "") -> History:
+        callbacks: Sequence[Callback] = (), epoch_log: Any = True, label: str = "",
+        clock: Any = None) -> History:
     """Train for ``num_epochs`` epochs: the chapters' ``train`` loop, once for all backends.
     ``num_epochs`` may be fractional (the speed-run record's 9.9): the last epoch stops after
     ``ceil(batches × num_epochs)`` batches in all (:func:`~d2lkaggle.train.schedules.epoch_steps`).
@@ -113,7 +114,8 @@ def fit(step: Step, train_data, valid_data, num_epochs: float,
     The side jobs are callbacks (:mod:`d2lkaggle.train.callbacks`) built from the keywords:
     ``checkpoint_dir`` (``last.npz`` every epoch, ``best.npz`` on improvement; ``resume=True``
     continues from ``last.npz``), ``progress`` (a bar, drawn only on a terminal), ``log`` (one
-    line per epoch, starting with ``label``, unless ``epoch_log=False``), ``plot`` (a PNG
+    line per epoch, starting with ``label``, unless ``epoch_log=False``; ending with the whole
+    run's ETA given ``clock``, a :class:`d2lkaggle.train.estimate.RunClock`), ``plot`` (a PNG
     path, or ``"live"`` for Jupyter), ``on_epoch(epoch, history)``; ``callbacks`` adds yours.
     A non-finite loss raises ``FloatingPointError`` naming the epoch and batch.
     """
@@ -126,7 +128,7 @@ def fit(step: Step, train_data, valid_data, num_epochs: float,
                      History(devices=devices), dist, devices=devices, log=log)
     cbs = default_callbacks(checkpoint_dir=checkpoint_dir, resume=resume, config=config,
                             progress=progress, plot=plot, log=log, on_epoch=on_epoch,
-                            epoch_log=epoch_log, label=label)
+                            epoch_log=epoch_log, label=label, clock=clock)
     cbs += list(callbacks)
     try:
         for cb in cbs:

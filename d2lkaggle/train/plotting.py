@@ -70,16 +70,33 @@ def _figure(phases, title: str | None = None):
                 if _has(ys):   # (train: solid, dots; valid: dashed, squares — as the legend)
                     ax.plot(epochs, ys, style, color=color, marker="." if split == "train" else "s",
                             markersize=4, label=f"{split}{suffix}")
-        lr, lr_last = _col(h, "lr"), _col(h, "lr_last")
-        if _has(lr):
-            ax_lr.plot(epochs, lr, "-", color=color, marker=".", label=f"lr at epoch start{suffix}")
-        if _has(lr_last):
-            ax_lr.plot(epochs, lr_last, ":", color=color, marker="x", label=f"lr at epoch end{suffix}")
+        for key, style, marker, what in (("lr", "-", ".", "lr at epoch start"),
+                                         ("lr_last", ":", "x", "lr at epoch end")):
+            ys = _col(h, key)
+            if not _has(ys):
+                continue
+            # the retrain repeats the validation phase's schedule: the same rates are drawn
+            # once, their legend naming both phases; near-same ones (an epoch of more
+            # batches ends elsewhere) keep the first phase's line wide and pale underneath
+            twin = next((ln for ln in ax_lr.lines if ln.get_gid() == key
+                         and _same(list(ln.get_ydata()), ys)), None)
+            if twin is not None:   # one line for both: drawn plainly
+                twin.set_label(twin.get_label()[:-1] + f" and {PHASE_LABELS.get(phase, phase)})")
+                twin.set_linewidth(1.5)
+                twin.set_alpha(1.0)
+                continue
+            under = many and k == 0
+            ax_lr.plot(epochs, ys, style, color=color, marker=marker, gid=key,
+                       lw=4.5 if under else 1.5, alpha=0.45 if under else 1.0,
+                       label=f"{what}{suffix}")
+    xs = [v for _, h in phases for v in _col(h, "epoch") if math.isfinite(v)]
     for ax, ylabel in ((ax_loss, "cross-entropy loss (batch mean)"), (ax_acc, "accuracy"),
                        (ax_lr, "learning rate")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        if xs:   # whole epochs with half an epoch each side: one epoch is one tick, "1"
+            ax.set_xlim(min(xs) - 0.5, max(xs) + 0.5)
         ax.grid(True, alpha=0.3)
         if ax.lines:   # long handles: a dashed or dotted line shows as one
             ax.legend(fontsize=7, handlelength=3.5)
@@ -89,17 +106,41 @@ def _figure(phases, title: str | None = None):
     # log scale only when the values span more than a decade (else its ticks say little)
     losses = [v for line in ax_loss.lines for v in line.get_ydata() if math.isfinite(v)]
     if losses and min(losses) > 0 and max(losses) / min(losses) > 10:
-        ax_loss.set_yscale("log")
+        _log_axis(ax_loss, losses)
     ax_acc.set_ylim(0, 1.02)
     lrs = [v for line in ax_lr.lines for v in line.get_ydata() if math.isfinite(v)]
     if lrs and min(lrs) > 0 and max(lrs) / min(lrs) > 20:
-        ax_lr.set_yscale("log")
+        _log_axis(ax_lr, lrs)
     elif lrs:
         ax_lr.set_ylim(0, 1.1 * max(lrs) or 1.0)
     if title:
         fig.suptitle(_wrap(title, 12, 10), fontsize=10)
     fig.tight_layout()
     return fig, plt
+
+
+def _same(a: list[float], b: list[float]) -> bool:
+    """Two columns of rates that draw the same line (NaN where both have none)."""
+    return len(a) == len(b) and all((math.isnan(x) and math.isnan(y)) or
+                                    (not math.isnan(x) and not math.isnan(y)
+                                     and abs(x - y) <= 1e-3 * max(abs(x), abs(y), 1e-12))
+                                    for x, y in zip(a, b))
+
+
+def _log_axis(ax, values: Sequence[float]) -> None:
+    """A log-scale y axis labelled at 1-2-5 steps, as plain numbers: a range of one or two
+    decades gets several labels, not a single ``10^0``."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, FuncFormatter
+    ax.set_yscale("log")
+    lo, hi = min(values), max(values)
+    steps = [m * 10.0 ** e for e in range(math.floor(math.log10(lo)) - 1,
+                                          math.ceil(math.log10(hi)) + 1) for m in (1, 2, 5)]
+    ticks = [t for t in steps if lo / 1.15 <= t <= hi * 1.15]
+    if len(ticks) > 8:   # many decades: the decades alone
+        ticks = [t for t in ticks if f"{t:g}".lstrip("0.").startswith("1")]
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def plot_history(history, path: str, title: str | None = None) -> str:
@@ -124,9 +165,10 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
 
 
 def plot_confusion(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str], path: str,
-                   title: str | None = None):
+                   title: str | None = None, note: str = ""):
     """The validation confusion matrix (rows: true class, columns: predicted), row-normalised
-    colours with the counts written in when there are few classes."""
+    colours with the counts written in when there are few classes; ``note`` follows the
+    accuracy (how the probabilities were made: ``with TTA flip (0.080 without)``)."""
     plt = _plt()
     c = len(classes)
     m = confusion_matrix(y_true, np.asarray(probs).argmax(axis=1), c)
@@ -155,7 +197,7 @@ def plot_confusion(y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str]
     pairs = ", ".join(f"{_short(classes[t])} → {_short(classes[q])} ({off[t, q]})"
                       for t, q in top if off[t, q])
     ax.set_title(_wrap((title + "\n" if title else "") + f"validation: {m.sum()} images, accuracy "
-                       f"{acc:.3f}" + (f"\nmost confused (true → predicted): {pairs}" if pairs else ""),
+                       f"{acc:.3f}" + (f" {note}" if note else "") + (f"\nmost confused (true → predicted): {pairs}" if pairs else ""),
                        side, 9), fontsize=9)
     fig.tight_layout()
     # many classes: tiny tick labels, so more pixels to read them when zooming in
@@ -172,9 +214,11 @@ def worst_mistakes(y_true: np.ndarray, probs: np.ndarray, k: int = 16) -> np.nda
 
 
 def plot_mistakes(images, y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str], path: str,
-                  k: int = 16, title: str | None = None):
+                  k: int = 16, title: str | None = None, note: str = ""):
     """A grid of the most confidently wrong validation images, each with true and predicted
-    label. ``images[i]`` is the i-th validation image (H×W×3 uint8, any size)."""
+    label (class names as the columns spell them). ``images[i]`` is the i-th validation image
+    (H×W×3 uint8, any size); ``note`` says how the probabilities were made (``with TTA
+    flip``)."""
     plt = _plt()
     idx = worst_mistakes(y_true, probs, k)
     probs = np.asarray(probs)
@@ -186,26 +230,39 @@ def plot_mistakes(images, y_true: np.ndarray, probs: np.ndarray, classes: Sequen
         return _save(fig, path)
     cols = 4 if len(idx) > 4 else max(1, len(idx))
     nrows = max(1, math.ceil(len(idx) / cols))
-    fig, axes = plt.subplots(nrows, cols, figsize=(2.3 * cols, 2.6 * nrows + 0.4), squeeze=False)
-    for ax in axes.flat:
+    n_wrong = int((probs.argmax(axis=1) != np.asarray(y_true)).sum())
+    head = ((f"the {len(idx)} most confident of {n_wrong} mistakes" if len(idx) < n_wrong else
+             f"{'the only mistake' if n_wrong == 1 else f'all {n_wrong} mistakes'}")
+            + f" on {len(y_true)} validation images (probabilities in brackets"
+            + (f", {note}" if note else "") + ")")
+    # a fixed layout in inches: the title's band, then rows of an image under its two-line
+    # caption, so neither the title's last line nor a row's captions touch what is above
+    cell, side, caption, pad = 2.3, 2.0, 0.42, 0.12
+    width = max(cell * cols, 6.0)
+    text = _wrap((title + "\n" if title else "") + head, width, 9)
+    band = (text.count("\n") + 1) * 9 * 1.3 / 72 + 2 * pad
+    height = band + nrows * (caption + side + pad)
+    fig = plt.figure(figsize=(width, height))
+    fig.text(0.5, 1 - pad / height, text, ha="center", va="top", fontsize=9)
+    for n, i in enumerate(idx):
+        r, c = divmod(n, cols)
+        left = (width - cols * cell) / 2 + c * cell + (cell - side) / 2
+        bottom = height - band - (r + 1) * (caption + side + pad) + pad
+        ax = fig.add_axes([left / width, bottom / height, side / width, side / height])
         ax.axis("off")
-    for ax, i in zip(axes.flat, idx):
         p = int(probs[i].argmax())
         t = int(y_true[i])
         ax.imshow(np.asarray(images[int(i)]), interpolation="nearest")
         ax.set_title(f"true: {_short(classes[t])} ({probs[i, t]:.2f})\n"
                      f"pred: {_short(classes[p])} ({probs[i, p]:.2f})", fontsize=7, color="darkred")
-    n_wrong = int((probs.argmax(axis=1) != np.asarray(y_true)).sum())
-    head = (f"no mistakes on {len(y_true)} validation images" if not len(idx) else
-            f"{len(idx)} most confident of {n_wrong} mistakes on {len(y_true)} validation images "
-            "(probabilities in brackets)")
-    fig.suptitle(_wrap((title + "\n" if title else "") + head, 2.3 * cols, 9), fontsize=9)
-    fig.tight_layout()
     return _save(fig, path)
 
 
 def _short(name: str, width: int = 22) -> str:
-    return textwrap.shorten(str(name).replace("_", " "), width, placeholder="…")
+    """A class name as the labels file and the submission's columns spell it (``maltese_dog``),
+    cut to ``width`` characters with an ellipsis."""
+    name = str(name)
+    return name if len(name) <= width else name[:width - 1] + "…"
 
 
 def plot_lr_find(result, path: str, title: str | None = None):

@@ -13,12 +13,17 @@ from typing import Any, Callable
 def lazy_exports(package: str, table: dict[str, str], fallback: str | None = None
                  ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``(__getattr__, __dir__)`` for ``package``: ``table`` maps a public name to the module
-    (relative to the package) that defines it; ``fallback`` is looked in for any other name
-    (the old flat module the package replaced, whose names stay reachable)."""
+    (relative to the package, or a full ``d2lkaggle.…`` path in a room below: where a
+    newcomer looks for a name that lives elsewhere) that defines it; ``fallback`` is looked in
+    for any other name (the old flat module the package replaced, whose names stay
+    reachable)."""
+
+    def module(where: str) -> str:
+        return where if where.startswith("d2lkaggle.") else f"{package}.{where}"
 
     def __getattr__(name: str) -> Any:
         if name in table:
-            return getattr(importlib.import_module(f"{package}.{table[name]}"), name)
+            return getattr(importlib.import_module(module(table[name])), name)
         if fallback is not None and not name.startswith("__"):
             mod = importlib.import_module(f"{package}.{fallback}")
             if hasattr(mod, name):

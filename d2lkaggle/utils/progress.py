@@ -44,6 +44,12 @@ def resolve_verbose(verbose: Any = "auto") -> int:
     return int(verbose)
 
 
+def plural(n: float, word: str, many: str | None = None) -> str:
+    """``1 epoch``, ``3 epochs``, ``9.9 epochs`` (``many``: the plural when it is not
+    ``word + "s"``): a count and its noun, as a sentence says it."""
+    return f"{n:g} {word if n == 1 else many or word + 's'}"
+
+
 def clock(seconds: float) -> str:
     """``H:MM:SS`` (``M:SS`` under an hour) of a duration."""
     m, s = divmod(int(round(seconds)), 60)

@@ -17,6 +17,8 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "paddle": ("paddle", "paddle"),
 }
 ALIASES: dict[str, str] = {"pytorch": "torch", "mx": "mxnet", "paddlepaddle": "paddle"}
+#: canonical name -> the framework's name in messages
+FRAMEWORK_NAMES: dict[str, str] = {"torch": "PyTorch", "mxnet": "MXNet", "paddle": "Paddle"}
 
 _cache: dict[str, ModuleType] = {}
 

@@ -60,7 +60,9 @@ def test_cifar10_layout_run(backend, demo_dir, tmp_path):
         assert s["files"][name[:-4]] == str(out / name)
     assert s["predict_with"] == "retrain" and s["best_epoch"] in (1, 2)
     lines = r.stdout.strip().splitlines()
-    assert "180 train (160 per epoch after drop_last) / 20 valid / 30 test images" in lines[0]
+    # what is loaded first (before the decoding), then what loading found
+    assert lines[0].startswith(f"loading demo from {demo_dir}: 200 labelled images")
+    assert "180 train (160 per epoch after drop_last) / 20 valid / 30 test images" in lines[1]
     assert lines[-1].startswith(f"demo · {backend} · valid acc best ")
     assert f"submission.csv from the model retrained on train+valid (2 epochs) · files in {out}" in lines[-1]
     assert "No ccache found" not in r.stderr and "UserWarning" not in r.stderr

@@ -73,7 +73,9 @@ def test_writeup_run_redirected_is_lines_owns_its_folder_and_warns_of_nothing(tm
                for l in epochs)
     assert len([l for l in stdout.splitlines() if l.startswith("train/valid: ")]) == 1
     log = open(os.path.join(out, "log.txt")).read().splitlines()
-    assert log == stdout.splitlines()[:len(log)] and epochs == [l for l in log if l in epochs]
+    # log.txt: the lines stdout had before the report, then how the run ended
+    assert log[:-1] == stdout.splitlines()[:len(log) - 1] and log[-1].startswith("finished in ")
+    assert epochs == [l for l in log if l in epochs]
     # the write-up's cyclic schedule starts slowly by design: no false alarm, now or at the end
     assert "not learning" not in stdout + stderr and "warning" not in stdout + stderr
     assert s["warnings"] == [] and s["best_valid_acc"] > 0.3

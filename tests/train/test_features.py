@@ -187,6 +187,19 @@ def test_cli_refuses_augmented_images_and_runs_with_augment_none(dog_dir, tmp_pa
     assert "computed once" in r.stdout
     # the retrain phase (all labelled images) reads what the train/valid phase computed
     import re
-    reused = [int(n) for n in re.findall(r"computed once \((\d+) from the cache\)", r.stdout)]
+    reused = [int(n) for n in re.findall(r"computed once in [\d.]+ s \([\d.]+ images/s; (\d+) "
+                                         r"from the cache\)", r.stdout)]
     assert len(reused) == 3 and reused[:2] == [0, 0] and reused[2] == 44, r.stdout
     assert (tmp_path / "b" / "submission.csv").exists()
+    # the estimate counts the features still to compute (44 + 4 + the retrain's 4 through the
+    # training transform) and the head's batches; the report times the two apart
+    said = [line for line in r.stdout.splitlines() if line.startswith("expected duration: ")]
+    assert len(said) == 1 and "backbone features of 52 images" in said[0], said
+    assert "train/valid 1 epoch × 5 head batches of 8" in said[0], said
+    s = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert s["features"]["images_computed"] == 52 and s["features"]["images_from_cache"] == 44
+    assert s["features"]["examples_per_sec_is"] == "the head's training on cached features"
+    assert abs(s["timings"]["features_s"] - s["features"]["seconds"]) < 0.02
+    report = [line for line in r.stdout.splitlines() if line.startswith("dog-breed with torch: ")]
+    assert "backbone features of 52 images in " in report[0] and \
+        "head training" in report[0] and "examples/s on them" in report[0], report

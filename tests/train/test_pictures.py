@@ -53,8 +53,39 @@ def test_curves_show_both_phases_lr_and_integer_epochs(tmp_path):
     np.testing.assert_allclose(ax_loss.lines[2].get_ydata(), [1.9 / e for e in range(1, 6)])
     ticks = [t for t in ax_acc.get_xticks() if 1 <= t <= 5]
     assert ticks and all(float(t).is_integer() for t in ticks)
-    assert len(ax_lr.lines) == 2 and list(ax_lr.lines[0].get_ydata()) == [0.1, 0.05, 0.05, 0.025, 0.025]
+    # the retrain repeats the validation phase's rates: one line, named for both phases
+    assert len(ax_lr.lines) == 1 and list(ax_lr.lines[0].get_ydata()) == [0.1, 0.05, 0.05, 0.025, 0.025]
+    assert ax_lr.lines[0].get_label() == ("lr at epoch start (train/valid split and retrain on "
+                                          "train+valid)")
+    # rates that differ: each phase its line, none hidden
+    final.rows[0]["lr"] = 0.2
+    fig = plotting.plot_run([("valid", valid), ("train_valid", final)], str(path))
+    lines = fig.axes[2].lines
+    assert [line.get_label() for line in lines] == [
+        "lr at epoch start (train/valid split)", "lr at epoch start (retrain on train+valid)"]
+    # the first phase's line wide and pale under the second's: both stay visible
+    assert lines[0].get_linewidth() > 2 * lines[1].get_linewidth() and lines[0].get_alpha() < 1
 
+
+def visible_labels(ax, axis="x"):
+    ax.figure.canvas.draw()
+    lo, hi = ax.get_xlim() if axis == "x" else ax.get_ylim()
+    ticks = ax.get_xticklabels() if axis == "x" else ax.get_yticklabels()
+    return [t.get_text() for t in ticks
+            if t.get_text() and min(lo, hi) <= (t.get_position()[0 if axis == "x" else 1]) <= max(lo, hi)]
+
+
+def test_one_epoch_curves_have_one_epoch_tick_and_a_readable_log_axis(tmp_path):
+    one = hist([dict(epoch=1, lr=1e-3, lr_last=4e-5, train_loss=2.3, train_acc=0.1,
+                     valid_loss=0.15, valid_acc=0.9)])
+    fig = plotting.plot_run([("valid", one)], str(tmp_path / "c.png"), title="demo · 1 epoch")
+    ax_loss, ax_acc, ax_lr = fig.axes
+    for ax in fig.axes:
+        assert visible_labels(ax) == ["1"]
+    assert ax_loss.get_yscale() == "log" and ax_lr.get_yscale() == "log"
+    for ax in (ax_loss, ax_lr):   # a decade and more: several plain labels, not one 10^0
+        labels = visible_labels(ax, "y")
+        assert len(labels) >= 3 and all("10^" not in t and "$" not in t for t in labels), labels
 
 def test_curves_draw_lr_last_when_the_history_has_it(tmp_path):
     h = History()
@@ -90,9 +121,33 @@ def test_confusion_and_mistakes(tmp_path):
     shown = [a for a in fig.axes if a.images]
     assert len(shown) == 2
     assert shown[0].get_title() == "true: cat (0.01)\npred: dog (0.98)"
-    assert shown[1].get_title().startswith("true: very long breed")
+    assert shown[1].get_title().startswith("true: very_long_breed_name_…")   # as the columns spell it
     np.testing.assert_array_equal(shown[0].images[0].get_array(), images[1])
     assert png_size(tmp_path / "mistakes.png")[0] > 200
+
+
+def test_mistakes_title_stands_clear_of_the_captions(tmp_path):
+    rng = np.random.default_rng(1)
+    title = ("dog-breed · torch · finetune from ImageNet weights · 1 epoch, batch 32, AdamW wd "
+             "0.05, one-cycle to lr 0.001 (30% warm-up, cosine down), augment none, TTA flip")
+    for n in (1, 3, 9):   # one image (the narrowest figure), a row, rows
+        y = np.zeros(n, dtype=int)
+        probs = np.tile([0.2, 0.8], (n, 1))
+        fig = plotting.plot_mistakes(rng.integers(0, 255, (n, 30, 40, 3)).astype(np.uint8), y,
+                                     probs, ["maltese_dog", "boston_bull"], str(tmp_path / "m.png"),
+                                     title=title, note="with TTA flip (0.080 without)")
+        fig.canvas.draw()
+        r = fig.canvas.get_renderer()
+        head = fig.texts[0]
+        text = " ".join(head.get_text().split())
+        assert "with TTA flip (0.080 without)" in text
+        assert ("the only mistake" if n == 1 else f"all {n} mistakes") in text
+        shown = [a for a in fig.axes if a.images]
+        boxes = [a.title.get_window_extent(r) for a in shown]
+        assert head.get_window_extent(r).y0 > max(b.y1 for b in boxes) + 5   # pixels of air
+        for a, b in zip(shown, shown[4:]):   # a row's captions above the next row's, clear
+            assert a.get_window_extent(r).y0 > b.title.get_window_extent(r).y1
+        assert "maltese_dog" in shown[0].get_title()
 
 
 def test_mistakes_with_no_mistake(tmp_path):
