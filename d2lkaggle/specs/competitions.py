@@ -40,7 +40,7 @@ class Competition:
 #: batch-mean loss every backend uses they are lr = 11.5 / (1 + 1/(1 − 0.85)) = 1.5 at batch 1,024
 #: and torch's (coupled) weight decay 0.0153 / 11.5 — the same SGD step (docs/airbench.md).
 AIRBENCH94_RECIPE = Recipe(
-    "airbench94", epochs=9.9, batch_size=1024, lr=11.5 / (1 + 1 / (1 - 0.85)), wd=0.0153 / 11.5,
+    "airbench94", epochs=9.9, batch_size=1024, lr=1.5, wd=0.0153 / 11.5,
     # (lr_decay: torch's MultiStepLR gamma, for --sched step / multistep / plateau; the
     # record's triangle does not read it)
     lr_period=None, lr_decay=0.1, valid_ratio=0.0, optimizer="nesterov", momentum=0.85,

@@ -400,11 +400,15 @@ def mixing_text(r: Recipe) -> str | None:
     return " + ".join(parts) or None
 
 
+#: the models whose builders read ``Recipe.width`` (models/build.py's recipe_kwargs)
+WIDTH_MODELS = ("resnet18", "airbench94")
+
+
 def model_text(r: Recipe) -> str:
     """The model a recipe builds, by its table name and what sets it apart from that name's
-    default (``resnet18 (width 16)``: the demo's narrow net, not the chapter's)."""
+    default (``airbench94 (width 32)``: the demo's narrow net, not the record's)."""
     default = Recipe.__dataclass_fields__["width"].default
-    if r.model == "resnet18" and r.width != default:   # (only resnet18 reads the width)
+    if r.model in WIDTH_MODELS and r.width != default:
         return f"{r.model} (width {r.width})"
     return r.model
 

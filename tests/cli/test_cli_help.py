@@ -47,12 +47,16 @@ def test_run_help_shows_each_recipe_value(capsys, monkeypatch):
     lrs = ", ".join(f"{n} {c.recipe.lr:g}" for n, c in COMPETITIONS.items() if c.recipe)
     assert f"(recipe default: {lrs})" in out
     epochs = ", ".join(f"{n} {c.recipe.epochs}" for n, c in COMPETITIONS.items() if c.recipe)
-    assert f"epochs of each phase (recipe default: {epochs})" in out
+    assert f"epochs of each phase; a fraction cuts the last one short (the record's 9.9) " \
+           f"(recipe default: {epochs})" in out
     assert "dog-breed imagenet" in out and "'none' (random initialisation" in out
     for name, comp in COMPETITIONS.items():   # listed from the table, with their state
         assert name in out
         assert (f"{name} (not runnable yet" in out) == (comp.recipe is None)
-    assert "--predict-with" in out and "(default: retrain)" in out and "--overwrite" in out
+    retrains = ", ".join(f"{n} {'retrain' if c.recipe.retrain else 'last'}"
+                         for n, c in COMPETITIONS.items() if c.recipe)
+    assert "--predict-with" in out and "--overwrite" in out
+    assert f"(default: retrain where the recipe retrains, else last: {retrains})" in out
 
 
 def test_version(capsys):

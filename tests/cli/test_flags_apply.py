@@ -165,6 +165,10 @@ def walk(tmp_path_factory):
     mp.setattr(cli_train.D, "launch_command", launch_command)
     mp.setattr(cli_train.D, "default_nproc", lambda backend: 2)   # (asks no framework)
     mp.setattr(cli_train, "extract_archives", extract)
+    # ImageNet weights as if they were in torch's cache: whether they can be found is this
+    # machine's state (refused before anything, tests/compete/test_long_runs.py), not a flag's
+    import d2lkaggle.compete.run as compete_run
+    mp.setattr(compete_run, "check_imagenet_weights", lambda *a, **k: None)
     mp.setattr("builtins.print", lambda *a, **k: None)   # (the launcher's "starting: ...")
     # as on a terminal, where the default shows bars: --quiet, --verbose and the default are
     # three levels (off a terminal the default is --verbose's level already)

@@ -18,7 +18,7 @@ from d2lkaggle.compete.run import run_config
 def test_recipe_fields_reach_run_config_and_create_model_kwargs():
     from d2lkaggle.models.build import recipe_kwargs
     comp = get_competition("demo")
-    r = comp.recipe.with_overrides(drop_path=0.1)
+    r = recipe_for(comp, "resnet18").with_overrides(drop_path=0.1)   # drop path: ResNet's
     assert run_config(comp, r, backend="torch")["drop_path"] == 0.1      # --resume sees it
     assert run_config(comp, comp.recipe, backend="torch")["stochastic_depth"] is None
     assert recipe_kwargs(r)["drop_path"] == 0.1
@@ -36,7 +36,9 @@ def test_recipe_fields_reach_run_config_and_create_model_kwargs():
     (["--drop-path", "-0.1"], ["--drop-path", "'-0.1'"]),
     (["--model", "cnn_elu", "--drop-path", "0.1"], ["model 'cnn_elu' has no drop path",
                                                     "resnet18, resnet34"]),
-    (["--stochastic-depth", "0.1"], ["model 'resnet18' has no stochastic depth", "--drop-path"]),
+    (["--stochastic-depth", "0.1"], ["model 'airbench94' has no stochastic depth", "efficientnet_v2_s"]),
+    (["--model", "resnet18", "--stochastic-depth", "0.1"], ["model 'resnet18' has no stochastic depth",
+                                                           "--drop-path"]),
     (["--model", "efficientnet_v2_m", "--drop-path", "0.1"], ["'efficientnet_v2_m'",
                                                               "--stochastic-depth"]),
     (["--recipe", "writeup-cifar10-mixup", "--stochastic-depth", "0.1"], ["'cnn_elu'"]),
@@ -99,7 +101,7 @@ for argv in json.loads(sys.argv[2]):   # one command line each: what its net's b
 
 @pytest.mark.parametrize("backend", backend_params())
 def test_flags_reach_create_model_in_every_backend(backend):
-    runs = [["demo", "--drop-path", "0.4"], ["demo"],
+    runs = [["demo", "--recipe", "resnet18", "--drop-path", "0.4"], ["demo", "--recipe", "resnet18"],
             ["cifar100", "--recipe", "writeup-cifar100-effnetv2", "--stochastic-depth", "0.3",
              "--weights", "none"],
             ["cifar100", "--recipe", "writeup-cifar100-effnetv2", "--weights", "none"]]

@@ -36,8 +36,10 @@ def tiny_resnet34(tmp_path_factory):
 @pytest.mark.parametrize("backend", backend_params())
 def test_cifar10_layout_run(backend, demo_dir, tmp_path):
     out = tmp_path / "run"
+    # (--predict-with retrain: both phases of the chapter; the default predicts with the
+    # validated model)
     r = run_cli("run", "demo", "--data-dir", demo_dir, "--backend", backend, "--out", str(out),
-                *FAST, "--lr", "0.05")
+                *FAST, "--lr", "0.05", "--predict-with", "retrain")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     rows = read_rows(out / "submission.csv")
     sample = read_rows(os.path.join(demo_dir, "sampleSubmission.csv"))
@@ -128,7 +130,7 @@ def test_run_unknown_backend_lists_choices(demo_dir, tmp_path):
 def test_resume_whole_run(backend, demo_dir, tmp_path):
     out = tmp_path / "run"
     args = ["run", "demo", "--data-dir", demo_dir, "--backend", backend, "--out", str(out), *FAST,
-            "--calibrate", "temperature"]
+            "--calibrate", "temperature", "--predict-with", "retrain"]
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr[-2000:]
     first = open(out / "submission.csv").read()

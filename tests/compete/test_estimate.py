@@ -24,7 +24,7 @@ def test_estimate_is_said_and_changes_nothing(tmp_path):
         lines = []
         s = run_competition("demo", data, out=str(tmp_path / f"run-{estimate}"), epochs=1,
                             progress=False, log=lines.append, amp=False, estimate=estimate,
-                            tta="flip")
+                            tta="flip", recipe="resnet18")   # (two phases: the retrain's too)
         runs[estimate] = (s, lines)
     said = [line for line in runs[True][1] if line.startswith("expected duration: ")]
     assert len(said) == 1 and not any("expected" in line for line in runs[False][1])

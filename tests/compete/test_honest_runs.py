@@ -56,7 +56,7 @@ def test_writeup_run_redirected_is_lines_owns_its_folder_and_warns_of_nothing(tm
                       "--workers", "1")
     wait_for(os.path.join(out, ".d2lkaggle-run.json"), first)
     second = run_cli("run", "demo", "--data-dir", data, "--out", out, "--epochs", "1",
-                     "--image-size", "16", "--seed", "7")
+                     "--image-size", "16", "--seed", "7", "--recipe", "resnet18")
     stdout, stderr = first.communicate(timeout=900)
     assert first.returncode == 0, stdout[-2000:] + stderr[-3000:]
     # the second run into the same folder: one line naming the running one, nothing written

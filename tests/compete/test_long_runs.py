@@ -72,7 +72,7 @@ def test_redirected_run_says_what_it_loads_first_and_an_eta_on_every_epoch_line(
         "and 8 test images" in first
     lines = [first] + rest.splitlines()
     epochs = [line for line in lines if " epoch " in line and "/2 " in line]
-    assert len(epochs) == 4, lines                    # 2 epochs of 2 phases
+    assert len(epochs) == 2, lines                    # 2 epochs, validated (no retrain)
     for line in epochs + [line for line in log_lines(out) if line in epochs]:
         assert " run ETA " in line and line.endswith(" left)"), line
     said = [k for k, line in enumerate(lines) if line.startswith("expected duration: ")]

@@ -69,7 +69,7 @@ def read_only():
 # ----------------------------------------------------------------------------- settings
 
 @pytest.mark.parametrize("flags, words", [
-    (["--epochs", "0"], "--epochs must be an integer >= 1"),
+    (["--epochs", "0"], "--epochs: expected a number of epochs > 0, e.g. 10 or 9.9; got '0'"),
     (["--valid-ratio", "-0.5"], "--valid-ratio must be in [0, 1)"),
     (["--valid-ratio", "nan"], "--valid-ratio must be a finite number"),
     (["--image-size", "0"], "--image-size must be a positive integer"),
@@ -86,7 +86,7 @@ def test_bad_settings_are_one_line_before_anything_is_written(capsys, tiny, tmp_
 
 def test_argparse_errors_are_one_line_too(capsys):
     rc, err = cli(capsys, "run", "demo", "--data-dir", "x", "--epochs", "many")
-    assert rc == 2 and "invalid int value" in one_error_line(err)
+    assert rc == 2 and "--epochs: expected a number of epochs > 0" in one_error_line(err)
     assert "usage:" not in err
 
 
@@ -126,11 +126,11 @@ def test_download_folder_that_is_a_file(capsys, tmp_path):
 
 
 def test_debug_shows_the_traceback(capsys, tiny, tmp_path, monkeypatch):
-    with pytest.raises(ValueError, match="--epochs"):
-        main(["run", "demo", "--data-dir", tiny, "--epochs", "0", "--debug"])
+    with pytest.raises(ValueError, match="--valid-ratio"):
+        main(["run", "demo", "--data-dir", tiny, "--valid-ratio", "-0.5", "--debug"])
     monkeypatch.setenv("D2LKAGGLE_DEBUG", "1")
-    with pytest.raises(ValueError, match="--epochs"):
-        main(["run", "demo", "--data-dir", tiny, "--epochs", "0"])
+    with pytest.raises(ValueError, match="--valid-ratio"):
+        main(["run", "demo", "--data-dir", tiny, "--valid-ratio", "-0.5"])
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -207,8 +207,8 @@ def test_make_demo_folder_honours_the_umask(tmp_path):
 @needs_torch
 def test_diverged_run_is_an_error_and_writes_no_submission(tiny, tmp_path):
     out = tmp_path / "run"
-    r = run_cli("run", "demo", "--data-dir", tiny, "--out", str(out), "--lr", "1e38",
-                "--epochs", "1", "--batch-size", "64", "--quiet", "--no-retrain")  # one batch
+    r = run_cli("run", "demo", "--data-dir", tiny, "--out", str(out), "--lr", "1e30",
+                "--epochs", "2", "--batch-size", "64", "--quiet", "--no-retrain")  # a batch each
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
     assert "not finite" in one_error_line(r.stderr)
     assert not (out / "submission.csv").exists()

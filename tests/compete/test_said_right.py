@@ -34,10 +34,18 @@ def history(rows) -> History:
 
 def test_titles_name_what_each_recipe_trains():
     want = {  # (competition, recipe) -> words the title must hold
-        ("cifar10", "default"): ["resnet18", "batch 128", "AdamW wd 0.05",
-                                 "one-cycle to lr 0.002 (30% warm-up"],
+        ("cifar10", "default"): ["airbench94 · 9.9 epochs", "batch 1024 (64 on a small set)",
+                                 "SGD (Nesterov momentum 0.85) wd 0.00133043",
+                                 "BatchNorm biases at lr x64",
+                                 "triangle lr 0.3 -> 1.5 at 23% of the run -> 0.105",
+                                 "label smoothing 0.2", "augment shift-altflip",
+                                 "whitened first layer (its bias trained 3 epochs)",
+                                 "weights averaged (lookahead)"],
+        ("cifar10", "resnet18"): ["resnet18", "batch 128", "AdamW wd 0.05",
+                                  "one-cycle to lr 0.002 (30% warm-up"],
         ("cifar10", "book"): ["SGD (momentum 0.9) wd 0.0005", "lr 0.02 x0.9 every 4 epochs (StepLR)"],
-        ("demo", "default"): ["AdamW wd 0.05", "one-cycle to lr 0.002", "whitened first layer"],
+        ("demo", "default"): ["airbench94 (width 32) · 3 epochs", "whitened first layer"],
+        ("demo", "resnet18"): ["resnet18 (width 16)", "AdamW wd 0.05", "one-cycle to lr 0.002"],
         ("dog-breed", "default"): ["finetune from ImageNet weights", "AdamW wd 0.05",
                                    "one-cycle to lr 0.001", "augment none", "TTA flip"],
         ("dog-breed", "book"): ["finetune from ImageNet weights", "lr 0.005 x0.9 every 2 epochs"],
@@ -60,9 +68,14 @@ def test_titles_name_what_each_recipe_trains():
 
 def test_title_follows_the_small_set_rule_and_the_overrides(tmp_path):
     data = make_demo(str(tmp_path / "d"), n_train=40, n_test=2, size=16, seed=1)
-    plan = plan_run("demo", data, out=str(tmp_path / "o"), sched="cosine", mixup=0.2)
+    plan = plan_run("demo", data, out=str(tmp_path / "o"), sched="cosine", mixup=0.2,
+                    recipe="resnet18")
     text = report.title(plan.comp, plan.backend, plan.recipe)
     assert "batch 32" in text and "cosine from lr 0.002" in text and "MixUp 0.2" in text
+    data = make_demo(str(tmp_path / "d32"), n_train=40, n_test=2, seed=1)
+    plan = plan_run("demo", data, out=str(tmp_path / "o"))   # the record's: lr x sqrt(64/1024)
+    text = report.title(plan.comp, plan.backend, plan.recipe)
+    assert "batch 64" in text and f"lr {1.5 * 0.25 * 0.2:g} -> {1.5 * 0.25:g}" in text
     assert not os.path.exists(tmp_path / "o")   # planning writes nothing
 
 
@@ -93,9 +106,9 @@ def test_help_shows_tta_choices_and_no_sgd_only_lr(capsys, monkeypatch):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "--tta [{flip,flip-crop,N,none}]" in out and "what --tta alone means" in out
+    assert "--tta [{flip,flip-crop,flip-shift,N,none}]" in out and "what --tta alone means" in out
     assert "(SGD, batch-mean loss)" not in out and "the peak of one-cycle" in out
-    assert "unused by cifar10's onecycle" in out   # --lr-period: only where the schedule uses it
+    assert "unused by cifar10's triangle" in out   # --lr-period: only where the schedule uses it
     assert "Keras' verbose=0" in out and "Keras' verbose=2" in out
 
 

@@ -58,12 +58,14 @@ def test_competition_specs():
     d = get_competition("dog-breed")
     assert (d.labels_file, d.label_column, d.sample_file, d.submission, d.image_size) == (
         "labels.csv", "breed", "sample_submission.csv", "proba", 224)
-    assert d.recipe.model == "finetune" and c.recipe.lr == 2e-3 and c.recipe.sched == "onecycle" and c.recipe.optimizer == "adamw"
-    assert get_competition("cifar100").recipe.sched == "onecycle"   # the cifar10 default
+    assert d.recipe.model == "finetune"
+    assert (c.recipe.model, c.recipe.lr, c.recipe.sched, c.recipe.optimizer) == (
+        "airbench94", 1.5, "triangle", "nesterov")
+    assert get_competition("cifar100").recipe.sched == "onecycle"   # the ResNet-18 recipe
     with pytest.raises(ValueError, match="cifar10, dog-breed"):
         get_competition("mnist")
     r = c.recipe.with_overrides(epochs=3, lr=None)
-    assert r.epochs == 3 and r.lr == 2e-3
+    assert r.epochs == 3 and r.lr == 1.5
 
 
 def test_hard_demo_is_seeded_noisier_and_in_the_same_layout(tmp_path):

@@ -76,7 +76,10 @@ def test_unknown_model_and_keyword_list_the_valid_ones():
 
 def test_recipe_kwargs():
     from d2lkaggle.models.build import recipe_kwargs
-    demo = get_competition("demo").recipe
+    assert recipe_kwargs(get_competition("demo").recipe) == {"width": 32}   # airbench94's own 0.4
+    assert recipe_kwargs(get_competition("demo").recipe.with_overrides(bn_momentum=0.2)) == {
+        "width": 32, "bn_momentum": 0.2}
+    from d2lkaggle.specs.competitions import RESNET18_DEMO as demo
     assert recipe_kwargs(demo) == {"in_channels": 3, "width": 16, "bn_momentum": 0.4}
     from dataclasses import replace   # the book's BatchNorm: no keyword, the model's 0.1
     assert recipe_kwargs(replace(demo, bn_momentum=None)) == {"in_channels": 3, "width": 16}
