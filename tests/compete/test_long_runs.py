@@ -84,10 +84,13 @@ def test_redirected_run_says_what_it_loads_first_and_an_eta_on_every_epoch_line(
 @needs_torch
 def test_interrupted_runs_log_says_how_to_resume_and_resume_says_what_it_found(tiny, tmp_path):
     out = tmp_path / "run"
-    args = ["run", "demo", "--data-dir", tiny, "--out", str(out), "--epochs", "40"]
+    # (ResNet-18, 200 epochs: the signal must come while it trains; the default's epochs on
+    # this tiny set can all end before a pipe's reader sees epoch 2)
+    args = ["run", "demo", "--data-dir", tiny, "--out", str(out), "--epochs", "200",
+            "--recipe", "resnet18"]
     proc = start_cli(*args)
     try:
-        read_until(proc, "train/valid epoch 2/40")   # epoch 1 is in its checkpoint now
+        read_until(proc, "train/valid epoch 2/200")   # epoch 1 is in its checkpoint now
         proc.send_signal(signal.SIGINT)                      # Ctrl-C
         _, err = proc.communicate(timeout=600)
     finally:
@@ -106,7 +109,7 @@ def test_interrupted_runs_log_says_how_to_resume_and_resume_says_what_it_found(t
     finally:
         proc.kill()
     assert found.startswith("--resume: resuming the validation phase at epoch ") and \
-        found.endswith("/40"), found
+        found.endswith("/200"), found
     assert proc.returncode == 143, err[-3000:]
     assert log_lines(out)[-1].startswith(f"interrupted (SIGTERM) in {out}: ")
     assert found in log_lines(out)   # log.txt keeps both runs' lines, in order
