@@ -34,8 +34,12 @@ def start_cli(*args: str, env: dict | None = None) -> subprocess.Popen:
     """``python -m d2lkaggle.cli ARGS`` with stdout a pipe (off a terminal), one line at a time."""
     e = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
              OMP_NUM_THREADS="1", **(env or {}))
+    # Ctrl-C as a terminal's foreground process gets it: a suite started as a background job
+    # of a non-interactive shell hands its children SIGINT ignored (and Python then installs
+    # no KeyboardInterrupt for it)
     return subprocess.Popen([sys.executable, "-m", "d2lkaggle.cli", *args], cwd=ROOT, env=e,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def read_until(proc: subprocess.Popen, word: str) -> list[str]:
