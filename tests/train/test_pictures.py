@@ -136,8 +136,12 @@ def test_mistakes_title_stands_clear_of_the_captions(tmp_path):
         fig = plotting.plot_mistakes(rng.integers(0, 255, (n, 30, 40, 3)).astype(np.uint8), y,
                                      probs, ["maltese_dog", "boston_bull"], str(tmp_path / "m.png"),
                                      title=title, note="with TTA flip (0.080 without)")
-        fig.canvas.draw()
-        r = fig.canvas.get_renderer()
+        # an Agg canvas of its own: newer matplotlib leaves a closed figure a bare
+        # FigureCanvasBase, which has no renderer to measure text with
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        r = canvas.get_renderer()
         head = fig.texts[0]
         text = " ".join(head.get_text().split())
         assert "with TTA flip (0.080 without)" in text
