@@ -350,6 +350,17 @@ def from_airbench_names(state: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def airbench_dirac(weight: Any) -> Any:
+    """airbench94's start for a convolution's ``(out, in, kh, kw)`` weight array (numpy, in
+    place, returned): its first ``in`` filters the identity at the kernel's centre, as torch's
+    ``nn.init.dirac_`` on ``weight[:in]`` — for the wings whose framework has no ``dirac_``."""
+    import numpy as np
+    cin, (kh, kw) = weight.shape[1], weight.shape[2:]
+    weight[:cin] = 0.0
+    weight[np.arange(cin), np.arange(cin), kh // 2, kw // 2] = 1.0
+    return weight
+
+
 def airbench_frozen(name: str) -> bool:
     """Parameters airbench never trains: the whitening filters and the BatchNorm weights."""
     return name == "whiten.weight" or (".norm" in name and name.endswith(".weight"))

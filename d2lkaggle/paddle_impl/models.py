@@ -472,11 +472,7 @@ def airbench94(num_classes: int = 10, width: int = 64, bn_momentum: float | None
     net = init_like_torch(Airbench94(num_classes, width, bn_momentum))
     for layer in net.sublayers():
         if isinstance(layer, nn.Conv2D):
-            w = layer.weight.numpy()
-            cin, k = w.shape[1], w.shape[2:]
-            w[:cin] = 0.0
-            w[np.arange(cin), np.arange(cin), k[0] // 2, k[1] // 2] = 1.0
-            layer.weight.set_value(w)
+            layer.weight.set_value(table.airbench_dirac(layer.weight.numpy()))
             if layer.bias is not None:
                 layer.bias.set_value(np.zeros(layer.bias.shape, np.float32))
     # Paddle 3.3's batch_norm backward drops the bias gradient when the weight has
